@@ -1,0 +1,29 @@
+# Two commands do all the setup: `make demo` and `make test`. Both create .venv if missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.cityseg-installed
+
+.PHONY: demo test test-all install clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch is pinned in the same pip command, so pip never chooses it (2.13.0 is a local CPU wheel).
+	$(PY) -m pip install -q torch==2.13.0 -e '.[dev]'
+	# Test oracle only: the official scripts, without their heavy dependencies.
+	$(PY) -m pip install -q --no-deps cityscapesscripts pyquaternion
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/cityseg demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m ''
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

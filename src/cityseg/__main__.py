@@ -1,0 +1,3 @@
+from cityseg.cli import main
+
+raise SystemExit(main())
