@@ -1,0 +1,105 @@
+"""Checkpoints: one plain dict, written atomically, read with ``torch.load(weights_only=True)``.
+
+Keys (torchvision-references style, plus what inference needs to rebuild the model alone):
+
+    model            state_dict
+    model_name       registry name (``cityseg.models.build_model``)
+    model_options    dict of builder keyword arguments (num_classes excluded)
+    label_mode       "labelIds" (34 classes) or "trainIds" (19 classes + ignore 255)
+    num_classes      int
+    class_names      list[str]
+    input_size       [H, W] the model was trained at
+    interpolation    "area" or "bilinear" (image resize)
+    mean, std        list[float] or None (normalisation after /255)
+    optimizer, scheduler, scaler   state dicts or None
+    epoch            epochs completed
+    config           the resolved training config (plain dict)
+    metrics          last validation metrics (dict of floats)
+    best_miou        best validation mIoU so far
+    versions         {"cityseg", "torch", "python", "numpy"}
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import platform
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cityseg import __version__
+from cityseg.errors import CitysegError
+from cityseg.io import atomic_path
+
+REQUIRED_KEYS = ("model", "model_name", "label_mode", "num_classes")
+
+
+def versions() -> dict[str, str]:
+    return {
+        "cityseg": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+
+
+def save_checkpoint(path: str | os.PathLike, ckpt: dict[str, Any]) -> None:
+    """Write ``ckpt`` to ``path`` atomically (temp file + fsync + rename); the old file stays until then."""
+    ckpt = dict(ckpt)
+    ckpt.setdefault("versions", versions())
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a cityseg checkpoint safely (``weights_only=True``); any problem is a one-line ``CitysegError``."""
+    path = Path(path)
+    if not path.exists():
+        raise CitysegError(f"{path}: checkpoint not found")
+    if path.is_dir():
+        raise CitysegError(f"{path}: is a folder, not a checkpoint file")
+    if path.stat().st_size == 0:
+        raise CitysegError(f"{path}: empty checkpoint file (0 bytes)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling failed"
+        raise CitysegError(f"{path}: refused to load: not a plain weights checkpoint ({first})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CitysegError(f"{path}: corrupt or truncated checkpoint ({e.__class__.__name__})") from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
+        missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+        raise CitysegError(f"{path}: not a cityseg checkpoint (missing {', '.join(missing)})")
+    return ckpt
+
+
+def model_from_checkpoint(
+    ckpt: dict[str, Any] | str | os.PathLike,
+    expect_model: str | None = None,
+    expect_label_mode: str | None = None,
+    map_location: str | torch.device = "cpu",
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the model a checkpoint describes and load its weights; returns (model in eval mode, ckpt)."""
+    from cityseg.models import build_model
+
+    where = ""
+    if not isinstance(ckpt, dict):
+        where = f"{ckpt}: "
+        ckpt = load_checkpoint(ckpt, map_location=map_location)
+    if expect_model is not None and ckpt["model_name"] != expect_model:
+        raise CitysegError(f"{where}checkpoint holds model {ckpt['model_name']!r}, not {expect_model!r}")
+    if expect_label_mode is not None and ckpt["label_mode"] != expect_label_mode:
+        raise CitysegError(f"{where}checkpoint was trained on {ckpt['label_mode']}, not {expect_label_mode}")
+    options = dict(ckpt.get("model_options") or {})
+    model = build_model(ckpt["model_name"], num_classes=int(ckpt["num_classes"]), **options)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CitysegError(f"{where}weights do not fit model {ckpt['model_name']!r} ({first})") from None
+    model.eval()
+    return model, ckpt
