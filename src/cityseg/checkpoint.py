@@ -41,7 +41,7 @@ REQUIRED_KEYS = ("model", "model_name", "label_mode", "num_classes")
 def versions() -> dict[str, str]:
     return {
         "cityseg": __version__,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # TorchVersion is not a plain str: weights_only would refuse it
         "python": platform.python_version(),
         "numpy": np.__version__,
     }
@@ -67,7 +67,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling failed"
+        lines = [ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
+        first = lines[0] if lines else "unpickling failed"
         raise CitysegError(f"{path}: refused to load: not a plain weights checkpoint ({first})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         raise CitysegError(f"{path}: corrupt or truncated checkpoint ({e.__class__.__name__})") from None
