@@ -1,0 +1,423 @@
+"""Image -> logits / labelIds at full resolution, the way evaluation and submission need them.
+
+``Predictor`` wraps a model (an ``nn.Module`` or an onnxruntime session) with the preprocessing it was
+trained with (resize to its input size with area/bilinear interpolation, /255, optional mean/std), runs it
+whole-image or as a sliding window (mmsegmentation ``slide_inference`` semantics), optionally with
+horizontal-flip and multi-scale test-time augmentation (softmax averaged over the passes), and upsamples
+the scores bilinearly (``align_corners=False``) to the image's full size. ``predict`` never holds the full
+CxHxW score volume: it upsamples and takes the argmax one band of rows at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cityseg import labels
+from cityseg.errors import CitysegError
+
+#: floats per row band in ``predict`` (C x band x W); 4 M floats = 16 MiB, stays near the L2/L3 caches
+_BAND_ELEMENTS = 4 * 1024 * 1024
+_MODES = ("whole", "slide")
+
+
+# ---- preprocessing -----------------------------------------------------------------------------
+def _transforms():
+    from cityseg.data import transforms
+
+    return transforms
+
+
+def preprocess(
+    image: np.ndarray,
+    size: tuple[int, int],
+    interpolation: str = "area",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """HxWx3 uint8 RGB -> float32 tensor 3xhxw exactly as training prepared it (resize, /255, mean/std)."""
+    # TEMPORARY until cityseg.data.transforms lands: then this delegates to it (no second copy).
+    import cv2
+
+    h, w = size
+    if image.shape[:2] != (h, w):
+        flag = cv2.INTER_AREA if interpolation == "area" else cv2.INTER_LINEAR
+        image = cv2.resize(image, (w, h), interpolation=flag)
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+    if mean is not None:
+        x.sub_(torch.tensor(mean).view(3, 1, 1)).div_(torch.tensor(std).view(3, 1, 1))
+    return x
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise CitysegError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
+    return image
+
+
+# ---- upsampling helpers ------------------------------------------------------------------------
+def _source_index(n_in: int, n_out: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PyTorch's bilinear (align_corners=False) source rows for each output row: (i0, i1, lambda)."""
+    scale = n_in / n_out
+    src = ((torch.arange(n_out, device=device, dtype=torch.float64) + 0.5) * scale - 0.5).clamp_(min=0)
+    i0 = src.floor().long().clamp_(max=n_in - 1)
+    i1 = (i0 + 1).clamp_(max=n_in - 1)
+    lam = (src - i0).to(torch.float32)
+    return i0, i1, lam
+
+
+def upsample(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """CxHxW -> CxhxW bilinear, align_corners=False (no-op when the size already matches)."""
+    if tuple(scores.shape[-2:]) == tuple(size):
+        return scores
+    return F.interpolate(scores[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+
+
+def argmax_upsampled(scores: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """argmax over classes of ``sum(upsample(s, size) for s in scores)``, computed in bands of rows.
+
+    Equal to upsampling each CxhxW tensor bilinearly (align_corners=False) to ``size`` and taking the
+    argmax, but the CxHxW volume is never materialised: each tensor is first interpolated along the width
+    only (Cxhx W), then rows are blended band by band. Returns an HxW int64 tensor.
+    """
+    H, W = size
+    device = scores[0].device
+    C = scores[0].shape[0]
+    wide = [upsample(s.float(), (s.shape[1], W)) for s in scores]  # horizontal pass only: C x h x W
+    rows = [_source_index(s.shape[1], H, device) for s in wide]
+    band = max(1, min(H, _BAND_ELEMENTS // max(1, C * W)))
+    out = torch.empty((H, W), dtype=torch.int64, device=device)
+    for y0 in range(0, H, band):
+        y1 = min(H, y0 + band)
+        acc = None
+        for s, (i0, i1, lam) in zip(wide, rows):
+            a = s.index_select(1, i0[y0:y1])
+            b = s.index_select(1, i1[y0:y1])
+            v = torch.lerp(a, b, lam[y0:y1].view(1, -1, 1))
+            acc = v if acc is None else acc.add_(v)
+        out[y0:y1] = acc.argmax(0)
+    return out
+
+
+# ---- model backends ----------------------------------------------------------------------------
+class OnnxModel:
+    """Adapter: an onnxruntime ``InferenceSession`` called like a module (Bx3xHxW tensor -> logits tensor)."""
+
+    def __init__(self, session: Any):
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+        self.output_name = session.get_outputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        (out,) = self.session.run([self.output_name], {self.input_name: arr})
+        return torch.from_numpy(out).to(x.device)
+
+    def eval(self) -> "OnnxModel":
+        return self
+
+
+def _is_onnx_session(model: Any) -> bool:
+    return hasattr(model, "run") and hasattr(model, "get_inputs") and not isinstance(model, torch.nn.Module)
+
+
+def load_onnx(path: str | os.PathLike, threads: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """Open an exported model with onnxruntime: (session, metadata dict from ``cityseg.export``)."""
+    from cityseg.export import read_metadata
+
+    import onnxruntime as ort
+
+    meta = read_metadata(path)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(os.fspath(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise CitysegError(f"{path}: onnxruntime cannot load the model ({first})") from None
+    return session, meta
+
+
+# ---- the predictor -----------------------------------------------------------------------------
+class Predictor:
+    """Full-resolution inference with the preprocessing a checkpoint was trained with.
+
+    ``mode="whole"`` resizes the image to ``input_size`` x scale and runs the model once per scale (and
+    flip). ``mode="slide"`` resizes the image to its full size x scale and runs ``window``-sized crops
+    every ``stride`` pixels (defaults: ``input_size`` and 2/3 of it), averaging overlapping logits with a
+    count map, as mmsegmentation does; use it for models trained on crops of full-resolution images.
+    With ``flip`` or several ``scales`` the softmax probabilities of all passes are averaged.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        label_mode: str,
+        input_size: Sequence[int],
+        interpolation: str = "area",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        device: str | torch.device = "cpu",
+        flip: bool = False,
+        scales: Iterable[float] = (1.0,),
+        mode: str = "whole",
+        window: Sequence[int] | None = None,
+        stride: Sequence[int] | None = None,
+        batch_size: int = 1,
+        channels_last: bool = False,
+        bf16: bool = False,
+        num_classes: int | None = None,
+    ):
+        self.label_mode = labels.check_label_mode(label_mode)
+        self.num_classes = int(num_classes) if num_classes is not None else labels.num_classes(label_mode)
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        if interpolation not in ("area", "bilinear"):
+            raise CitysegError(f"unknown interpolation {interpolation!r}: choose area or bilinear")
+        self.interpolation = interpolation
+        self.mean = None if mean is None else [float(v) for v in mean]
+        self.std = None if std is None else [float(v) for v in std]
+        self.device = torch.device(device)
+        self.flip = bool(flip)
+        self.scales = tuple(float(s) for s in scales) or (1.0,)
+        if any(s <= 0 for s in self.scales):
+            raise CitysegError(f"scales must be positive, got {self.scales}")
+        if mode not in _MODES:
+            raise CitysegError(f"unknown inference mode {mode!r}: choose whole or slide")
+        self.mode = mode
+        self.window = tuple(int(v) for v in (window or self.input_size))
+        if stride is None:
+            stride = tuple(max(1, (2 * v) // 3) for v in self.window)
+        self.stride = tuple(int(v) for v in stride)
+        if min(self.window) <= 0 or min(self.stride) <= 0:
+            raise CitysegError(f"window {self.window} and stride {self.stride} must be positive")
+        self.batch_size = max(1, int(batch_size))
+        self.bf16 = bool(bf16)
+        self.channels_last = bool(channels_last)
+        self.onnx = _is_onnx_session(model)
+        if self.onnx:
+            self.model = OnnxModel(model)
+        else:
+            self.model = model.to(self.device).eval()
+            if self.channels_last:
+                self.model = self.model.to(memory_format=torch.channels_last)
+
+    # -- construction from files ---------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path_or_ckpt: dict[str, Any] | str | os.PathLike,
+        device: str | torch.device = "cpu",
+        expect_model: str | None = None,
+        expect_label_mode: str | None = None,
+        **overrides: Any,
+    ) -> "Predictor":
+        """Rebuild model and preprocessing from a checkpoint (or an exported ``.onnx`` file)."""
+        if not isinstance(path_or_ckpt, dict) and str(path_or_ckpt).lower().endswith(".onnx"):
+            return cls.from_onnx(path_or_ckpt, expect_model=expect_model, expect_label_mode=expect_label_mode,
+                                 **overrides)
+        from cityseg.checkpoint import model_from_checkpoint
+
+        model, ckpt = model_from_checkpoint(
+            path_or_ckpt, expect_model=expect_model, expect_label_mode=expect_label_mode, map_location="cpu"
+        )
+        where = "" if isinstance(path_or_ckpt, dict) else f"{path_or_ckpt}: "
+        if not ckpt.get("input_size"):
+            raise CitysegError(f"{where}checkpoint has no input_size")
+        kwargs = dict(
+            label_mode=ckpt["label_mode"],
+            input_size=ckpt["input_size"],
+            interpolation=ckpt.get("interpolation") or "area",
+            mean=ckpt.get("mean"),
+            std=ckpt.get("std"),
+            num_classes=ckpt["num_classes"],
+        )
+        kwargs.update(overrides)
+        return cls(model, device=device, **kwargs)
+
+    @classmethod
+    def from_onnx(
+        cls,
+        path: str | os.PathLike,
+        expect_model: str | None = None,
+        expect_label_mode: str | None = None,
+        **overrides: Any,
+    ) -> "Predictor":
+        """Run an ONNX file written by ``cityseg export`` on onnxruntime (CPU); metadata replaces the checkpoint."""
+        session, meta = load_onnx(path)
+        if expect_model is not None and meta.get("model_name") != expect_model:
+            raise CitysegError(f"{path}: ONNX model holds {meta.get('model_name')!r}, not {expect_model!r}")
+        if expect_label_mode is not None and meta["label_mode"] != expect_label_mode:
+            raise CitysegError(f"{path}: ONNX model was trained on {meta['label_mode']}, not {expect_label_mode}")
+        overrides.pop("device", None)
+        kwargs = dict(
+            label_mode=meta["label_mode"],
+            input_size=meta["input_size"],
+            interpolation=meta.get("interpolation") or "area",
+            mean=meta.get("mean"),
+            std=meta.get("std"),
+            num_classes=meta.get("num_classes"),
+        )
+        kwargs.update(overrides)
+        return cls(session, device="cpu", **kwargs)
+
+    # -- running the model ---------------------------------------------------------------------
+    def _autocast(self):
+        if self.bf16 and not self.onnx:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Bx3xhxw float tensor -> BxCxhxw float32 logits."""
+        x = x.to(self.device)
+        if self.channels_last and not self.onnx:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            out = self.model(x)
+        if isinstance(out, (tuple, list)):  # models with auxiliary heads return the main output first
+            out = out[0]
+        elif isinstance(out, dict):
+            out = out["out"]
+        if out.shape[-2:] != x.shape[-2:] or out.shape[1] != self.num_classes:
+            raise CitysegError(
+                f"model returned logits of shape {tuple(out.shape)} for input {tuple(x.shape)};"
+                f" expected {self.num_classes} classes at the input size"
+            )
+        return out.float().contiguous()
+
+    def _scaled_size(self, base: tuple[int, int], scale: float) -> tuple[int, int]:
+        """``base`` x ``scale`` rounded to a size the model accepts (seed models need multiples of 4 or 32)."""
+        if scale == 1.0:
+            return base
+        want = (max(1, round(base[0] * scale)), max(1, round(base[1] * scale)))
+        check = getattr(self.model, "check_input_shape", None)
+        if check is None or self.mode == "slide":
+            return want
+        for d in (1, 2, 4, 8, 16, 32, 64):
+            cand = tuple(max(d, int(round(v / d)) * d) for v in want)
+            try:
+                check(*cand)
+                return cand
+            except CitysegError:
+                continue
+        return want
+
+    def _whole(self, x: torch.Tensor) -> torch.Tensor:
+        """Model logits for one 3xhxw tensor (with its flip in the same batch): list -> 1or2 x C x h x w."""
+        batch = torch.stack([x, x.flip(-1)]) if self.flip else x[None]
+        if self.flip and self.batch_size < 2:
+            return torch.cat([self._forward(b[None]) for b in batch])
+        return self._forward(batch)
+
+    def _slide(self, x: torch.Tensor) -> torch.Tensor:
+        """Sliding-window logits for one 3xHxW tensor (mmseg ``slide_inference``): C x H x W (x2 with flip)."""
+        _, H, W = x.shape
+        wh, ww = self.window
+        sh, sw = self.stride
+        rows = max(H - wh + sh - 1, 0) // sh + 1
+        cols = max(W - ww + sw - 1, 0) // sw + 1
+        boxes = []
+        for r in range(rows):
+            for c in range(cols):
+                y2, x2 = min(r * sh + wh, H), min(c * sw + ww, W)
+                boxes.append((max(y2 - wh, 0), y2, max(x2 - ww, 0), x2))
+        n_out = 2 if self.flip else 1
+        acc = torch.zeros((n_out, self.num_classes, H, W), dtype=torch.float32, device=self.device)
+        count = torch.zeros((1, 1, H, W), dtype=torch.float32, device=self.device)
+        x = x.to(self.device)
+        crops = []
+        for box in boxes:
+            y1, y2, x1, x2 = box
+            crop = x[:, y1:y2, x1:x2]
+            ph, pw = wh - (y2 - y1), ww - (x2 - x1)  # image smaller than the window: pad bottom/right
+            if ph > 0 or pw > 0:
+                crop = F.pad(crop, (0, pw, 0, ph))
+            crops.append(crop)
+            if self.flip:
+                crops.append(crop.flip(-1))
+        per_batch = max(self.batch_size, n_out)
+        outs: list[tuple[tuple[int, int, int, int], int, torch.Tensor]] = []
+        meta = [(box, k) for box in boxes for k in range(n_out)]
+        for start in range(0, len(crops), per_batch):
+            logits = self._forward(torch.stack(crops[start:start + per_batch]))
+            for (box, k), out in zip(meta[start:start + per_batch], logits):
+                y1, y2, x1, x2 = box
+                if k == 1:
+                    out = out.flip(-1)  # back to the padded crop's layout: valid part first
+                acc[k, :, y1:y2, x1:x2] += out[:, : y2 - y1, : x2 - x1]
+                if k == 0:
+                    count[0, 0, y1:y2, x1:x2] += 1
+            del logits
+        return acc / count
+
+    def _pass_scores(self, image: np.ndarray) -> list[torch.Tensor]:
+        """One CxhxW score tensor per scale; summing their upsampled versions gives the final scores.
+
+        Without TTA it is the logits of the single pass; with TTA, softmax probabilities already divided
+        by the number of passes (flips are undone and summed at the model's resolution).
+        """
+        image = _check_image(image)
+        full = image.shape[:2]
+        tta = self.flip or len(self.scales) > 1
+        n_pass = len(self.scales) * (2 if self.flip else 1)
+        result = []
+        with torch.inference_mode():
+            for scale in self.scales:
+                base = self.input_size if self.mode == "whole" else full
+                size = self._scaled_size(base, scale)
+                x = preprocess(image, size, self.interpolation, self.mean, self.std)
+                logits = self._whole(x) if self.mode == "whole" else self._slide(x)
+                if not tta:
+                    result.append(logits[0])
+                    continue
+                probs = logits.softmax(1)
+                s = probs[0] + probs[1].flip(-1) if self.flip and self.mode == "whole" else (
+                    probs[0] + probs[1] if self.flip else probs[0]
+                )
+                result.append(s / n_pass)
+        return result
+
+    # -- public API ----------------------------------------------------------------------------
+    def logits(self, image: np.ndarray) -> torch.Tensor:
+        """Float32 CxHxW scores at the image's full size (logits; averaged softmax under TTA)."""
+        full = np.asarray(image).shape[:2]
+        with torch.inference_mode():
+            parts = self._pass_scores(image)
+            out = upsample(parts[0], full).clone() if len(parts) == 1 else None
+            if out is None:
+                out = sum(upsample(p, full) for p in parts)
+        return out
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """HxW uint8 labelIds at the image's full size (trainId models mapped back to labelIds)."""
+        full = np.asarray(image).shape[:2]
+        with torch.inference_mode():
+            pred = argmax_upsampled(self._pass_scores(image), full)
+        return self._to_label_ids(pred)
+
+    def predict_model_size(self, image: np.ndarray) -> np.ndarray:
+        """labelIds at the model's resolution (``input_size`` in whole mode, the image size in slide mode)."""
+        image = _check_image(image)
+        size = self.input_size if self.mode == "whole" else image.shape[:2]
+        with torch.inference_mode():
+            pred = argmax_upsampled(self._pass_scores(image), size)
+        return self._to_label_ids(pred)
+
+    def _to_label_ids(self, pred: torch.Tensor) -> np.ndarray:
+        ids = pred.to("cpu", torch.uint8).numpy()
+        if self.label_mode == "trainIds":
+            ids = labels.TRAINID_TO_LABELID[ids]
+        return ids
+
+    def __repr__(self) -> str:
+        backend = "onnxruntime" if self.onnx else type(self.model).__name__
+        return (
+            f"Predictor({backend}, {self.label_mode}, input_size={self.input_size}, mode={self.mode},"
+            f" flip={self.flip}, scales={self.scales})"
+        )
