@@ -1,0 +1,371 @@
+"""Streaming confusion matrix and every Cityscapes score, defined exactly as the official evaluator does.
+
+One ``ConfusionMatrix`` over the 34 labelIds (rows ground truth, columns prediction) holds everything the
+pixel-level scores need; iIoU additionally needs per-image instance statistics from
+``_gtFine_instanceIds.png``. ``CityscapesEvaluator`` accumulates both, one image at a time, and reproduces
+cityscapesScripts' ``evalPixelLevelSemanticLabeling`` (v2.3.0):
+
+* IoU of an evaluated class = TP / (TP + FP + FN) over the whole split. GT pixels of ignored labelIds count
+  nowhere; FP only counts pixels whose GT is an evaluated class; a void prediction on a valid pixel is a FN.
+  A class with TP + FP + FN = 0 is NaN and skipped in the mean.
+* iIoU: TP and FN of every GT instance are weighted by ``AVG_CLASS_SIZE[class] / instance size``; FP are
+  the plain (unweighted) pixel counts from the confusion matrix, as in the official script.
+* Category IoU / iIoU the same over the 7 categories (category iIoU only for human and vehicle, whose
+  prediction masks include the void vehicle ids caravan and trailer, as the official script has it).
+
+The seed's numbers (34-class mIoU over all labelIds, pixel accuracy over all pixels) are reported next to
+them for comparison: they count void classes and pixels and are not comparable to published results.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from cityseg import labels
+
+#: mean instance size (pixels) per class over the Cityscapes train split, from cityscapesScripts'
+#: ``evalPixelLevelSemanticLabeling.args.avgClassSize``; iIoU weights each instance by avg / size
+AVG_CLASS_SIZE: dict[str, float] = {
+    "bicycle": 4672.3249222261,
+    "caravan": 36771.8241758242,
+    "motorcycle": 6298.7200839748,
+    "rider": 3930.4788056518,
+    "bus": 35732.1511111111,
+    "train": 67583.7075812274,
+    "car": 12794.0202738185,
+    "person": 3462.4756337644,
+    "truck": 27855.1264367816,
+    "trailer": 16926.9763313609,
+}
+
+N = labels.NUM_LABEL_IDS  # 34
+#: bool[34]: labelId is one of the 19 evaluated classes
+EVALUATED = np.array([not labels.ID_TO_LABEL[i].ignoreInEval for i in range(N)])
+#: labelIds of the 19 evaluated classes in trainId order, and their names
+EVAL_IDS = np.array(labels.EVAL_LABEL_IDS)
+EVAL_NAMES = labels.TRAINID_NAMES
+
+
+def _category_ids(category: str) -> np.ndarray:
+    """Evaluated labelIds of ``category`` (official ``getIouScoreForCategory``)."""
+    return np.array([lab.id for lab in labels.CATEGORY_TO_LABELS[category] if lab.id >= 0 and not lab.ignoreInEval])
+
+
+def _instance_category_ids(category: str) -> np.ndarray:
+    """All labelIds (void ones too) of an instance category (official ``generateInstanceStats``)."""
+    return np.array([lab.id for lab in labels.CATEGORY_TO_LABELS[category] if lab.id >= 0])
+
+
+CATEGORY_IDS = {c: _category_ids(c) for c in labels.CATEGORY_NAMES}
+INSTANCE_CATEGORY_IDS = {c: _instance_category_ids(c) for c in labels.INSTANCE_CATEGORY_NAMES}
+INSTANCE_CLASS_IDS = np.array([labels.NAME_TO_LABEL[n].id for n in labels.INSTANCE_CLASS_NAMES])
+
+
+# ---- streaming confusion matrix -----------------------------------------------------------------
+class ConfusionMatrix:
+    """``num_classes`` x ``num_classes`` int64 counts, rows = ground truth, columns = prediction.
+
+    ``update(pred, target)`` takes integer tensors or arrays of any (equal) shape; target pixels equal to
+    ``ignore_index`` (or outside 0..num_classes-1) are skipped. A prediction outside 0..num_classes-1 on a
+    counted pixel is a ``ValueError``. ``device=None`` adopts the device of the first update.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int | None = 255, device: torch.device | str | None = None):
+        self.num_classes = int(num_classes)
+        self.ignore_index = ignore_index
+        self._device = None if device is None else torch.device(device)
+        self.mat = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64, device=self._device)
+
+    @torch.no_grad()
+    def update(self, pred, target) -> None:
+        pred = torch.as_tensor(pred)
+        target = torch.as_tensor(target)
+        if pred.shape != target.shape:
+            raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+        if self._device is None:
+            self._device = target.device
+            self.mat = self.mat.to(self._device)
+        n = self.num_classes
+        t = target.to(self._device).reshape(-1).long()
+        p = pred.to(self._device).reshape(-1).long()
+        keep = (t >= 0) & (t < n)
+        if self.ignore_index is not None:
+            keep &= t != self.ignore_index
+        if not bool(keep.all()):
+            t, p = t[keep], p[keep]
+        if p.numel() and (int(p.min()) < 0 or int(p.max()) >= n):
+            bad = int(p.max()) if int(p.max()) >= n else int(p.min())
+            raise ValueError(f"prediction value {bad} outside 0..{n - 1}")
+        self.mat += torch.bincount(t * n + p, minlength=n * n).reshape(n, n)
+
+    def reset(self) -> None:
+        self.mat.zero_()
+
+    def all_reduce(self) -> None:
+        """Sum the matrix over all processes (no-op unless torch.distributed is initialised)."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(self.mat)
+
+    def numpy(self) -> np.ndarray:
+        return self.mat.cpu().numpy()
+
+
+# ---- scores from a confusion matrix -------------------------------------------------------------
+def iou_from_confusion(mat) -> dict[str, Any]:
+    """Generic scores of a (trainId-space) matrix: per-class IoU (NaN where a class has zero union),
+    mIoU over the non-NaN classes and pixel accuracy over all counted pixels."""
+    m = np.asarray(torch.as_tensor(mat).cpu(), dtype=np.float64)
+    tp = np.diag(m)
+    union = m.sum(0) + m.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
+    total = m.sum()
+    return {
+        "iou": iou,
+        "mIoU": _nanmean(iou),
+        "pixel_acc": float(tp.sum() / total) if total else math.nan,
+    }
+
+
+def _nanmean(values) -> float:
+    """Mean over non-NaN entries (official ``getScoreAverage``); NaN if there are none."""
+    v = [float(x) for x in values if not math.isnan(float(x))]
+    return sum(v) / len(v) if v else math.nan
+
+
+def _ratio(tp: float, fp: float, fn: float) -> float:
+    denom = tp + fp + fn
+    return float(tp) / float(denom) if denom != 0 else math.nan
+
+
+def _check_mat34(mat) -> np.ndarray:
+    m = np.asarray(torch.as_tensor(mat).cpu(), dtype=np.int64)
+    if m.shape != (N, N):
+        raise ValueError(f"expected a {N}x{N} labelId confusion matrix, got {m.shape}")
+    return m
+
+
+def class_iou(mat34) -> dict[str, float]:
+    """Official IoU of the 19 evaluated classes (trainId order), NaN where TP + FP + FN = 0."""
+    m = _check_mat34(mat34)
+    valid_rows = m[EVALUATED]  # GT pixels of ignored labelIds count nowhere
+    out = {}
+    for lid, name in zip(EVAL_IDS, EVAL_NAMES):
+        tp = int(m[lid, lid])
+        fn = int(m[lid].sum()) - tp  # includes void predictions on this class
+        fp = int(valid_rows[:, lid].sum()) - tp
+        out[name] = _ratio(tp, fp, fn)
+    return out
+
+
+def category_iou(mat34) -> dict[str, float]:
+    """Official IoU of the 7 categories (flat ... vehicle)."""
+    m = _check_mat34(mat34)
+    cat_of = np.array([labels.ID_TO_LABEL[i].category for i in range(N)])
+    out = {}
+    for cat, ids in CATEGORY_IDS.items():
+        tp = int(m[np.ix_(ids, ids)].sum())
+        fn = int(m[ids].sum()) - tp
+        rows = EVALUATED & (cat_of != cat)
+        fp = int(m[np.ix_(rows, ids)].sum())
+        out[cat] = _ratio(tp, fp, fn)
+    return out
+
+
+def false_positives(mat34, ids, exclude_rows) -> int:
+    """Pixels predicted as any of ``ids`` whose GT is an evaluated labelId not in ``exclude_rows``."""
+    m = _check_mat34(mat34)
+    rows = EVALUATED.copy()
+    rows[np.asarray(exclude_rows)] = False
+    return int(m[np.ix_(rows, np.asarray(ids))].sum())
+
+
+def pixel_accuracy(mat34) -> float:
+    """Correct / all pixels whose GT is an evaluated class (void predictions there count as wrong)."""
+    m = _check_mat34(mat34)
+    total = int(m[EVALUATED].sum())
+    return int(np.diag(m)[EVALUATED].sum()) / total if total else math.nan
+
+
+def seed_scores(mat34) -> dict[str, float]:
+    """The seed's numbers: mIoU over all 34 labelIds (classes with zero union skipped) and pixel accuracy
+    over all pixels, void included. Inflated and not comparable to the benchmark; reported for reference."""
+    s = iou_from_confusion(_check_mat34(mat34))
+    return {"mIoU_34": s["mIoU"], "pixel_acc_34": s["pixel_acc"], "iou_34": s["iou"]}
+
+
+# ---- instance statistics (iIoU) -----------------------------------------------------------------
+_INST_CLASSES = labels.INSTANCE_CLASS_NAMES  # 8 names
+_INST_CATEGORIES = labels.INSTANCE_CATEGORY_NAMES  # human, vehicle
+#: labelId -> index into _INST_CLASSES (-1: not an evaluated instance class)
+_CLASS_INDEX = np.full(65536 // 1000 + 1, -1, dtype=np.int64)
+for _i, _name in enumerate(_INST_CLASSES):
+    _CLASS_INDEX[labels.NAME_TO_LABEL[_name].id] = _i
+#: predicted labelId (0..255) -> index into _INST_CATEGORIES (-1: none)
+_PRED_CATEGORY = np.full(256, -1, dtype=np.int64)
+for _i, _cat in enumerate(_INST_CATEGORIES):
+    _PRED_CATEGORY[INSTANCE_CATEGORY_IDS[_cat]] = _i
+_CLASS_CATEGORY = np.array([_INST_CATEGORIES.index(labels.NAME_TO_LABEL[n].category) for n in _INST_CLASSES])
+_CLASS_WEIGHT_NUM = np.array([AVG_CLASS_SIZE[n] for n in _INST_CLASSES])
+
+
+def instance_stats(pred: np.ndarray, instance_ids: np.ndarray) -> np.ndarray:
+    """Per-image iIoU statistics, float64 array 4 x K: rows (tpWeighted, fnWeighted, tp, fn), columns the
+    8 instance classes followed by the 2 instance categories (K = 10).
+
+    Instances are the ids > 1000 of ``_instanceIds.png`` (labelId * 1000 + k) of evaluated instance classes;
+    each contributes its TP/FN pixel counts times ``AVG_CLASS_SIZE[class] / size``. Category TP counts
+    pixels predicted as any labelId of the instance's category.
+    """
+    k = len(_INST_CLASSES)
+    out = np.zeros((4, k + len(_INST_CATEGORIES)), dtype=np.float64)
+    inst = np.asarray(instance_ids).reshape(-1)
+    sel = np.flatnonzero(inst > 1000)
+    if sel.size == 0:
+        return out
+    ids = inst[sel]
+    p = np.asarray(pred).reshape(-1)[sel].astype(np.int64)
+    uniq, inv = np.unique(ids, return_inverse=True)
+    label_of = uniq // 1000
+    cls = np.where(label_of < _CLASS_INDEX.size, _CLASS_INDEX[np.minimum(label_of, _CLASS_INDEX.size - 1)], -1)
+    size = np.bincount(inv, minlength=uniq.size)
+    tp = np.bincount(inv[p == label_of[inv]], minlength=uniq.size)
+    pc = _PRED_CATEGORY[np.clip(p, 0, 255)]
+    cat_of_inst = np.where(cls >= 0, _CLASS_CATEGORY[np.maximum(cls, 0)], -2)
+    cat_tp = np.bincount(inv[pc == cat_of_inst[inv]], minlength=uniq.size)
+    keep = cls >= 0  # instances of void classes (caravan, trailer) are skipped, as officially
+    if not keep.any():
+        return out
+    cls, size, tp, cat_tp = cls[keep], size[keep], tp[keep], cat_tp[keep]
+    weight = _CLASS_WEIGHT_NUM[cls] / size.astype(np.float64)
+    fn, cat_fn = size - tp, size - cat_tp
+    cat = k + _CLASS_CATEGORY[cls]
+    for row, col, val in (
+        (0, cls, tp * weight), (1, cls, fn * weight), (2, cls, tp), (3, cls, fn),
+        (0, cat, cat_tp * weight), (1, cat, cat_fn * weight), (2, cat, cat_tp), (3, cat, cat_fn),
+    ):
+        out[row] += np.bincount(col, weights=np.asarray(val, dtype=np.float64), minlength=out.shape[1])
+    return out
+
+
+# ---- the full evaluator -------------------------------------------------------------------------
+def _json_number(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+class CityscapesEvaluator:
+    """Accumulate the official Cityscapes scores one image at a time.
+
+    ``add(pred_labelIds, gt_labelIds, gt_instanceIds=None, pred_mode="labelIds")``: HxW integer arrays
+    at the same size; trainId predictions (``pred_mode="trainIds"``) are mapped to labelIds first.
+    ``scores()`` gives every number (per class/category dicts); ``results()`` the stable JSON dict.
+    """
+
+    def __init__(self, device: torch.device | str | None = "cpu"):
+        self.confusion = ConfusionMatrix(N, ignore_index=None, device=device)
+        self.inst = np.zeros((4, len(_INST_CLASSES) + len(_INST_CATEGORIES)), dtype=np.float64)
+        self.n_images = 0
+        self.n_without_instances = 0
+
+    def add(self, pred, gt, gt_instance_ids=None, pred_mode: str = "labelIds") -> None:
+        pred = np.asarray(pred)
+        gt = np.asarray(gt)
+        if pred.shape != gt.shape:
+            raise ValueError(f"prediction shape {pred.shape} != ground truth shape {gt.shape}")
+        if labels.check_label_mode(pred_mode) == "trainIds":
+            pred = labels.TRAINID_TO_LABELID[pred.astype(np.uint8)]
+        if gt.size and int(gt.max()) >= N:
+            raise ValueError(f"ground truth value {int(gt.max())} is not a labelId (0..{N - 1})")
+        if pred.size and int(pred.max()) >= N:
+            raise ValueError(f"prediction value {int(pred.max())} is not a labelId (0..{N - 1})")
+        self.confusion.update(torch.from_numpy(pred.astype(np.int64, copy=False)),
+                              torch.from_numpy(gt.astype(np.int64, copy=False)))
+        if gt_instance_ids is None:
+            self.n_without_instances += 1
+        else:
+            inst = np.asarray(gt_instance_ids)
+            if inst.shape != gt.shape:
+                raise ValueError(f"instanceIds shape {inst.shape} != ground truth shape {gt.shape}")
+            self.inst += instance_stats(pred, inst)
+        self.n_images += 1
+
+    def merge(self, other: "CityscapesEvaluator") -> None:
+        self.confusion.mat += other.confusion.mat.to(self.confusion.mat.device)
+        self.inst += other.inst
+        self.n_images += other.n_images
+        self.n_without_instances += other.n_without_instances
+
+    def all_reduce(self) -> None:
+        """Sum everything over all processes (no-op unless torch.distributed is initialised)."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        self.confusion.all_reduce()
+        t = torch.from_numpy(np.append(self.inst.reshape(-1), [self.n_images, self.n_without_instances]))
+        t = t.to(self.confusion.mat.device)
+        torch.distributed.all_reduce(t)
+        t = t.cpu().numpy()
+        self.inst = t[:-2].reshape(self.inst.shape)
+        self.n_images, self.n_without_instances = int(t[-2]), int(t[-1])
+
+    @property
+    def mat(self) -> np.ndarray:
+        return self.confusion.numpy()
+
+    def scores(self) -> dict[str, Any]:
+        """All scores as floats (NaN where undefined): class/category IoU and iIoU dicts and their means."""
+        m = self.mat
+        cls_iou = class_iou(m)
+        cat_iou = category_iou(m)
+        has_inst = self.n_without_instances == 0 and self.n_images > 0
+        k = len(_INST_CLASSES)
+        cls_iiou: dict[str, float] = {}
+        for name in EVAL_NAMES:
+            if name not in _INST_CLASSES or not has_inst:
+                cls_iiou[name] = math.nan
+                continue
+            j = _INST_CLASSES.index(name)
+            lid = labels.NAME_TO_LABEL[name].id
+            fp = false_positives(m, [lid], [lid])
+            cls_iiou[name] = _ratio(self.inst[0, j], fp, self.inst[1, j])
+        cat_iiou: dict[str, float] = {}
+        for cat in labels.CATEGORY_NAMES:
+            if cat not in _INST_CATEGORIES or not has_inst:
+                cat_iiou[cat] = math.nan
+                continue
+            j = k + _INST_CATEGORIES.index(cat)
+            ids = INSTANCE_CATEGORY_IDS[cat]
+            in_cat = [lab.id for lab in labels.CATEGORY_TO_LABELS[cat] if lab.id >= 0]
+            fp = false_positives(m, ids, in_cat)
+            cat_iiou[cat] = _ratio(self.inst[0, j], fp, self.inst[1, j])
+        seed = seed_scores(m)
+        return {
+            "class_iou": cls_iou,
+            "class_iiou": cls_iiou,
+            "category_iou": cat_iou,
+            "category_iiou": cat_iiou,
+            "mIoU": _nanmean(cls_iou.values()),
+            "iIoU": _nanmean(cls_iiou.values()),
+            "mIoU_categories": _nanmean(cat_iou.values()),
+            "iIoU_categories": _nanmean(cat_iiou.values()),
+            "pixel_acc": pixel_accuracy(m),
+            "mIoU_34": seed["mIoU_34"],
+            "pixel_acc_34": seed["pixel_acc_34"],
+            "iou_34": dict(zip(labels.LABELID_NAMES, seed["iou_34"].tolist())),
+            "n_images": self.n_images,
+        }
+
+    def results(self) -> dict[str, Any]:
+        """The stable JSON dict (fractions 0..1, NaN -> None); key order is part of the contract."""
+        s = self.scores()
+        out: dict[str, Any] = {k: _json_number(s[k]) for k in
+                               ("mIoU", "iIoU", "mIoU_categories", "iIoU_categories", "pixel_acc", "mIoU_34", "pixel_acc_34")}
+        out["per_class"] = {
+            name: {"iou": _json_number(s["class_iou"][name]), "iiou": _json_number(s["class_iiou"][name])}
+            for name in EVAL_NAMES
+        }
+        out["n_images"] = int(s["n_images"])
+        return out
