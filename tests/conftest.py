@@ -44,3 +44,41 @@ def synth_copy(synth_small, tmp_path):
     dst = tmp_path / "synth"
     shutil.copytree(synth_small, dst)
     return dst
+
+
+# ---- tiny hand-written datasets (data-layer tests; no dependency on SynthCity) -------------------
+def write_tiny_dataset(root, splits=None, size=(24, 40), cities=("aachen", "bremen"), seed=0, test_labels=False):
+    """Write a minimal dataset in the official layout: random RGB images, blocky labelIds (0..33),
+    matching 16-bit instanceIds and colour PNGs. ``splits``: name -> frame count. Returns the root."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from cityseg import io, labels
+    from cityseg.data import layout
+
+    root = Path(root)
+    splits = {"train": 3, "val": 2} if splits is None else splits
+    rng = np.random.default_rng(seed)
+    h, w = size
+    for split, n in splits.items():
+        for k in range(n):
+            stem = f"{cities[k % len(cities)]}_{k:06d}_{19 + k:06d}"
+            io.write_png(layout.image_path(root, split, stem), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+            if split == "test" and not test_labels:
+                continue
+            blocks = rng.integers(0, labels.NUM_LABEL_IDS, (max(1, h // 4), max(1, w // 4)), dtype=np.uint8)
+            lab = np.kron(blocks, np.ones((4, 4), np.uint8))[:h, :w]
+            lab = np.pad(lab, ((0, h - lab.shape[0]), (0, w - lab.shape[1])), mode="edge")
+            inst = lab.astype(np.uint16)
+            inst[lab == 26] = 26 * 1000 + 1  # one car instance
+            io.write_png(layout.annotation_path(root, split, stem, "labelIds"), lab)
+            io.write_png(layout.annotation_path(root, split, stem, "instanceIds"), inst)
+            io.write_png(layout.annotation_path(root, split, stem, "color"), labels.colorize(lab))
+    return root
+
+
+@pytest.fixture
+def tiny_root(tmp_path):
+    """A fresh writable tiny dataset: 3 train + 2 val frames of 24x40 in two cities."""
+    return write_tiny_dataset(tmp_path / "tiny")

@@ -106,8 +106,14 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int, str]:
         raise CitysegError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise CitysegError(f"{path}: is a directory, not an image") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError:
+        raise CitysegError(
+            f"{path}: header claims more than {Image.MAX_IMAGE_PIXELS * 2:,} pixels; refusing to decode"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise CitysegError(f"{path}: not a readable image ({e.__class__.__name__})") from None
+    except Exception as e:  # PIL's parsers raise many types on garbage (struct.error, EOFError, ...)
+        raise CitysegError(f"{path}: not a readable image (malformed header: {e.__class__.__name__})") from None
     if width * height > MAX_PIXELS:
         raise CitysegError(
             f"{path}: header claims {width}x{height} pixels, more than the {MAX_PIXELS:,}-pixel limit; refusing to decode"
@@ -117,14 +123,19 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int, str]:
     return height, width, mode
 
 
-def _decode(path: Path, flags: int) -> np.ndarray:
+def _decode(path: Path, flags: int, shape: tuple[int, int] | None = None) -> np.ndarray:
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise CitysegError(f"{path}: cannot read ({e.strerror})") from None
-    arr = cv2.imdecode(data, flags)
+    try:
+        arr = cv2.imdecode(data, flags)
+    except cv2.error:
+        arr = None
     if arr is None:
         raise CitysegError(f"{path}: corrupt or truncated image (decoding failed)")
+    if shape is not None and tuple(arr.shape[:2]) != tuple(shape):
+        raise CitysegError(f"{path}: decoded size {arr.shape[1]}x{arr.shape[0]} differs from its header {shape[1]}x{shape[0]}")
     return arr
 
 
@@ -144,28 +155,31 @@ def _check_complete(path: Path) -> None:
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an 8-bit RGB image as HxWx3 uint8 (RGB order). Rejects grayscale, 16-bit and RGBA files."""
     path = Path(path)
-    _, _, mode = probe_image(path)
+    h, w, mode = probe_image(path)
     if mode != "RGB":
         what = {"L": "grayscale", "I;16": "16-bit", "I;16B": "16-bit", "I": "32-bit", "RGBA": "RGBA (4-channel)",
                 "LA": "grayscale+alpha", "P": "palette", "1": "1-bit"}.get(mode, f"mode {mode}")
         raise CitysegError(f"{path}: expected an 8-bit RGB image, got {what}")
     _check_complete(path)
-    bgr = _decode(path, cv2.IMREAD_COLOR)
+    bgr = _decode(path, cv2.IMREAD_COLOR, (h, w))
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def read_label(path: str | os.PathLike, max_value: int | None = None) -> np.ndarray:
     """Read a single-channel 8-bit label PNG as HxW uint8; values above ``max_value`` are an error."""
     path = Path(path)
-    _, _, mode = probe_image(path)
+    h, w, mode = probe_image(path)
     if mode not in ("L", "P"):
         raise CitysegError(f"{path}: expected a single-channel 8-bit label image, got PIL mode {mode}")
     _check_complete(path)
     if mode == "P":  # palette PNGs: keep the indices, not the colours
-        with Image.open(path) as im:
-            arr = np.asarray(im)
+        try:
+            with Image.open(path) as im:
+                arr = np.asarray(im)
+        except Exception as e:  # truncated / corrupt data: PIL raises OSError, SyntaxError, zlib.error, ...
+            raise CitysegError(f"{path}: corrupt or truncated image ({e.__class__.__name__})") from None
     else:
-        arr = _decode(path, cv2.IMREAD_UNCHANGED)
+        arr = _decode(path, cv2.IMREAD_UNCHANGED, (h, w))
     if arr.ndim != 2:
         raise CitysegError(f"{path}: expected a single-channel label image, got shape {arr.shape}")
     if max_value is not None:
@@ -178,11 +192,11 @@ def read_label(path: str | os.PathLike, max_value: int | None = None) -> np.ndar
 def read_instance(path: str | os.PathLike) -> np.ndarray:
     """Read a 16-bit instanceIds PNG (labelId*1000+k, or labelId) as HxW int32."""
     path = Path(path)
-    _, _, mode = probe_image(path)
+    h, w, mode = probe_image(path)
     if mode not in ("I;16", "I;16B", "I", "L"):
         raise CitysegError(f"{path}: expected a 16-bit single-channel instanceIds image, got PIL mode {mode}")
     _check_complete(path)
-    arr = _decode(path, cv2.IMREAD_UNCHANGED)
+    arr = _decode(path, cv2.IMREAD_UNCHANGED, (h, w))
     if arr.ndim != 2:
         raise CitysegError(f"{path}: expected a single-channel instanceIds image, got shape {arr.shape}")
     return arr.astype(np.int32)

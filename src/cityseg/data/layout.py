@@ -60,9 +60,23 @@ def annotation_path(root: Path, split: str, stem: str, kind: str = "labelIds", a
 
 
 def walk_files(folder: Path, suffix: str) -> list[Path]:
-    """All files under ``folder`` ending in ``suffix``, sorted; symlinked folders are not followed (no loops)."""
+    """All files under ``folder`` ending in ``suffix``, sorted.
+
+    Symlinked folders are followed (datasets are often assembled from links), but each real folder is
+    visited once, so a symlink loop cannot recurse forever.
+    """
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirnames.sort()
         found.extend(Path(dirpath) / f for f in filenames if f.endswith(suffix))
     return sorted(found)
@@ -112,6 +126,8 @@ def find_samples(
         stem = parse_stem(p.name)
         if stem is None:
             raise CitysegError(f"{p}: file name does not follow <city>_<seq>_<frame>{IMAGE_SUFFIX}")
+        if stem in images:
+            raise CitysegError(f"{p}: duplicate frame {stem} (also {images[stem]})")
         images[stem] = p
     gt_dir = root / annotation / split
     labels: dict[str, Path] = {}
