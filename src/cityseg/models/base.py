@@ -1,0 +1,62 @@
+"""``SegmentationModel``: the base every cityseg network derives from (input-size rule + check)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cityseg.errors import CitysegError
+
+
+def _tracing() -> bool:
+    """True under torch.export / torch.compile / ONNX (dynamo) / jit tracing: skip Python-side checks."""
+    return bool(torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting())
+
+
+class SegmentationModel(nn.Module):
+    """Base class: ``forward(x: Bx3xHxW) -> logits BxCxHxW`` at the input's H and W (no softmax).
+
+    Subclasses set the class attributes of their input-size rule: H and W must be multiples of
+    ``size_multiple`` and at least ``min_size``. Models tied to one size override
+    ``check_input_shape``.
+    """
+
+    name: str = "model"
+    size_multiple: int = 1
+    min_size: int = 1
+    in_channels: int = 3
+
+    def size_rule(self) -> str:
+        """Human-readable input-size rule, e.g. 'H and W multiples of 4 and >= 60'."""
+        rule = f"H and W multiples of {self.size_multiple}"
+        if self.min_size > self.size_multiple:
+            rule += f" and >= {self.min_size}"
+        return rule
+
+    def accepts(self, h: int, w: int) -> bool:
+        m, lo = self.size_multiple, self.min_size
+        return h % m == 0 and w % m == 0 and h >= max(lo, m) and w >= max(lo, m)
+
+    def check_input_shape(self, h: int, w: int) -> None:
+        """Raise ``CitysegError`` naming the sizes that work when H x W does not."""
+        if not self.accepts(int(h), int(w)):
+            raise CitysegError(f"{self.name} needs {self.size_rule()}; got {int(h)}x{int(w)}")
+
+    def valid_size(self, h: int, w: int) -> tuple[int, int]:
+        """The smallest accepted size >= (h, w) (for padding an image before inference)."""
+        m, lo = self.size_multiple, max(self.min_size, self.size_multiple)
+
+        def up(v: int) -> int:
+            v = max(int(v), lo)
+            return -(-v // m) * m
+
+        return up(h), up(w)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if _tracing():
+            return
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise CitysegError(
+                f"{self.name} expects a Bx{self.in_channels}xHxW tensor; got shape {tuple(x.shape)}"
+            )
+        self.check_input_shape(x.shape[-2], x.shape[-1])
