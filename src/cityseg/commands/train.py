@@ -1,0 +1,87 @@
+"""``cityseg train``: train a model with a shipped recipe (seed, standard) or a TOML file; torchrun-ready.
+
+Run it alone, or the same command under ``torchrun --nproc_per_node=N`` (and multi-node torchrun):
+``--batch-size`` is the GLOBAL batch, split evenly across the processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from cityseg.commands import add_data_argument, size_arg
+from cityseg.errors import CitysegError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_argument(parser)
+    parser.add_argument("--model", metavar="NAME", help="registered model (`cityseg models`); default with --resume: the run's")
+    parser.add_argument("--out", metavar="RUN_DIR", required=True, help="run folder: last.pt, best.pt, metrics.csv, curves.png, config.toml")
+    parser.add_argument("--config", metavar="RECIPE", default=None,
+                        help="shipped recipe name (seed, standard) or a TOML file (default: seed; with --resume the run's own config)")
+    parser.add_argument("--epochs", type=int, help="train.epochs")
+    parser.add_argument("--batch-size", type=int, help="train.batch_size: the GLOBAL batch (split across torchrun processes)")
+    parser.add_argument("--size", type=size_arg, metavar="HxW", help="data.size, e.g. 128x256")
+    parser.add_argument("--lr", type=float, help="optim.lr")
+    parser.add_argument("--seed", type=int, help="train.seed (data order, augmentation and init are functions of it)")
+    parser.add_argument("--workers", type=int, help="data.workers (DataLoader processes)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any recipe key, e.g. --set optim.name=adamw --set 'loss=[{name=\"dice\"}]' (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue RUN_DIR/last.pt exactly (LR position, data order, RNG)")
+    parser.add_argument("--max-minutes", type=float, help="train.max_minutes: stop resumably after this much time")
+    parser.add_argument("--tensorboard", action="store_true", help="also log scalars to RUN_DIR/tensorboard")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def resolve_config(args: argparse.Namespace) -> dict:
+    """Recipe (or the run's own config with --resume) + dedicated flags + --set overrides, validated."""
+    from pathlib import Path
+
+    from cityseg.train.config import apply_overrides, load_recipe, merge, DEFAULTS
+
+    if args.resume and args.config is None:
+        from cityseg.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(Path(args.out) / "last.pt") if (Path(args.out) / "last.pt").is_file() else None
+        if ckpt is None:
+            raise CitysegError(f"{Path(args.out) / 'last.pt'}: nothing to resume (no last.pt in the run folder)")
+        cfg = merge(DEFAULTS, ckpt["config"], f"{args.out}/last.pt config")
+    else:
+        cfg, _ = load_recipe(args.config or "seed")
+    flags = {}
+    if args.model is not None:
+        flags["model.name"] = args.model
+    if args.epochs is not None:
+        flags["train.epochs"] = args.epochs
+    if args.batch_size is not None:
+        flags["train.batch_size"] = args.batch_size
+    if args.size is not None:
+        flags["data.size"] = list(args.size)
+    if args.lr is not None:
+        flags["optim.lr"] = args.lr
+    if args.seed is not None:
+        flags["train.seed"] = args.seed
+    if args.workers is not None:
+        flags["data.workers"] = args.workers
+    if args.max_minutes is not None:
+        flags["train.max_minutes"] = args.max_minutes
+    if args.tensorboard:
+        flags["train.tensorboard"] = True
+    cfg = apply_overrides(cfg, flags, source="command line")
+    cfg = apply_overrides(cfg, args.overrides, source="--set")
+    if not cfg["model"]["name"]:
+        raise CitysegError("no model given: pass --model NAME (see `cityseg models`)")
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from cityseg.data.layout import resolve_root
+    from cityseg.models import list_models
+    from cityseg.train.engine import train
+
+    cfg = resolve_config(args)
+    if cfg["model"]["name"] not in list_models():
+        raise CitysegError(f"unknown model {cfg['model']['name']!r}; valid models: {', '.join(list_models())}")
+    summary = train(cfg, resolve_root(args.data), args.out, resume=args.resume, progress=not args.quiet)
+    if summary["stopped"] == "interrupted":
+        return 130
+    return 0

@@ -1,0 +1,330 @@
+"""Training recipes: TOML files shipped in ``cityseg/configs``, dotted ``--set`` overrides, validation.
+
+A recipe is a plain nested dict with the sections of ``DEFAULTS``. A recipe file only needs the keys it
+changes; every key it names must exist in ``DEFAULTS`` with a value of the same type, and ``--set
+section.key=value`` overrides are type-checked the same way (the value is parsed as a TOML value, bare
+words are strings). Any problem is one ``CitysegError`` line naming the file or the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from cityseg.errors import CitysegError
+from cityseg.labels import LABEL_MODES
+
+#: every recipe key with its default (the defaults are the seed recipe's values where it has one)
+DEFAULTS: dict[str, Any] = {
+    "model": {
+        "name": "",  # set by --model
+        "options": {},  # builder keyword arguments (free-form, checked by build_model)
+        "sync_bn": False,  # convert BatchNorm to SyncBatchNorm under torchrun
+    },
+    "data": {
+        "label_mode": "labelIds",
+        "size": [128, 256],  # H, W the model trains and validates at
+        "interpolation": "bilinear",
+        "mean": [],  # [] = no normalisation after /255
+        "std": [],
+        "cache": True,
+        "workers": 0,
+        "train_split": "train",
+        "val_split": "val",
+    },
+    "augment": {
+        "enabled": False,
+        "scale": [0.5, 2.0],  # random scale range, then crop/pad back to data.size
+        "hflip": 0.5,  # probability
+        "photometric": True,  # brightness/contrast/saturation/hue jitter
+    },
+    "optim": {
+        "name": "adam",  # adam | adamw | sgd
+        "lr": 1e-3,
+        "betas": [0.9, 0.999],
+        "eps": 1e-7,
+        "weight_decay": 0.0,
+        "momentum": 0.9,  # sgd only
+    },
+    "schedule": {
+        "name": "constant",  # constant | poly | cosine (per iteration)
+        "power": 0.9,
+        "warmup_iters": 0,
+        "warmup_factor": 1e-3,
+        "min_lr": 0.0,
+    },
+    "loss": [{"name": "ce", "weight": 1.0}],
+    "train": {
+        "epochs": 40,
+        "batch_size": 16,  # GLOBAL batch: split evenly across torchrun processes
+        "eval_batch_size": 4,  # per process; small batches are faster on CPU
+        "seed": 0,
+        "fast": "auto",  # auto | true | false: channels_last + bf16 autocast (CPU) / AMP fp16 (CUDA)
+        "grad_clip": 0.0,  # max global grad norm; 0 = off
+        "nan_policy": "stop",  # stop | skip
+        "drop_last": False,
+        "max_minutes": 0.0,  # stop (resumably) after this much training time; 0 = no limit
+        "checkpoint_every": 0,  # also write last.pt every N steps inside an epoch; 0 = epoch ends only
+        "val_every": 1,
+        "deterministic": False,  # torch.use_deterministic_algorithms
+        "tensorboard": False,
+    },
+}
+
+#: allowed values of the string keys that have a fixed set
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "data.label_mode": tuple(LABEL_MODES),
+    "data.interpolation": ("area", "bilinear"),
+    "optim.name": ("adam", "adamw", "sgd"),
+    "schedule.name": ("constant", "poly", "cosine"),
+    "train.fast": ("auto", True, False),
+    "train.nan_policy": ("stop", "skip"),
+}
+
+#: per-loss option types (see cityseg.losses.LOSSES); class_weights: "none" | "auto" | list of floats
+LOSS_OPTIONS: dict[str, dict[str, Any]] = {
+    "ce": {"class_weights": "none", "label_smoothing": 0.0},
+    "ohem": {"class_weights": "none", "thresh": 0.7, "min_kept": 0.1},
+    "dice": {"smooth": 1.0},
+    "focal": {"gamma": 2.0},
+    "lovasz": {"per_image": False},
+}
+
+RECIPES_PACKAGE = "cityseg.configs"
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files(RECIPES_PACKAGE).iterdir() if p.name.endswith(".toml"))
+
+
+def load_recipe(name_or_path: str | os.PathLike) -> tuple[dict[str, Any], str]:
+    """A shipped recipe name (``seed``, ``standard``) or a TOML file path -> (validated config, source)."""
+    text = str(name_or_path)
+    shipped = resources.files(RECIPES_PACKAGE) / f"{text}.toml"
+    if os.sep not in text and not text.endswith(".toml") and shipped.is_file():
+        source = f"{text} recipe"
+        raw = shipped.read_text(encoding="utf-8")
+    else:
+        path = Path(text)
+        if not path.exists():
+            raise CitysegError(f"{path}: no such config file (shipped recipes: {', '.join(recipe_names())})")
+        if not path.is_file():
+            raise CitysegError(f"{path}: config is not a file")
+        source = str(path)
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise CitysegError(f"{path}: cannot read config ({e.__class__.__name__})") from None
+    try:
+        data = tomllib.loads(raw)
+    except tomllib.TOMLDecodeError as e:
+        raise CitysegError(f"{source}: invalid TOML ({e})") from None
+    return merge(DEFAULTS, data, source), source
+
+
+def merge(base: dict[str, Any], update: dict[str, Any], source: str) -> dict[str, Any]:
+    """``base`` with the keys of ``update`` replaced, after checking each against ``DEFAULTS``."""
+    out = copy.deepcopy(base)
+    for section, value in update.items():
+        if section not in DEFAULTS:
+            raise CitysegError(f"{source}: unknown section {section!r} (known: {', '.join(DEFAULTS)})")
+        if section == "loss":
+            out["loss"] = check_losses(value, source)
+            continue
+        if not isinstance(value, dict):
+            raise CitysegError(f"{source}: {section!r} must be a table")
+        for key, v in value.items():
+            out[section][key] = check_value(f"{section}.{key}", v, source)
+    return validate(out, source)
+
+
+def check_value(key: str, value: Any, source: str) -> Any:
+    """Type-check one dotted key against ``DEFAULTS`` and return the (normalised) value."""
+    section, _, name = key.partition(".")
+    if section not in DEFAULTS or section == "loss" or name not in DEFAULTS[section]:
+        raise CitysegError(f"{source}: unknown config key {key!r}")
+    default = DEFAULTS[section][name]
+    value = _coerce(key, value, default, source)
+    if key in CHOICES and value not in CHOICES[key]:
+        allowed = ", ".join(str(c).lower() if isinstance(c, bool) else c for c in CHOICES[key])
+        raise CitysegError(f"{source}: {key} = {value!r} is not one of {allowed}")
+    return value
+
+
+def _type_name(v: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a table"}.get(type(v), type(v).__name__)
+
+
+def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
+    if key == "train.fast":  # "auto" or a boolean
+        if isinstance(value, bool) or value == "auto":
+            return value
+        raise CitysegError(f"{source}: {key} must be \"auto\", true or false, not {value!r}")
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+            if not math.isfinite(value):
+                raise CitysegError(f"{source}: {key} must be a finite number, not {value}")
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, list):
+        ok = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        if ok:
+            value = [type(default[0])(v) if default else float(v) for v in value]
+            if default and len(value) != len(default):
+                raise CitysegError(f"{source}: {key} needs {len(default)} values, got {len(value)}")
+    elif isinstance(default, dict):
+        ok = isinstance(value, dict)
+    else:  # pragma: no cover - DEFAULTS only holds the types above
+        ok = False
+    if not ok:
+        raise CitysegError(f"{source}: {key} must be {_type_name(default)}, got {value!r}")
+    return copy.deepcopy(value)
+
+
+def check_losses(value: Any, source: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
+        raise CitysegError(f"{source}: loss must be a non-empty list of tables, e.g. [{{name = \"ce\", weight = 1.0}}]")
+    out = []
+    for i, spec in enumerate(value):
+        name = spec.get("name")
+        if name not in LOSS_OPTIONS:
+            raise CitysegError(f"{source}: loss[{i}].name = {name!r} is not one of {', '.join(LOSS_OPTIONS)}")
+        entry: dict[str, Any] = {"name": name, "weight": 1.0}
+        for k, v in spec.items():
+            if k == "name":
+                continue
+            where = f"loss[{i}].{k}"
+            if k == "weight":
+                entry[k] = _coerce(where, v, 1.0, source)
+                continue
+            if k not in LOSS_OPTIONS[name]:
+                raise CitysegError(f"{source}: unknown config key {where!r} for loss {name!r} "
+                                   f"(options: weight, {', '.join(LOSS_OPTIONS[name])})")
+            if k == "class_weights":
+                if v in ("none", "auto"):
+                    entry[k] = v
+                elif isinstance(v, list) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+                    entry[k] = [float(x) for x in v]
+                else:
+                    raise CitysegError(f"{source}: {where} must be \"none\", \"auto\" or a list of numbers, got {v!r}")
+                continue
+            entry[k] = _coerce(where, v, LOSS_OPTIONS[name][k], source)
+        if entry["weight"] < 0:
+            raise CitysegError(f"{source}: loss[{i}].weight must be >= 0")
+        out.append(entry)
+    return out
+
+
+def validate(cfg: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Cross-key checks the per-key types cannot express."""
+    d, t, o, s = cfg["data"], cfg["train"], cfg["optim"], cfg["schedule"]
+    if len(d["size"]) != 2 or min(d["size"]) <= 0:
+        raise CitysegError(f"{source}: data.size must be [H, W] with positive values, got {d['size']}")
+    if (len(d["mean"]), len(d["std"])) not in ((0, 0), (3, 3)):
+        raise CitysegError(f"{source}: data.mean and data.std must both be [] or both hold 3 values")
+    if any(v <= 0 for v in d["std"]):
+        raise CitysegError(f"{source}: data.std values must be positive")
+    positive = {"train.epochs": t["epochs"], "train.batch_size": t["batch_size"],
+                "train.eval_batch_size": t["eval_batch_size"], "train.val_every": t["val_every"], "optim.lr": o["lr"]}
+    for key, v in positive.items():
+        if v <= 0:
+            raise CitysegError(f"{source}: {key} must be positive, got {v}")
+    nonneg = {"data.workers": d["workers"], "train.grad_clip": t["grad_clip"], "train.max_minutes": t["max_minutes"],
+              "train.checkpoint_every": t["checkpoint_every"], "optim.weight_decay": o["weight_decay"],
+              "optim.eps": o["eps"], "schedule.warmup_iters": s["warmup_iters"], "schedule.min_lr": s["min_lr"]}
+    for key, v in nonneg.items():
+        if v < 0:
+            raise CitysegError(f"{source}: {key} must be >= 0, got {v}")
+    lo, hi = cfg["augment"]["scale"]
+    if not 0 < lo <= hi:
+        raise CitysegError(f"{source}: augment.scale must be [min, max] with 0 < min <= max")
+    if not 0.0 <= cfg["augment"]["hflip"] <= 1.0:
+        raise CitysegError(f"{source}: augment.hflip is a probability in [0, 1]")
+    if not 0.0 < s["warmup_factor"] <= 1.0:
+        raise CitysegError(f"{source}: schedule.warmup_factor must be in (0, 1]")
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"optim.lr=3e-4"`` -> ("optim.lr", 0.0003); the value is a TOML value, a bare word is a string."""
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key:
+        raise CitysegError(f"--set {text!r}: expected key=value, e.g. optim.lr=3e-4")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # bare word: a string (e.g. optim.name=adamw)
+    return key, value
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: list[str] | dict[str, Any], source: str = "--set") -> dict[str, Any]:
+    """Apply dotted overrides (``["train.epochs=3", ...]`` or ``{"train.epochs": 3}``) with type checks.
+
+    ``loss=[{...}, ...]`` replaces the loss list; ``loss.0.weight=0.5`` changes one term.
+    """
+    cfg = copy.deepcopy(cfg)
+    items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides]
+    for key, value in items:
+        if key == "loss":
+            cfg["loss"] = check_losses(value, source)
+            continue
+        if key.startswith("loss."):
+            parts = key.split(".")
+            if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) >= len(cfg["loss"]):
+                raise CitysegError(f"{source}: unknown config key {key!r} (the recipe has {len(cfg['loss'])} loss terms: loss.0 .. loss.{len(cfg['loss']) - 1})")
+            losses = copy.deepcopy(cfg["loss"])
+            losses[int(parts[1])][parts[2]] = value
+            cfg["loss"] = check_losses(losses, source)
+            continue
+        if key.startswith("model.options."):
+            cfg["model"]["options"][key[len("model.options."):]] = value
+            continue
+        section, _, name = key.partition(".")
+        if isinstance(value, str) and isinstance(DEFAULTS.get(section, {}).get(name), bool):
+            value = {"true": True, "false": False}.get(value.lower(), value)
+        cfg[section][name] = check_value(key, value, source)
+    return validate(cfg, source)
+
+
+# ---- writing the resolved config back as TOML --------------------------------------------------
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+def _toml_key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() else _toml_value(k)
+
+
+def dump_toml(cfg: dict[str, Any]) -> str:
+    """The resolved config as TOML that ``load_recipe`` reads back to the same dict."""
+    lines = ["# resolved training config (cityseg train --config this-file reproduces it)"]
+    lines.append(f"loss = {_toml_value(cfg['loss'])}")
+    for section, values in cfg.items():
+        if section == "loss":
+            continue
+        lines.append(f"\n[{section}]")
+        lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values.items())
+    return "\n".join(lines) + "\n"
