@@ -100,6 +100,11 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int, str]:
         with Image.open(path) as im:
             width, height = im.size
             mode = im.mode
+            if im.format == "PNG" and mode in ("RGB", "RGBA"):
+                # PIL reports 16-bit-per-channel colour PNGs as 8-bit modes; the IHDR bit depth tells
+                im.fp.seek(24)
+                if im.fp.read(1) == b"\x10":
+                    mode += ";16"
     except CitysegError:
         raise
     except FileNotFoundError:
@@ -158,7 +163,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     h, w, mode = probe_image(path)
     if mode != "RGB":
         what = {"L": "grayscale", "I;16": "16-bit", "I;16B": "16-bit", "I": "32-bit", "RGBA": "RGBA (4-channel)",
-                "LA": "grayscale+alpha", "P": "palette", "1": "1-bit"}.get(mode, f"mode {mode}")
+                "LA": "grayscale+alpha", "P": "palette", "1": "1-bit",
+                "RGB;16": "16-bit RGB", "RGBA;16": "16-bit RGBA"}.get(mode, f"mode {mode}")
         raise CitysegError(f"{path}: expected an 8-bit RGB image, got {what}")
     _check_complete(path)
     bgr = _decode(path, cv2.IMREAD_COLOR, (h, w))

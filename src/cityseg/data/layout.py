@@ -67,6 +67,13 @@ def walk_files(folder: Path, suffix: str) -> list[Path]:
     """
     found = []
     seen: set[tuple[int, int]] = set()
+    real = Path(folder).resolve()
+    for up in real.parents:  # a link back to an ancestor would pull in foreign files (and loop)
+        try:
+            st = up.stat()
+            seen.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         try:
             st = os.stat(dirpath)
