@@ -152,8 +152,15 @@ def test_evaluator_rejects_non_labelids():
 @pytest.fixture(scope="module")
 def oracle(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("oracle")
-    os.environ.setdefault("CITYSCAPES_DATASET", str(tmp))  # read at import time
-    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as ev
+    saved = os.environ.get("CITYSCAPES_DATASET")
+    os.environ["CITYSCAPES_DATASET"] = str(tmp)  # read once, when the module is imported
+    try:
+        from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as ev
+    finally:  # never leak into other tests
+        if saved is None:
+            del os.environ["CITYSCAPES_DATASET"]
+        else:
+            os.environ["CITYSCAPES_DATASET"] = saved
 
     ev.args.evalInstLevelScore = True
     ev.args.evalPixelAccuracy = False

@@ -1,0 +1,237 @@
+"""`cityseg evaluate` and cityseg.evaluation: exactness against cityscapesScripts at full size, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cityseg import labels
+from cityseg.cli import main
+from cityseg.data import layout
+from cityseg.evaluation import evaluate_pred_dir, score_pred_dir
+from cityseg.io import read_instance, read_label, write_png
+
+ROAD, SIDEWALK, BUILDING, CAR, TRUCK, PERSON, VEGETATION = 7, 8, 11, 26, 27, 24, 21
+
+
+def same(a, b, tol: float = 1e-9) -> bool:
+    a = math.nan if a is None else float(a)
+    b = math.nan if b is None else float(b)
+    return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= tol
+
+
+# ---- prediction sets built from the ground truth -----------------------------------------------
+def _gt_copy(gt, inst, rng):
+    return gt.copy()
+
+
+def _swaps(gt, inst, rng):
+    pd = gt.copy()
+    pd[gt == CAR], pd[gt == TRUCK] = TRUCK, CAR
+    pd[gt == ROAD] = SIDEWALK
+    pd[gt == PERSON] = 25  # person -> rider
+    return pd
+
+
+def _noise(gt, inst, rng):
+    return rng.integers(0, 34, gt.shape).astype(np.uint8)
+
+
+def _void_on_valid(gt, inst, rng):
+    pd = gt.copy()
+    valid = labels.LABELID_TO_TRAINID[gt] != 255
+    hit = valid & (rng.random(gt.shape) < 0.3)
+    pd[hit] = rng.choice([0, 4, 9, 29, 30], hit.sum())  # void / ignored ids, caravan and trailer included
+    return pd
+
+
+def _missing_classes(gt, inst, rng):
+    pd = gt.copy()
+    pd[np.isin(gt, [CAR, BUILDING, 17])] = VEGETATION  # car, building, pole never predicted
+    return pd
+
+
+def _mix(gt, inst, rng):
+    pd = _swaps(gt, inst, rng)
+    noisy = rng.random(gt.shape) < 0.2
+    pd[noisy] = rng.integers(0, 34, noisy.sum())
+    pd[inst % 1000 == 1] = 0  # every second instance lost entirely
+    pd[:, : gt.shape[1] // 8] = 33  # a band of bicycle false positives
+    return pd
+
+
+FAST_SETS = {"gt_copy": _gt_copy, "mix": _mix}
+SLOW_SETS = {"swaps": _swaps, "noise": _noise, "void_on_valid": _void_on_valid, "missing_classes": _missing_classes}
+
+
+def write_predictions(root: Path, out: Path, make, seed: int = 0, subfolders: bool = True) -> Path:
+    """One labelId PNG per val frame, named like a submission (``<stem>_pred.png``), in city subfolders."""
+    rng = np.random.default_rng(seed)
+    for s in layout.find_samples(root, "val"):
+        gt = read_label(s.label)
+        inst = read_instance(s.instance)
+        folder = out / s.city if subfolders else out
+        write_png(folder / f"{s.stem}_pred.png", make(gt, inst, rng))
+    return out
+
+
+@pytest.fixture(scope="module")
+def oracle(tmp_path_factory):
+    """cityscapesScripts' evaluator, called in-process with the arguments its CLI would use."""
+    tmp = tmp_path_factory.mktemp("oracle")
+    saved = os.environ.get("CITYSCAPES_DATASET")
+    os.environ["CITYSCAPES_DATASET"] = str(tmp)  # read once, when the module is imported
+    try:
+        from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as ev
+    finally:  # never leak into other tests
+        if saved is None:
+            del os.environ["CITYSCAPES_DATASET"]
+        else:
+            os.environ["CITYSCAPES_DATASET"] = saved
+
+    ev.args.evalInstLevelScore = True
+    ev.args.evalPixelAccuracy = False
+    ev.args.quiet = True
+    ev.args.colorized = False
+    ev.args.bold = ev.args.nocol = ""
+    ev.args.JSONOutput = True
+    added = not hasattr(np, "in1d")
+    if added:  # NumPy 2.4 removed np.in1d, which the oracle (2.3.0) still calls; same semantics
+        np.in1d = lambda a, b, invert=False: np.isin(np.asarray(a).ravel(), b, invert=invert)
+
+    def run(root: Path, pred_dir: Path, out_json: Path) -> dict:
+        ev.args.exportFile = str(out_json)
+        ev.args.predictionPath = str(pred_dir)
+        ev.args.predictionWalk = None  # the module caches its walk of the prediction folder
+        gts = sorted(str(s.label) for s in layout.find_samples(root, "val"))
+        preds = [ev.getPrediction(ev.args, g) for g in gts]
+        ev.evaluateImgLists(preds, gts, ev.args)
+        return json.loads(out_json.read_text())
+
+    yield run
+    if added:
+        del np.in1d
+
+
+def assert_equal_to_oracle(ours, ref):
+    s = ours.scores()
+    np.testing.assert_array_equal(ours.mat, np.array(ref["confMatrix"], dtype=np.int64))
+    for name in labels.TRAINID_NAMES:
+        assert same(s["class_iou"][name], ref["classScores"][name]), name
+        assert same(s["class_iiou"][name], ref["classInstScores"][name]), name
+    for cat in labels.CATEGORY_NAMES:
+        assert same(s["category_iou"][cat], ref["categoryScores"][cat]), cat
+        assert same(s["category_iiou"][cat], ref["categoryInstScores"][cat]), cat
+    assert same(s["mIoU"], ref["averageScoreClasses"])
+    assert same(s["iIoU"], ref["averageScoreInstClasses"])
+    assert same(s["mIoU_categories"], ref["averageScoreCategories"])
+    assert same(s["iIoU_categories"], ref["averageScoreInstCategories"])
+
+
+def _check_set(name, make, synth_full, tmp_path, oracle):
+    pred_dir = write_predictions(synth_full, tmp_path / name, make)
+    ours = score_pred_dir(synth_full, "val", pred_dir)
+    ref = oracle(synth_full, pred_dir, tmp_path / f"{name}.json")
+    assert ours.n_images == 3
+    assert_equal_to_oracle(ours, ref)
+    return ours
+
+
+@pytest.mark.parametrize("name", list(FAST_SETS))
+def test_full_size_scores_equal_official_script(name, synth_full, tmp_path, oracle):
+    ours = _check_set(name, FAST_SETS[name], synth_full, tmp_path, oracle)
+    s = ours.scores()
+    if name == "gt_copy":
+        assert s["mIoU"] == 1.0 and s["iIoU"] == 1.0 and s["pixel_acc"] == 1.0 and s["pixel_acc_34"] == 1.0
+    else:
+        assert 0 < s["mIoU"] < 1 and 0 < s["iIoU"] < 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(SLOW_SETS))
+def test_full_size_scores_equal_official_script_more_sets(name, synth_full, tmp_path, oracle):
+    _check_set(name, SLOW_SETS[name], synth_full, tmp_path, oracle)
+
+
+# ---- the CLI ------------------------------------------------------------------------------------
+JSON_KEYS = ["mIoU", "iIoU", "mIoU_categories", "iIoU_categories", "pixel_acc", "mIoU_34", "pixel_acc_34",
+             "per_class", "n_images"]
+
+
+@pytest.fixture(scope="module")
+def small_preds(synth_small, tmp_path_factory):
+    """Predictions for synth_small's val split: the GT with car/truck swapped (flat, one folder)."""
+    return write_predictions(synth_small, tmp_path_factory.mktemp("preds"), _swaps, subfolders=False)
+
+
+def test_cli_pred_dir_writes_json_table_and_confusion(synth_small, small_preds, tmp_path, capsys):
+    out = tmp_path / "res" / "scores.json"
+    rc = main(["evaluate", "--data", str(synth_small), "--split", "val", "--pred-dir", str(small_preds),
+               "--json", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())  # strict: NaN must have become null
+    assert list(res) == JSON_KEYS
+    assert res == json.loads(json.dumps(evaluate_pred_dir(synth_small, "val", small_preds)))
+    assert res["n_images"] == 4 and 0 <= res["mIoU"] <= 1
+    assert set(res["per_class"]) == set(labels.TRAINID_NAMES)
+    assert res["per_class"]["car"]["iou"] == 0.0 and res["per_class"]["road"]["iiou"] is None
+    assert (out.parent / "confusion.png").stat().st_size > 0
+    text = capsys.readouterr().out
+    assert "mIoU" in text and "iIoU" in text and "34" in text and "car" in text
+
+
+def test_cli_env_results_folder_is_default_pred_dir(synth_small, small_preds, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CITYSCAPES_RESULTS", str(small_preds))
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "--data", str(synth_small), "--split", "val", "--json", "r.json"]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["n_images"] == 4
+
+
+def _broken_pred_dir(synth_small, small_preds, tmp_path, how):
+    d = tmp_path / "bad"
+    shutil.copytree(small_preds, d)
+    victim = sorted(d.glob("*.png"))[1]
+    arr = read_label(victim)
+    if how == "wrong_size":
+        write_png(victim, arr[::2, ::2])
+    elif how == "multi_channel":
+        write_png(victim, np.repeat(arr[:, :, None], 3, axis=2))
+    elif how == "not_labelids":
+        arr = arr.copy()
+        arr[0, 0] = 255
+        write_png(victim, arr)
+    elif how == "missing":
+        victim.unlink()
+    elif how == "duplicate":
+        shutil.copy(victim, d / victim.name.replace("_pred.png", "_pred2.png"))
+    return d, victim
+
+
+@pytest.mark.parametrize(
+    "how, expect",
+    [("wrong_size", "full size"), ("multi_channel", "3 channels"), ("not_labelids", "not a labelId"),
+     ("missing", "no prediction"), ("duplicate", "several predictions")],
+)
+def test_cli_bad_predictions_exit_2_with_one_line(how, expect, synth_small, small_preds, tmp_path, capsys):
+    d, victim = _broken_pred_dir(synth_small, small_preds, tmp_path, how)
+    out = tmp_path / "out" / "scores.json"
+    rc = main(["evaluate", "--data", str(synth_small), "--split", "val", "--pred-dir", str(d), "--json", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and expect in err and "Traceback" not in err
+    stem = layout.parse_stem(victim.name)
+    assert stem in err  # names the prediction (or, when missing, the ground truth) file
+    assert not out.exists() and not (out.parent / "confusion.png").exists()
+    assert not out.parent.exists() or not any(out.parent.iterdir())  # no temporary leftovers either
+
+
+def test_cli_needs_a_source(synth_small, monkeypatch, capsys):
+    monkeypatch.delenv("CITYSCAPES_RESULTS", raising=False)
+    assert main(["evaluate", "--data", str(synth_small)]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
