@@ -60,6 +60,22 @@ def test_argmax_upsampled_matches_interpolate_then_argmax():
         assert (argmax_upsampled([a, b], (H, W)) == ref2.argmax(0)).float().mean() > 0.9999
 
 
+def test_argmax_upsampled_sparse_path_is_exact(monkeypatch):
+    """Piecewise-constant labels (as real predictions are): only boundary cells are blended."""
+    calls = []
+    monkeypatch.setattr(inference, "_argmax_upsampled_bands", lambda *a: calls.append(a))
+    g = torch.Generator().manual_seed(1)
+    lab = F.interpolate(torch.randn(1, 12, 4, 8, generator=g), size=(32, 64), mode="bilinear")[0].argmax(0)
+    smooth = F.interpolate(torch.randn(1, 12, 8, 16, generator=g), size=(32, 64), mode="bilinear")[0]
+    a = F.one_hot(lab, 12).permute(2, 0, 1).float() * 3 + smooth
+    b = torch.roll(a, 3, dims=2)[:, ::2, ::2].contiguous()  # a second TTA part at another resolution
+    for parts, (H, W) in [([a], (256, 512)), ([a], (77, 130)), ([a, b], (256, 512)), ([b], (32, 64))]:
+        ref = sum(F.interpolate(p[None], size=(H, W), mode="bilinear", align_corners=False)[0] for p in parts)
+        got = argmax_upsampled(parts, (H, W))
+        assert (got == ref.argmax(0)).float().mean() > 0.9999
+    assert not calls  # really the sparse path
+
+
 def test_argmax_upsampled_small_bands(monkeypatch):
     monkeypatch.setattr(inference, "_BAND_ELEMENTS", 7 * 50 * 3)  # 3 rows per band, ragged last band
     a = torch.randn(7, 10, 25)

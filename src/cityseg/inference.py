@@ -19,39 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from cityseg import labels
+from cityseg.data.transforms import preprocess  # the one preprocessing implementation (re-exported here)
 from cityseg.errors import CitysegError
 
 #: floats per row band in ``predict`` (C x band x W); 4 M floats = 16 MiB, stays near the L2/L3 caches
 _BAND_ELEMENTS = 4 * 1024 * 1024
 _MODES = ("whole", "slide")
-
-
-# ---- preprocessing -----------------------------------------------------------------------------
-def _transforms():
-    from cityseg.data import transforms
-
-    return transforms
-
-
-def preprocess(
-    image: np.ndarray,
-    size: tuple[int, int],
-    interpolation: str = "area",
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-) -> torch.Tensor:
-    """HxWx3 uint8 RGB -> float32 tensor 3xhxw exactly as training prepared it (resize, /255, mean/std)."""
-    # TEMPORARY until cityseg.data.transforms lands: then this delegates to it (no second copy).
-    import cv2
-
-    h, w = size
-    if image.shape[:2] != (h, w):
-        flag = cv2.INTER_AREA if interpolation == "area" else cv2.INTER_LINEAR
-        image = cv2.resize(image, (w, h), interpolation=flag)
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
-    if mean is not None:
-        x.sub_(torch.tensor(mean).view(3, 1, 1)).div_(torch.tensor(std).view(3, 1, 1))
-    return x
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -80,16 +53,64 @@ def upsample(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def argmax_upsampled(scores: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-    """argmax over classes of ``sum(upsample(s, size) for s in scores)``, computed in bands of rows.
+    """argmax over classes of ``sum(upsample(s, size) for s in scores)`` without the CxHxW volume.
 
-    Equal to upsampling each CxhxW tensor bilinearly (align_corners=False) to ``size`` and taking the
-    argmax, but the CxHxW volume is never materialised: each tensor is first interpolated along the width
-    only (Cxhx W), then rows are blended band by band. Returns an HxW int64 tensor.
+    Bilinear interpolation is a convex combination of the 4 neighbouring source pixels, so wherever all of
+    them (in every tensor) have the same argmax k, the upsampled argmax is k too: those pixels are looked up
+    directly, and the exact blend is computed only for pixels in cells where the labels change. When that
+    is most of the image (noisy scores) the blend is computed band by band for every pixel instead.
+    Either way the result equals interpolating (align_corners=False) and taking the argmax, up to float
+    rounding at exact ties. Returns an HxW int64 tensor.
     """
+    H, W = size
+    scores = [s.float() for s in scores]
+    device = scores[0].device
+    geo = [(_source_index(s.shape[1], H, device), _source_index(s.shape[2], W, device)) for s in scores]
+    lab = ok = None
+    for s, ((i0, _, _), (j0, _, _)) in zip(scores, geo):
+        am = s.argmax(0)
+        h, w = am.shape
+        ip = (torch.arange(h, device=device) + 1).clamp_(max=h - 1)
+        jp = (torch.arange(w, device=device) + 1).clamp_(max=w - 1)
+        below = am.index_select(0, ip)
+        uniform = (am == below) & (am == am.index_select(1, jp)) & (am == below.index_select(1, jp))
+        part_lab = am.index_select(0, i0).index_select(1, j0)
+        part_ok = uniform.index_select(0, i0).index_select(1, j0)
+        if lab is None:
+            lab, ok = part_lab, part_ok
+        else:
+            ok &= part_ok & (part_lab == lab)
+    flat = (~ok).view(-1).nonzero().squeeze(1)
+    if flat.numel() > 0.4 * H * W:
+        return _argmax_upsampled_bands(scores, size)
+    # pixel-major copies (h*w x C) make every gather below a contiguous row copy
+    tables = [s.permute(1, 2, 0).reshape(-1, s.shape[0]).contiguous() for s in scores]
+    out = lab.view(-1)
+    chunk = max(1, _BAND_ELEMENTS // scores[0].shape[0])
+    for k in range(0, flat.numel(), chunk):
+        f = flat[k:k + chunk]
+        y = torch.div(f, W, rounding_mode="floor")
+        x = f - y * W
+        acc = None
+        for s, t, ((i0, i1, ly), (j0, j1, lx)) in zip(scores, tables, geo):
+            w = s.shape[2]
+            r0, r1 = i0.index_select(0, y) * w, i1.index_select(0, y) * w
+            c0, c1 = j0.index_select(0, x), j1.index_select(0, x)
+            wx, wy = lx.index_select(0, x).unsqueeze(1), ly.index_select(0, y).unsqueeze(1)
+            top = torch.lerp(t.index_select(0, r0 + c0), t.index_select(0, r0 + c1), wx)
+            bottom = torch.lerp(t.index_select(0, r1 + c0), t.index_select(0, r1 + c1), wx)
+            v = torch.lerp(top, bottom, wy)
+            acc = v if acc is None else acc.add_(v)
+        out.index_copy_(0, f, acc.argmax(1))
+    return lab
+
+
+def _argmax_upsampled_bands(scores: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """The dense path of ``argmax_upsampled``: width pass per tensor (C x h x W), then rows band by band."""
     H, W = size
     device = scores[0].device
     C = scores[0].shape[0]
-    wide = [upsample(s.float(), (s.shape[1], W)) for s in scores]  # horizontal pass only: C x h x W
+    wide = [upsample(s, (s.shape[1], W)) for s in scores]
     rows = [_source_index(s.shape[1], H, device) for s in wide]
     band = max(1, min(H, _BAND_ELEMENTS // max(1, C * W)))
     out = torch.empty((H, W), dtype=torch.int64, device=device)
@@ -97,9 +118,7 @@ def argmax_upsampled(scores: Sequence[torch.Tensor], size: tuple[int, int]) -> t
         y1 = min(H, y0 + band)
         acc = None
         for s, (i0, i1, lam) in zip(wide, rows):
-            a = s.index_select(1, i0[y0:y1])
-            b = s.index_select(1, i1[y0:y1])
-            v = torch.lerp(a, b, lam[y0:y1].view(1, -1, 1))
+            v = torch.lerp(s.index_select(1, i0[y0:y1]), s.index_select(1, i1[y0:y1]), lam[y0:y1].view(1, -1, 1))
             acc = v if acc is None else acc.add_(v)
         out[y0:y1] = acc.argmax(0)
     return out
