@@ -429,7 +429,7 @@ def _train(cfg, root: Path, out: Path, resume: bool, info: D.DistInfo, log, prog
                             bad = not bool(torch.isfinite(norm)) and not scaler.is_enabled()
                     if bad:
                         optimizer.zero_grad(set_to_none=True)
-                        what = f"non-finite loss ({float(loss)})" if flags[0] else "non-finite gradients"
+                        what = f"non-finite loss ({float(loss.detach())})" if flags[0] else "non-finite gradients"
                         if t["nan_policy"] == "stop":
                             raise CitysegError(
                                 f"{what} at epoch {epoch + 1} step {step + 1}: training stopped; the last good "

@@ -1,0 +1,259 @@
+"""Training loop: resume equality, Ctrl-C, NaN policy, checkpoints, files, recipes end to end, CLI errors.
+
+A tiny conv net (with dropout, so RNG restoration matters) is registered in the model table for these
+tests; data is SynthCity at 64x128.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+
+import pytest
+import torch
+from torch import nn
+
+from cityseg import models
+from cityseg.checkpoint import load_checkpoint, model_from_checkpoint
+from cityseg.cli import main
+from cityseg.models.base import SegmentationModel
+from cityseg.train.config import apply_overrides, load_recipe
+from cityseg.train.engine import train
+
+
+class TinyNet(SegmentationModel):
+    """3 convs + dropout; ``hooks`` lets a test act at the n-th training forward (Ctrl-C, NaN)."""
+
+    name = "tiny"
+    size_multiple = 4
+    min_size = 8
+    hooks: dict = {}
+    calls = 0
+
+    def __init__(self, num_classes: int = 34, width: int = 8):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.2),
+                                  nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
+        self.head = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, x):
+        out = self.head(self.body(x))
+        if self.training:
+            TinyNet.calls += 1
+            action = TinyNet.hooks.get(TinyNet.calls)
+            if action == "sigint":
+                os.kill(os.getpid(), signal.SIGINT)
+            elif action == "nan":
+                out = out * float("nan")
+        return out
+
+
+@pytest.fixture(autouse=True)
+def tiny_model(monkeypatch):
+    monkeypatch.setitem(models.MODELS, "tiny", (models._variant(TinyNet), "tiny test net"))
+    TinyNet.hooks, TinyNet.calls = {}, 0
+    yield
+    TinyNet.hooks, TinyNet.calls = {}, 0
+
+
+@pytest.fixture(scope="module")
+def synth64(tmp_path_factory):
+    from cityseg.data.synth import generate
+
+    root = tmp_path_factory.mktemp("synth64")
+    generate(root, train=10, val=2, test=0, size=(64, 128), seed=3)
+    return root
+
+
+def tiny_cfg(recipe="seed", **over):
+    cfg, _ = load_recipe(recipe)
+    base = {"model.name": "tiny", "train.epochs": 2, "train.batch_size": 4, "data.size": [64, 128],
+            "data.workers": 0, "train.eval_batch_size": 2, "train.fast": False}
+    base.update(over)
+    return apply_overrides(cfg, base)
+
+
+def weights(run_dir):
+    return load_checkpoint(run_dir / "last.pt")["model"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(synth64, tmp_path):
+    cfg = tiny_cfg(**{"train.epochs": 3})  # 10 images, batch 4 -> 3 steps per epoch (last one partial)
+    full = train(cfg, synth64, tmp_path / "full", progress=False)
+    assert full["epoch"] == 3 and full["stopped"] == ""
+
+    TinyNet.calls, TinyNet.hooks = 0, {5: "sigint"}  # Ctrl-C during epoch 2, step 2 of 3
+    part = train(cfg, synth64, tmp_path / "resumed", progress=False)
+    assert part["stopped"] == "interrupted" and part["epoch"] == 1 and part["step"] == 2
+    ck = load_checkpoint(tmp_path / "resumed" / "last.pt")  # weights_only=True load of RNG states etc.
+    assert ck["epoch"] == 1 and ck["step"] == 2 and isinstance(ck["rng"][0]["torch"], torch.Tensor)
+    TinyNet.hooks = {}
+    done = train(cfg, synth64, tmp_path / "resumed", resume=True, progress=False)
+    assert done["epoch"] == 3 and done["stopped"] == ""
+    assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "resumed"))
+    a = load_checkpoint(tmp_path / "full" / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert a["optimizer"]["state"][0]["step"] == b["optimizer"]["state"][0]["step"]
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 9
+    for ra, rb in zip(a["history"], b["history"]):
+        assert {k: v for k, v in ra.items() if k != "seconds"} == {k: v for k, v in rb.items() if k != "seconds"}
+
+
+def test_epoch_boundary_resume_after_kill_equals_uninterrupted(synth64, tmp_path):
+    """A SIGKILL leaves last.pt of the last finished epoch; resuming from it must reach the same weights."""
+    cfg = tiny_cfg(**{"train.epochs": 2, "train.seed": 7})
+    train(cfg, synth64, tmp_path / "full", progress=False)
+    one = apply_overrides(cfg, {"train.epochs": 1})
+    train(one, synth64, tmp_path / "killed", progress=False)
+    ck = load_checkpoint(tmp_path / "killed" / "last.pt")
+    ck["config"] = cfg  # as if the 2-epoch run had been killed right after epoch 1
+    from cityseg.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "killed" / "last.pt", ck)
+    train(cfg, synth64, tmp_path / "killed", resume=True, progress=False)
+    assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "killed"))
+
+
+def test_seed_changes_and_repeats_the_run(synth64, tmp_path):
+    cfg = tiny_cfg(**{"train.epochs": 1})
+    train(cfg, synth64, tmp_path / "a", progress=False)
+    train(cfg, synth64, tmp_path / "b", progress=False)
+    train(apply_overrides(cfg, {"train.seed": 1}), synth64, tmp_path / "c", progress=False)
+    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    assert not torch.equal(weights(tmp_path / "a")["head.weight"], weights(tmp_path / "c")["head.weight"])
+
+
+def test_checkpoint_contents_files_and_rebuild(synth64, tmp_path):
+    run = tmp_path / "run"
+    summary = train(tiny_cfg(), synth64, run, progress=False)
+    for name in ("last.pt", "best.pt", "metrics.csv", "curves.png", "config.toml"):
+        assert (run / name).is_file(), name
+    ck = load_checkpoint(run / "last.pt")
+    for key in ("model", "model_name", "model_options", "label_mode", "num_classes", "class_names", "input_size",
+                "interpolation", "mean", "std", "optimizer", "scheduler", "scaler", "epoch", "config", "metrics",
+                "best_miou", "versions", "rng"):
+        assert key in ck, key
+    assert ck["label_mode"] == "labelIds" and ck["num_classes"] == 34 and len(ck["class_names"]) == 34
+    assert ck["input_size"] == [64, 128] and ck["interpolation"] == "bilinear" and ck["mean"] is None
+    assert ck["epoch"] == 2 and ck["step"] == 0
+    model, _ = model_from_checkpoint(run / "best.pt", expect_model="tiny", expect_label_mode="labelIds")
+    assert model(torch.zeros(1, 3, 64, 128)).shape == (1, 34, 64, 128)
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert set(rows[0]) == {"epoch", "train_loss", "val_loss", "pixel_acc", "miou_19", "miou_34", "lr", "seconds"}
+    assert all(0.0 <= float(r["pixel_acc"]) <= 1.0 and math.isfinite(float(r["train_loss"])) for r in rows)
+    best = load_checkpoint(run / "best.pt")
+    assert best["best_miou"] == max(float(r["miou_34"]) for r in rows[: best["epoch"]]) or math.isclose(
+        best["best_miou"], max(h["miou_34"] for h in best["history"]))
+    assert summary["best_miou"] == ck["best_miou"]
+    # the resolved config written next to the run reproduces the same recipe
+    again, _ = load_recipe(str(run / "config.toml"))
+    assert again == ck["config"]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(synth64, tmp_path):
+    from cityseg.errors import CitysegError
+
+    run = tmp_path / "run"
+    cfg = tiny_cfg(**{"train.epochs": 3})
+    TinyNet.hooks = {4: "nan"}  # epoch 2, step 1
+    with pytest.raises(CitysegError, match="non-finite loss"):
+        train(cfg, synth64, run, progress=False)
+    ck = load_checkpoint(run / "last.pt")
+    assert ck["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    assert load_checkpoint(run / "best.pt")["epoch"] == 1
+
+
+def test_nan_policy_skip_skips_the_step(synth64, tmp_path):
+    run = tmp_path / "run"
+    TinyNet.hooks = {2: "nan"}
+    out = train(tiny_cfg(**{"train.nan_policy": "skip", "train.epochs": 1}), synth64, run, progress=False)
+    ck = load_checkpoint(run / "last.pt")
+    assert out["stopped"] == "" and ck["epoch"] == 1
+    assert ck["optimizer"]["state"][0]["step"] == 2  # 3 steps, one skipped
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def test_standard_recipe_trainids_with_augmentation_and_combined_losses(synth64, tmp_path):
+    run = tmp_path / "std"
+    cfg = tiny_cfg("standard", **{"train.epochs": 1, "schedule.warmup_iters": 2, "train.batch_size": 2,
+                                  "train.checkpoint_every": 2})
+    cfg = apply_overrides(cfg, ['loss=[{name="ce", class_weights="auto"}, {name="dice", weight=0.5}, '
+                                '{name="focal", weight=0.5}, {name="lovasz", weight=0.2}, {name="ohem", weight=0.5}]'])
+    out = train(cfg, synth64, run, progress=False)
+    ck = load_checkpoint(run / "last.pt")
+    assert out["stopped"] == "" and ck["label_mode"] == "trainIds" and ck["num_classes"] == 19
+    assert ck["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert [g["weight_decay"] for g in ck["optimizer"]["param_groups"]] == [0.01, 0.0]
+    # poly after warmup: the LR at the end is below the base LR
+    assert ck["history"][-1]["lr"] < cfg["optim"]["lr"]
+    assert 0.0 <= ck["metrics"]["miou_19"] <= 1.0
+
+
+def test_resume_with_other_model_or_label_mode_is_refused(synth64, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_cfg(**{"train.epochs": 1}), synth64, run, progress=False)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    from cityseg.errors import CitysegError
+
+    with pytest.raises(CitysegError, match="label_mode"):
+        train(tiny_cfg(**{"data.label_mode": "trainIds"}), synth64, run, resume=True, progress=False)
+    with pytest.raises(CitysegError, match="model_options"):
+        train(tiny_cfg(**{"model.options": {"width": 4}}), synth64, run, resume=True, progress=False)
+    with pytest.raises(CitysegError, match="already holds a training run"):
+        train(tiny_cfg(), synth64, run, progress=False)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def _cli(capsys, *argv):
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--model", "nonexistent"], "unknown model"),
+        (["--model", "tiny", "--set", "train.nonsense=1"], "unknown config key 'train.nonsense'"),
+        (["--model", "tiny", "--set", "optim.lr=fast"], "optim.lr must be a number"),
+        (["--model", "tiny", "--set", "data.label_mode=colors"], "data.label_mode"),
+        (["--model", "tiny", "--config", "no/such.toml"], "no such config file"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(synth64, tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    code, err = _cli(capsys, "train", "--data", str(synth64), "--out", str(out), "--size", "64x128", *extra)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()  # RUN_DIR is created lazily
+
+
+def test_cli_out_is_a_file_and_empty_split(synth64, tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("keep me")
+    code, err = _cli(capsys, "train", "--data", str(synth64), "--out", str(f), "--model", "tiny")
+    assert code == 2 and "not a folder" in err and f.read_text() == "keep me"
+    code, err = _cli(capsys, "train", "--data", str(synth64), "--out", str(tmp_path / "r"), "--model", "tiny",
+                     "--size", "64x128", "--set", "data.val_split=test")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_cli_trains_and_resumes(synth64, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(synth64), "--out", str(out), "--model", "tiny", "--size", "64x128",
+            "--epochs", "1", "--batch-size", "5", "--seed", "3", "--workers", "0", "--set", "train.fast=false", "--quiet"]
+    assert main(args) == 0
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    # --resume without --config takes the run's own config; --epochs extends it
+    assert main(["train", "--data", str(synth64), "--out", str(out), "--resume", "--epochs", "2", "--quiet"]) == 0
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["epoch"] == 2 and ck["config"]["train"]["batch_size"] == 5 and ck["config"]["train"]["seed"] == 3
