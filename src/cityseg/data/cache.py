@@ -135,12 +135,16 @@ def _read_manifest(folder: Path) -> dict | None:
 
 
 def _npy_shape(path: Path) -> tuple | None:
+    """Shape of a C-order uint8 ``.npy`` file whose size matches its header exactly, else None."""
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
             read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, fortran, dtype = read(f)
-        return tuple(shape) if dtype == np.uint8 and not fortran else None
+            offset = f.tell()
+        if dtype != np.uint8 or fortran or path.stat().st_size != offset + int(np.prod(shape)):
+            return None  # e.g. a truncated copy
+        return tuple(shape)
     except (OSError, ValueError):
         return None
 
@@ -159,13 +163,6 @@ def _entry(folder: Path, manifest: dict | None, expect: dict, files: list[list])
         return None
     if _npy_shape(images) != (n, h, w, 3) or _npy_shape(labels) != (n, h, w):
         return None
-    # a truncated array file (e.g. a copied, incomplete cache) fails the size check
-    for p, count in ((images, n * h * w * 3), (labels, n * h * w)):
-        try:
-            if p.stat().st_size < count:
-                return None
-        except OSError:
-            return None
     return CacheEntry(folder, images, labels, tuple(f[0] for f in files), (h, w), manifest)
 
 
