@@ -625,7 +625,7 @@ class Scene:
         for lane in range(self.lanes):
             xc = r0 + (lane + 0.5) * self.lane_w
             oncoming = self.lanes >= 2 and lane < self.lanes // 2
-            z = rng.uniform(4, 20)
+            z = rng.uniform(7, 22)
             while z < 90:
                 if rng.random() < 0.6:
                     kind = rng.choice(["car", "truck", "bus", "train", "rider"], p=[0.66, 0.12, 0.1, 0.04, 0.08])
@@ -818,8 +818,8 @@ class Scene:
     def void_regions(self) -> None:
         cv, rng, h, w = self.cv, self.rng, self.h, self.w
         # ego vehicle: the bonnet at the bottom
-        top = h * rng.uniform(0.8, 0.9)
-        bulge = h * rng.uniform(0.02, 0.06)
+        top = h * rng.uniform(0.86, 0.93)
+        bulge = h * rng.uniform(0.015, 0.04)
         xs = np.linspace(-0.05 * w, 1.05 * w, 24)
         ys = top + bulge * ((2 * xs / w - 1) ** 2)
         hood = np.concatenate([np.stack([xs, ys], 1), [[1.05 * w, h + 5], [-0.05 * w, h + 5]]])
@@ -831,7 +831,7 @@ class Scene:
             cv.paint([[[x0, top + bulge], [x0 + w * 0.2, top + bulge], [x0 + w * 0.1, h], [x0 - w * 0.1, h]]],
                      np.asarray(col) * 0.7 + np.asarray(self.sky_color) * 0.3)
         # rectification border: thin bands along the edges, out-of-roi at the corners
-        bl, br, bb = (max(1.0, w * rng.uniform(0.002, 0.01)) for _ in range(3))
+        bl, br, bb = (max(1.0, w * rng.uniform(0.001, 0.006)) for _ in range(3))
         dark = self.pal.grey(0, 40, 2)
         cv.fill([[[0, 0], [bl, 0], [bl * 1.6, h], [0, h]]], L["rectification border"], dark)
         cv.fill([[[w - 1, 0], [w - 1 - br, 0], [w - 1 - br * 1.6, h], [w - 1, h]]], L["rectification border"], dark)
@@ -922,8 +922,8 @@ def write_frame(root: Path, split: str, index: int, count: int, size=DEFAULT_SIZ
     try:
         write_png(p_lab, label)
         write_png(p_inst, instance)
-        write_png(p_col, labels.LABELID_PALETTE[label])
-        write_png(p_train, labels.LABELID_TO_TRAINID[label])
+        write_png(p_col, cv2.LUT(cv2.merge([label, label, label]), _PALETTE_LUT))  # == LABELID_PALETTE[label]
+        write_png(p_train, cv2.LUT(label, labels.LABELID_TO_TRAINID))  # == LABELID_TO_TRAINID[label]
         atomic_write_text(p_poly, json.dumps(polygons, separators=(",", ":")) + "\n")
         write_png(p_img, image)
     except BaseException:
@@ -934,6 +934,9 @@ def write_frame(root: Path, split: str, index: int, count: int, size=DEFAULT_SIZ
                 pass
         raise
     return stem
+
+
+_PALETTE_LUT = labels.LABELID_PALETTE.reshape(256, 1, 3)
 
 
 def _write_job(job) -> str:
