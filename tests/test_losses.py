@@ -1,0 +1,177 @@
+"""Losses against plain references computed by hand on small cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cityseg.errors import CitysegError
+from cityseg.losses import (
+    CrossEntropyLoss,
+    DiceLoss,
+    FocalLoss,
+    LovaszSoftmaxLoss,
+    OhemCrossEntropyLoss,
+    build_loss,
+    class_weights_from_counts,
+)
+
+
+def case(seed=0, b=2, c=4, h=3, w=5, ignore_frac=0.2):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(b, c, h, w, generator=g) * 2
+    target = torch.randint(0, c, (b, h, w), generator=g)
+    target[torch.rand(b, h, w, generator=g) < ignore_frac] = 255
+    return logits, target
+
+
+def pixels(logits, target):
+    """List of (probability vector, label) for the non-ignored pixels, in plain Python."""
+    p = logits.softmax(1).permute(0, 2, 3, 1).reshape(-1, logits.shape[1])
+    t = target.reshape(-1)
+    return [(p[i].tolist(), int(t[i])) for i in range(t.numel()) if int(t[i]) != 255]
+
+
+def test_dice_matches_hand_formula():
+    logits, target = case()
+    px = pixels(logits, target)
+    c = logits.shape[1]
+    dices = []
+    for k in range(c):
+        inter = sum(p[k] for p, t in px if t == k)
+        psum = sum(p[k] for p, _ in px)
+        gsum = sum(1 for _, t in px if t == k)
+        if gsum:
+            dices.append((2 * inter + 1.0) / (psum + gsum + 1.0))
+    expected = 1 - sum(dices) / len(dices)
+    assert DiceLoss(smooth=1.0)(logits, target).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_focal_matches_hand_formula_and_gamma0_is_ce():
+    logits, target = case(1)
+    px = pixels(logits, target)
+    expected = sum(-((1 - p[t]) ** 2) * math.log(p[t]) for p, t in px) / len(px)
+    assert FocalLoss(gamma=2.0)(logits, target).item() == pytest.approx(expected, rel=1e-5)
+    ce = F.cross_entropy(logits, target, ignore_index=255)
+    assert FocalLoss(gamma=0.0)(logits, target).item() == pytest.approx(ce.item(), rel=1e-5)
+
+
+def test_cross_entropy_weights_ignore_and_all_ignored():
+    logits, target = case(2)
+    w = torch.tensor([1.0, 2.0, 0.5, 3.0])
+    px = pixels(logits, target)
+    num = sum(-w[t].item() * math.log(p[t]) for p, t in px)
+    den = sum(w[t].item() for _, t in px)
+    assert CrossEntropyLoss(class_weights=w)(logits, target).item() == pytest.approx(num / den, rel=1e-5)
+    none = torch.full_like(target, 255)
+    for loss in (CrossEntropyLoss(), OhemCrossEntropyLoss(), DiceLoss(), FocalLoss(), LovaszSoftmaxLoss()):
+        value = loss(logits.requires_grad_(), none)
+        assert value.item() == 0.0 and math.isfinite(value.item())
+
+
+def _lovasz_direct(prob_k, fg):
+    """Lovász extension of the Jaccard loss by definition: sort errors, evaluate the set function on
+    the growing sets of the largest errors and sum error * increment."""
+    errors = [abs(f - p) for p, f in zip(prob_k, fg)]
+    order = sorted(range(len(errors)), key=lambda i: -errors[i])
+    gt = {i for i, f in enumerate(fg) if f}
+
+    def jaccard_loss(mispredicted):
+        inter = len(gt - mispredicted)
+        union = len(gt | mispredicted)
+        return 1 - inter / union if union else 0.0
+
+    total, prev, chosen = 0.0, 0.0, set()
+    for i in order:
+        chosen.add(i)
+        cur = jaccard_loss(chosen)
+        total += errors[i] * (cur - prev)
+        prev = cur
+    return total
+
+
+def test_lovasz_matches_direct_sorted_errors_computation():
+    logits, target = case(3, b=1, c=3, h=4, w=4, ignore_frac=0.1)
+    px = pixels(logits, target)
+    per_class = []
+    for k in range(3):
+        fg = [1.0 if t == k else 0.0 for _, t in px]
+        if sum(fg):
+            per_class.append(_lovasz_direct([p[k] for p, _ in px], fg))
+    expected = sum(per_class) / len(per_class)
+    assert LovaszSoftmaxLoss()(logits, target).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_lovasz_on_hard_predictions_is_one_minus_iou():
+    target = torch.tensor([[[0, 0, 1, 1], [0, 2, 2, 1]]])
+    pred = torch.tensor([[[0, 1, 1, 1], [0, 2, 0, 1]]])
+    logits = F.one_hot(pred, 3).permute(0, 3, 1, 2).float() * 100.0  # softmax is one-hot
+    ious = []
+    for k in range(3):
+        inter = ((pred == k) & (target == k)).sum().item()
+        union = ((pred == k) | (target == k)).sum().item()
+        ious.append(inter / union)
+    expected = 1 - sum(ious) / 3
+    assert LovaszSoftmaxLoss()(logits, target).item() == pytest.approx(expected, abs=1e-6)
+    assert LovaszSoftmaxLoss(per_image=True)(logits, target).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_ohem_keeps_the_hardest_pixels():
+    logits, target = case(4, ignore_frac=0.0)
+    per_pixel = F.cross_entropy(logits, target, reduction="none").flatten()
+    n = per_pixel.numel()
+    hardest = per_pixel.sort(descending=True).values
+    # thresh tiny: no pixel is "hard enough" by probability, so exactly the min_kept hardest are used
+    k = 7
+    ohem = OhemCrossEntropyLoss(thresh=1e-12, min_kept=k)(logits, target)
+    assert ohem.item() == pytest.approx(hardest[:k].mean().item(), rel=1e-6)
+    # thresh 1.0: every pixel with p_true < 1 is kept -> plain CE
+    assert OhemCrossEntropyLoss(thresh=1.0, min_kept=1)(logits, target).item() == pytest.approx(per_pixel.mean().item(), rel=1e-6)
+    # thresh 0.5: the pixels with p_true < 0.5 (CE > log 2), at least min_kept
+    sel = per_pixel[per_pixel > math.log(2)]
+    assert len(sel) > 3
+    assert OhemCrossEntropyLoss(thresh=0.5, min_kept=3)(logits, target).item() == pytest.approx(sel.mean().item(), rel=1e-6)
+    # min_kept as a fraction of the valid pixels
+    frac = OhemCrossEntropyLoss(thresh=1e-12, min_kept=0.5)(logits, target)
+    assert frac.item() == pytest.approx(hardest[: round(0.5 * n)].mean().item(), rel=1e-6)
+
+
+def test_build_loss_combines_with_weights_and_backprops():
+    logits, target = case(5)
+    logits.requires_grad_()
+    specs = [{"name": "ce", "weight": 1.0}, {"name": "dice", "weight": 0.5}, {"name": "focal", "weight": 0.25, "gamma": 1.0},
+             {"name": "lovasz", "weight": 0.1}, {"name": "ohem", "weight": 0.3, "thresh": 0.7, "min_kept": 0.2}]
+    loss = build_loss(specs, num_classes=4)
+    value = loss(logits, target)
+    expected = (CrossEntropyLoss()(logits, target) + 0.5 * DiceLoss()(logits, target)
+                + 0.25 * FocalLoss(gamma=1.0)(logits, target) + 0.1 * LovaszSoftmaxLoss()(logits, target)
+                + 0.3 * OhemCrossEntropyLoss(thresh=0.7, min_kept=0.2)(logits, target))
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert set(loss.last) == {"ce", "dice", "focal", "lovasz", "ohem"}
+    value.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+def test_losses_compute_in_float32_under_bf16_logits():
+    logits, target = case(6)
+    for fn in (CrossEntropyLoss(), DiceLoss(), FocalLoss(), LovaszSoftmaxLoss(), OhemCrossEntropyLoss()):
+        assert fn(logits.bfloat16(), target).dtype == torch.float32
+
+
+def test_class_weights_auto_and_explicit():
+    counts = torch.tensor([900.0, 90.0, 10.0, 0.0])
+    w = class_weights_from_counts(counts)
+    freq = counts / counts.sum()
+    assert torch.allclose(w, 1 / torch.log(1.02 + freq))
+    assert w[0] < w[1] < w[2] < w[3]
+    loss = build_loss([{"name": "ce", "class_weights": "auto"}], 4, class_counts=counts)
+    assert torch.allclose(loss.losses[0].class_weights, w)
+    loss = build_loss([{"name": "ohem", "class_weights": [1.0, 2.0, 3.0, 4.0]}], 4)
+    assert loss.losses[0].class_weights.tolist() == [1.0, 2.0, 3.0, 4.0]
+    with pytest.raises(CitysegError, match="3 values"):
+        build_loss([{"name": "ce", "class_weights": [1.0, 2.0, 3.0]}], 4)
+    with pytest.raises(CitysegError, match="unknown loss"):
+        build_loss([{"name": "hinge"}], 4)
