@@ -47,7 +47,9 @@ def synth_copy(synth_small, tmp_path):
 
 
 # ---- tiny hand-written datasets (data-layer tests; no dependency on SynthCity) -------------------
-def write_tiny_dataset(root, splits=None, size=(24, 40), cities=("aachen", "bremen"), seed=0, test_labels=False):
+def write_tiny_dataset(
+    root, splits=None, size=(24, 40), cities=("aachen", "bremen"), seed=0, test_labels=False, annotation="gtFine"
+):
     """Write a minimal dataset in the official layout: random RGB images, blocky labelIds (0..33),
     matching 16-bit instanceIds and colour PNGs. ``splits``: name -> frame count. Returns the root."""
     from pathlib import Path
@@ -72,9 +74,9 @@ def write_tiny_dataset(root, splits=None, size=(24, 40), cities=("aachen", "brem
             lab = np.pad(lab, ((0, h - lab.shape[0]), (0, w - lab.shape[1])), mode="edge")
             inst = lab.astype(np.uint16)
             inst[lab == 26] = 26 * 1000 + 1  # one car instance
-            io.write_png(layout.annotation_path(root, split, stem, "labelIds"), lab)
-            io.write_png(layout.annotation_path(root, split, stem, "instanceIds"), inst)
-            io.write_png(layout.annotation_path(root, split, stem, "color"), labels.colorize(lab))
+            io.write_png(layout.annotation_path(root, split, stem, "labelIds", annotation), lab)
+            io.write_png(layout.annotation_path(root, split, stem, "instanceIds", annotation), inst)
+            io.write_png(layout.annotation_path(root, split, stem, "color", annotation), labels.colorize(lab))
     return root
 
 
