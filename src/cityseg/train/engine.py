@@ -318,6 +318,9 @@ def _train(cfg, root: Path, out: Path, resume: bool, info: D.DistInfo, log, prog
     channels_last, amp_dtype = resolve_fast(t["fast"], device)
     model.to(device)
     if cfg["model"]["sync_bn"] and info.distributed:
+        if device.type != "cuda":
+            raise CitysegError("model.sync_bn = true needs CUDA (torch's SyncBatchNorm is GPU-only); "
+                               "on CPU set model.sync_bn = false (BatchNorm statistics stay per process)")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
