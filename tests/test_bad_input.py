@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import zlib
@@ -308,14 +309,15 @@ def test_read_only_cache_dir(tiny_root, tmp_path, capsys):
 READERS = (io.read_image, lambda p: io.read_label(p, max_value=33), io.read_instance, io.probe_image)
 
 
-def _valid_pngs(tmp: Path) -> list[bytes]:
+@functools.lru_cache(maxsize=1)
+def _valid_pngs() -> list[bytes]:
+    """A valid RGB image, labelIds and 16-bit instanceIds PNG, as bytes."""
+    import cv2
+
     rng = np.random.default_rng(0)
-    out = []
-    for arr in (rng.integers(0, 256, (6, 7, 3), dtype=np.uint8), rng.integers(0, 34, (6, 7), dtype=np.uint8),
-                rng.integers(0, 34000, (6, 7), dtype=np.uint16)):
-        io.write_png(tmp / "v.png", arr)
-        out.append((tmp / "v.png").read_bytes())
-    return out
+    arrays = (rng.integers(0, 256, (6, 7, 3), dtype=np.uint8), rng.integers(0, 34, (6, 7), dtype=np.uint8),
+              rng.integers(0, 34000, (6, 7), dtype=np.uint16))
+    return [cv2.imencode(".png", a)[1].tobytes() for a in arrays]
 
 
 def _read_all(path: Path) -> None:
@@ -338,7 +340,7 @@ def test_readers_on_random_bytes(tmp_path, data, png_prefix):
 @given(which=st.integers(0, 2), flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), min_size=1, max_size=6),
        cut=st.none() | st.integers(0, 10**6))
 def test_readers_on_damaged_png(tmp_path, which, flips, cut):
-    data = bytearray(_valid_pngs(tmp_path)[which])
+    data = bytearray(_valid_pngs()[which])
     for pos, xor in flips:
         data[pos % len(data)] ^= xor
     if cut is not None:

@@ -14,13 +14,15 @@ generator is seeded from ``torch``'s RNG, which DataLoader seeds differently in 
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import cv2
 import numpy as np
-import torch
 
 from cityseg.errors import CitysegError
+
+if TYPE_CHECKING:  # torch is imported lazily so that `cityseg check` / `prepare` start fast
+    import torch
 
 cv2.setNumThreads(1)
 
@@ -70,6 +72,8 @@ def resize_label(label: np.ndarray, size: Sequence[int] | None) -> np.ndarray:
 
 
 def _stats(values: Sequence[float] | None, what: str) -> torch.Tensor | None:
+    import torch
+
     if values is None:
         return None
     t = torch.as_tensor(values, dtype=torch.float32).flatten()
@@ -86,6 +90,8 @@ def image_to_tensor(
     image: np.ndarray, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
 ) -> torch.Tensor:
     """HxWx3 uint8 -> float32 3xHxW in [0, 1], then ``(x - mean) / std`` if given (mean/std in [0, 1] units)."""
+    import torch
+
     x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
     m, s = _stats(mean, "mean"), _stats(std, "std")
     if m is not None:
@@ -97,6 +103,8 @@ def image_to_tensor(
 
 def label_to_tensor(label: np.ndarray) -> torch.Tensor:
     """HxW integer map -> int64 tensor HxW."""
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(label)).long()
 
 
@@ -115,6 +123,8 @@ def preprocess(
 def _rng(rng: np.random.Generator | None) -> np.random.Generator:
     if rng is not None:
         return rng
+    import torch
+
     return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
 
 
