@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -348,3 +349,18 @@ def test_readers_on_damaged_png(tmp_path, which, flips, cut):
     path = tmp_path / "damaged.png"
     path.write_bytes(bytes(data))
     _read_all(path)
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"label_mode": "trainId"}, "unknown label mode 'trainId'"),
+        ({"interpolation": "cubic"}, "unknown interpolation 'cubic'"),
+        ({"annotation": "gtMedium"}, "unknown annotation 'gtMedium'"),
+        ({"size": (0, 256)}, "height and width must be positive"),
+        ({"mean": (0.5, 0.5)}, "mean must have 1 or 3 values"),
+    ],
+)
+def test_bad_dataset_options(tiny_root, kwargs, needle):
+    with pytest.raises(CitysegError, match=re.escape(needle)):
+        CityscapesDataset(tiny_root, "train", **kwargs)

@@ -219,3 +219,25 @@ def test_prepare_cli(tiny_root, capsys):
     with pytest.raises(SystemExit) as exc:  # argparse's own error: one line, exit 2
         main(["prepare", "--data", str(tiny_root), "--size", "12by20"])
     assert exc.value.code == 2 and "invalid size '12by20'" in capsys.readouterr().err
+
+
+def test_full_disk_is_one_line_and_keeps_old_cache(tiny_root, monkeypatch):
+    import errno
+
+    from cityseg.errors import CitysegError
+
+    old = cache.prepare(tiny_root, "train", size=SIZE)
+    real = np.lib.format.open_memmap
+
+    def full_disk(path, *a, **k):
+        if "labels-" in str(path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(np.lib.format, "open_memmap", full_disk)
+    with pytest.raises(CitysegError, match="No space left on device") as exc:
+        cache.prepare(tiny_root, "train", size=SIZE, force=True)
+    assert str(old.folder) in str(exc.value) and "\n" not in str(exc.value)
+    assert sorted(p.name for p in old.folder.iterdir()) == sorted(
+        [".lock", "manifest.json", old.images_path.name, old.labels_path.name])
+    assert cache.load(tiny_root, "train", size=SIZE).images_path == old.images_path

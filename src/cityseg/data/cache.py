@@ -357,13 +357,17 @@ def prepare(
             for k in names:
                 _fsync(tmp[k])
                 os.replace(tmp[k], folder / names[k])
-        except BaseException:
+        except BaseException as e:
             for p in tmp.values():
                 with contextlib.suppress(OSError):
                     p.unlink()
             for v in names.values():
                 with contextlib.suppress(OSError):
                     (folder / v).unlink()
+            if isinstance(e, OSError):  # full disk, file size limit, I/O error: one line naming the cache
+                raise CitysegError(
+                    f"{folder}: cannot write the cache ({e.strerror or e}); any previous cache is left as it was"
+                ) from None
             raise
         manifest = {
             "version": CACHE_VERSION,
@@ -376,7 +380,15 @@ def prepare(
             "files": files,
             "complete": True,
         }
-        io.atomic_write_json(folder / MANIFEST, manifest)
+        try:
+            io.atomic_write_json(folder / MANIFEST, manifest)
+        except OSError as e:
+            for v in names.values():
+                with contextlib.suppress(OSError):
+                    (folder / v).unlink()
+            raise CitysegError(
+                f"{folder}: cannot write the cache manifest ({e.strerror or e}); any previous cache is left as it was"
+            ) from None
         _cleanup(folder, set(names.values()))
         entry = _entry(folder, manifest, expect, files)
     if entry is None:  # pragma: no cover - would mean a bug above
