@@ -26,6 +26,17 @@ def size_arg(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def scales_arg(text: str) -> tuple[float, ...]:
+    """argparse ``type=`` for test-time scales: '0.75,1,1.25' -> (0.75, 1.0, 1.25)."""
+    try:
+        values = tuple(float(v) for v in str(text).split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid scales {text!r}: expected e.g. 0.75,1,1.25") from None
+    if not values or any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"invalid scales {text!r}: need positive numbers")
+    return values
+
+
 def add_data_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",

@@ -1,0 +1,175 @@
+"""`cityseg predict` and `cityseg figure`: submission files, names the official script finds, bad input."""
+
+from __future__ import annotations
+
+import shutil
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cityseg import io, labels
+from cityseg.checkpoint import save_checkpoint
+from cityseg.cli import main
+from cityseg.data import layout
+from cityseg.inference import Predictor
+from cityseg.predict import collect_inputs, overlay
+
+MODEL = "residual_unet_same"
+SIZE = (32, 64)
+
+
+def make_checkpoint(path, label_mode="labelIds", seed=0):
+    from cityseg.models import build_model
+
+    torch.manual_seed(seed)
+    n = labels.num_classes(label_mode)
+    model = build_model(MODEL, num_classes=n).eval()
+    save_checkpoint(path, {
+        "model": model.state_dict(), "model_name": MODEL, "model_options": {}, "label_mode": label_mode,
+        "num_classes": n, "class_names": list(labels.class_names(label_mode)), "input_size": list(SIZE),
+        "interpolation": "area", "mean": [0.3, 0.3, 0.3], "std": [0.2, 0.2, 0.2], "epoch": 1,
+    })
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt")
+
+
+@pytest.fixture(scope="module")
+def ckpt_train(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "train.pt", "trainIds", seed=1)
+
+
+def files(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in Path(folder).rglob("*") if p.is_file())
+
+
+def test_predict_writes_submission_files_the_official_script_finds(ckpt, tiny_root, tmp_path, capsys):
+    out = tmp_path / "results"
+    val = tiny_root / "leftImg8bit" / "val"
+    rc = main(["predict", "--checkpoint", str(ckpt), str(val), "--out", str(out),
+               "--format", "labelIds,color,overlay", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    samples = layout.find_samples(tiny_root, "val")
+    assert files(out) == sorted(f"{s.stem}_labelIds.png" for s in samples)  # nothing else in the results folder
+    vis = tmp_path / "results_vis"
+    assert files(vis) == sorted(f"{s.stem}_{k}.png" for s in samples for k in ("color", "overlay"))
+    predictor = Predictor.from_checkpoint(ckpt)
+    for s in samples:
+        image = io.read_image(s.image)
+        with Image.open(out / f"{s.stem}_labelIds.png") as im:
+            assert im.mode == "L" and im.size == (image.shape[1], image.shape[0])
+        pred = io.read_label(out / f"{s.stem}_labelIds.png", max_value=33)
+        np.testing.assert_array_equal(pred, predictor.predict(image))
+        np.testing.assert_array_equal(io.read_image(vis / f"{s.stem}_color.png"), labels.LABELID_PALETTE[pred])
+        np.testing.assert_array_equal(io.read_image(vis / f"{s.stem}_overlay.png"), overlay(image, pred))
+    # the official evaluator's own lookup finds exactly our file for every ground-truth frame
+    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as cs
+
+    args = types.SimpleNamespace(predictionPath=str(out), predictionWalk=None)
+    for s in samples:
+        assert Path(cs.getPrediction(args, str(s.label))) == out / f"{s.stem}_labelIds.png"
+
+
+def test_trainid_checkpoint_is_submitted_as_labelids(ckpt_train, tiny_root, tmp_path):
+    out = tmp_path / "out"
+    img = layout.find_samples(tiny_root, "val")[0].image
+    assert main(["predict", "--checkpoint", str(ckpt_train), str(img), "--out", str(out), "--quiet"]) == 0
+    pred = io.read_label(next(out.iterdir()))
+    assert set(np.unique(pred)) <= set(labels.TRAINID_TO_LABELID[:19].tolist())
+    train = Predictor.from_checkpoint(ckpt_train).logits(io.read_image(img)).argmax(0).numpy()
+    np.testing.assert_array_equal(pred, labels.TRAINID_TO_LABELID[train])
+
+
+def test_out_defaults_to_cityscapes_results_and_globs_work(ckpt, tiny_root, tmp_path, monkeypatch):
+    results = tmp_path / "env_results"
+    monkeypatch.setenv("CITYSCAPES_RESULTS", str(results))
+    pattern = str(tiny_root / "leftImg8bit" / "v*" / "**" / "*_leftImg8bit.png")
+    assert main(["predict", "--checkpoint", str(ckpt), pattern, "--quiet", "--flip", "--scales", "0.5,1"]) == 0
+    assert files(results) == sorted(f"{s.stem}_labelIds.png" for s in layout.find_samples(tiny_root, "val"))
+
+
+def test_collect_inputs(tiny_root, tmp_path):
+    found = collect_inputs([tiny_root])  # a dataset root: camera images only, not the annotation PNGs
+    assert len(found) == 5 and all(p.name.endswith("_leftImg8bit.png") for p in found)
+    plain = tmp_path / "photos"
+    io.write_png(plain / "a.png", np.zeros((8, 8, 3), np.uint8))
+    io.write_png(plain / "sub" / "b.png", np.zeros((8, 8, 3), np.uint8))
+    assert [p.name for p in collect_inputs([plain, plain / "a.png"])] == ["a.png", "b.png"]
+
+
+def one_line_error(capsys):
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("kind", ["gray", "rgba", "16bit"])
+def test_bad_images_fail_before_anything_is_written(kind, ckpt, tiny_root, tmp_path, capsys):
+    folder = tmp_path / "in"
+    shutil.copytree(tiny_root / "leftImg8bit" / "val", folder)
+    bad = folder / "zzz_000000_000001_leftImg8bit.png"
+    if kind == "gray":
+        Image.fromarray(np.zeros((24, 40), np.uint8)).save(bad)
+    elif kind == "rgba":
+        Image.fromarray(np.zeros((24, 40, 4), np.uint8)).save(bad)
+    else:
+        import cv2
+
+        cv2.imwrite(str(bad), np.zeros((24, 40, 3), np.uint16))
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(ckpt), str(folder), "--out", str(out), "--quiet"]) == 2
+    err = one_line_error(capsys)
+    assert bad.name in err and "RGB" in err
+    assert not out.exists() or files(out) == []
+
+
+def test_bad_checkpoints_and_inputs(ckpt, ckpt_train, tiny_root, tmp_path, capsys):
+    img = str(layout.find_samples(tiny_root, "val")[0].image)
+    out = tmp_path / "out"
+    truncated = tmp_path / "cut.pt"
+    truncated.write_bytes(Path(ckpt).read_bytes()[:5000])
+    cases = [
+        (["--checkpoint", str(truncated), img], "cut.pt"),
+        (["--checkpoint", str(tmp_path / "missing.pt"), img], "missing.pt"),
+        (["--checkpoint", str(ckpt), str(tmp_path / "nope.png")], "nope.png"),
+        (["--checkpoint", str(ckpt), str(tmp_path / "*.jpg")], "*.jpg"),
+        (["--checkpoint", str(ckpt), img, "--expect-model", "segception"], "segception"),
+        (["--checkpoint", str(ckpt_train), img, "--expect-label-mode", "labelIds"], "trainIds"),
+        (["--checkpoint", str(ckpt), img, "--format", "labelIds,jpeg"], "jpeg"),
+    ]
+    for argv, needle in cases:
+        assert main(["predict", *argv, "--out", str(out), "--quiet"]) == 2, argv
+        assert needle in one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_duplicate_stems_are_refused(ckpt, tiny_root, tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    src = layout.find_samples(tiny_root, "val")[0].image
+    for d in (a, b):
+        d.mkdir()
+        shutil.copy(src, d / src.name)
+    assert main(["predict", "--checkpoint", str(ckpt), str(a), str(b), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "same output name" in one_line_error(capsys)
+
+
+def test_results_figure_layout(ckpt, tiny_root, tmp_path, capsys):
+    from cityseg.figure import results_figure
+
+    path = results_figure(Predictor.from_checkpoint(ckpt), tiny_root, tmp_path / "fig.png", n=2)
+    with Image.open(path) as im:
+        assert im.size == (900, 600)  # figsize (9, 3*N) at 100 dpi, like the seed's 900x9600 for N=32
+    out = tmp_path / "cli.png"
+    assert main(["figure", "--checkpoint", str(ckpt), "--data", str(tiny_root), "--n", "5", "--out", str(out)]) == 0
+    with Image.open(out) as im:
+        assert im.size == (900, 600)  # only 2 val frames exist
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
+    assert main(["figure", "--checkpoint", str(ckpt), "--data", str(tmp_path / "none"), "--out", str(out)]) == 2
+    assert "none" in one_line_error(capsys)
