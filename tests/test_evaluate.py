@@ -66,8 +66,8 @@ def _mix(gt, inst, rng):
     return pd
 
 
-FAST_SETS = {"gt_copy": _gt_copy, "mix": _mix}
-SLOW_SETS = {"swaps": _swaps, "noise": _noise, "void_on_valid": _void_on_valid, "missing_classes": _missing_classes}
+PRED_SETS = {"gt_copy": _gt_copy, "swaps": _swaps, "noise": _noise, "void_on_valid": _void_on_valid,
+             "missing_classes": _missing_classes, "mix": _mix}
 
 
 def write_predictions(root: Path, out: Path, make, seed: int = 0, subfolders: bool = True) -> Path:
@@ -143,20 +143,16 @@ def _check_set(name, make, synth_full, tmp_path, oracle):
     return ours
 
 
-@pytest.mark.parametrize("name", list(FAST_SETS))
+@pytest.mark.parametrize("name", list(PRED_SETS))
 def test_full_size_scores_equal_official_script(name, synth_full, tmp_path, oracle):
-    ours = _check_set(name, FAST_SETS[name], synth_full, tmp_path, oracle)
+    ours = _check_set(name, PRED_SETS[name], synth_full, tmp_path, oracle)
     s = ours.scores()
     if name == "gt_copy":
         assert s["mIoU"] == 1.0 and s["iIoU"] == 1.0 and s["pixel_acc"] == 1.0 and s["pixel_acc_34"] == 1.0
-    else:
-        assert 0 < s["mIoU"] < 1 and 0 < s["iIoU"] < 1
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(SLOW_SETS))
-def test_full_size_scores_equal_official_script_more_sets(name, synth_full, tmp_path, oracle):
-    _check_set(name, SLOW_SETS[name], synth_full, tmp_path, oracle)
+    else:  # the sets must exercise non-trivial scores, or the comparison proves little
+        assert 0 < s["mIoU"] < 1 and 0 <= s["iIoU"] < 1
+    if name == "missing_classes":
+        assert s["class_iou"]["car"] == 0.0 and s["class_iiou"]["car"] == 0.0
 
 
 # ---- the CLI ------------------------------------------------------------------------------------
@@ -235,3 +231,112 @@ def test_cli_needs_a_source(synth_small, monkeypatch, capsys):
     monkeypatch.delenv("CITYSCAPES_RESULTS", raising=False)
     assert main(["evaluate", "--data", str(synth_small)]) == 2
     assert "--checkpoint" in capsys.readouterr().err
+
+
+# ---- a checkpoint -------------------------------------------------------------------------------
+def _tiny_predictor():
+    """A fixed random 1x1-conv trainId "model" at 64x128: the protocol, not the accuracy, is under test."""
+    import torch
+
+    from cityseg.inference import Predictor
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 19, 3, padding=1), torch.nn.Conv2d(19, 19, 1))
+    return Predictor(model, label_mode="trainIds", input_size=(64, 128))
+
+
+def test_checkpoint_protocol_equals_pred_dir_of_its_own_predictions(synth_small, tmp_path):
+    """Default protocol = Predictor.predict (bilinear logits to full size, argmax, trainIds -> labelIds),
+    scored at full size: identical to writing those predictions out and scoring the folder. At model
+    size: the model-resolution argmax against nearest-downsampled labelIds and instanceIds."""
+    from cityseg.data.transforms import resize_label
+    from cityseg.evaluation import score_checkpoint
+    from cityseg.io import read_image
+    from cityseg.metrics import CityscapesEvaluator
+
+    predictor = _tiny_predictor()
+    full, small, _ = score_checkpoint(synth_small, "val", None, at_model_size=True, predictor=predictor, workers=2)
+    expect_small = CityscapesEvaluator()
+    for s in layout.find_samples(synth_small, "val"):
+        image = read_image(s.image)
+        pred = predictor.predict(image)
+        assert pred.shape == image.shape[:2] and pred.max() <= 33
+        write_png(tmp_path / "preds" / f"{s.stem}.png", pred)
+        low = predictor.predict_model_size(image)
+        assert low.shape == (64, 128)
+        expect_small.add(low, resize_label(read_label(s.label), (64, 128)),
+                         resize_label(read_instance(s.instance).astype(np.uint16), (64, 128)))
+    assert full.results() == evaluate_pred_dir(synth_small, "val", tmp_path / "preds")
+    np.testing.assert_array_equal(small.mat, expect_small.mat)
+    assert small.results() == expect_small.results()
+    assert full.n_images == small.n_images == 4
+
+
+@pytest.fixture(scope="module")
+def one_frame(tmp_path_factory):
+    from cityseg.data.synth import generate
+
+    root = tmp_path_factory.mktemp("one_frame")
+    generate(root, train=0, val=1, test=0, size=(256, 512), seed=5)
+    return root
+
+
+@pytest.fixture(scope="module")
+def real_checkpoint(tmp_path_factory):
+    """A randomly initialised registered model, saved like training does."""
+    import torch
+
+    from cityseg.checkpoint import save_checkpoint
+    from cityseg.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("residual_unet", num_classes=19, padding="same")
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "model_name": "residual_unet",
+                           "model_options": {"padding": "same"}, "label_mode": "trainIds", "num_classes": 19,
+                           "input_size": [64, 128], "interpolation": "area", "mean": None, "std": None})
+    return path
+
+
+def test_cli_checkpoint_end_to_end(one_frame, real_checkpoint, tmp_path, capsys):
+    out = tmp_path / "ckpt" / "scores.json"
+    rc = main(["evaluate", "--data", str(one_frame), "--checkpoint", str(real_checkpoint), "--json", str(out),
+               "--at-model-size", "--workers", "1"])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert list(res) == JSON_KEYS and res["n_images"] == 1
+    small = json.loads((out.parent / "scores_model_size.json").read_text())
+    assert list(small) == JSON_KEYS and small["n_images"] == 1
+    assert (out.parent / "confusion.png").stat().st_size > 0
+    assert "at model size" in capsys.readouterr().out
+
+
+def test_cli_options_reach_the_predictor(one_frame, monkeypatch, tmp_path):
+    from cityseg import inference
+
+    seen = {}
+
+    def fake(path, **kwargs):
+        seen.update(kwargs, path=path)
+        return _tiny_predictor()
+
+    monkeypatch.setattr(inference.Predictor, "from_checkpoint", staticmethod(fake))
+    rc = main(["evaluate", "--data", str(one_frame), "--checkpoint", "x.pt", "--flip", "--scales", "0.75,1,1.25",
+               "--mode", "slide", "--out", str(tmp_path)])
+    assert rc == 0
+    assert seen == {"path": "x.pt", "device": "cpu", "flip": True, "scales": (0.75, 1.0, 1.25), "mode": "slide"}
+    assert (tmp_path / "confusion.png").exists()
+
+
+def test_cli_rejects_tta_without_checkpoint(synth_small, small_preds, capsys):
+    rc = main(["evaluate", "--data", str(synth_small), "--pred-dir", str(small_preds), "--flip"])
+    assert rc == 2 and "--checkpoint" in capsys.readouterr().err
+
+
+def test_cli_bad_checkpoint_is_one_line(one_frame, tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    out = tmp_path / "o" / "s.json"
+    rc = main(["evaluate", "--data", str(one_frame), "--checkpoint", str(bad), "--json", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "bad.pt" in err and not out.exists()

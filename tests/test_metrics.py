@@ -220,3 +220,23 @@ def test_scores_equal_oracle_on_random_small_frames(oracle, tmp_path):
     assert same(s["mIoU_categories"], ref["averageScoreCategories"])
     assert same(s["iIoU_categories"], ref["averageScoreInstCategories"])
     assert not math.isnan(s["iIoU"])
+
+
+def test_confusion_numpy_fast_path_equals_torch_reference():
+    rng = np.random.default_rng(0)
+    t = rng.integers(0, 19, (4, 33, 65)).astype(np.uint8)
+    t[rng.random(t.shape) < 0.1] = 255
+    p = rng.integers(0, 19, t.shape).astype(np.uint8)
+    ref = torch.zeros(19 * 19, dtype=torch.int64)
+    keep = t != 255
+    ref += torch.bincount(torch.from_numpy(t[keep].astype(np.int64) * 19 + p[keep]), minlength=19 * 19)
+    for pred, target in ((p, t), (torch.from_numpy(p).long(), torch.from_numpy(t).long())):
+        cm = metrics.ConfusionMatrix(19)
+        cm.update(pred, target)
+        np.testing.assert_array_equal(cm.numpy().reshape(-1), ref.numpy())
+    cm = metrics.ConfusionMatrix(19)
+    cm._update_torch(torch.from_numpy(p), torch.from_numpy(t))  # the GPU code path, run on CPU
+    np.testing.assert_array_equal(cm.numpy().reshape(-1), ref.numpy())
+    # pair_counts: calcHist and bincount branches agree
+    a, b = rng.integers(0, 34, (50, 70)).astype(np.uint8), rng.integers(0, 34, (50, 70)).astype(np.uint8)
+    np.testing.assert_array_equal(metrics.pair_counts(a, b), metrics.pair_counts(a.astype(np.int32), b))
