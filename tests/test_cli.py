@@ -1,0 +1,39 @@
+"""The ``cityseg`` dispatcher: help, unknown commands, errors as one line with exit code 2."""
+
+import subprocess
+import sys
+
+import pytest
+
+from cityseg.cli import COMMANDS, main
+
+
+def test_help_lists_every_command(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert name in out
+
+
+def test_unknown_command_exits_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["frobnicate"])
+    assert e.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_has_help(name, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([name, "--help"])
+    assert e.value.code == 0
+    assert f"cityseg {name}" in capsys.readouterr().out
+
+
+def test_console_script_error_is_one_line_without_traceback(tmp_path):
+    missing = tmp_path / "no_such_root"
+    proc = subprocess.run([sys.executable, "-m", "cityseg", "check", "--data", str(missing)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(missing) in lines[0] and "Traceback" not in proc.stderr
