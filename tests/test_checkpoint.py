@@ -77,7 +77,7 @@ def test_failed_save_keeps_previous_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(CitysegError, match="last.pt: cannot write checkpoint: No space left on device"):
         save_checkpoint(path, _ckpt(epoch=2))
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1

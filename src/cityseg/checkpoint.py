@@ -21,6 +21,7 @@ Keys (torchvision-references style, plus what inference needs to rebuild the mod
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import platform
@@ -52,7 +53,34 @@ def save_checkpoint(path: str | os.PathLike, ckpt: dict[str, Any]) -> None:
     ckpt = dict(ckpt)
     ckpt.setdefault("versions", versions())
     with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+        writer = _Writer(open(tmp, "wb"))  # noqa: SIM115 (closed below, errors included)
+        try:
+            torch.save(ckpt, writer)
+            writer.f.close()  # the last buffered bytes: a full disk may only show here
+        except (RuntimeError, OSError) as e:  # torch's zip writer may hide the OS error (full disk, size limit)
+            with contextlib.suppress(OSError):
+                writer.f.close()
+            e = writer.error or e
+            if isinstance(e, OSError):
+                raise CitysegError(f"{path}: cannot write checkpoint: {e.strerror or e}") from None
+            raise
+
+
+class _Writer:
+    """File wrapper for ``torch.save`` that remembers the OSError a write raised."""
+
+    def __init__(self, f):
+        self.f, self.error, self.name = f, None, f.name
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -54,6 +54,14 @@ def check_run_dir(out: Path, resume: bool) -> None:
         raise CitysegError(f"{out}: already holds a training run (last.pt); pass --resume to continue it or choose another --out")
 
 
+def remove_stale_temp_files(out: Path) -> None:
+    """Delete temp files a killed run left mid-write (``.last.pt.XXXX.tmp`` etc.; see ``io.atomic_path``)."""
+    if out.is_dir():
+        for tmp in out.glob(".*.tmp"):
+            if tmp.is_file() and tmp.name.split(".")[1] in ("last", "best", "metrics", "curves", "config"):
+                tmp.unlink(missing_ok=True)
+
+
 # ---- RNG state that torch.load(weights_only=True) accepts ------------------------------------------
 def get_rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
@@ -377,6 +385,7 @@ def _train(cfg, root: Path, out: Path, resume: bool, info: D.DistInfo, log, prog
         }
 
     if info.is_main:
+        remove_stale_temp_files(out)
         atomic_write_text(out / "config.toml", dump_toml(cfg))  # creates RUN_DIR (lazily, here)
         if history:
             write_metrics_csv(out / "metrics.csv", history)

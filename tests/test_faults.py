@@ -1,0 +1,438 @@
+"""Faults: SIGKILL at random points (mid-step, mid-checkpoint-write) then --resume, Ctrl-C, full or
+unwritable disks, concurrent ``cityseg prepare``, NaN batches. Nothing already saved may be lost.
+
+Training runs in real ``cityseg train`` subprocesses through a small wrapper (``python tests/test_faults.py
+ARGS``) that registers a tiny conv net (with dropout, so RNG restoration matters) and, driven by
+environment variables, logs events to a file, sleeps inside training forwards and inside checkpoint
+writes (so that a kill lands mid-step or mid-write), or injects NaN into one input batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io as _io
+import os
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from cityseg.models.base import SegmentationModel
+
+HERE = Path(__file__).resolve().parent
+TOTAL_EPOCHS = 5  # 10 train images, batch 4 -> 3 steps per epoch (last partial): 15 steps
+
+
+# ---- the tiny model and fault hooks (used in-process and by the subprocess wrapper) --------------------------
+class TinyNet(SegmentationModel):
+    """3 convs + dropout. Training forwards log ``step N``, may sleep, and may get a NaN input batch."""
+
+    name = "tiny"
+    size_multiple = 4
+    min_size = 8
+    calls = 0
+    nan_at = 0
+
+    def __init__(self, num_classes: int = 34, width: int = 8):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.2),
+                                  nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
+        self.head = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, x):
+        if self.training:
+            TinyNet.calls += 1
+            if TinyNet.calls == TinyNet.nan_at:
+                x = x.clone()
+                x[0, :, :4, :4] = float("nan")  # a NaN in the batch
+            _event(f"step {TinyNet.calls}")
+            time.sleep(float(os.environ.get("FAULT_STEP_SLEEP", "0")))
+        return self.head(self.body(x))
+
+
+def _event(text: str) -> None:
+    path = os.environ.get("FAULT_EVENTS")
+    if path:
+        with open(path, "a") as f:
+            f.write(text + "\n")
+
+
+def install() -> None:
+    """Register ``tiny`` and, if FAULT_SAVE_SLEEP is set, make torch.save write in two halves with a pause."""
+    from cityseg import models
+
+    models.MODELS["tiny"] = (models._variant(TinyNet), "tiny test net")
+    TinyNet.calls, TinyNet.nan_at = 0, int(os.environ.get("FAULT_NAN_AT", "0"))
+    pause = float(os.environ.get("FAULT_SAVE_SLEEP", "0"))
+    if pause:
+        real_save = torch.save
+
+        def slow_save(obj, f, *args, **kwargs):
+            buf = _io.BytesIO()
+            real_save(obj, buf, *args, **kwargs)
+            data = buf.getvalue()
+            fh = f if hasattr(f, "write") else open(f, "wb")  # noqa: SIM115 (closed below when opened here)
+            fh.write(data[: len(data) // 2])
+            fh.flush()
+            _event(f"saving {Path(getattr(f, 'name', f)).name}")
+            time.sleep(pause)
+            fh.write(data[len(data) // 2 :])
+            if fh is not f:
+                fh.close()
+
+        torch.save = slow_save
+
+
+if __name__ == "__main__":  # the subprocess wrapper: python tests/test_faults.py train ...
+    install()
+    from cityseg.cli import main
+
+    raise SystemExit(main(sys.argv[1:]))
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------------
+from cityseg.checkpoint import load_checkpoint  # noqa: E402
+from cityseg.cli import main  # noqa: E402
+from cityseg.errors import CitysegError  # noqa: E402
+
+RUN_FILES = {"last.pt", "best.pt", "metrics.csv", "curves.png", "config.toml"}
+
+
+def train_args(data, out, *extra):
+    return ["train", "--data", str(data), "--out", str(out), "--model", "tiny", "--size", "64x128",
+            "--epochs", str(TOTAL_EPOCHS), "--batch-size", "4", "--seed", "11", "--workers", "0", "--quiet",
+            "--set", "train.fast=false", "--set", "train.eval_batch_size=2", "--set", "train.checkpoint_every=1",
+            *extra]
+
+
+def env(events: Path | None = None, **faults) -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join([str(HERE), e.get("PYTHONPATH", "")])
+    e["OMP_NUM_THREADS"] = "2"
+    for k in ("FAULT_EVENTS", "FAULT_STEP_SLEEP", "FAULT_SAVE_SLEEP", "FAULT_NAN_AT"):
+        e.pop(k, None)
+    if events is not None:
+        e["FAULT_EVENTS"] = str(events)
+    e.update({f"FAULT_{k.upper()}": str(v) for k, v in faults.items()})
+    return e
+
+
+def start(argv, environ) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(HERE / "test_faults.py"), *argv], env=environ,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run(argv, environ, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(HERE / "test_faults.py"), *argv], env=environ,
+                          capture_output=True, text=True, **kw)
+
+
+def wait_for(events: Path, want, proc: subprocess.Popen, guard_s: float = 300) -> bool:
+    """Poll the event log until ``want(lines)``; False if the process exits first."""
+    end = time.monotonic() + guard_s  # a hang guard, not a timing assertion
+    while time.monotonic() < end:
+        lines = events.read_text().splitlines() if events.exists() else []
+        if want(lines):
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.005)
+    proc.kill()
+    raise AssertionError(f"no event matching the wait after {guard_s} s: {lines[-3:]}")
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    """metrics.csv without the wall-clock column."""
+    with open(path, newline="") as f:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def assert_same_run(ref: Path, run_dir: Path) -> None:
+    """Bitwise-equal weights (last and best), optimizer step, history and metrics as the uninterrupted run."""
+    a, b = load_checkpoint(ref / "last.pt"), load_checkpoint(run_dir / "last.pt")
+    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (TOTAL_EPOCHS, 0)
+    assert_same_state(a["model"], b["model"])
+    assert a["optimizer"]["state"][0]["step"] == b["optimizer"]["state"][0]["step"]
+    for k in a["optimizer"]["state"]:
+        assert torch.equal(a["optimizer"]["state"][k]["exp_avg_sq"], b["optimizer"]["state"][k]["exp_avg_sq"])
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
+    assert a["metrics"] == b["metrics"] and a["best_miou"] == b["best_miou"]
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(a["history"]) == strip(b["history"])
+    assert rows(ref / "metrics.csv") == rows(run_dir / "metrics.csv")
+    ba, bb = load_checkpoint(ref / "best.pt"), load_checkpoint(run_dir / "best.pt")
+    assert ba["epoch"] == bb["epoch"]
+    assert_same_state(ba["model"], bb["model"])
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---- fixtures --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from cityseg.data.cache import prepare
+    from cityseg.data.synth import generate
+
+    root = tmp_path_factory.mktemp("faults_data")
+    generate(root, train=10, val=2, test=0, size=(64, 128), seed=5)
+    for split in ("train", "val"):  # the seed recipe's cache, built once here (not under the kills)
+        prepare(root, split, size=(64, 128), interpolation="bilinear", workers=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    """One uninterrupted subprocess run: the target every faulted run must reach bit for bit."""
+    out = tmp_path_factory.mktemp("faults_ref") / "run"
+    proc = run(train_args(data, out), env())
+    assert proc.returncode == 0, proc.stderr
+    assert {p.name for p in out.iterdir()} >= RUN_FILES
+    return out
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """The tiny model registered in this process (for in-process ``cityseg.cli.main`` runs)."""
+    from cityseg import models
+
+    monkeypatch.setitem(models.MODELS, "tiny", (models._variant(TinyNet), "tiny test net"))
+    TinyNet.calls, TinyNet.nan_at = 0, 0
+    yield TinyNet
+    TinyNet.calls, TinyNet.nan_at = 0, 0
+
+
+# ---- SIGKILL at random points, then --resume ------------------------------------------------------------------
+def test_sigkill_at_random_points_then_resume_equals_uninterrupted(data, reference, tmp_path):
+    """Six SIGKILLs in a row, alternating mid-step and mid-checkpoint-write at random positions; after
+    each one last.pt loads, and --resume continues. The end state equals the uninterrupted run exactly."""
+    rng = random.Random(20240817)
+    out = tmp_path / "run"
+    kills = {"step": 0, "save": 0}
+    tmp_seen = 0
+    for cycle in range(6):
+        mode = ("step", "save")[cycle % 2]
+        events = tmp_path / f"events{cycle}.log"
+        resume = (out / "last.pt").exists()
+        argv = train_args(data, out, *(["--resume"] if resume else []))
+        if mode == "step":
+            n = rng.randint(1, 3)  # kill while the n-th training step of this process is running
+            proc = start(argv, env(events, step_sleep=0.05))
+            hit = wait_for(events, lambda ls: sum(ln.startswith("step") for ln in ls) >= n, proc)
+        else:
+            n = rng.randint(1, 3)  # kill in the middle of the n-th checkpoint write of this process
+            proc = start(argv, env(events, save_sleep=0.3))
+            hit = wait_for(events, lambda ls: sum(ln.startswith("saving") for ln in ls) >= n, proc)
+        if not hit:  # the run ended before the chosen point
+            _, err = proc.communicate()
+            pytest.fail(f"cycle {cycle}: run finished before the {mode} kill point: {err[-500:]}")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        assert proc.returncode == -signal.SIGKILL
+        kills[mode] += 1
+        if mode == "save":
+            leftovers = [p.name for p in out.glob(".*.pt.*.tmp")]
+            assert leftovers, "the kill should have hit a checkpoint write in progress"
+            tmp_seen += 1
+        # whatever was on disk before is intact: last.pt (if any) loads and is consistent
+        if (out / "last.pt").exists():
+            ck = load_checkpoint(out / "last.pt")
+            assert ck["model_name"] == "tiny" and 0 <= ck["epoch"] <= TOTAL_EPOCHS
+            assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+        for name in ("best.pt",):
+            if (out / name).exists():
+                load_checkpoint(out / name)
+    assert kills == {"step": 3, "save": 3} and tmp_seen == 3
+    # finish the run
+    ck = load_checkpoint(out / "last.pt")
+    assert (ck["epoch"], ck["step"]) < (TOTAL_EPOCHS, 0), "the kills should have left work to resume"
+    proc = run(train_args(data, out, "--resume"), env())
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming" in proc.stdout
+    assert_same_run(reference, out)
+    # orphaned temp files of killed checkpoint writes are cleaned up when the run resumes
+    assert {p.name for p in out.iterdir()} == {p.name for p in reference.iterdir()}
+
+
+# ---- Ctrl-C -------------------------------------------------------------------------------------------------
+def test_sigint_saves_resumable_checkpoint_and_exits_cleanly(data, reference, tmp_path):
+    out = tmp_path / "run"
+    events = tmp_path / "events.log"
+    proc = start(train_args(data, out, "--set", "train.checkpoint_every=0"), env(events, step_sleep=0.05))
+    assert wait_for(events, lambda ls: "step 5" in ls, proc)  # epoch 2, step 2 of 3 is running
+    os.kill(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr + stdout
+    assert "interrupted (SIGINT): saved" in stdout and "--resume" in stdout
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["epoch"] == 1 and 2 <= ck["step"] < 3  # mid-epoch state, not just the epoch-1 checkpoint
+    assert not list(out.glob(".*.tmp"))
+    proc = run(train_args(data, out, "--resume", "--set", "train.checkpoint_every=0"), env())
+    assert proc.returncode == 0, proc.stderr
+    assert_same_run(reference, out)
+
+
+def test_second_sigint_aborts_at_once_and_keeps_last_checkpoint(data, tmp_path):
+    out = tmp_path / "run"
+    events = tmp_path / "events.log"
+    proc = start(train_args(data, out), env(events, save_sleep=0.4))
+    assert wait_for(events, lambda ls: sum(ln.startswith("saving") for ln in ls) >= 2, proc)
+    os.kill(proc.pid, signal.SIGINT)  # first: finish the step, then save
+    time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGINT)  # second, while the checkpoint is being written: abort now
+    stdout, stderr = proc.communicate()
+    assert proc.returncode == 130
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "cityseg train: interrupted"
+    ck = load_checkpoint(out / "last.pt")  # the first checkpoint, intact
+    assert ck["epoch"] == 0 and ck["step"] == 1
+    assert not list(out.glob(".*.tmp"))  # the aborted write removed its temp file
+
+
+# ---- full or unwritable disk -------------------------------------------------------------------------------------
+def _limit_file_size(nbytes: int):
+    def pre():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+
+    return pre
+
+
+def test_full_disk_during_checkpoint_write_is_one_line_and_keeps_checkpoints(data, reference, tmp_path):
+    """RLIMIT_FSIZE makes every write past N bytes fail with EFBIG, as a full disk does with ENOSPC."""
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    before = tree(out)
+    limit = (out / "config.toml").stat().st_size + 4096  # config.toml fits, a checkpoint does not
+    argv = train_args(data, out, "--resume", "--epochs", str(TOTAL_EPOCHS + 1))
+    proc = subprocess.run([sys.executable, str(HERE / "test_faults.py"), *argv], env=env(), capture_output=True,
+                          text=True, preexec_fn=_limit_file_size(limit))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("cityseg train: error: ") and "last.pt" in lines[0]
+    assert "File too large" in lines[0] or "No space" in lines[0] or "cannot write" in lines[0]
+    after = tree(out)
+    assert after["last.pt"] == before["last.pt"] and after["best.pt"] == before["best.pt"]
+    assert set(after) == set(before)  # no temp files left
+
+
+@pytest.mark.parametrize("err", [errno.EACCES, errno.ENOSPC, errno.EROFS])
+def test_unwritable_run_dir_is_one_line_and_keeps_checkpoints(data, reference, tmp_path, tiny, monkeypatch, capsys, err):
+    """Root ignores permission bits, so the failure is injected: os.replace (the commit of every atomic
+    write) refuses inside the run folder."""
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    before = tree(out)
+    real_replace = os.replace
+
+    def refuse(src, dst, *a, **k):
+        if Path(dst).parent == out:
+            raise OSError(err, os.strerror(err), str(src))
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", refuse)
+    rc = main(train_args(data, out, "--resume", "--epochs", str(TOTAL_EPOCHS + 1)))
+    monkeypatch.undo()
+    io_ = capsys.readouterr()
+    lines = io_.err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in io_.err, io_.err
+    assert os.strerror(err) in lines[0] and str(out) in lines[0]
+    assert tree(out) == before  # nothing changed, no temp files
+
+
+def test_full_disk_while_preparing_keeps_the_previous_cache(tmp_path):
+    from cityseg.data import cache
+    from conftest import write_tiny_dataset
+
+    root = write_tiny_dataset(tmp_path / "r", {"train": 4}, size=(64, 128))
+    old = cache.prepare(root, "train", size=(32, 64))
+    before = tree(old.folder)
+    proc = subprocess.run([sys.executable, "-m", "cityseg", "prepare", "--data", str(root), "--size", "32x64",
+                           "--split", "train", "--force", "--workers", "1"], env=env(), capture_output=True, text=True,
+                          preexec_fn=_limit_file_size(4096))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr and str(old.folder) in lines[0], proc.stderr
+    assert tree(old.folder) == before  # the committed cache is untouched and still valid
+    again = cache.load(root, "train", size=(32, 64))
+    assert again is not None and again.images_path == old.images_path
+
+
+# ---- concurrent prepare (CLI level) ------------------------------------------------------------------------------
+def test_two_prepare_commands_at_once_do_not_corrupt_the_cache(tmp_path):
+    from cityseg.data import cache, layout
+    from cityseg.data.cityscapes import read_pair
+    from conftest import write_tiny_dataset
+
+    import numpy as np
+
+    root = write_tiny_dataset(tmp_path / "r", {"train": 12, "val": 3}, size=(48, 96))
+    argv = [sys.executable, "-m", "cityseg", "prepare", "--data", str(root), "--size", "24x48", "--workers", "1"]
+    procs = [subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [p.communicate() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    for split, n in (("train", 12), ("val", 3)):
+        entry = cache.load(root, split, size=(24, 48))
+        assert entry is not None and len(entry) == n
+        images, labs = entry.open()
+        for i, s in enumerate(layout.find_samples(root, split)):
+            image, label = read_pair(s.image, s.label, (24, 48), "area")
+            assert np.array_equal(images[i], image) and np.array_equal(labs[i], label)
+        assert len(list(entry.folder.glob("*.npy"))) == 2 and not list(entry.folder.glob(".*.tmp"))
+
+
+# ---- NaN in a batch ----------------------------------------------------------------------------------------------
+def test_nan_batch_stops_the_run_with_one_line_and_no_nan_best(data, tmp_path, tiny, capsys):
+    out = tmp_path / "run"
+    tiny.nan_at = 5  # epoch 2, step 2
+    rc = main(train_args(data, out, "--epochs", "3", "--set", "train.checkpoint_every=0"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "non-finite loss" in err[0] and "epoch 2 step 2" in err[0]
+    for name in ("last.pt", "best.pt"):
+        ck = load_checkpoint(out / name)
+        assert ck["epoch"] == 1
+        assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_nan_batch_under_skip_policy_skips_one_step(data, tmp_path, tiny, capsys):
+    out = tmp_path / "run"
+    tiny.nan_at = 5
+    rc = main(train_args(data, out, "--epochs", "2", "--set", 'train.nan_policy="skip"'))
+    stdout = capsys.readouterr().out
+    assert rc == 0 and "skipping step 2 of epoch 2: non-finite loss" in stdout
+    for name in ("last.pt", "best.pt"):
+        ck = load_checkpoint(out / name)
+        assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["epoch"] == 2 and ck["optimizer"]["state"][0]["step"] == 5  # 6 steps, one skipped
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in ck["history"])
+
+
+def test_weights_blowing_up_are_never_saved_as_best(data, tmp_path, tiny, capsys):
+    """A huge LR drives the weights non-finite: the run stops, and best.pt/last.pt hold the last finite model."""
+    out = tmp_path / "run"
+    rc = main(train_args(data, out, "--epochs", "3", "--lr", "1e30", "--set", 'train.nan_policy="skip"'))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "non-finite" in err[0]
+    for name in ("last.pt", "best.pt"):
+        if (out / name).exists():
+            ck = load_checkpoint(out / name)
+            assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point()), name
