@@ -1,0 +1,428 @@
+"""The main job, end to end on the embedded default: SynthCity -> cache -> seed training -> official
+evaluation -> predictions -> the seed's results figure, inside a wall-clock budget.
+
+``run_demo(out, minutes)`` does, in ``out`` (default ``./demo``):
+
+1. ``out/data``: SynthCity at the official 1024x2048, generated only when absent or incomplete (a complete,
+   valid SynthCity folder is reused as it is, whatever its frame counts); ``data=ROOT`` uses an existing
+   dataset (real Cityscapes, say) instead. The dataset is validated and its class statistics printed.
+2. The preprocessed cache of train and val at the recipe's size (reused when up to date).
+3. ``out/runs/NNN``: a FRESH numbered run folder per invocation (earlier runs are kept, a rerun never
+   collides with "already holds a run"); ``model`` trained with the ``seed`` recipe (34 labelIds, 128x256,
+   Adam 1e-3, plain CE) except the demo's batch size (see ``DEMO_BATCH_SIZE``). Training gets what the
+   budget leaves after the measured data phases and an estimate of the evaluation phases: one epoch first,
+   then as many whole epochs as the measured epoch time fits (resumed exactly with ``train(resume=True)``),
+   so the last epoch is validated and ``best.pt`` holds the best weights seen; ``train.max_minutes`` guards
+   the deadline if the machine slows down.
+4. ``best.pt`` scored on val with the official protocol (model at its size, logits upsampled bilinearly to
+   the full 1024x2048, argmax, ``evaluation.score_checkpoint``); labelId predictions (``runs/NNN/pred``,
+   test-server names) and colour maps (``runs/NNN/pred_color``); the seed's results figure
+   (``runs/NNN/results.png``). The model runs once per val frame: the three consumers share its output.
+5. A summary dict (also ``runs/NNN/summary.json``): scores, paths, frame counts, time per phase.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cityseg.errors import CitysegError
+
+DEFAULT_OUT = Path("demo")
+DEFAULT_MINUTES = 10.0
+#: SynthCity frames the demo generates: training on 2 CPU cores sees ~100 images in the budget, so more
+#: frames would only cost generation and caching time; 16 val frames are 33 M scored pixels
+DEFAULT_TRAIN_FRAMES = 64
+DEFAULT_VAL_FRAMES = 16
+DEFAULT_FRAME_SIZE = (1024, 2048)
+DEFAULT_MODEL = "residual_unet"
+RECIPE = "seed"
+#: the only demo change to the seed recipe: at ~4 s per 128x256 image on 2 cores, the seed's batch of 16 gives
+#: ~8 Adam steps in the budget; batch 4 gives four times as many updates on the same images
+DEMO_BATCH_SIZE = 4
+#: rows of the results figure (the seed's figure shows the first 32 val frames)
+FIGURE_ROWS = 32
+#: seconds kept free at the end for the summary, plus a margin for a slower machine
+RESERVE_S = 15.0
+MIN_TRAIN_S = 20.0
+RUN_NAME = re.compile(r"^\d{3,}$")
+
+
+# ---- small helpers ---------------------------------------------------------------------------------
+class _Timer:
+    """Wall time per phase, in order."""
+
+    def __init__(self):
+        self.start = time.monotonic()
+        self.phases: dict[str, float] = {}
+
+    def phase(self, name: str):
+        timer = self
+
+        class _Ctx:
+            def __enter__(self):
+                self.t = time.monotonic()
+
+            def __exit__(self, *exc):
+                timer.phases[name] = timer.phases.get(name, 0.0) + time.monotonic() - self.t
+                return False
+
+        return _Ctx()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+
+def _memo_predictor(predictor):
+    """The same ``Predictor`` that remembers its full-resolution labelIds per image (keyed by the pixels),
+    so evaluation, prediction files and the figure run the model once per frame. Returns a subclass
+    instance, so it is accepted wherever a ``Predictor`` is."""
+    from cityseg.inference import Predictor
+
+    class MemoPredictor(Predictor):
+        def __init__(self, base: Predictor):  # noqa: D401 - a copy of a ready Predictor, no rebuild
+            self.__dict__.update(base.__dict__)
+            self.memo: dict[tuple, np.ndarray] = {}
+            self.runs = 0
+
+        def predict(self, image: np.ndarray) -> np.ndarray:
+            image = np.ascontiguousarray(image)
+            key = (image.shape, hashlib.blake2b(image.data, digest_size=16).digest())
+            if key not in self.memo:
+                self.memo[key] = super().predict(image)
+                self.runs += 1
+            return self.memo[key]
+
+    return MemoPredictor(predictor)
+
+
+def next_run_dir(runs: Path) -> Path:
+    """``runs/001``, ``runs/002``, ...: the first number above every existing run folder."""
+    used = [int(p.name) for p in runs.iterdir() if RUN_NAME.match(p.name)] if runs.is_dir() else []
+    return runs / f"{max(used, default=0) + 1:03d}"
+
+
+def plan_more_epochs(seconds_left: float, epoch_seconds: float, epochs_done: int, epochs_cap: int) -> int:
+    """Whole epochs that fit in ``seconds_left`` at ``epoch_seconds`` each (a 10 % margin), capped so that
+    ``epochs_done`` + the result stays within ``epochs_cap``."""
+    if epoch_seconds <= 0 or not math.isfinite(epoch_seconds) or seconds_left <= 0:
+        return 0
+    fit = int(seconds_left / (1.1 * epoch_seconds))
+    return max(0, min(fit, epochs_cap - epochs_done))
+
+
+def _check_options(out: Path, minutes: float, train_frames: int, val_frames: int, frame_size, batch_size: int,
+                   epochs: int | None, train_minutes: float | None, figure_rows: int) -> None:
+    if out.exists() and not out.is_dir():
+        raise CitysegError(f"{out}: --out exists and is not a folder")
+    if not isinstance(minutes, (int, float)) or not math.isfinite(minutes) or minutes <= 0:
+        raise CitysegError(f"--minutes must be a positive number, got {minutes}")
+    if train_minutes is not None and (not math.isfinite(train_minutes) or train_minutes <= 0):
+        raise CitysegError(f"--train-minutes must be a positive number, got {train_minutes}")
+    for name, v in (("--train-frames", train_frames), ("--val-frames", val_frames), ("--batch-size", batch_size),
+                    ("--figure-rows", figure_rows)):
+        if not isinstance(v, int) or v < 1:
+            raise CitysegError(f"{name} must be a positive integer, got {v}")
+    if epochs is not None and epochs < 1:
+        raise CitysegError(f"--epochs must be a positive integer, got {epochs}")
+    if len(frame_size) != 2 or min(frame_size) < 1:
+        raise CitysegError(f"--frame-size must be HxW with positive values, got {frame_size}")
+
+
+# ---- phases ------------------------------------------------------------------------------------------
+def _read_marker(root: Path) -> dict | None:
+    import json
+
+    from cityseg.data.synth import MARKER
+
+    try:
+        info = json.loads((root / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _generate(root: Path, train: int, val: int, size, seed: int, workers: int, log) -> None:
+    from cityseg.data import synth
+
+    h, w = size
+    log(f"generating SynthCity into {root}: {train} train + {val} val frames at {h}x{w} ({workers} processes)")
+    t0 = time.monotonic()
+
+    def progress(split: str, done: int, total: int) -> None:
+        if done == total:
+            log(f"  {split}: {total} frames in {time.monotonic() - t0:.0f} s")
+
+    synth.generate(root, train=train, val=val, test=0, size=(h, w), seed=seed, workers=workers, progress=progress)
+
+
+def _dataset_line(stats) -> str:
+    from cityseg import labels
+
+    parts = []
+    for name, s in stats.splits.items():
+        sizes = ", ".join(sorted(s.sizes))
+        parts.append(f"{name} {s.pairs} pairs ({sizes})")
+    px = stats.pixels
+    shares = px / max(1, px.sum())
+    top = np.argsort(shares)[::-1][:5]
+    common = ", ".join(f"{labels.LABELID_NAMES[i]} {100 * shares[i]:.0f}%" for i in top)
+    return (f"dataset: {'; '.join(parts)}; evaluated classes present {len(stats.present_eval_classes())}/19; "
+            f"largest: {common}")
+
+
+def _prepare_data(out: Path, data, train_frames: int, val_frames: int, frame_size, seed: int, workers: int,
+                  timer: _Timer, log) -> tuple[Path, dict[str, Any]]:
+    """Dataset root ready for training (generated, reused or given) and what was found."""
+    from cityseg.data.check import check_dataset
+    from cityseg.data.layout import check_root, resolve_root
+
+    info: dict[str, Any] = {}
+    if data is not None:
+        root = check_root(resolve_root(data))
+        info["source"] = "given"
+        with timer.phase("check"):
+            stats = check_dataset(root, ["train", "val"], workers=workers, fail_fast=True)
+    else:
+        root = out / "data"
+        marker = _read_marker(root)
+        stats = None
+        if marker is not None and marker.get("complete") is True:
+            with timer.phase("check"):
+                try:
+                    stats = check_dataset(root, ["train", "val"], workers=workers, fail_fast=True)
+                    info["source"] = "reused"
+                    log(f"reusing SynthCity in {root} (delete the folder to regenerate)")
+                except CitysegError as e:
+                    log(f"SynthCity in {root} is damaged ({e}); regenerating it")
+        elif root.exists() and marker is None and any(root.iterdir()):
+            raise CitysegError(f"{root}: folder is not empty and holds no SynthCity dataset; "
+                               "pass --data to use it as a dataset, or choose another --out")
+        if stats is None:
+            with timer.phase("generate"):
+                _generate(root, train_frames, val_frames, frame_size, seed, workers, log)
+            info["source"] = "generated"
+            with timer.phase("check"):
+                stats = check_dataset(root, ["train", "val"], workers=workers, fail_fast=True)
+    log(_dataset_line(stats))
+    info.update({"root": str(root), "frames": {k: s.pairs for k, s in stats.splits.items()}})
+    return root, info
+
+
+# ---- the demo ----------------------------------------------------------------------------------------
+def run_demo(
+    out: str | os.PathLike = DEFAULT_OUT,
+    minutes: float = DEFAULT_MINUTES,
+    data: str | os.PathLike | None = None,
+    model: str = DEFAULT_MODEL,
+    seed: int = 0,
+    train_frames: int = DEFAULT_TRAIN_FRAMES,
+    val_frames: int = DEFAULT_VAL_FRAMES,
+    frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE,
+    batch_size: int = DEMO_BATCH_SIZE,
+    size: tuple[int, int] | None = None,
+    epochs: int | None = None,
+    train_minutes: float | None = None,
+    figure_rows: int = FIGURE_ROWS,
+    workers: int | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the whole demo (see the module doc) and return its summary dict.
+
+    ``minutes``: the wall-clock budget of the whole demo (training gets what the other phases leave);
+    ``train_minutes`` fixes the training time instead. ``epochs`` caps the epochs (default: the recipe's
+    40). ``size`` overrides the recipe's 128x256 training size; ``train_frames``, ``val_frames`` and
+    ``frame_size`` only apply when SynthCity is generated. Bad options raise ``CitysegError``.
+    """
+    from cityseg.data import cache
+    from cityseg.models import list_models
+    from cityseg.train.config import apply_overrides, load_recipe
+
+    timer = _Timer()
+    out = Path(out)
+    frame_size = tuple(int(v) for v in frame_size)
+    _check_options(out, minutes, train_frames, val_frames, frame_size, batch_size, epochs, train_minutes, figure_rows)
+    if model not in list_models():
+        raise CitysegError(f"unknown model {model!r}; valid models: {', '.join(list_models())}")
+    workers = max(1, min(4, os.cpu_count() or 1)) if workers is None else max(1, int(workers))
+    deadline = minutes * 60.0
+
+    cfg, _ = load_recipe(RECIPE)
+    flags: dict[str, Any] = {"model.name": model, "train.batch_size": batch_size, "train.seed": seed}
+    if size is not None:
+        flags["data.size"] = [int(v) for v in size]
+    cfg = apply_overrides(cfg, flags, source="demo")
+    epochs_cap = int(epochs) if epochs is not None else int(cfg["train"]["epochs"])
+    d = cfg["data"]
+
+    # 1-2: dataset and cache
+    root, data_info = _prepare_data(out, data, train_frames, val_frames, frame_size, seed, workers, timer, log)
+    with timer.phase("cache"):
+        for split in (d["train_split"], d["val_split"]):
+            entry = cache.load_or_prepare(root, split, d["size"], d["interpolation"], workers=workers)
+        log(f"cache ready: {d['size'][0]}x{d['size'][1]} {d['interpolation']} ({entry.folder.parent})")
+
+    # 3: training in a fresh run folder
+    run_dir = next_run_dir(out / "runs")
+    n_val = data_info["frames"].get("val", 0)
+    rows = min(figure_rows, n_val)
+    forward_s = _forward_seconds(model, tuple(d["size"]))
+    # per val frame: the forward pass at model size, upsampling + scoring + two PNG writes at full size
+    post_s = n_val * (forward_s + 0.6 * _megapixels(root) / 2.1) + 4.0 + 0.4 * rows
+    if train_minutes is not None:
+        budget_s = train_minutes * 60.0
+    else:
+        budget_s = max(MIN_TRAIN_S, deadline - timer.elapsed() - post_s - RESERVE_S)
+    log(f"training {model} with the {RECIPE} recipe (batch {batch_size}) in {run_dir} for at most "
+        f"{budget_s / 60:.1f} min (estimated evaluation {post_s:.0f} s)")
+    with timer.phase("train"):
+        summary = _train(cfg, root, run_dir, budget_s, epochs_cap, progress, log)
+
+    # 4: evaluation, predictions, figure
+    ckpt = run_dir / "best.pt"
+    if not ckpt.is_file():  # the time ran out inside the first epoch: no validated checkpoint yet
+        ckpt = run_dir / "last.pt"
+        log(f"no epoch finished in the time: evaluating {ckpt} (the weights at the time limit)")
+    results, paths = _evaluate(ckpt, root, run_dir, rows, timer, progress, log)
+
+    # 5: summary
+    total = timer.elapsed()
+    phases = {k: round(v, 1) for k, v in timer.phases.items()}
+    phases["other"] = round(max(0.0, total - sum(timer.phases.values())), 1)
+    hist = summary["history"]
+    n_train = data_info["frames"].get(d["train_split"], 0)
+    steps = summary["epoch"] * math.ceil(n_train / batch_size) + summary["step"]
+    result = {
+        "mIoU": results["mIoU"],
+        "mIoU_34": results["mIoU_34"],
+        "pixel_acc": results["pixel_acc"],
+        "iIoU": results["iIoU"],
+        "mIoU_categories": results["mIoU_categories"],
+        "pixel_acc_34": results["pixel_acc_34"],
+        "per_class_iou": {k: v["iou"] for k, v in results["per_class"].items()},
+        "n_images": results["n_images"],
+        "run_dir": str(run_dir),
+        "checkpoint": str(ckpt),
+        "figure": str(paths["figure"]),
+        "predictions": str(paths["pred"]),
+        "predictions_color": str(paths["color"]),
+        "scores": str(paths["scores"]),
+        "data": data_info,
+        "model": model,
+        "recipe": RECIPE,
+        "batch_size": batch_size,
+        "train_size": list(d["size"]),
+        "epochs": summary["epoch"],
+        "steps": steps,
+        "images_seen": summary["epoch"] * n_train + summary["step"] * batch_size,
+        "stopped": summary["stopped"] or "epochs done",
+        "val_model_size": {k: hist[-1][k] for k in ("miou_19", "miou_34", "pixel_acc") if hist and k in hist[-1]},
+        "minutes": minutes,
+        "seconds": phases,
+        "elapsed_s": round(total, 1),
+    }
+    from cityseg.io import atomic_write_json
+
+    atomic_write_json(run_dir / "summary.json", result)
+    for line in format_summary(result):
+        log(line)
+    return result
+
+
+def _megapixels(root: Path) -> float:
+    from cityseg.data.layout import find_samples
+    from cityseg.io import probe_image
+
+    samples = find_samples(root, "val")
+    if not samples:
+        raise CitysegError(f"{root}: split 'val' has no frames")
+    h, w, _ = probe_image(samples[0].image)
+    return h * w / 1e6
+
+
+def _forward_seconds(model_name: str, size: tuple[int, int]) -> float:
+    """One no-grad forward of a fresh model on a 1x3xHxW input (the second of two, warm)."""
+    import torch
+
+    from cityseg.models import build_model
+
+    net = build_model(model_name, num_classes=34).eval()
+    if hasattr(net, "check_input_shape"):
+        net.check_input_shape(*size)
+    x = torch.zeros(1, 3, *size)
+    with torch.inference_mode():
+        net(x)
+        t = time.monotonic()
+        net(x)
+    return time.monotonic() - t
+
+
+def _train(cfg: dict, root: Path, run_dir: Path, budget_s: float, epochs_cap: int, progress: bool, log) -> dict:
+    """One epoch, then as many whole epochs as fit in the rest of ``budget_s`` (resumed exactly)."""
+    from cityseg.train.config import apply_overrides
+    from cityseg.train.engine import train
+
+    t0 = time.monotonic()
+    first = apply_overrides(cfg, {"train.epochs": 1, "train.max_minutes": budget_s / 60.0}, source="demo")
+    s = train(first, root, run_dir, log=log, progress=progress)
+    if s["stopped"] == "" and epochs_cap > 1:
+        left = budget_s - (time.monotonic() - t0)
+        more = plan_more_epochs(left, s["history"][-1]["seconds"], 1, epochs_cap)
+        if more:
+            log(f"epoch 1 took {s['history'][-1]['seconds']:.0f} s: {more} more epoch(s) fit in the remaining {left:.0f} s")
+            rest = apply_overrides(cfg, {"train.epochs": 1 + more, "train.max_minutes": max(left, 1.0) / 60.0},
+                                   source="demo")
+            s = train(rest, root, run_dir, resume=True, log=log, progress=progress)
+    return s
+
+
+def _evaluate(ckpt: Path, root: Path, run_dir: Path, rows: int, timer: _Timer, progress: bool, log):
+    from cityseg.data.layout import find_samples
+    from cityseg.evaluation import score_checkpoint
+    from cityseg.figure import results_figure
+    from cityseg.inference import Predictor
+    from cityseg.io import atomic_write_json
+    from cityseg.predict import predict_files
+
+    predictor = _memo_predictor(Predictor.from_checkpoint(ckpt, channels_last=True))
+    with timer.phase("evaluate"):
+        full, _, _ = score_checkpoint(root, "val", None, predictor=predictor, progress=progress)
+        results = full.results()
+        scores = run_dir / "val_scores.json"
+        atomic_write_json(scores, results)
+    log(f"evaluated {ckpt} on {results['n_images']} val frames at full resolution: mIoU {results['mIoU']:.4f}")
+    pred, color = run_dir / "pred", run_dir / "pred_color"
+    with timer.phase("predict"):
+        images = [s.image for s in find_samples(root, "val")]
+        predict_files(predictor, images, pred, formats=("labelIds", "color"), vis_dir=color)
+    figure = run_dir / "results.png"
+    with timer.phase("figure"):
+        results_figure(predictor, root, figure, split="val", n=rows)
+    return results, {"figure": figure, "pred": pred, "color": color, "scores": scores}
+
+
+def format_summary(s: dict[str, Any]) -> list[str]:
+    """The printed summary: scores, where each output is, time per phase."""
+    sec = s["seconds"]
+    split = ", ".join(f"{k} {v:.0f} s" for k, v in sec.items())
+    return [
+        "",
+        f"cityseg demo: {s['model']} ({s['recipe']} recipe, batch {s['batch_size']}, {s['train_size'][0]}x"
+        f"{s['train_size'][1]}), {s['epochs']} epoch(s), {s['images_seen']} training images seen ({s['stopped']})",
+        f"  val (official protocol, full resolution, {s['n_images']} frames): mIoU (19 classes) {s['mIoU']:.4f}, "
+        f"mIoU_34 {s['mIoU_34']:.4f}, pixel accuracy {s['pixel_acc']:.4f}",
+        f"  dataset      {s['data']['root']} ({s['data']['source']})",
+        f"  run folder   {s['run_dir']}  (checkpoint {Path(s['checkpoint']).name}, metrics.csv, curves.png)",
+        f"  scores       {s['scores']}",
+        f"  predictions  {s['predictions']}  (labelIds)  and  {s['predictions_color']}  (colour)",
+        f"  figure       {s['figure']}",
+        f"  time         {s['elapsed_s']:.0f} s of a {s['minutes']:g} min budget: {split}",
+    ]

@@ -1,0 +1,157 @@
+"""``cityseg demo``: the whole job end to end at a tiny size, reruns, dataset reuse, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from cityseg import demo
+from cityseg.cli import main
+
+#: SynthCity at 128x256 (2 train, 2 val), trained at 64x128 for one epoch: seconds, not minutes
+TINY = dict(train_frames=2, val_frames=2, frame_size=(128, 256), size=(64, 128), batch_size=2, epochs=1,
+            figure_rows=2, workers=1)
+TINY_ARGS = ["--train-frames", "2", "--val-frames", "2", "--frame-size", "128x256", "--size", "64x128",
+             "--batch-size", "2", "--epochs", "1", "--figure-rows", "2", "--workers", "1", "--quiet"]
+SCORE_KEYS = ("mIoU", "mIoU_34", "pixel_acc", "iIoU", "mIoU_categories", "pixel_acc_34")
+
+
+def _check_summary(s: dict) -> None:
+    for key in SCORE_KEYS:
+        assert 0.0 <= s[key] <= 1.0, (key, s[key])
+    for key in ("run_dir", "figure", "predictions", "predictions_color", "checkpoint", "scores"):
+        assert isinstance(s[key], str) and s[key]
+    assert s["n_images"] == 2
+    assert s["elapsed_s"] >= sum(v for k, v in s["seconds"].items() if k != "other") - 1.0
+
+
+def test_demo_end_to_end_then_rerun_reuses_data(tmp_path, capsys):
+    from pathlib import Path
+
+    from cityseg.data.synth import MARKER
+    from cityseg.evaluation import evaluate_pred_dir
+    from cityseg.io import read_image, read_label
+
+    out = tmp_path / "demo"
+    lines: list[str] = []
+    s1 = demo.run_demo(out, minutes=5, progress=False, log=lines.append, **TINY)
+    _check_summary(s1)
+    run1 = Path(s1["run_dir"])
+    assert run1 == out / "runs" / "001"
+    assert (run1 / "best.pt").is_file() and (run1 / "metrics.csv").is_file()
+    assert s1["data"]["source"] == "generated" and s1["data"]["frames"] == {"train": 2, "val": 2}
+    assert s1["epochs"] == 1 and s1["steps"] == 1 and s1["images_seen"] == 2
+    assert json.loads((run1 / "summary.json").read_text()) == json.loads(json.dumps(s1))
+    assert json.loads(Path(s1["scores"]).read_text())["mIoU"] == s1["mIoU"]
+    assert Path(s1["figure"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    preds = sorted(Path(s1["predictions"]).iterdir())
+    colors = sorted(Path(s1["predictions_color"]).iterdir())
+    assert len(preds) == 2 and all(p.name.endswith("_labelIds.png") for p in preds)
+    assert len(colors) == 2
+    for p in preds:
+        ids = read_label(p)
+        assert ids.shape == (128, 256) and ids.dtype == np.uint8 and ids.max() <= 33
+    assert read_image(colors[0]).shape == (128, 256, 3)
+    # the written files, scored by the drop-in for the official script, give the demo's own figures
+    again = evaluate_pred_dir(out / "data", "val", s1["predictions"])
+    assert math.isclose(again["mIoU"], s1["mIoU"], abs_tol=1e-12)
+    assert math.isclose(again["pixel_acc"], s1["pixel_acc"], abs_tol=1e-12)
+    text = "\n".join(lines)
+    assert "mIoU (19 classes)" in text and s1["figure"] in text and "dataset:" in text
+
+    # second run, same --out, through the CLI: data reused (not rewritten), a fresh run folder, JSON written
+    marker_mtime = (out / "data" / MARKER).stat().st_mtime_ns
+    summary = tmp_path / "sub" / "summary.json"
+    summary.parent.mkdir()
+    capsys.readouterr()
+    assert main(["demo", "--out", str(out), "--minutes", "5", "--json", str(summary), *TINY_ARGS]) == 0
+    printed = capsys.readouterr().out
+    assert "reusing SynthCity" in printed and "generating" not in printed
+    s2 = json.loads(summary.read_text())
+    _check_summary(s2)
+    assert s2["run_dir"] == str(out / "runs" / "002") and s2["data"]["source"] == "reused"
+    assert (out / "data" / MARKER).stat().st_mtime_ns == marker_mtime
+    assert (run1 / "best.pt").is_file()  # the first run is kept
+    # same data, same seed: the training is repeatable, so the scores agree
+    assert math.isclose(s2["mIoU"], s1["mIoU"], abs_tol=1e-6)
+
+
+def test_damaged_or_incomplete_synthcity_is_regenerated(tmp_path):
+    from cityseg.data.layout import find_samples
+    from cityseg.data.synth import MARKER, generate
+
+    root = tmp_path / "demo" / "data"
+    generate(root, train=1, val=1, test=0, size=(64, 128), seed=0)
+    label = find_samples(root, "val")[0].label
+    good = label.read_bytes()
+    label.write_bytes(good[: len(good) // 2])  # truncated PNG
+    lines: list[str] = []
+    timer = demo._Timer()
+    got, info = demo._prepare_data(tmp_path / "demo", None, 1, 1, (64, 128), 0, 1, timer, lines.append)
+    assert got == root and info["source"] == "generated"
+    assert any("damaged" in line for line in lines)
+    assert label.read_bytes() == good
+
+    marker = json.loads((root / MARKER).read_text())
+    (root / MARKER).write_text(json.dumps({**marker, "complete": False}))  # a generation killed half-way
+    lines.clear()
+    _, info = demo._prepare_data(tmp_path / "demo", None, 1, 1, (64, 128), 0, 1, timer, lines.append)
+    assert info["source"] == "generated" and json.loads((root / MARKER).read_text())["complete"] is True
+
+    _, info = demo._prepare_data(tmp_path / "demo", None, 1, 1, (64, 128), 0, 1, timer, lines.append)
+    assert info["source"] == "reused" and info["frames"] == {"train": 1, "val": 1}
+
+
+@pytest.mark.parametrize("case", ["out_is_file", "minutes_zero", "minutes_negative", "minutes_nan", "json_is_dir",
+                                  "missing_data", "unknown_model", "foreign_data_folder", "zero_frames"])
+def test_bad_input_is_one_line_exit_2(case, tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), *TINY_ARGS]
+    if case == "out_is_file":
+        out.write_text("not a folder")
+    elif case == "minutes_zero":
+        args += ["--minutes", "0"]
+    elif case == "minutes_negative":
+        args += ["--minutes", "-3"]
+    elif case == "minutes_nan":
+        args += ["--minutes", "nan"]
+    elif case == "json_is_dir":
+        args += ["--json", str(tmp_path)]
+    elif case == "missing_data":
+        args += ["--data", str(tmp_path / "nowhere")]
+    elif case == "unknown_model":
+        args += ["--model", "no_such_net"]
+    elif case == "foreign_data_folder":
+        (out / "data").mkdir(parents=True)
+        (out / "data" / "notes.txt").write_text("mine")
+    elif case == "zero_frames":
+        args += ["--train-frames", "0"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cityseg demo: error: ") and "Traceback" not in err[0]
+    if case == "out_is_file":
+        assert out.read_text() == "not a folder"
+    elif case == "foreign_data_folder":
+        assert sorted(p.name for p in (out / "data").iterdir()) == ["notes.txt"]
+    elif case != "missing_data":
+        assert not (out / "runs").exists()
+
+
+def test_plan_more_epochs():
+    assert demo.plan_more_epochs(100.0, 10.0, 1, 40) == 9  # 10 % margin: 100 / 11
+    assert demo.plan_more_epochs(100.0, 10.0, 38, 40) == 2  # the epoch cap
+    assert demo.plan_more_epochs(5.0, 10.0, 1, 40) == 0
+    assert demo.plan_more_epochs(-1.0, 10.0, 1, 40) == 0
+    assert demo.plan_more_epochs(100.0, 0.0, 1, 40) == 0
+
+
+def test_next_run_dir(tmp_path):
+    runs = tmp_path / "runs"
+    assert demo.next_run_dir(runs) == runs / "001"
+    for name in ("001", "003", "notes", "12"):
+        (runs / name).mkdir(parents=True)
+    assert demo.next_run_dir(runs) == runs / "004"
