@@ -155,3 +155,5 @@ def test_next_run_dir(tmp_path):
     for name in ("001", "003", "notes", "12"):
         (runs / name).mkdir(parents=True)
     assert demo.next_run_dir(runs) == runs / "004"
+    assert demo.claim_run_dir(runs) == runs / "004" and (runs / "004").is_dir()
+    assert demo.claim_run_dir(runs) == runs / "005"
