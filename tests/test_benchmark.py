@@ -1,0 +1,110 @@
+"""`cityseg benchmark`: one smoke run at a tiny size (schema, sane numbers, markdown + plot written), the
+markdown merge, the derived targets, and bad options. No wall-clock assertions."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from cityseg import benchmark as B
+from cityseg.cli import main
+
+KEYS = {"params", "gflops", "train_img_s_fp32", "train_img_s_fast", "infer_img_s_fp32", "infer_img_s_fast",
+        "infer_img_s_onnx", "fullres_s_per_img", "loader_img_s_cache", "loader_img_s_png", "peak_rss_mb"}
+
+
+def _positive(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One real run: a multi-branch model at 64x128, batch 2, one timed repetition, a small roof."""
+    out = tmp_path_factory.mktemp("bench")
+    doc = out / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\nHand-written notes above.\n\n<!-- cityseg-benchmark:begin -->\nold\n"
+                   "<!-- cityseg-benchmark:end -->\n\nHand-written notes below.\n")
+    rc = main(["benchmark", "--models", "residual_inception_unet", "--size", "64x128", "--batch", "2",
+               "--iters", "1", "--warmup", "1", "--loader-images", "2", "--eval-images", "2", "--roof-size", "512",
+               "--no-isolate", "--quiet", "--work-dir", str(out / "work"), "--json", str(out / "b.json"),
+               "--markdown", str(doc), "--plot", str(out / "b.png")])
+    return rc, out, json.loads((out / "b.json").read_text()), doc.read_text()
+
+
+def test_json_schema_and_sane_numbers(smoke):
+    rc, _, res, _ = smoke
+    assert rc == 0
+    assert set(res) >= {"roof_gflops", "device", "models"}
+    assert set(res["roof_gflops"]) == {"fp32", "bf16"}
+    assert all(_positive(v) for v in res["roof_gflops"].values())
+    assert res["device"].startswith("cpu: ")
+    m = res["models"]["residual_inception_unet"]
+    assert KEYS <= set(m)
+    for key in KEYS:
+        assert _positive(m[key]), (key, m[key])
+    # exact figures that do not depend on timing
+    model = B.build("residual_inception_unet", (64, 128))
+    assert m["params"] == B.count_params(model) == 9_581_062
+    assert m["gflops"] == pytest.approx(B.forward_gflops(model, (64, 128)), rel=1e-3)
+    # multi-branch model: the per-branch path was measured too
+    assert _positive(m["train_img_s_fast_unfused"]) and _positive(m["infer_img_s_fast_unfused"])
+    ev = res["eval_pred_dir"]
+    assert ev["images"] == 2 and ev["same_miou"] is True and 0 < ev["miou_cityseg"] < 1
+    assert _positive(ev["cityseg_s"]) and _positive(ev["official_s"])
+
+
+def test_markdown_and_plot_written(smoke):
+    _, out, res, text = smoke
+    assert text.startswith("# Benchmarks\n\nHand-written notes above.")
+    assert text.rstrip().endswith("Hand-written notes below.")
+    assert "\nold\n" not in text and text.count(B.BEGIN) == 1 == text.count(B.END)
+    assert "| residual_inception_unet |" in text and "| target | measured | status |" in text
+    assert "![throughput per model, baseline vs fast path](b.png)" in text
+    for target in ("fast path >= 2.5x fp32 eager", "cache loading >= 10x", "full-res prediction",
+                   "evaluate --pred-dir"):
+        assert target in text
+    png = (out / "b.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def _fake(**ru):
+    base = dict.fromkeys(B.MODEL_KEYS)
+    base.update(params=1, gflops=10.0, loader_img_s_cache=500.0)
+    return {"roof_gflops": {"fp32": 200.0, "bf16": 400.0}, "device": "cpu: x",
+            "models": {"residual_unet": {**base, **ru}},
+            "meta": {"size": [128, 256], "fast_dtype": "bfloat16"}}
+
+
+def test_targets_arithmetic():
+    # 10 GFLOP forward x 3 (train) x 6 img/s = 180 GFLOP/s = 45% of the 400 bf16 roof; 6/2 = 3x; 500/6 = 83x
+    rows = {what: ok for what, _, ok in B.targets(_fake(train_img_s_fp32=2.0, train_img_s_fast=6.0,
+                                                        fullres_s_per_img=0.2))}
+    assert rows["residual_unet train, fast path >= 2.5x fp32 eager"] is True
+    assert rows["residual_unet train, fast path >= 40% of the bf16 matmul roof"] is True
+    assert rows["cache loading >= 10x the fastest model's training consumption"] is True
+    assert rows["full-res prediction with a 128x256 model < 0.25 s/img"] is True
+    rows = {what: ok for what, _, ok in B.targets(_fake(train_img_s_fp32=3.0, train_img_s_fast=5.0,
+                                                        fullres_s_per_img=0.3), eval_speedup=1.5)}
+    assert rows["residual_unet train, fast path >= 2.5x fp32 eager"] is False
+    assert rows["residual_unet train, fast path >= 40% of the bf16 matmul roof"] is False  # 150/400
+    assert rows["full-res prediction with a 128x256 model < 0.25 s/img"] is False
+    assert rows["`cityseg evaluate --pred-dir` >= 2x faster than the official script"] is False
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--models", "no_such_model"], "unknown model 'no_such_model'"),
+    (["--skip", "everything"], "cannot skip everything"),
+    (["--iters", "0"], "--iters must be >= 1"),
+    (["--plot", "chart.jpg"], "--plot writes a PNG file"),
+    (["--device", "cuda"], "CUDA is not available"),
+])
+def test_bad_options_are_one_line_errors(argv, message, capsys, tmp_path):
+    import torch
+
+    if "cuda" in argv and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    assert main(["benchmark", "--quiet", "--work-dir", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "Traceback" not in err and len(err.splitlines()) == 1
