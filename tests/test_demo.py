@@ -142,9 +142,12 @@ def test_bad_input_is_one_line_exit_2(case, tmp_path, capsys):
 
 
 def test_plan_more_epochs():
-    assert demo.plan_more_epochs(100.0, 10.0, 1, 40) == 9  # 10 % margin: 100 / 11
+    assert demo.plan_more_epochs(100.0, 10.0, 1, 40) == 10
+    assert demo.plan_more_epochs(104.0, 10.0, 1, 40) == 10  # 0.4 of an epoch left over: not started
+    assert demo.plan_more_epochs(106.0, 10.0, 1, 40) == 11  # 0.6 of it fits: tried (the time limit guards it)
     assert demo.plan_more_epochs(100.0, 10.0, 38, 40) == 2  # the epoch cap
-    assert demo.plan_more_epochs(5.0, 10.0, 1, 40) == 0
+    assert demo.plan_more_epochs(4.0, 10.0, 1, 40) == 0
+    assert demo.plan_more_epochs(6.0, 10.0, 1, 40) == 1
     assert demo.plan_more_epochs(-1.0, 10.0, 1, 40) == 0
     assert demo.plan_more_epochs(100.0, 0.0, 1, 40) == 0
 

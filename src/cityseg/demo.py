@@ -11,9 +11,9 @@ evaluation -> predictions -> the seed's results figure, inside a wall-clock budg
    collides with "already holds a run"); ``model`` trained with the ``seed`` recipe (34 labelIds, 128x256,
    Adam 1e-3, plain CE) except the demo's batch size (see ``DEMO_BATCH_SIZE``). Training gets what the
    budget leaves after the measured data phases and an estimate of the evaluation phases: one epoch first,
-   then as many whole epochs as the measured epoch time fits (resumed exactly with ``train(resume=True)``),
-   so the last epoch is validated and ``best.pt`` holds the best weights seen; ``train.max_minutes`` guards
-   the deadline if the machine slows down.
+   then as many more as the measured epoch time fills (resumed exactly with ``train(resume=True)``), so
+   every finished epoch is validated and ``best.pt`` holds the best weights seen; ``train.max_minutes``
+   guards the deadline (an epoch it cuts short is not validated and does not reach ``best.pt``).
 4. ``best.pt`` scored on val with the official protocol (model at its size, logits upsampled bilinearly to
    the full 1024x2048, argmax, ``evaluation.score_checkpoint``); labelId predictions (``runs/NNN/pred``,
    test-server names) and colour maps (``runs/NNN/pred_color``); the seed's results figure
@@ -124,11 +124,13 @@ def claim_run_dir(runs: Path) -> Path:
 
 
 def plan_more_epochs(seconds_left: float, epoch_seconds: float, epochs_done: int, epochs_cap: int) -> int:
-    """Whole epochs that fit in ``seconds_left`` at ``epoch_seconds`` each (a 10 % margin), capped so that
-    ``epochs_done`` + the result stays within ``epochs_cap``."""
+    """Epochs to add so that training fills ``seconds_left`` at ``epoch_seconds`` each, capped so that
+    ``epochs_done`` + the result stays within ``epochs_cap``. A last epoch is planned when at least half of
+    it fits: the time limit may then cut it (its steps are not validated, ``best.pt`` keeps the earlier
+    epochs), which costs nothing but time the budget leaves idle anyway."""
     if epoch_seconds <= 0 or not math.isfinite(epoch_seconds) or seconds_left <= 0:
         return 0
-    fit = int(seconds_left / (1.1 * epoch_seconds))
+    fit = math.floor(seconds_left / epoch_seconds + 0.5)
     return max(0, min(fit, epochs_cap - epochs_done))
 
 
@@ -391,7 +393,7 @@ def _train(cfg: dict, root: Path, run_dir: Path, budget_s: float, epochs_cap: in
         left = budget_s - (time.monotonic() - t0)
         more = plan_more_epochs(left, s["history"][-1]["seconds"], 1, epochs_cap)
         if more:
-            log(f"epoch 1 took {s['history'][-1]['seconds']:.0f} s: {more} more epoch(s) fit in the remaining {left:.0f} s")
+            log(f"epoch 1 took {s['history'][-1]['seconds']:.0f} s: {more} more epoch(s) for the remaining {left:.0f} s")
             rest = apply_overrides(cfg, {"train.epochs": 1 + more, "train.max_minutes": max(left, 1.0) / 60.0},
                                    source="demo")
             s = train(rest, root, run_dir, resume=True, log=log, progress=progress)
