@@ -21,12 +21,12 @@ def _positive(v) -> bool:
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """One real run: a multi-branch model at 64x128, batch 2, one timed repetition, a small roof."""
+    """One real run: a multi-branch model at 32x64, batch 2, one timed repetition, a small roof."""
     out = tmp_path_factory.mktemp("bench")
     doc = out / "benchmarks.md"
     doc.write_text("# Benchmarks\n\nHand-written notes above.\n\n<!-- cityseg-benchmark:begin -->\nold\n"
                    "<!-- cityseg-benchmark:end -->\n\nHand-written notes below.\n")
-    rc = main(["benchmark", "--models", "residual_inception_unet", "--size", "64x128", "--batch", "2",
+    rc = main(["benchmark", "--models", "residual_inception_unet", "--size", "32x64", "--batch", "2",
                "--iters", "1", "--warmup", "1", "--loader-images", "2", "--eval-images", "2", "--roof-size", "512",
                "--no-isolate", "--quiet", "--work-dir", str(out / "work"), "--json", str(out / "b.json"),
                "--markdown", str(doc), "--plot", str(out / "b.png")])
@@ -45,9 +45,9 @@ def test_json_schema_and_sane_numbers(smoke):
     for key in KEYS:
         assert _positive(m[key]), (key, m[key])
     # exact figures that do not depend on timing
-    model = B.build("residual_inception_unet", (64, 128))
+    model = B.build("residual_inception_unet", (32, 64))
     assert m["params"] == B.count_params(model) == 9_581_062
-    assert m["gflops"] == pytest.approx(B.forward_gflops(model, (64, 128)), rel=1e-3)
+    assert m["gflops"] == pytest.approx(B.forward_gflops(model, (32, 64)), rel=1e-3)
     # multi-branch model: the per-branch path was measured too
     assert _positive(m["train_img_s_fast_unfused"]) and _positive(m["infer_img_s_fast_unfused"])
     ev = res["eval_pred_dir"]
