@@ -87,6 +87,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Load a cityseg checkpoint safely (``weights_only=True``); any problem is a one-line ``CitysegError``."""
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            raise CitysegError(f"{path}: broken or looping symlink, not a checkpoint file")
         raise CitysegError(f"{path}: checkpoint not found")
     if path.is_dir():
         raise CitysegError(f"{path}: is a folder, not a checkpoint file")
@@ -103,6 +105,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
         missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
         raise CitysegError(f"{path}: not a cityseg checkpoint (missing {', '.join(missing)})")
+    mode, n = ckpt["label_mode"], ckpt["num_classes"]
+    if mode not in ("labelIds", "trainIds"):
+        raise CitysegError(f"{path}: checkpoint has unknown label mode {mode!r} (expected labelIds or trainIds)")
+    expected = 34 if mode == "labelIds" else 19
+    if not isinstance(n, int) or n != expected:
+        raise CitysegError(f"{path}: checkpoint claims label mode {mode} ({expected} classes) but num_classes is {n!r}")
     return ckpt
 
 

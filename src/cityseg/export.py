@@ -129,7 +129,12 @@ def export_onnx(
     x = torch.rand(2, 3, h, w)  # batch 2, so no exporter specialises the batch axis to 1
     tries = {"auto": [True, False], "dynamo": [True], "torchscript": [False]}[exporter]
     fallback_reason = None
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_dir():
+        raise CitysegError(f"{out}: is a folder; cannot write the ONNX file there")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise CitysegError(f"{out}: cannot create its folder (a file is in the way)") from None
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmpdir:
         raw = Path(tmpdir) / "model.onnx"
         used = None

@@ -34,7 +34,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     On any exception the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise CitysegError(f"{path}: is a folder; cannot write a file there")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise CitysegError(f"{path}: cannot create its folder (a file is in the way)") from None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -155,6 +160,10 @@ def _check_complete(path: Path) -> None:
         tail = f.read()
     if b"IEND" not in tail:
         raise CitysegError(f"{path}: truncated PNG (no IEND chunk at the end)")
+
+
+#: public name of the cheap completeness check (reads 12 bytes, decodes nothing)
+check_complete = _check_complete
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

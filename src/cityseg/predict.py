@@ -19,7 +19,7 @@ import numpy as np
 from cityseg import labels
 from cityseg.data.layout import IMAGE_SUFFIX, parse_stem, walk_files
 from cityseg.errors import CitysegError
-from cityseg.io import probe_image, read_image, write_png
+from cityseg.io import check_complete, probe_image, read_image, write_png
 
 FORMATS = ("labelIds", "color", "overlay")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -60,6 +60,8 @@ def collect_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
             if not files:
                 raise CitysegError(f"{text}: pattern matches no images")
             found.extend(files)
+        elif path.is_symlink():
+            raise CitysegError(f"{path}: broken or looping symlink")
         else:
             raise CitysegError(f"{path}: no such file or folder")
     unique = list(dict.fromkeys(p.resolve() for p in found))
@@ -126,6 +128,7 @@ def predict_files(
         _, _, mode = probe_image(img)
         if mode != "RGB":
             read_image(img)  # raises the one-line error naming the channel problem
+        check_complete(img)  # a truncated PNG fails now, not after earlier outputs were written
     out = Path(out)
     plan = output_paths(images, out, formats, Path(vis_dir) if vis_dir is not None else None)
     written = []

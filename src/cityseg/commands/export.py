@@ -19,10 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cityseg.checkpoint import load_checkpoint, model_from_checkpoint
+    from cityseg.checkpoint import model_from_checkpoint
     from cityseg.export import compare_onnx, export_onnx
 
-    ckpt = load_checkpoint(args.checkpoint)
+    model, ckpt = model_from_checkpoint(args.checkpoint)  # from the path, so every error names the file
     info = export_onnx(ckpt, args.out, opset=args.opset, size=args.size, exporter=args.exporter)
     h, w = info["input_size"]
     how = info["exporter"]
@@ -30,7 +30,6 @@ def run(args: argparse.Namespace) -> int:
         how += f" (dynamo exporter failed: {info['fallback_reason']})"
     print(f"wrote {info['path']}: {ckpt['model_name']}, input Bx3x{h}x{w}, opset {info['opset']}, exporter {how}")
     if not args.no_check:
-        model, _ = model_from_checkpoint(ckpt)
         for batch, r in compare_onnx(model, info["path"], (h, w), batches=(1, 3)).items():
             print(f"check batch {batch}: max |logit diff| {r['max_abs_diff']:.3g}, "
                   f"argmax agreement {100 * r['argmax_agreement']:.4f}%")

@@ -120,6 +120,8 @@ def load_recipe(name_or_path: str | os.PathLike) -> tuple[dict[str, Any], str]:
             raw = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise CitysegError(f"{path}: cannot read config ({e.__class__.__name__})") from None
+        if not raw.strip():
+            raise CitysegError(f"{path}: empty config file (no settings)")
     try:
         data = tomllib.loads(raw)
     except tomllib.TOMLDecodeError as e:
