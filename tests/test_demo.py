@@ -25,6 +25,7 @@ def _check_summary(s: dict) -> None:
     for key in ("run_dir", "figure", "predictions", "predictions_color", "checkpoint", "scores"):
         assert isinstance(s[key], str) and s[key]
     assert s["n_images"] == 2
+    assert s["batch_size"] == 2 and s["grad_clip"] == demo.DEMO_GRAD_CLIP
     assert s["elapsed_s"] >= sum(v for k, v in s["seconds"].items() if k != "other") - 1.0
 
 
@@ -107,7 +108,8 @@ def test_damaged_or_incomplete_synthcity_is_regenerated(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["out_is_file", "minutes_zero", "minutes_negative", "minutes_nan", "json_is_dir",
-                                  "missing_data", "unknown_model", "foreign_data_folder", "zero_frames"])
+                                  "missing_data", "unknown_model", "foreign_data_folder", "zero_frames",
+                                  "negative_grad_clip"])
 def test_bad_input_is_one_line_exit_2(case, tmp_path, capsys):
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), *TINY_ARGS]
@@ -130,6 +132,8 @@ def test_bad_input_is_one_line_exit_2(case, tmp_path, capsys):
         (out / "data" / "notes.txt").write_text("mine")
     elif case == "zero_frames":
         args += ["--train-frames", "0"]
+    elif case == "negative_grad_clip":
+        args += ["--grad-clip", "-1"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cityseg demo: error: ") and "Traceback" not in err[0]

@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of SynthCity and of training (default 0)")
     parser.add_argument("--batch-size", type=int, default=demo.DEMO_BATCH_SIZE,
                         help=f"training batch (default {demo.DEMO_BATCH_SIZE}; the seed recipe's own is 16)")
+    parser.add_argument("--grad-clip", type=float, default=demo.DEMO_GRAD_CLIP, metavar="NORM",
+                        help=f"max global gradient norm (default {demo.DEMO_GRAD_CLIP:g} = off, as in the seed recipe)")
     parser.add_argument("--epochs", type=int, default=None, help="cap on the epochs (default: the recipe's 40)")
     parser.add_argument("--train-minutes", type=float, default=None, metavar="N",
                         help="fixed training time instead of what the budget leaves")
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     summary = demo.run_demo(
         out=args.out, minutes=args.minutes, data=args.data, model=args.model, seed=args.seed,
         train_frames=args.train_frames, val_frames=args.val_frames, frame_size=args.frame_size,
-        batch_size=args.batch_size, size=args.size, epochs=args.epochs, train_minutes=args.train_minutes,
+        batch_size=args.batch_size, grad_clip=args.grad_clip, size=args.size, epochs=args.epochs, train_minutes=args.train_minutes,
         figure_rows=args.figure_rows, workers=args.workers, progress=not args.quiet,
         log=lambda line: print(line, flush=True),
     )
