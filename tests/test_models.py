@@ -304,20 +304,39 @@ def test_torch_export(name):
 
 
 # ---- VGG16 encoder weights from a local torchvision-style state_dict ----------------------------
-def _vgg_state(features, classifier=True):
+# torchvision.models.vgg16().features, written out by hand (torchvision is not a dependency):
+# conv index in the Sequential -> (out_channels, in_channels); every conv is 3x3 with a bias.
+TORCHVISION_VGG16_CONVS = {0: (64, 3), 2: (64, 64), 5: (128, 64), 7: (128, 128), 10: (256, 128),
+                           12: (256, 256), 14: (256, 256), 17: (512, 256), 19: (512, 512), 21: (512, 512),
+                           24: (512, 512), 26: (512, 512), 28: (512, 512)}
+
+
+def _vgg_state(classifier=True):
+    """A torchvision vgg16 state_dict as ``torch.save(vgg16().state_dict())`` writes it (random values;
+    the classifier keys are torchvision's, shrunk: the loader must ignore them)."""
     g = torch.Generator().manual_seed(1)
-    state = {f"features.{k}": torch.randn(v.shape, generator=g) for k, v in features.state_dict().items()}
+    state = {}
+    for i, (cout, cin) in TORCHVISION_VGG16_CONVS.items():
+        state[f"features.{i}.weight"] = torch.randn(cout, cin, 3, 3, generator=g)
+        state[f"features.{i}.bias"] = torch.randn(cout, generator=g)
     if classifier:
-        state["classifier.0.weight"] = torch.randn(8, 4)
-        state["classifier.0.bias"] = torch.randn(8)
+        for i in (0, 3, 6):
+            state[f"classifier.{i}.weight"] = torch.randn(8, 4, generator=g)
+            state[f"classifier.{i}.bias"] = torch.randn(8, generator=g)
     return state
 
 
+def test_vgg16_hand_written_torchvision_layout():
+    state = _vgg_state(classifier=False)
+    assert sum(v.numel() for v in state.values()) == 14_714_688  # the seed's printed Keras VGG16 count
+    own = meta_model("vgg16_unet").features.state_dict()
+    assert {f"features.{k}": tuple(v.shape) for k, v in own.items()} == {k: tuple(v.shape) for k, v in state.items()}
+
+
 def test_vgg16_encoder_weights(tmp_path):
-    ref = build_model("vgg16_unet").features
     for classifier in (True, False):
         path = tmp_path / f"vgg16_{classifier}.pth"
-        state = _vgg_state(ref, classifier)
+        state = _vgg_state(classifier)
         torch.save(state, path)
         m = build_model("vgg16_unet", encoder_weights=str(path))
         for k, v in m.features.state_dict().items():
@@ -375,3 +394,113 @@ def test_stack_module_concat_order():
     y = s(x)
     torch.testing.assert_close(y[:, :2], s.conv5(x))  # [5x5 branch, 3x3 chain]
     torch.testing.assert_close(y[:, 2:], s.conv3b(s.conv3a(x)))
+
+
+# ---- Keras upsampling / pooling, the fixed variants, option variants, the designed networks ------
+def test_keras_nearest_upsampling_and_floor_pooling():
+    from cityseg.models.blocks import max_pool, upsample
+
+    x = torch.arange(2 * 3 * 5 * 7, dtype=torch.float32).view(2, 3, 5, 7)
+    # UpSampling2D(): every value repeated into a 2x2 block
+    torch.testing.assert_close(upsample(x), x.repeat_interleave(2, -2).repeat_interleave(2, -1), rtol=0, atol=0)
+    # MaxPool2D(): 2x2 stride 2, the odd last row/column dropped (floor)
+    want = x[..., :4, :6].reshape(2, 3, 2, 2, 3, 2).amax((3, 5))
+    torch.testing.assert_close(max_pool(x), want, rtol=0, atol=0)
+    # every model defaults to nearest; 'bilinear' is the opt-in improvement
+    for name in list_models():
+        m = meta_model(name, **({"input_size": (32, 32)} if name == "segception_base" else {}))
+        assert m.upsample_mode == "nearest", name
+
+
+def test_segception_deep_fixed_count_and_level5_skip():
+    # the reference's formulas (seed-models.md §10b): block 4's last deep stack 32 -> 34 filters
+    # (34*cin*f + 15*f^2 + 15*f with cin 34: +4,322) and block 5's reduction reads 136, not 128 channels (+8*34)
+    assert n_params(meta_model("segception_deep_fixed")) == 13_583_084 + 4_322 + 8 * 34
+    for name, uses_skip in (("segception_deep", False), ("segception_deep_fixed", True)):
+        torch.manual_seed(0)
+        m = build_model(name).eval()
+        seen = {}
+        m.encoder[4].register_forward_hook(lambda mod, i, o: seen.__setitem__("skip5", o))
+        m.up1_red.register_forward_hook(lambda mod, i, o: seen.__setitem__("red", o))
+        m.up1.register_forward_pre_hook(lambda mod, i: seen.__setitem__("into", i[0]))
+        with torch.no_grad():
+            m(torch.rand(1, 3, 64, 64))
+        expect = seen["red"] + seen["skip5"] if uses_skip else seen["red"]
+        torch.testing.assert_close(seen["into"], expect, rtol=0, atol=0)
+
+
+def test_segception_fixed_restores_the_inverse_bn():
+    fixed = meta_model("segception_fixed")
+    inverse = [*fixed.dec128, fixed.dec64[1], fixed.dec64[3], fixed.d32a, fixed.d32b]
+    assert len(inverse) == 6 and all(isinstance(s.conv3a.bn, nn.BatchNorm2d) for s in inverse)
+
+
+OPTION_VARIANTS = [
+    ("residual_unet", {"se": True, "upsample": "bilinear"}, (60, 64)),
+    ("residual_unet_same", {"se": True}, (12, 20)),
+    ("segception", {"se": True, "upsample": "bilinear"}, (16, 32)),
+    ("segception_fixed", {"se": True}, (16, 32)),
+    ("segception_deep_fixed", {"se": True, "upsample": "bilinear"}, (32, 64)),
+    ("segception_base", {"se": True, "upsample": "bilinear", "input_size": (16, 32)}, (16, 32)),
+    ("vgg16_unet", {"upsample": "bilinear"}, (32, 64)),
+    ("residual_inception_unet", {"upsample": "bilinear", "base": 8}, (16, 48)),
+]
+
+
+@pytest.mark.parametrize("name, options, size", OPTION_VARIANTS, ids=[f"{n}-{'-'.join(o)}" for n, o, _ in OPTION_VARIANTS])
+def test_option_variants_forward_backward(name, options, size):
+    from cityseg.models.blocks import SqueezeExcite
+
+    torch.manual_seed(0)
+    m = build_model(name, num_classes=19, **options).train()
+    h, w = size
+    y = m(torch.rand(3, 3, h, w))
+    assert y.shape == (3, 19, h, w) and torch.isfinite(y).all()
+    y.square().mean().backward()
+    assert not [k for k, p in m.named_parameters() if p.grad is None]
+    n_se = sum(isinstance(x, SqueezeExcite) for x in m.modules())
+    stacks = [x for x in m.modules() if hasattr(x, "se") and hasattr(x, "out_channels")]
+    assert n_se == (len(stacks) if options.get("se") else 0) and (n_se > 0) == bool(options.get("se"))
+
+
+@pytest.mark.parametrize("size", [(4, 4), (12, 20), (36, 100), (8, 1028)])
+def test_same_padding_model_a_any_multiple_of_its_stride(size):
+    m = build_model("residual_unet_same").eval()
+    with torch.no_grad():
+        assert m(torch.rand(1, 3, *size)).shape == (1, 34, *size)
+    for bad in ((size[0] + 2, size[1]), (size[0], size[1] + 1)):
+        with pytest.raises(CitysegError, match=r"residual_unet_same needs H and W multiples of 4; got"):
+            m.check_input_shape(*bad)
+
+
+def test_residual_inception_block_is_inception_plus_true_residual():
+    from cityseg.models.residual_inception_unet import InceptionResBlock
+
+    torch.manual_seed(0)
+    for cin, cout in ((8, 8), (5, 8)):
+        b = InceptionResBlock(cin, cout).eval()
+        for bn in (m for m in b.modules() if isinstance(m, nn.BatchNorm2d)):  # non-trivial BN statistics
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+        x = torch.randn(2, cin, 9, 11)
+        with torch.no_grad():
+            branches = [b.branch1(x), b.branch3(x), b.branch5(x)]  # 1x1, 3x3, 5x5 of the block input
+            assert [br.conv.kernel_size for br in (b.branch1, b.branch3, b.branch5)] == [(1, 1), (3, 3), (5, 5)]
+            inner = b.reduce(torch.cat(branches, 1))  # concatenated, then a 1x1 reduction
+            shortcut = x if cin == cout else b.shortcut(x)  # identity, or a 1x1 projection when widths differ
+            torch.testing.assert_close(b(x), torch.relu(inner + shortcut), rtol=1e-5, atol=1e-5)
+        assert (b.shortcut is None) == (cin == cout) and b.reduce.conv.kernel_size == (1, 1)
+    m = meta_model("residual_inception_unet")
+    convs = [c for c in m.modules() if isinstance(c, nn.Conv2d)]
+    assert all(c.padding == (c.kernel_size[0] // 2, c.kernel_size[1] // 2) for c in convs)  # same padding
+    assert sum(isinstance(x, nn.BatchNorm2d) for x in m.modules()) == len(convs) - 1  # BN after all but the head
+    # decoder: upsampled features concatenated with the encoder skip (base 24: 384 + 192 channels)
+    assert m.decoder[0][0].branch1.conv.in_channels == 24 * 16 + 24 * 8
+
+
+def test_vgg16_unet_decoder_concatenates_skips():
+    m = meta_model("vgg16_unet")
+    widths = [(blk.conv1.conv.in_channels, blk.conv1.conv.out_channels) for blk in m.decoder]
+    assert widths == [(512 + 512, 256), (256 + 512, 128), (128 + 256, 64), (64 + 128, 32), (32 + 64, 16)]
+    assert not any(isinstance(x, nn.BatchNorm2d) for x in m.features)  # plain vgg16, not vgg16_bn
+

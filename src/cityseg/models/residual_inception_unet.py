@@ -2,19 +2,23 @@
 
 The README asks for Inception modules (1x1, 3x3 and 5x5 branches, concatenated, then a 1x1
 reduction), true residual connections inside every encoder and decoder block, BN and same padding.
-Choices made:
+Choices, and why:
 
 * ``InceptionResBlock(cin, cout)``: three Conv-BN-ReLU branches of ``cout // 2`` filters each
-  (1x1, 3x3, 5x5, all reading the block input), concatenated, then a linear 1x1 conv + BN back to
-  ``cout``; the block input is added (through a 1x1 conv + BN projection when the width changes,
-  as in ResNet) and the sum goes through ReLU. The 3x3 and 5x5 branches share the fused path of
-  the stack modules.
+  (1x1, 3x3, 5x5, all reading the block input, as the README's figure), concatenated, then a
+  linear 1x1 conv + BN back to ``cout``; the block input is added and the sum goes through ReLU.
+  Linear reduction before the add and ReLU after it follow Inception-ResNet / ResNet v1, so the
+  residual path is a true identity; when the width changes the shortcut is a 1x1 conv + BN
+  projection (ResNet's option B). The 3x3 and 5x5 branches share the fused path of the stack
+  modules (one conv call).
 * Encoder: two such blocks per level at widths ``base * (1, 2, 4, 8)`` with max-pooling between
-  levels, a bottleneck of width ``base * 16`` at 1/16; decoder: upsample x2, **concatenate** the
-  encoder feature (standard U-Net; the seed's additive skips force equal widths), two blocks.
-  ``base=24`` (default) gives 9.58 M params, the size class of the seed's ~9 M models.
-* Keras-style init (Glorot uniform, zero biases, BN momentum 0.01 / eps 1e-3). H and W must be
-  multiples of 16.
+  levels, a bottleneck of width ``base * 16`` at 1/16 (four poolings, one fewer than VGG, so
+  128x256 inputs keep an 8x16 bottleneck); decoder: upsample x2, **concatenate** the encoder feature
+  (standard U-Net: the seed's additive skips force equal widths on both sides), two blocks.
+  ``base=24`` (default) gives 9.58 M params, the size class of the seed's ~9 M models, so that the
+  comparison with them is about the design, not the size.
+* Keras-style init (Glorot uniform, zero biases, BN momentum 0.01 / eps 1e-3) and nearest x2
+  upsampling by default, like the seed's models. H and W must be multiples of 16.
 """
 
 from __future__ import annotations

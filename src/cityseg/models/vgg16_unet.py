@@ -1,20 +1,25 @@
 """VGG16-U-Net: the seed README's "VGG16 encoder + U-Net decoder with convolved skip connections".
 
 The seed only loaded a Keras ``VGG16(include_top=False)`` (14,714,688 params, output 1/32); no
-decoder was ever written, so this one is designed here:
+decoder was ever written, so this one is designed here. Choices, and why:
 
 * **Encoder** = torchvision's ``vgg16().features`` exactly (the 13 convs at the same indices, ReLU
-  and max-pool modules in between, no BN), so its state_dict keys and shapes match torchvision's:
-  ``encoder_weights=PATH`` loads a local torchvision vgg16 state_dict (``features.N.weight/bias``;
-  a full vgg16 state_dict is accepted and its classifier ignored). Nothing is downloaded. Such
-  weights expect ImageNet-normalised inputs (mean 0.485/0.456/0.406, std 0.229/0.224/0.225).
-* **Decoder**: five U-Net blocks (as smp's ``Unet``): upsample x2 -> concatenate the encoder
-  feature of that scale (the "convolved skip": concatenated, then convolved, unlike the seed's
-  additive skips) -> 2x Conv3x3-BN-ReLU. Widths 256, 128, 64, 32, 16, then a 1x1 head.
-  The skips are the last ReLU of each VGG block (64 ch at 1/1 ... 512 at 1/16), the bottleneck
-  is the final pool (512 ch at 1/32, 4x8 at 128x256 as in the seed).
+  and max-pool modules in between, no BN), so that its state_dict keys and shapes match
+  torchvision's: ``encoder_weights=PATH`` loads a local torchvision vgg16 state_dict
+  (``features.N.weight/bias``; a full vgg16 state_dict is accepted and its classifier ignored).
+  Nothing is downloaded. Such weights expect ImageNet-normalised inputs (mean 0.485/0.456/0.406,
+  std 0.229/0.224/0.225). Plain VGG16 rather than VGG16-BN because that is what the seed loaded.
+* **Decoder**: five U-Net blocks, as smp's ``Unet`` (a well-tested reference for this exact
+  encoder): upsample x2 -> concatenate the encoder feature of that scale -> 2x Conv3x3-BN-ReLU.
+  "Convolved skip connections" is read as concatenate-then-convolve (the original U-Net), because
+  the seed's additive skips would force the decoder to VGG's wide 512-channel widths. Widths 256,
+  128, 64, 32, 16 (smp's defaults) keep the decoder at 4.3 M params next to the 14.7 M encoder.
+  The skips are the last ReLU of each VGG block (64 ch at 1/1 ... 512 at 1/16), the features just
+  before each pool, as smp's VGG encoder returns them; the bottleneck is the final pool (512 ch at
+  1/32, 4x8 at 128x256 as in the seed's printed summary).
 * Keras-style init (Glorot uniform, zero bias, BN momentum 0.01 / eps 1e-3) where no weights are
-  loaded. H and W must be multiples of 32.
+  loaded, and nearest x2 upsampling by default, like the seed's other models. H and W must be
+  multiples of 32 (five poolings).
 """
 
 from __future__ import annotations
