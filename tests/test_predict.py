@@ -173,3 +173,117 @@ def test_results_figure_layout(ckpt, tiny_root, tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
     assert main(["figure", "--checkpoint", str(ckpt), "--data", str(tmp_path / "none"), "--out", str(out)]) == 2
     assert "none" in one_line_error(capsys)
+
+
+def test_results_figure_rows_are_first_n_sorted_frames_in_the_official_palette(ckpt, synth_small, tmp_path, monkeypatch):
+    """Rows = the first N val frames in sorted order; columns = input / GT / prediction, coloured with the
+    official labelId palette (checked on the arrays handed to imshow)."""
+    import matplotlib.axes
+
+    from cityseg.figure import TITLES, results_figure
+
+    drawn, titles = [], []
+    real_imshow, real_title = matplotlib.axes.Axes.imshow, matplotlib.axes.Axes.set_title
+    monkeypatch.setattr(matplotlib.axes.Axes, "imshow", lambda ax, a, **k: (drawn.append(np.asarray(a)),
+                                                                           real_imshow(ax, a, **k))[1])
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", lambda ax, t, **k: (titles.append(t),
+                                                                               real_title(ax, t, **k))[1])
+    predictor = Predictor.from_checkpoint(ckpt)
+    results_figure(predictor, synth_small, tmp_path / "fig.png", n=3)
+    frames = sorted(str(p) for p in (synth_small / "leftImg8bit" / "val").rglob("*_leftImg8bit.png"))[:3]
+    assert len(drawn) == 9 and titles == list(TITLES) * 3
+    for r, image_path in enumerate(frames):
+        sample = next(s for s in layout.find_samples(synth_small, "val") if str(s.image) == image_path)
+        image = io.read_image(sample.image)  # 256x512: drawn as is (no display shrink)
+        np.testing.assert_array_equal(drawn[3 * r], image)
+        np.testing.assert_array_equal(drawn[3 * r + 1], labels.LABELID_PALETTE[io.read_label(sample.label)])
+        np.testing.assert_array_equal(drawn[3 * r + 2], labels.LABELID_PALETTE[predictor.predict(image)])
+
+
+# ---- ONNX export and onnxruntime prediction -----------------------------------------------------
+@pytest.fixture(scope="module")
+def onnx_export(ckpt_train, tmp_path_factory):
+    """`cityseg export` of the trainIds checkpoint: (path, what the command printed)."""
+    import contextlib
+    import io as pyio
+
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    printed = pyio.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["export", "--checkpoint", str(ckpt_train), "--out", str(out)]) == 0
+    return out, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def onnx_file(onnx_export):
+    return onnx_export[0]
+
+
+def test_export_has_dynamic_batch_and_matches_pytorch(ckpt_train, onnx_export):
+    import onnx
+    import onnxruntime as ort
+
+    from cityseg.checkpoint import model_from_checkpoint
+    from cityseg.export import read_metadata
+
+    onnx_file, printed = onnx_export
+    proto = onnx.load(str(onnx_file))
+    for value in (proto.graph.input[0], proto.graph.output[0]):
+        dims = value.type.tensor_type.shape.dim
+        assert dims[0].dim_param and not dims[0].HasField("dim_value"), value.name  # symbolic batch axis
+        assert [d.dim_value for d in dims[1:]] == [3 if value is proto.graph.input[0] else 19, *SIZE]
+    meta = read_metadata(onnx_file)
+    assert meta["label_mode"] == "trainIds" and meta["input_size"] == list(SIZE) and meta["num_classes"] == 19
+    assert meta["mean"] == [0.3, 0.3, 0.3] and meta["model_name"] == MODEL
+
+    model, _ = model_from_checkpoint(ckpt_train)
+    model.eval()
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(7)
+    for batch in (1, 5):  # the export traced batch 2: both other sizes must run
+        x = torch.rand(batch, 3, *SIZE, generator=g) * 4 - 2
+        with torch.no_grad():
+            ref = model(x)
+        (got,) = session.run(["logits"], {"image": x.numpy()})
+        got = torch.from_numpy(got)
+        assert got.shape == ref.shape == (batch, 19, *SIZE)
+        diff = float((got - ref).abs().max())
+        agree = float((got.argmax(1) == ref.argmax(1)).float().mean())
+        assert diff < 1e-4 * max(1.0, float(ref.abs().max())), diff
+        assert agree >= 0.999, agree
+    # the command's own check printed the same comparison, at batch 1 and 3
+    import re
+
+    checks = re.findall(r"check batch (\d+): max \|logit diff\| (\S+), argmax agreement ([\d.]+)%", printed)
+    assert [c[0] for c in checks] == ["1", "3"], printed
+    assert all(float(d) < 1e-3 and float(a) >= 99.9 for _, d, a in checks), printed
+
+
+def test_predict_onnx_runs_on_onnxruntime_and_equals_checkpoint(ckpt_train, onnx_file, tiny_root, tmp_path, monkeypatch):
+    import onnxruntime as ort
+
+    calls = []
+    real_run = ort.InferenceSession.run
+    monkeypatch.setattr(ort.InferenceSession, "run", lambda self, *a, **k: (calls.append(1), real_run(self, *a, **k))[1])
+    val = tiny_root / "leftImg8bit" / "val"
+    a, b = tmp_path / "onnx_out", tmp_path / "pt_out"
+    assert main(["predict", "--onnx", str(onnx_file), str(val), "--out", str(a), "--quiet"]) == 0
+    n_onnx = len(calls)
+    assert main(["predict", "--checkpoint", str(ckpt_train), str(val), "--out", str(b), "--quiet"]) == 0
+    samples = layout.find_samples(tiny_root, "val")
+    assert n_onnx == len(samples) and len(calls) == n_onnx  # onnx: one session run per image; .pt: none
+    assert files(a) == files(b) == sorted(f"{s.stem}_labelIds.png" for s in samples)
+    for name in files(a):
+        pa, pb = io.read_label(a / name), io.read_label(b / name)
+        assert (pa == pb).mean() >= 0.999  # trainIds mapped back to labelIds on both paths
+        assert set(np.unique(pa)) <= set(labels.TRAINID_TO_LABELID[:19].tolist())
+
+
+def test_bad_onnx_is_one_line(tiny_root, tmp_path, capsys):
+    img = str(layout.find_samples(tiny_root, "val")[0].image)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x07garbage")
+    for path, needle in ((junk, "junk.onnx"), (tmp_path / "absent.onnx", "absent.onnx")):
+        assert main(["predict", "--onnx", str(path), img, "--out", str(tmp_path / "o"), "--quiet"]) == 2
+        assert needle in one_line_error(capsys)
+    assert not (tmp_path / "o").exists()
