@@ -252,3 +252,87 @@ def test_invalid_options():
         Predictor(m, "ids", (8, 8))
     with pytest.raises(CitysegError, match="scales"):
         Predictor(m, "labelIds", (8, 8), scales=(0,))
+
+
+class _LargestTensor:
+    """Context manager recording the largest tensor any torch op produces (a TorchDispatchMode)."""
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        outer = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in out if isinstance(out, (tuple, list)) else (out,):
+                    if isinstance(t, torch.Tensor):
+                        outer.largest = max(outer.largest, t.numel())
+                return out
+
+        self.largest = 0
+        self.mode = Mode()
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+
+
+class FixedLogits(nn.Module):
+    """Returns the same 1xCxhxw logits for any input of that size (a fixed prediction to upsample)."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.register_buffer("logits", logits)
+
+    def forward(self, x):
+        assert x.shape[-2:] == self.logits.shape[-2:]
+        return self.logits.expand(x.shape[0], -1, -1, -1)
+
+
+@pytest.mark.parametrize("blocky", [True, False])
+def test_full_resolution_predict_never_holds_the_score_volume(blocky, monkeypatch):
+    """Whole-image mode at 1024x2048: no tensor reaches the C x H x W upsampled score volume (not even a
+    quarter of it), and the labels equal interpolate-then-argmax. Blocky logits (as real predictions are)
+    take the sparse boundary path, noise logits the banded dense path."""
+    g = torch.Generator().manual_seed(0)
+    if blocky:
+        coarse = torch.randint(0, 19, (1, 8, 16), generator=g)
+        lab = F.interpolate(coarse[None].float(), size=(64, 128), mode="nearest")[0].long()
+        logits = F.one_hot(lab, 19).permute(0, 3, 1, 2).float() * 4 + torch.randn(1, 19, 64, 128, generator=g)
+    else:
+        logits = torch.randn(1, 19, 64, 128, generator=g)
+    p = Predictor(FixedLogits(logits), "trainIds", (64, 128))
+    calls = []
+    real_bands = inference._argmax_upsampled_bands
+    monkeypatch.setattr(inference, "_argmax_upsampled_bands", lambda *a: (calls.append(1), real_bands(*a))[1])
+    img = rng_image(1024, 2048, seed=7)
+    with _LargestTensor() as probe:
+        pred = p.predict(img)
+    assert bool(calls) != blocky  # the path under test really ran
+    assert probe.largest <= 19 * 1024 * 2048 // 4, probe.largest
+    ref = F.interpolate(logits, size=(1024, 2048), mode="bilinear", align_corners=False)[0].argmax(0)
+    assert (pred == labels.TRAINID_TO_LABELID[ref.numpy()]).mean() > 0.9999
+
+
+def test_slide_runs_the_model_only_on_window_sized_batches():
+    """Sliding windows bound the model's activation memory: every forward sees at most ``batch_size`` crops
+    of exactly the window size, whatever the image size."""
+    seen = []
+
+    class Recording(TinyNet):
+        def forward(self, x):
+            seen.append(tuple(x.shape))
+            return super().forward(x)
+
+    m = Recording(num_classes=5, k=1).eval()
+    img = rng_image(300, 520, seed=8)
+    for flip, batch in ((False, 2), (True, 4)):
+        seen.clear()
+        p = Predictor(m, "labelIds", (16, 32), mode="slide", window=(64, 96), stride=(40, 64), flip=flip,
+                      batch_size=batch, num_classes=5)
+        assert p.predict(img).shape == (300, 520)
+        assert seen and all(s[0] <= batch and s[1:] == (3, 64, 96) for s in seen), seen
+        n_windows = (-(-(300 - 64) // 40) + 1) * (-(-(520 - 96) // 64) + 1)
+        assert sum(s[0] for s in seen) == n_windows * (2 if flip else 1)
