@@ -340,3 +340,62 @@ def test_cli_bad_checkpoint_is_one_line(one_frame, tmp_path, capsys):
     rc = main(["evaluate", "--data", str(one_frame), "--checkpoint", str(bad), "--json", str(out)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "bad.pt" in err and not out.exists()
+
+
+def test_table_and_confusion_heatmap_show_the_scores(synth_small, small_preds, tmp_path, capsys, monkeypatch):
+    """The stdout table carries the JSON's numbers (percent, one decimal) for every class and category; the
+    heatmap is the row-normalised 19x(19+void) matrix with class names on both axes."""
+    import matplotlib.axes
+    import matplotlib.figure
+
+    from cityseg.metrics import EVAL_IDS
+
+    shown = {}
+    real_imshow = matplotlib.axes.Axes.imshow
+
+    def imshow(ax, a, **k):
+        shown["matrix"] = np.asarray(a)
+        return real_imshow(ax, a, **k)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "imshow", imshow)
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def savefig(fig, *a, **k):
+        ax = fig.axes[0]
+        shown["x"] = [t.get_text() for t in ax.get_xticklabels()]
+        shown["y"] = [t.get_text() for t in ax.get_yticklabels()]
+        return real_savefig(fig, *a, **k)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    out = tmp_path / "scores.json"
+    assert main(["evaluate", "--data", str(synth_small), "--pred-dir", str(small_preds), "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    text = capsys.readouterr().out
+
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    class_block = text.split("mean (19)")[0].splitlines()  # "sky" is a class and a category
+    for name, s in res["per_class"].items():  # names may hold spaces ("traffic light"): fixed 15-char column
+        cells = [c for c in class_block if c.startswith(f"{name:<15}")]
+        assert len(cells) == 1, name
+        assert cells[0][15:].split() == [pct(s["iou"]), pct(s["iiou"])], name
+    def row(label):
+        (line,) = [x for x in text.splitlines() if x.startswith(label)]
+        return line[len(label):].split()
+
+    assert row("mean (19)") == [pct(res["mIoU"]), pct(res["iIoU"])]
+    assert row("mean (7)") == [pct(res["mIoU_categories"]), pct(res["iIoU_categories"])]
+    assert f"pixel accuracy (evaluated pixels): {pct(res['pixel_acc'])}%" in text
+    assert f"mIoU_34 {pct(res['mIoU_34'])}%" in text and f"pixel_acc_34 {pct(res['pixel_acc_34'])}%" in text
+    assert all(any(line.startswith(cat) for line in text.splitlines()) for cat in labels.CATEGORY_NAMES)
+    # the heatmap: rows = ground truth over the 19 classes, columns = predictions (+ void), rows sum to 1
+    ours = score_pred_dir(synth_small, "val", small_preds).mat.astype(np.float64)
+    m = shown["matrix"]
+    assert m.shape == (19, 20)
+    present = ours[EVAL_IDS].sum(1) > 0
+    np.testing.assert_allclose(m[present].sum(1), 1.0)
+    assert np.isnan(m[~present]).all()
+    car, truck = labels.TRAINID_NAMES.index("car"), labels.TRAINID_NAMES.index("truck")
+    assert m[car, truck] == 1.0  # the prediction set swaps every car pixel to truck
+    assert shown["y"] == list(labels.TRAINID_NAMES) and shown["x"] == list(labels.TRAINID_NAMES) + ["void"]
