@@ -287,3 +287,44 @@ def test_bad_onnx_is_one_line(tiny_root, tmp_path, capsys):
         assert main(["predict", "--onnx", str(path), img, "--out", str(tmp_path / "o"), "--quiet"]) == 2
         assert needle in one_line_error(capsys)
     assert not (tmp_path / "o").exists()
+
+
+EXPORT_SIZES = {"residual_unet": (60, 64), "segception_deep": (32, 64), "segception_deep_fixed": (32, 64),
+                "vgg16_unet": (32, 64), "segception_base": (16, 32)}
+
+
+def _registered_models():
+    from cityseg.models import list_models
+
+    return list_models()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _registered_models())
+def test_every_registered_model_exports_to_onnx(name, tmp_path):
+    """ONNX export + onnxruntime parity for every model (Model B at its built size, with its PReLU alphas)."""
+    from cityseg.export import compare_onnx, export_onnx
+    from cityseg.models import build_model
+
+    size = EXPORT_SIZES.get(name, (32, 64))
+    options = {"input_size": list(size)} if name == "segception_base" else {}
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=19, **options).eval()
+    ckpt = {"model": model.state_dict(), "model_name": name, "model_options": options, "label_mode": "trainIds",
+            "num_classes": 19, "input_size": list(size), "interpolation": "area", "mean": None, "std": None}
+    info = export_onnx(ckpt, tmp_path / f"{name}.onnx")
+    for batch, r in compare_onnx(model, info["path"], size, batches=(1, 3)).items():
+        assert r["argmax_agreement"] >= 0.999 and r["max_abs_diff"] < 1e-3, (batch, r)
+
+
+def test_evaluate_accepts_the_onnx_file(ckpt_train, onnx_file, tiny_root, tmp_path):
+    """`cityseg evaluate --checkpoint model.onnx` scores the onnxruntime predictions like the checkpoint's."""
+    import json
+
+    a, b = tmp_path / "onnx" / "s.json", tmp_path / "pt" / "s.json"
+    for model, out in ((onnx_file, a), (ckpt_train, b)):
+        assert main(["evaluate", "--data", str(tiny_root), "--checkpoint", str(model), "--json", str(out),
+                     "--no-confusion", "--workers", "1"]) == 0
+    ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
+    assert ra["n_images"] == rb["n_images"] == 2
+    assert ra["pixel_acc_34"] == pytest.approx(rb["pixel_acc_34"], abs=2e-3)
