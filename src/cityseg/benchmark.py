@@ -244,7 +244,10 @@ def forward_gflops(model: torch.nn.Module, size: tuple[int, int]) -> float:
     """Forward FLOPs per image (one 3xHxW image, batch 1) in GFLOP, as FlopCounterMode counts them (2 per MAC)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = copy.deepcopy(model).eval()
+    from cityseg.models.blocks import set_fused
+
+    # the model's own FLOPs: the fused path zero-pads smaller kernels, which would inflate the count
+    model = set_fused(copy.deepcopy(model).eval(), False)
     x = torch.rand(1, 3, *size, device=next(model.parameters()).device)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
