@@ -393,21 +393,26 @@ def _forward_seconds(model_name: str, size: tuple[int, int]) -> float:
 
 
 def _train(cfg: dict, root: Path, run_dir: Path, budget_s: float, epochs_cap: int, progress: bool, log) -> dict:
-    """One epoch, then as many whole epochs as fit in the rest of ``budget_s`` (resumed exactly)."""
+    """One epoch, then as many whole epochs as fit in the rest of ``budget_s`` (resumed exactly), planned
+    again after each resumed stretch from the latest epoch's time (the first epoch is the slowest)."""
     from cityseg.train.config import apply_overrides
     from cityseg.train.engine import train
 
     t0 = time.monotonic()
     first = apply_overrides(cfg, {"train.epochs": 1, "train.max_minutes": budget_s / 60.0}, source="demo")
     s = train(first, root, run_dir, log=log, progress=progress)
-    if s["stopped"] == "" and epochs_cap > 1:
+    done = 1
+    while s["stopped"] == "" and done < epochs_cap:
         left = budget_s - (time.monotonic() - t0)
-        more = plan_more_epochs(left, s["history"][-1]["seconds"], 1, epochs_cap)
-        if more:
-            log(f"epoch 1 took {s['history'][-1]['seconds']:.0f} s: {more} more epoch(s) for the remaining {left:.0f} s")
-            rest = apply_overrides(cfg, {"train.epochs": 1 + more, "train.max_minutes": max(left, 1.0) / 60.0},
-                                   source="demo")
-            s = train(rest, root, run_dir, resume=True, log=log, progress=progress)
+        last = s["history"][-1]["seconds"]
+        more = plan_more_epochs(left, last, done, epochs_cap)
+        if not more:
+            break
+        log(f"last epoch took {last:.0f} s: {more} more epoch(s) for the remaining {left:.0f} s")
+        rest = apply_overrides(cfg, {"train.epochs": done + more, "train.max_minutes": max(left, 1.0) / 60.0},
+                               source="demo")
+        s = train(rest, root, run_dir, resume=True, log=log, progress=progress)
+        done += more
     return s
 
 
