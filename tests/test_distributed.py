@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -57,8 +58,26 @@ def _worker(rank, world, port, data, out):
     try:
         for name, cfg in configs().items():
             train(cfg, data, os.path.join(out, f"ddp_{name}"), progress=False, log=lambda *a: None)
+        ev = _evaluator(rank)
+        ev.all_reduce()
+        if rank == 0:
+            np.savez(os.path.join(out, "evaluator.npz"), mat=ev.mat, inst=ev.inst, n=[ev.n_images, ev.n_without_instances])
     finally:
         dist.destroy_process_group()
+
+
+def _evaluator(*ranks):
+    """A CityscapesEvaluator fed one random frame per rank (with instances on rank 0 only)."""
+    from cityseg.metrics import CityscapesEvaluator
+
+    ev = CityscapesEvaluator()
+    for rank in ranks:
+        rng = np.random.default_rng(rank)
+        gt = rng.integers(0, 34, (32, 48), dtype=np.uint8)
+        pred = np.where(rng.random(gt.shape) < 0.7, gt, rng.integers(0, 34, gt.shape)).astype(np.uint8)
+        inst = (gt.astype(np.int32) * 1000 + rng.integers(0, 3, gt.shape)) if rank == 0 else None
+        ev.add(pred, gt, inst)
+    return ev
 
 
 def _free_port():
@@ -110,3 +129,8 @@ def test_two_gloo_processes_match_one_process(synth_ddp, tmp_path, monkeypatch):
         # only rank 0 wrote files: exactly one set, no stray temp files
         names = sorted(p.name for p in (tmp_path / f"ddp_{name}").iterdir())
         assert names == ["best.pt", "config.toml", "curves.png", "last.pt", "metrics.csv"]
+    # the official-protocol evaluator sums its confusion matrix and instance statistics over the ranks
+    got, want = np.load(tmp_path / "evaluator.npz"), _evaluator(0, 1)
+    np.testing.assert_array_equal(got["mat"], want.mat)
+    np.testing.assert_allclose(got["inst"], want.inst, rtol=1e-12)
+    assert list(got["n"]) == [2, 1] == [want.n_images, want.n_without_instances]

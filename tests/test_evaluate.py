@@ -6,6 +6,8 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +188,23 @@ def test_cli_env_results_folder_is_default_pred_dir(synth_small, small_preds, tm
     monkeypatch.setenv("CITYSCAPES_RESULTS", str(small_preds))
     monkeypatch.chdir(tmp_path)
     assert main(["evaluate", "--data", str(synth_small), "--split", "val", "--json", "r.json"]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["n_images"] == 4
+
+
+def test_pred_dir_scoring_never_imports_torch(synth_small, small_preds, tmp_path):
+    """Scoring PNGs needs NumPy and a PNG decoder only: importing torch would cost seconds of start-up per
+    run (the `evaluate --pred-dir` speed target is judged against the official script, which has none)."""
+    code = (
+        "import sys\n"
+        "from cityseg.cli import main\n"
+        f"rc = main(['evaluate', '--data', {str(synth_small)!r}, '--split', 'val', '--pred-dir', {str(small_preds)!r},"
+        f" '--json', {str(tmp_path / 'r.json')!r}, '--no-confusion'])\n"
+        "assert rc == 0, rc\n"
+        "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
+        "assert not loaded, loaded[:5]\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((tmp_path / "r.json").read_text())["n_images"] == 4
 
 

@@ -20,12 +20,14 @@ them for comparison: they count void classes and pixels and are not comparable t
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from cityseg import labels
+
+if TYPE_CHECKING:  # torch is imported where tensors are handled: scoring PNGs never pays its start-up
+    import torch
 
 #: mean instance size (pixels) per class over the Cityscapes train split, from cityscapesScripts'
 #: ``evalPixelLevelSemanticLabeling.args.avgClassSize``; iIoU weights each instance by avg / size
@@ -75,13 +77,22 @@ class ConfusionMatrix:
     """
 
     def __init__(self, num_classes: int, ignore_index: int | None = 255, device: torch.device | str | None = None):
+        import torch
+
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
         self._device = None if device is None else torch.device(device)
         self.mat = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64, device=self._device)
 
-    @torch.no_grad()
     def update(self, pred, target) -> None:
+        import torch
+
+        with torch.no_grad():
+            self._update(pred, target)
+
+    def _update(self, pred, target) -> None:
+        import torch
+
         n = self.num_classes
         on_gpu = any(isinstance(x, torch.Tensor) and x.device.type != "cpu" for x in (pred, target))
         if self._device is None:
@@ -109,6 +120,8 @@ class ConfusionMatrix:
         self.mat += torch.from_numpy(pair_counts(t, p, n)).to(self._device)
 
     def _update_torch(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        import torch
+
         n = self.num_classes
         t = target.to(self._device).reshape(-1).long()
         p = pred.to(self._device).reshape(-1).long()
@@ -126,6 +139,8 @@ class ConfusionMatrix:
 
     def all_reduce(self) -> None:
         """Sum the matrix over all processes (no-op unless torch.distributed is initialised)."""
+        import torch
+
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(self.mat)
 
@@ -137,7 +152,7 @@ class ConfusionMatrix:
 def iou_from_confusion(mat) -> dict[str, Any]:
     """Generic scores of a (trainId-space) matrix: per-class IoU (NaN where a class has zero union),
     mIoU over the non-NaN classes and pixel accuracy over all counted pixels."""
-    m = np.asarray(torch.as_tensor(mat).cpu(), dtype=np.float64)
+    m = _as_numpy(mat).astype(np.float64)
     tp = np.diag(m)
     union = m.sum(0) + m.sum(1) - tp
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -148,6 +163,11 @@ def iou_from_confusion(mat) -> dict[str, Any]:
         "mIoU": _nanmean(iou),
         "pixel_acc": float(tp.sum() / total) if total else math.nan,
     }
+
+
+def _as_numpy(mat) -> np.ndarray:
+    """An array or a (possibly GPU) tensor as a NumPy array."""
+    return mat.detach().cpu().numpy() if hasattr(mat, "detach") else np.asarray(mat)
 
 
 def _nanmean(values) -> float:
@@ -162,7 +182,7 @@ def _ratio(tp: float, fp: float, fn: float) -> float:
 
 
 def _check_mat34(mat) -> np.ndarray:
-    m = np.asarray(torch.as_tensor(mat).cpu(), dtype=np.int64)
+    m = _as_numpy(mat).astype(np.int64, copy=False)
     if m.shape != (N, N):
         raise ValueError(f"expected a {N}x{N} labelId confusion matrix, got {m.shape}")
     return m
@@ -306,15 +326,15 @@ class CityscapesEvaluator:
     ``scores()`` gives every number (per class/category dicts); ``results()`` the stable JSON dict.
     """
 
-    def __init__(self, device: torch.device | str | None = "cpu"):
-        self.confusion = ConfusionMatrix(N, ignore_index=None, device=device)
+    def __init__(self):
+        self.mat = np.zeros((N, N), dtype=np.int64)  # 34x34 labelId confusion, rows GT, columns prediction
         self.inst = np.zeros((4, len(_INST_CLASSES) + len(_INST_CATEGORIES)), dtype=np.float64)
         self.n_images = 0
         self.n_without_instances = 0
 
     def add(self, pred, gt, gt_instance_ids=None, pred_mode: str = "labelIds") -> None:
-        pred = np.asarray(pred)
-        gt = np.asarray(gt)
+        pred = _as_numpy(pred)
+        gt = _as_numpy(gt)
         if pred.shape != gt.shape:
             raise ValueError(f"prediction shape {pred.shape} != ground truth shape {gt.shape}")
         if labels.check_label_mode(pred_mode) == "trainIds":
@@ -323,37 +343,38 @@ class CityscapesEvaluator:
             raise ValueError(f"ground truth value {int(gt.max())} is not a labelId (0..{N - 1})")
         if pred.size and int(pred.max()) >= N:
             raise ValueError(f"prediction value {int(pred.max())} is not a labelId (0..{N - 1})")
-        self.confusion.mat += torch.from_numpy(pair_counts(gt, pred)).to(self.confusion.mat.device)
+        self.mat += pair_counts(gt, pred)
         if gt_instance_ids is None:
             self.n_without_instances += 1
         else:
-            inst = np.asarray(gt_instance_ids)
+            inst = _as_numpy(gt_instance_ids)
             if inst.shape != gt.shape:
                 raise ValueError(f"instanceIds shape {inst.shape} != ground truth shape {gt.shape}")
             self.inst += instance_stats(pred, inst)
         self.n_images += 1
 
     def merge(self, other: "CityscapesEvaluator") -> None:
-        self.confusion.mat += other.confusion.mat.to(self.confusion.mat.device)
+        self.mat += other.mat
         self.inst += other.inst
         self.n_images += other.n_images
         self.n_without_instances += other.n_without_instances
 
     def all_reduce(self) -> None:
         """Sum everything over all processes (no-op unless torch.distributed is initialised)."""
+        import torch
+
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             return
-        self.confusion.all_reduce()
-        t = torch.from_numpy(np.append(self.inst.reshape(-1), [self.n_images, self.n_without_instances]))
-        t = t.to(self.confusion.mat.device)
+        # float64 carries the int64 pixel counts exactly (< 2**53) and the weighted instance sums
+        flat = np.concatenate([self.mat.reshape(-1), self.inst.reshape(-1), [self.n_images, self.n_without_instances]])
+        t = torch.from_numpy(flat.astype(np.float64))
+        if torch.distributed.get_backend() == "nccl":
+            t = t.cuda()
         torch.distributed.all_reduce(t)
-        t = t.cpu().numpy()
-        self.inst = t[:-2].reshape(self.inst.shape)
-        self.n_images, self.n_without_instances = int(t[-2]), int(t[-1])
-
-    @property
-    def mat(self) -> np.ndarray:
-        return self.confusion.numpy()
+        flat = t.cpu().numpy()
+        self.mat = np.rint(flat[: N * N]).astype(np.int64).reshape(N, N)
+        self.inst = flat[N * N: -2].reshape(self.inst.shape)
+        self.n_images, self.n_without_instances = int(flat[-2]), int(flat[-1])
 
     def scores(self) -> dict[str, Any]:
         """All scores as floats (NaN where undefined): class/category IoU and iIoU dicts and their means."""
