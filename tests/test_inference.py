@@ -77,10 +77,16 @@ def test_argmax_upsampled_sparse_path_is_exact(monkeypatch):
 
 
 def test_argmax_upsampled_small_bands(monkeypatch):
-    monkeypatch.setattr(inference, "_BAND_ELEMENTS", 7 * 50 * 3)  # 3 rows per band, ragged last band
-    a = torch.randn(7, 10, 25)
-    ref = F.interpolate(a[None], size=(61, 50), mode="bilinear", align_corners=False)[0].argmax(0)
-    assert torch.equal(argmax_upsampled([a], (61, 50)), ref)
+    monkeypatch.setattr(inference, "_DENSE_BAND_ELEMENTS", 7 * 50 * 3)  # 3 rows per band, ragged last band
+    calls = []
+    real_bands = inference._argmax_upsampled_bands
+    monkeypatch.setattr(inference, "_argmax_upsampled_bands", lambda *a: (calls.append(1), real_bands(*a))[1])
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(7, 10, 25, generator=g), torch.randn(7, 6, 13, generator=g)
+    for parts in ([a], [a, b]):
+        ref = sum(F.interpolate(p[None], size=(61, 50), mode="bilinear", align_corners=False)[0] for p in parts)
+        assert torch.equal(argmax_upsampled(parts, (61, 50)), ref.argmax(0))
+    assert len(calls) == 2  # noisy scores: really the dense path
 
 
 def test_logits_whole_image_equal_manual_pipeline():

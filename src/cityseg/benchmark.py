@@ -52,6 +52,10 @@ MODEL_KEYS = (
 #: extra per-model keys: the fast path with the multi-branch blocks run branch by branch (``set_fused(False)``);
 #: None for models without fused blocks
 UNFUSED_KEYS = ("train_img_s_fast_unfused", "infer_img_s_fast_unfused")
+#: extra per-model key: full-resolution prediction with the model exported to ONNX (onnxruntime)
+ONNX_FULLRES_KEY = "fullres_s_per_img_onnx"
+#: every per-model key the JSON holds
+ALL_KEYS = MODEL_KEYS + UNFUSED_KEYS + (ONNX_FULLRES_KEY,)
 #: what ``skip`` may name
 SKIPPABLE = ("train", "infer", "onnx", "fullres", "loader", "unfused", "eval")
 #: the models of the issue's table, in the order they are reported
@@ -331,6 +335,14 @@ def fullres_fn(model: torch.nn.Module, size: tuple[int, int], image: np.ndarray,
     return lambda: predictor.predict(image)
 
 
+def fullres_onnx_fn(path: Path, image: np.ndarray):
+    """The same full-resolution prediction with the model exported to ONNX, run on onnxruntime."""
+    from cityseg.inference import Predictor
+
+    predictor = Predictor.from_onnx(path)
+    return lambda: predictor.predict(image)
+
+
 # ---- data loading ---------------------------------------------------------------------------------
 def synth_data(folder: Path, images: int) -> Path:
     """Full-size (1024x2048) SynthCity frames in ``folder`` (generated once; reused when present)."""
@@ -507,7 +519,7 @@ def bench_model(name: str, cfg: dict[str, Any], shared: dict[str, Any]) -> dict[
     warmup, iters = int(cfg["warmup"]), int(cfg["iters"])
     infer_batch = int(shared["infer_batch"])
     torch.manual_seed(0)
-    out: dict[str, Any] = dict.fromkeys(MODEL_KEYS + UNFUSED_KEYS)
+    out: dict[str, Any] = dict.fromkeys(ALL_KEYS)
     errors: dict[str, str] = {}
     model = build(name, size).to(device)
     out["params"] = count_params(model)
@@ -539,15 +551,18 @@ def bench_model(name: str, cfg: dict[str, Any], shared: dict[str, Any]) -> dict[
         if device.type == "cuda":
             errors["onnx"] = "skipped: onnxruntime runs on the CPU execution provider only here"
         else:
-            def onnx_rate():
+            def onnx_rates():
                 path = export_for_ort(name, model.cpu(), size, Path(shared["work_dir"]))
                 try:
-                    return rate(infer_batch, lambda: onnx_infer_fn(path, xi))
+                    out["infer_img_s_onnx"] = rate(infer_batch, lambda: onnx_infer_fn(path, xi))
+                    if "fullres" not in skip and shared.get("fullres_image") is not None:
+                        image = np.load(shared["fullres_image"])
+                        out[ONNX_FULLRES_KEY] = time_fn(fullres_onnx_fn(path, image), warmup, iters)
                 finally:
                     with contextlib.suppress(OSError):
                         path.unlink()
 
-            out["infer_img_s_onnx"] = _guard(errors, "onnx", onnx_rate)
+            _guard(errors, "onnx", onnx_rates)
             model.to(device)
     if "fullres" not in skip and shared.get("fullres_image") is not None:
         image = np.load(shared["fullres_image"])
@@ -654,7 +669,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda s: No
                 res = {}
                 res["errors"] = {"model": "the benchmark process died (out of memory?)"}
             errors[name] = res.pop("errors", {})
-            models[name] = {k: _round(res.get(k)) for k in MODEL_KEYS + UNFUSED_KEYS}
+            models[name] = {k: _round(res.get(k)) for k in ALL_KEYS}
             log(f"  {name}: " + ", ".join(f"{k}={models[name][k]}" for k in MODEL_KEYS))
         evaluation = None
         if "eval" not in cfg.skip:
@@ -696,7 +711,7 @@ def _round(v: Any) -> Any:
 def result_json(result: dict[str, Any]) -> dict[str, Any]:
     """The stable ``--json`` document: {"roof_gflops": {"fp32", "bf16"}, "device", "models": {NAME: {MODEL_KEYS}}}."""
     return {"roof_gflops": dict(result["roof_gflops"]), "device": result["device"],
-            "models": {n: {k: m.get(k) for k in MODEL_KEYS + UNFUSED_KEYS} for n, m in result["models"].items()},
+            "models": {n: {k: m.get(k) for k in ALL_KEYS} for n, m in result["models"].items()},
             "eval_pred_dir": result.get("eval_pred_dir")}
 
 
@@ -743,7 +758,8 @@ def targets(result: dict[str, Any], eval_speedup: float | None = None) -> list[t
                      f"{cache:.0f} img/s vs {max(consume):.1f} img/s = {r:.0f}x", r >= 10))
     else:
         rows.append(("cache loading >= 10x the fastest model's training consumption", "not measured", None))
-    full = [(n, m["fullres_s_per_img"]) for n, m in models.items() if m.get("fullres_s_per_img")]
+    full = [(f"{n}, {backend}", m[key]) for n, m in models.items()
+            for key, backend in (("fullres_s_per_img", "PyTorch"), (ONNX_FULLRES_KEY, "onnxruntime")) if m.get(key)]
     size = result.get("meta", {}).get("size", [128, 256])
     if full:
         best = min(full, key=lambda t: t[1])
@@ -795,8 +811,8 @@ def markdown(result: dict[str, Any], eval_speedup: float | None = None, plot: st
         f"**{roof['bf16']:.1f} GFLOP/s**.",
         "",
         "| model | params | GFLOPs/img | train img/s fp32 | train img/s fast | speed-up | infer img/s fp32 | "
-        "infer img/s fast | infer img/s ORT | full-res s/img | peak RSS MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "infer img/s fast | infer img/s ORT | full-res s/img | full-res s/img ORT | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, m in result["models"].items():
         sp = (m["train_img_s_fast"] / m["train_img_s_fp32"]) if m.get("train_img_s_fast") and m.get("train_img_s_fp32") else None
@@ -804,7 +820,8 @@ def markdown(result: dict[str, Any], eval_speedup: float | None = None, plot: st
             f"| {name} | {_f(m['params'] and m['params'] / 1e6, '{:.2f} M')} | {_f(m['gflops'])} | "
             f"{_f(m['train_img_s_fp32'], '{:.2f}')} | {_f(m['train_img_s_fast'], '{:.2f}')} | {_f(sp, '{:.2f}x')} | "
             f"{_f(m['infer_img_s_fp32'])} | {_f(m['infer_img_s_fast'])} | {_f(m['infer_img_s_onnx'])} | "
-            f"{_f(m['fullres_s_per_img'], '{:.3f}')} | {_f(m['peak_rss_mb'], '{:.0f}')} |")
+            f"{_f(m['fullres_s_per_img'], '{:.3f}')} | {_f(m.get(ONNX_FULLRES_KEY), '{:.3f}')} | "
+            f"{_f(m['peak_rss_mb'], '{:.0f}')} |")
     lines += [
         "",
         f"Achieved GFLOP/s (training = 3x forward FLOPs x img/s, inference = 1x) and the fraction of the roof "

@@ -24,6 +24,8 @@ from cityseg.errors import CitysegError
 
 #: floats per row band in ``predict`` (C x band x W); 4 M floats = 16 MiB, stays near the L2/L3 caches
 _BAND_ELEMENTS = 4 * 1024 * 1024
+#: floats per band of the dense upsample-argmax (band x W x C): a few full-width rows, measured fastest
+_DENSE_BAND_ELEMENTS = 256 * 1024
 _MODES = ("whole", "slide")
 
 
@@ -106,21 +108,23 @@ def argmax_upsampled(scores: Sequence[torch.Tensor], size: tuple[int, int]) -> t
 
 
 def _argmax_upsampled_bands(scores: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-    """The dense path of ``argmax_upsampled``: width pass per tensor (C x h x W), then rows band by band."""
+    """The dense path of ``argmax_upsampled``: width pass per tensor, kept pixel-major (h x W x C), then a
+    few rows at a time the height pass and an argmax over the contiguous class axis (~3x faster than
+    reducing over a strided C x band x W block)."""
     H, W = size
     device = scores[0].device
     C = scores[0].shape[0]
-    wide = [upsample(s, (s.shape[1], W)) for s in scores]
-    rows = [_source_index(s.shape[1], H, device) for s in wide]
-    band = max(1, min(H, _BAND_ELEMENTS // max(1, C * W)))
+    wide = [upsample(s, (s.shape[1], W)).permute(1, 2, 0).contiguous() for s in scores]
+    rows = [_source_index(s.shape[0], H, device) for s in wide]
+    band = max(1, min(H, _DENSE_BAND_ELEMENTS // max(1, C * W)))
     out = torch.empty((H, W), dtype=torch.int64, device=device)
     for y0 in range(0, H, band):
         y1 = min(H, y0 + band)
         acc = None
         for s, (i0, i1, lam) in zip(wide, rows):
-            v = torch.lerp(s.index_select(1, i0[y0:y1]), s.index_select(1, i1[y0:y1]), lam[y0:y1].view(1, -1, 1))
+            v = torch.lerp(s.index_select(0, i0[y0:y1]), s.index_select(0, i1[y0:y1]), lam[y0:y1].view(-1, 1, 1))
             acc = v if acc is None else acc.add_(v)
-        out[y0:y1] = acc.argmax(0)
+        torch.argmax(acc, -1, out=out[y0:y1])
     return out
 
 
