@@ -49,8 +49,8 @@ def test_json_schema_and_sane_numbers(smoke):
     assert m["params"] == B.count_params(model) == 9_581_062
     assert m["gflops"] == pytest.approx(B.forward_gflops(model, (32, 64)), rel=1e-3)
     assert _positive(m[B.ONNX_FULLRES_KEY])  # full-res prediction on onnxruntime too
-    # multi-branch model: the per-branch path was measured too
-    assert _positive(m["train_img_s_fast_unfused"]) and _positive(m["infer_img_s_fast_unfused"])
+    # multi-branch model: the fused alternative was measured too
+    assert _positive(m["train_img_s_fast_fused"]) and _positive(m["infer_img_s_fast_fused"])
     ev = res["eval_pred_dir"]
     assert ev["images"] == 2 and ev["same_miou"] is True and 0 < ev["miou_cityseg"] < 1
     assert _positive(ev["cityseg_s"]) and _positive(ev["official_s"])

@@ -504,3 +504,13 @@ def test_vgg16_unet_decoder_concatenates_skips():
     assert widths == [(512 + 512, 256), (256 + 512, 128), (128 + 256, 64), (64 + 128, 32), (32 + 64, 16)]
     assert not any(isinstance(x, nn.BatchNorm2d) for x in m.features)  # plain vgg16, not vgg16_bn
 
+
+
+@pytest.mark.parametrize("name", [n for n, _ in FUSED_CASES])
+def test_multi_branch_blocks_run_per_branch_by_default(name):
+    """The fused path is opt-in: it was measured slower (zero-padded kernels cost more MACs than it saves)."""
+    from cityseg.models.blocks import _Parallel
+
+    blocks = [m for m in build_model(name).modules() if isinstance(m, _Parallel)]
+    assert blocks and not any(b.fused for b in blocks)
+    assert all(b.fused for b in set_fused(build_model(name), True).modules() if isinstance(b, _Parallel))

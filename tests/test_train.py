@@ -257,3 +257,18 @@ def test_cli_trains_and_resumes(synth64, tmp_path, capsys):
     assert main(["train", "--data", str(synth64), "--out", str(out), "--resume", "--epochs", "2", "--quiet"]) == 0
     ck = load_checkpoint(out / "last.pt")
     assert ck["epoch"] == 2 and ck["config"]["train"]["batch_size"] == 5 and ck["config"]["train"]["seed"] == 3
+
+
+def test_fast_auto_on_cpu_depends_on_native_bf16(monkeypatch):
+    """``train.fast = "auto"``: bf16 + channels_last only with native bf16; otherwise fp32, and channels_last
+    for inference only (measured slower for training the seed models in fp32, see docs/benchmarks.md)."""
+    from cityseg.train.engine import resolve_fast
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    assert resolve_fast("auto", cpu) == (True, torch.bfloat16) == resolve_fast("auto", cpu, training=False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False, raising=False)
+    assert resolve_fast("auto", cpu) == (False, None)
+    assert resolve_fast("auto", cpu, training=False) == (True, None)
+    assert resolve_fast(True, cpu) == (True, torch.bfloat16) and resolve_fast(False, cpu) == (False, None)
+    assert resolve_fast("auto", torch.device("cuda")) == (True, torch.float16)

@@ -49,15 +49,15 @@ MODEL_KEYS = (
     "params", "gflops", "train_img_s_fp32", "train_img_s_fast", "infer_img_s_fp32", "infer_img_s_fast",
     "infer_img_s_onnx", "fullres_s_per_img", "loader_img_s_cache", "loader_img_s_png", "peak_rss_mb",
 )
-#: extra per-model keys: the fast path with the multi-branch blocks run branch by branch (``set_fused(False)``);
-#: None for models without fused blocks
-UNFUSED_KEYS = ("train_img_s_fast_unfused", "infer_img_s_fast_unfused")
+#: extra per-model keys: the fast path with the multi-branch blocks fused into one conv per shared input
+#: (``set_fused(True)``; the default runs them branch by branch); None for models without such blocks
+FUSED_KEYS = ("train_img_s_fast_fused", "infer_img_s_fast_fused")
 #: extra per-model key: full-resolution prediction with the model exported to ONNX (onnxruntime)
 ONNX_FULLRES_KEY = "fullres_s_per_img_onnx"
 #: every per-model key the JSON holds
-ALL_KEYS = MODEL_KEYS + UNFUSED_KEYS + (ONNX_FULLRES_KEY,)
+ALL_KEYS = MODEL_KEYS + FUSED_KEYS + (ONNX_FULLRES_KEY,)
 #: what ``skip`` may name
-SKIPPABLE = ("train", "infer", "onnx", "fullres", "loader", "unfused", "eval")
+SKIPPABLE = ("train", "infer", "onnx", "fullres", "loader", "fused", "eval")
 #: the models of the issue's table, in the order they are reported
 DEFAULT_MODELS = ("residual_unet", "segception", "segception_deep", "vgg16_unet", "residual_inception_unet")
 FULLRES = (1024, 2048)
@@ -143,11 +143,11 @@ def native_bf16() -> bool:
     return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
 
 
-def fast_path(device: torch.device) -> tuple[bool, torch.dtype | None]:
+def fast_path(device: torch.device, training: bool = True) -> tuple[bool, torch.dtype | None]:
     """The project's default fast path, decided in ONE place (the training engine): (channels_last, amp dtype)."""
     from cityseg.train.engine import resolve_fast
 
-    return resolve_fast("auto", device)
+    return resolve_fast("auto", device, training=training)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -155,9 +155,13 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def fast_name(device: torch.device) -> str:
-    cl, dtype = fast_path(device)
-    parts = (["channels_last"] if cl else []) + ([f"{str(dtype).replace('torch.', '')} autocast"] if dtype else ["fp32"])
-    return " + ".join(parts)
+    """The fast path in words, for training and (where it differs) for inference."""
+    def words(cl: bool, dtype: torch.dtype | None) -> str:
+        parts = (["channels_last"] if cl else ["NCHW"]) + ([f"{str(dtype).replace('torch.', '')} autocast"] if dtype else ["fp32"])
+        return " + ".join(parts)
+
+    train, infer = words(*fast_path(device)), words(*fast_path(device, training=False))
+    return train if train == infer else f"training {train}, inference {infer}"
 
 
 def _sync(device: torch.device) -> None:
@@ -233,11 +237,11 @@ def has_fused_path(model: torch.nn.Module) -> bool:
     return any(isinstance(m, _Parallel) for m in model.modules())
 
 
-def unfused(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``model`` whose multi-branch blocks run branch by branch (same function, same weights)."""
+def fused(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` whose multi-branch blocks run fused (same function, same weights)."""
     from cityseg.models import set_fused
 
-    return set_fused(copy.deepcopy(model), False)
+    return set_fused(copy.deepcopy(model), True)
 
 
 def count_params(model: torch.nn.Module) -> int:
@@ -292,7 +296,7 @@ def train_step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, fast
 
 def infer_fn(model: torch.nn.Module, x: torch.Tensor, fast: bool) -> Callable[[], Any]:
     device = x.device
-    channels_last, dtype = fast_path(device) if fast else (False, None)
+    channels_last, dtype = fast_path(device, training=False) if fast else (False, None)
     model.eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -329,7 +333,7 @@ def fullres_fn(model: torch.nn.Module, size: tuple[int, int], image: np.ndarray,
     """Full-resolution prediction with the fast path (``Predictor.predict``: resize, model, upsample, argmax)."""
     from cityseg.inference import Predictor
 
-    channels_last, dtype = fast_path(device)
+    channels_last, dtype = fast_path(device, training=False)
     predictor = Predictor(model, "labelIds", size, device=device, channels_last=channels_last,
                           bf16=dtype == torch.bfloat16, num_classes=NUM_CLASSES)
     return lambda: predictor.predict(image)
@@ -540,13 +544,13 @@ def bench_model(name: str, cfg: dict[str, Any], shared: dict[str, Any]) -> dict[
             infer_batch, lambda: infer_fn(copy.deepcopy(model), xi, fast=False)))
         out["infer_img_s_fast"] = _guard(errors, "infer_fast", lambda: rate(
             infer_batch, lambda: infer_fn(copy.deepcopy(model), xi, fast=True)))
-    if "unfused" not in skip and has_fused_path(model):
+    if "fused" not in skip and has_fused_path(model):
         if "train" not in skip:
-            out["train_img_s_fast_unfused"] = _guard(errors, "train_fast_unfused", lambda: rate(
-                batch, lambda: train_step_fn(unfused(model), x, y, fast=True)))
+            out["train_img_s_fast_fused"] = _guard(errors, "train_fast_fused", lambda: rate(
+                batch, lambda: train_step_fn(fused(model), x, y, fast=True)))
         if "infer" not in skip:
-            out["infer_img_s_fast_unfused"] = _guard(errors, "infer_fast_unfused", lambda: rate(
-                infer_batch, lambda: infer_fn(unfused(model), xi, fast=True)))
+            out["infer_img_s_fast_fused"] = _guard(errors, "infer_fast_fused", lambda: rate(
+                infer_batch, lambda: infer_fn(fused(model), xi, fast=True)))
     if "onnx" not in skip:
         if device.type == "cuda":
             errors["onnx"] = "skipped: onnxruntime runs on the CPU execution provider only here"
@@ -782,11 +786,11 @@ def targets(result: dict[str, Any], eval_speedup: float | None = None) -> list[t
                      ev["speedup_val_split"] >= 2 and ev["same_miou"]))
     else:
         rows.append((what, "not measured", None))
-    fused = [(n, m["train_img_s_fast"] / m["train_img_s_fast_unfused"]) for n, m in models.items()
-             if n.startswith("segception") and m.get("train_img_s_fast") and m.get("train_img_s_fast_unfused")]
-    if fused:
-        rows.append(("SegCeption: fused multi-branch blocks faster than per-branch (train, fast path)",
-                     ", ".join(f"{n} {r:.2f}x" for n, r in fused), all(r > 1 for _, r in fused)))
+    gains = [(n, m["train_img_s_fast"] / m["train_img_s_fast_fused"]) for n, m in models.items()
+             if n.startswith("segception") and m.get("train_img_s_fast") and m.get("train_img_s_fast_fused")]
+    if gains:
+        rows.append(("SegCeption: the default multi-branch path at least as fast as the fused one (train, fast path)",
+                     ", ".join(f"{n} {r:.2f}x" for n, r in gains), all(r >= 1 for _, r in gains)))
     return rows
 
 
@@ -842,24 +846,25 @@ def markdown(result: dict[str, Any], eval_speedup: float | None = None, plot: st
     if first["loader_img_s_cache"] is None:
         first = next(iter(result["models"].values()), {})
     both = [(n, m) for n, m in result["models"].items()
-            if m.get("train_img_s_fast_unfused") or m.get("infer_img_s_fast_unfused")]
+            if m.get("train_img_s_fast_fused") or m.get("infer_img_s_fast_fused")]
     if both:
         lines += [
             "",
-            "Multi-branch blocks, fused (parallel convolutions that read the same input run as one convolution;"
-            " the models' default) vs per-branch (`cityseg.models.set_fused(model, False)`), fast path:",
+            "Multi-branch blocks, per-branch (the models' default) vs fused (parallel convolutions that read the same"
+            " input run as one convolution, smaller kernels zero-padded; `cityseg.models.set_fused(model, True)`),"
+            " fast path:",
             "",
-            "| model | train img/s fused | train img/s per-branch | train gain | infer img/s fused | "
-            "infer img/s per-branch | infer gain |",
+            "| model | train img/s per-branch | train img/s fused | fused/per-branch | infer img/s per-branch | "
+            "infer img/s fused | fused/per-branch |",
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for n, m in both:
             def gain(a: str, b: str) -> str:
                 return f"{m[a] / m[b]:.2f}x" if m.get(a) and m.get(b) else "—"
 
-            lines.append(f"| {n} | {_f(m['train_img_s_fast'], '{:.2f}')} | {_f(m.get('train_img_s_fast_unfused'), '{:.2f}')}"
-                         f" | {gain('train_img_s_fast', 'train_img_s_fast_unfused')} | {_f(m['infer_img_s_fast'])} | "
-                         f"{_f(m.get('infer_img_s_fast_unfused'))} | {gain('infer_img_s_fast', 'infer_img_s_fast_unfused')} |")
+            lines.append(f"| {n} | {_f(m['train_img_s_fast'], '{:.2f}')} | {_f(m.get('train_img_s_fast_fused'), '{:.2f}')}"
+                         f" | {gain('train_img_s_fast_fused', 'train_img_s_fast')} | {_f(m['infer_img_s_fast'])} | "
+                         f"{_f(m.get('infer_img_s_fast_fused'))} | {gain('infer_img_s_fast_fused', 'infer_img_s_fast')} |")
     lines += [
         "",
         f"Data loading ({meta.get('data')}, {meta.get('loader_images')} images resized to {h}x{w}, "

@@ -131,9 +131,10 @@ class SqueezeExcite(nn.Module):
 
 
 class _Parallel(nn.Module):
-    """Mixin state for blocks with a fused path."""
+    """Mixin state for blocks with a fused path. Off by default: zero-padding smaller kernels into the largest
+    costs more MACs than one conv call saves (0.55-0.84x the per-branch speed, docs/benchmarks.md)."""
 
-    fused: bool = True
+    fused: bool = False
 
     def _finish(self, out: torch.Tensor) -> torch.Tensor:
         return self.se(out) if self.se is not None else out

@@ -122,17 +122,20 @@ class StopRequest:
 
 
 # ---- building blocks -------------------------------------------------------------------------------
-def resolve_fast(fast: bool | str, device: torch.device) -> tuple[bool, torch.dtype | None]:
-    """(channels_last, autocast dtype or None). ``auto`` on CPU: channels_last always (faster for the
-    U-Nets in fp32 too), bf16 autocast only where the CPU has native bf16 (AVX512-BF16 / AMX); without
-    it bf16 is emulated and slower. CUDA: channels_last + fp16 autocast with a GradScaler."""
+def resolve_fast(fast: bool | str, device: torch.device, training: bool = True) -> tuple[bool, torch.dtype | None]:
+    """(channels_last, autocast dtype or None). ``auto`` on CPU: channels_last + bf16 autocast where the CPU
+    has native bf16 (AVX512-BF16 / AMX). Without it bf16 is emulated (~100x slower) and stays off, and
+    channels_last is used for inference only: in fp32 it slowed training of the seed models by 20-33% on a
+    Zen 3 CPU (docs/benchmarks.md) while it speeds up their inference. CUDA: channels_last + fp16 autocast
+    with a GradScaler."""
     if device.type == "cuda":
         return (True, torch.float16) if fast in (True, "auto") else (False, None)
     if fast is True:
         return True, torch.bfloat16
     if fast == "auto":
-        bf16 = bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
-        return True, (torch.bfloat16 if bf16 else None)
+        if bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)()):
+            return True, torch.bfloat16
+        return (not training), None
     return False, None
 
 
