@@ -79,7 +79,7 @@ class BenchConfig:
     threads: int | None = None
     data_root: str | None = None  # dataset for the loader figures; None: generate full-size SynthCity
     loader_images: int = 6
-    eval_images: int = 3  # full-size val frames for the `evaluate --pred-dir` vs official-script timing
+    eval_images: int = 12  # full-size val frames for the `evaluate --pred-dir` vs official-script timing
     isolate: bool = True
     work_dir: str | None = None  # where synthetic data, caches and ONNX files go (a temp dir by default)
     roof_max_n: int | None = None  # largest matmul side for the roof (None: 4096 CPU, 8192 CUDA)
@@ -678,7 +678,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda s: No
         evaluation = None
         if "eval" not in cfg.skip:
             log(f"timing `cityseg evaluate --pred-dir` vs the official script on {cfg.eval_images} full-size frames ...")
-            evaluation = _guard(run_errors, "eval", lambda: eval_speed(work, cfg.eval_images, min(cfg.iters, 3)))
+            evaluation = _guard(run_errors, "eval", lambda: eval_speed(work, cfg.eval_images))
             if evaluation:
                 log(f"  evaluate: cityseg {evaluation['cityseg_s']:.2f} s, official {evaluation['official_s']:.2f} s"
                     f" -> {evaluation['speedup']:.1f}x")

@@ -31,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="ROOT", default=None,
                         help="dataset for the loader and full-res figures (default: generate full-size SynthCity)")
     parser.add_argument("--loader-images", type=int, default=6, help="images for the loader figures (default 6)")
-    parser.add_argument("--eval-images", type=int, default=3,
+    parser.add_argument("--eval-images", type=int, default=12,
                         help="full-size SynthCity val frames for timing `cityseg evaluate --pred-dir` against the "
-                             "official cityscapesScripts evaluator (default 3; --skip eval to leave it out)")
+                             "official cityscapesScripts evaluator (default 12; --skip eval to leave it out)")
     parser.add_argument("--roof-size", type=int, default=None, metavar="N",
                         help="largest square matmul side for the roof (default 4096 on CPU, 8192 on CUDA)")
     parser.add_argument("--work-dir", default=None, help="keep synthetic data, caches and ONNX files here")
