@@ -139,8 +139,10 @@ def device_name(device: torch.device) -> str:
 
 
 def native_bf16() -> bool:
-    """True where the CPU has bf16 instructions (AVX512-BF16 / AMX); elsewhere bf16 is emulated and slow."""
-    return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+    """True where the CPU has bf16 instructions (the training engine decides it, in one place)."""
+    from cityseg.train.engine import native_bf16 as engine_native_bf16
+
+    return engine_native_bf16()
 
 
 def fast_path(device: torch.device, training: bool = True) -> tuple[bool, torch.dtype | None]:

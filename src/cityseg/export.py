@@ -22,7 +22,7 @@ import torch
 
 from cityseg import __version__
 from cityseg.errors import CitysegError
-from cityseg.io import atomic_path
+from cityseg.io import atomic_path, prepare_target
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -125,16 +125,10 @@ def export_onnx(
     check = getattr(model, "check_input_shape", None)
     if check is not None:
         check(h, w)
-    out = Path(out)
     x = torch.rand(2, 3, h, w)  # batch 2, so no exporter specialises the batch axis to 1
     tries = {"auto": [True, False], "dynamo": [True], "torchscript": [False]}[exporter]
     fallback_reason = None
-    if out.is_dir():
-        raise CitysegError(f"{out}: is a folder; cannot write the ONNX file there")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise CitysegError(f"{out}: cannot create its folder (a file is in the way)") from None
+    out = prepare_target(out, "the ONNX file")
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmpdir:
         raw = Path(tmpdir) / "model.onnx"
         used = None

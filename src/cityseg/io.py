@@ -27,19 +27,25 @@ MAX_PIXELS = 8192 * 8192
 
 
 # ---- atomic writes ---------------------------------------------------------------------------
+def prepare_target(path: str | os.PathLike, what: str = "a file") -> Path:
+    """``path`` as a Path whose folder exists; a one-line error if it is a folder or its folder cannot be made."""
+    path = Path(path)
+    if path.is_dir():
+        raise CitysegError(f"{path}: is a folder; cannot write {what} there")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise CitysegError(f"{path}: cannot create its folder (a file is in the way)") from None
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is fsynced and renamed onto ``path``.
 
     On any exception the temporary file is removed and ``path`` is left as it was.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise CitysegError(f"{path}: is a folder; cannot write a file there")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise CitysegError(f"{path}: cannot create its folder (a file is in the way)") from None
+    path = prepare_target(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)

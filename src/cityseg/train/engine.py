@@ -122,6 +122,11 @@ class StopRequest:
 
 
 # ---- building blocks -------------------------------------------------------------------------------
+def native_bf16() -> bool:
+    """True where the CPU has bf16 instructions (AVX512-BF16 / AMX); elsewhere bf16 is emulated and slow."""
+    return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+
+
 def resolve_fast(fast: bool | str, device: torch.device, training: bool = True) -> tuple[bool, torch.dtype | None]:
     """(channels_last, autocast dtype or None). ``auto`` on CPU: channels_last + bf16 autocast where the CPU
     has native bf16 (AVX512-BF16 / AMX). Without it bf16 is emulated (~100x slower) and stays off, and
@@ -133,7 +138,7 @@ def resolve_fast(fast: bool | str, device: torch.device, training: bool = True) 
     if fast is True:
         return True, torch.bfloat16
     if fast == "auto":
-        if bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)()):
+        if native_bf16():
             return True, torch.bfloat16
         return (not training), None
     return False, None
