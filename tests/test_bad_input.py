@@ -19,7 +19,8 @@ from cityseg.cli import main
 from cityseg.data import layout
 from cityseg.data.cache import prepare
 from cityseg.data.check import check_dataset
-from cityseg.data.cityscapes import CityscapesDataset
+from cityseg.data.dataset import CityscapesDataset
+from cityseg.data.readers import read_frame
 from cityseg.errors import CitysegError
 
 from conftest import write_tiny_dataset
@@ -259,8 +260,8 @@ def test_non_ascii_and_space_names_work(tmp_path, capsys, cities):
     ds = CityscapesDataset(root, "train", size=(12, 20))
     assert {s.city for s in ds.samples} == set(cities)
     x, y = ds[1]
-    raw = ds.raw(1)
-    assert raw.label.shape == (24, 40) and x.shape == (3, 12, 20) and y.shape == (12, 20)
+    _, label, _ = read_frame(ds.samples[1])
+    assert label.shape == (24, 40) and x.shape == (3, 12, 20) and y.shape == (12, 20)
     rc, out, _ = cli(capsys, "check", "--data", str(root))
     assert rc == 0 and "2 pairs" in out
     rc, out, _ = cli(capsys, "prepare", "--data", str(root), "--size", "12x20")

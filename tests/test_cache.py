@@ -15,7 +15,8 @@ import pytest
 from cityseg import io
 from cityseg.cli import main
 from cityseg.data import cache, layout
-from cityseg.data.cityscapes import CityscapesDataset, read_pair
+from cityseg.data.dataset import CityscapesDataset
+from cityseg.data.readers import read_pair
 
 from conftest import write_tiny_dataset
 
@@ -45,7 +46,7 @@ def test_prepare_contents_and_manifest(tiny_root):
     images, labels = entry.open()
     assert images.dtype == np.uint8 and isinstance(images, np.memmap) and images.shape == (3, 12, 20, 3)
     # up to date: reused, not rebuilt
-    again = cache.load_or_prepare(tiny_root, "train", size=SIZE)
+    again = cache.prepare(tiny_root, "train", size=SIZE)
     assert again.images_path == entry.images_path
     # bilinear and full resolution are separate caches with their own contents
     bil = cache.prepare(tiny_root, "train", size=SIZE, interpolation="bilinear")
@@ -79,7 +80,7 @@ def test_stale_cache_is_rebuilt(tmp_path, change):
         for p in (samples[2].image, samples[2].label, samples[2].instance, samples[2].color):
             p.unlink()
     assert cache.load(root, "train", size=SIZE) is None
-    new = cache.load_or_prepare(root, "train", size=SIZE)
+    new = cache.prepare(root, "train", size=SIZE)
     assert new.images_path != old.images_path
     assert len(new) == {"modify": 3, "add": 4, "remove": 2}[change]
     assert_matches_sources(new, root)
@@ -116,16 +117,16 @@ def test_failed_build_commits_nothing_and_keeps_old_cache(tiny_root, monkeypatch
 
 def _slow_prepare(root, started):
     """Child process: decode slowly, signalling once the temp arrays are being written."""
-    from cityseg.data import cityscapes
+    from cityseg.data import readers
 
-    real = cityscapes.read_pair
+    real = readers.read_pair
 
     def slow(*a, **k):
         started.set()
         time.sleep(0.5)
         return real(*a, **k)
 
-    cityscapes.read_pair = slow
+    readers.read_pair = slow
     cache.prepare(root, "train", size=SIZE, workers=1)
 
 
@@ -202,7 +203,7 @@ def test_valid_cache_in_read_only_dir_is_used(tiny_root, tmp_path):
     entry = cache.prepare(tiny_root, "train", size=SIZE, cache_dir=tmp_path / "c")
     _make_readonly(entry.folder)
     try:
-        again = cache.load_or_prepare(tiny_root, "train", size=SIZE, cache_dir=tmp_path / "c")
+        again = cache.prepare(tiny_root, "train", size=SIZE, cache_dir=tmp_path / "c")
         assert again.images_path == entry.images_path
     finally:
         _make_writable(entry.folder)

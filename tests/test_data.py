@@ -14,7 +14,8 @@ from cityseg import io, labels
 from cityseg.cli import main
 from cityseg.data import layout, transforms as T
 from cityseg.data.check import check_dataset
-from cityseg.data.cityscapes import CityscapesDataset, read_color
+from cityseg.data.dataset import CityscapesDataset
+from cityseg.data.readers import read_frame
 
 from conftest import write_tiny_dataset
 
@@ -86,36 +87,26 @@ def test_normalisation_and_preprocess_reuse(tiny_root):
     exp = (plain[1][0] - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
     torch.testing.assert_close(x, exp)
     # inference preprocesses a full-resolution image exactly like the dataset
-    raw = ds.raw(1)
-    torch.testing.assert_close(T.preprocess(raw.image, SIZE, "area", mean, std), x, rtol=0, atol=0)
+    image = io.read_image(ds.samples[1].image)
+    torch.testing.assert_close(T.preprocess(image, SIZE, "area", mean, std), x, rtol=0, atol=0)
     with pytest.raises(Exception, match="std must be positive"):
         CityscapesDataset(tiny_root, "train", size=SIZE, std=(0, 1, 1))
 
 
-def test_raw_full_resolution(tiny_root):
-    ds = CityscapesDataset(tiny_root, "val", size=SIZE)
-    raw = ds.raw(0)
-    s = ds.samples[0]
-    assert raw.stem == s.stem and raw.image.dtype == np.uint8 and raw.image.shape == (24, 40, 3)
-    np.testing.assert_array_equal(raw.label, io.read_label(s.label))
-    np.testing.assert_array_equal(raw.instance, io.read_instance(s.instance))
-    assert raw.instance.max() == 26001 or 26 not in raw.label  # instance ids are labelId*1000+k
-    np.testing.assert_array_equal(read_color(s.color), labels.colorize(raw.label))
-
-
-def test_rgba_color_annotation_is_readable(tiny_root):
-    from PIL import Image
-
+def test_read_frame_full_resolution(tiny_root):
     s = layout.find_samples(tiny_root, "val")[0]
-    rgb = read_color(s.color)
-    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]), "RGBA").save(s.color)  # as official
-    np.testing.assert_array_equal(read_color(s.color), rgb)
+    image, label, instance = read_frame(s)
+    assert image.dtype == np.uint8 and image.shape == (24, 40, 3)
+    np.testing.assert_array_equal(label, io.read_label(s.label))
+    np.testing.assert_array_equal(instance, io.read_instance(s.instance))
+    assert instance.max() == 26001 or 26 not in label  # instance ids are labelId*1000+k
+    np.testing.assert_array_equal(io.read_image(s.color), labels.colorize(label))
 
 
 def test_test_split_without_labels(tmp_path):
     root = write_tiny_dataset(tmp_path / "r", {"test": 2})
     ds = CityscapesDataset(root, "test", size=SIZE, label_mode="trainIds")
-    assert ds.cache is False and ds.raw(0).label is None
+    assert ds.cache is False and ds.samples[0].label is None
     assert torch.all(ds[0][1] == 255)
 
 

@@ -93,7 +93,7 @@ def synth_ddp(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth_ddp")
     generate(root, train=8, val=3, test=0, size=(64, 128), seed=11)
     # build the cache once up front (ranks would otherwise wait for rank 0 to do it)
-    from cityseg.data.cityscapes import CityscapesDataset
+    from cityseg.data.dataset import CityscapesDataset
 
     for split in ("train", "val"):
         CityscapesDataset(root, split, size=(64, 128), interpolation="bilinear")

@@ -377,7 +377,7 @@ def test_full_disk_while_preparing_keeps_the_previous_cache(tmp_path):
 # ---- concurrent prepare (CLI level) ------------------------------------------------------------------------------
 def test_two_prepare_commands_at_once_do_not_corrupt_the_cache(tmp_path):
     from cityseg.data import cache, layout
-    from cityseg.data.cityscapes import read_pair
+    from cityseg.data.readers import read_pair
     from conftest import write_tiny_dataset
 
     import numpy as np

@@ -262,7 +262,7 @@ def test_cli_trains_and_resumes(synth64, tmp_path, capsys):
 def test_fast_auto_on_cpu_depends_on_native_bf16(monkeypatch):
     """``train.fast = "auto"``: bf16 + channels_last only with native bf16; otherwise fp32, and channels_last
     for inference only (measured slower for training the seed models in fp32, see docs/benchmarks.md)."""
-    from cityseg.train.engine import resolve_fast
+    from cityseg.runtime import resolve_fast
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)

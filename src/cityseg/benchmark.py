@@ -42,7 +42,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cityseg import labels
 from cityseg.errors import CitysegError
+from cityseg.runtime import autocast, native_bf16, resolve_fast
 
 #: the per-model JSON keys, in order (None where a measurement was skipped or failed)
 MODEL_KEYS = (
@@ -99,11 +101,10 @@ class BenchConfig:
         if bad:
             raise CitysegError(f"cannot skip {', '.join(sorted(bad))}: choose from {', '.join(SKIPPABLE)}")
         self.skip = frozenset(self.skip)
-        from cityseg.models import list_models
+        from cityseg.models import check_model_name
 
-        unknown = [m for m in self.models if m not in list_models()]
-        if unknown:
-            raise CitysegError(f"unknown model {unknown[0]!r}; valid models: {', '.join(list_models())}")
+        for m in self.models:
+            check_model_name(m)
         return self
 
 
@@ -138,22 +139,9 @@ def device_name(device: torch.device) -> str:
             f" bf16 native: {'yes' if native_bf16() else 'no'})")
 
 
-def native_bf16() -> bool:
-    """True where the CPU has bf16 instructions (the training engine decides it, in one place)."""
-    from cityseg.train.engine import native_bf16 as engine_native_bf16
-
-    return engine_native_bf16()
-
-
 def fast_path(device: torch.device, training: bool = True) -> tuple[bool, torch.dtype | None]:
-    """The project's default fast path, decided in ONE place (the training engine): (channels_last, amp dtype)."""
-    from cityseg.train.engine import resolve_fast
-
+    """The project's default fast path (``cityseg.runtime``): (channels_last, amp dtype)."""
     return resolve_fast("auto", device, training=training)
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def fast_name(device: torch.device) -> str:
@@ -313,14 +301,15 @@ def infer_fn(model: torch.nn.Module, x: torch.Tensor, fast: bool) -> Callable[[]
 
 def export_for_ort(name: str, model: torch.nn.Module, size: tuple[int, int], folder: Path) -> Path:
     """Export ``model`` with ``cityseg.export.export_onnx`` (the same path as ``cityseg export``)."""
+    from cityseg.checkpoint import Checkpoint
     from cityseg.export import export_onnx
     from cityseg.models import model_options
 
     options = {"input_size": list(size)} if "input_size" in model_options(name) else {}
-    ckpt = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "model_name": name,
-            "model_options": options, "label_mode": "labelIds", "num_classes": NUM_CLASSES,
-            "input_size": list(size)}
-    return Path(export_onnx(ckpt, folder / f"{name}-{size[0]}x{size[1]}.onnx", size=size)["path"])
+    ckpt = Checkpoint(model={k: v.detach().cpu() for k, v in model.state_dict().items()}, model_name=name,
+                      model_options=options, label_mode="labelIds", num_classes=NUM_CLASSES,
+                      class_names=list(labels.LABELID_NAMES), input_size=list(size))
+    return Path(export_onnx(ckpt.to_dict(), folder / f"{name}-{size[0]}x{size[1]}.onnx", size=size)["path"])
 
 
 def onnx_infer_fn(path: Path, x: torch.Tensor) -> Callable[[], Any]:
@@ -370,7 +359,7 @@ def loader_throughput(root: Path, size: tuple[int, int], batch: int, cache: bool
     """Images/s of a single-process ``DataLoader`` over the split, from the uint8 cache or the PNGs."""
     from torch.utils.data import DataLoader, Subset
 
-    from cityseg.data.cityscapes import CityscapesDataset
+    from cityseg.data.dataset import CityscapesDataset
 
     ds = CityscapesDataset(root, split, size=size, cache=cache, cache_dir=cache_dir)  # builds the cache (untimed)
     n = len(ds) if limit is None else min(limit, len(ds))
@@ -402,7 +391,7 @@ OFFICIAL_EVAL = (
 def write_eval_predictions(root: Path, out: Path, seed: int = 0) -> Path:
     """One labelId prediction per val frame (``<city>/<stem>_pred.png``): the ground truth with a third of
     it replaced by random labelId blocks, so every score is below 1 and every class path is exercised."""
-    from cityseg import io, labels
+    from cityseg import io
     from cityseg.data import layout
 
     rng = np.random.default_rng(seed)

@@ -1,31 +1,21 @@
 """Checkpoints: one plain dict, written atomically, read with ``torch.load(weights_only=True)``.
 
-Keys (torchvision-references style, plus what inference needs to rebuild the model alone):
-
-    model            state_dict
-    model_name       registry name (``cityseg.models.build_model``)
-    model_options    dict of builder keyword arguments (num_classes excluded)
-    label_mode       "labelIds" (34 classes) or "trainIds" (19 classes + ignore 255)
-    num_classes      int
-    class_names      list[str]
-    input_size       [H, W] the model was trained at
-    interpolation    "area" or "bilinear" (image resize)
-    mean, std        list[float] or None (normalisation after /255)
-    optimizer, scheduler, scaler   state dicts or None
-    epoch            epochs completed
-    config           the resolved training config (plain dict)
-    metrics          last validation metrics (dict of floats)
-    best_miou        best validation mIoU so far
-    versions         {"cityseg", "torch", "python", "numpy"}
+``Checkpoint`` is the schema: every writer (training, the benchmark, tests) builds one and
+``save_checkpoint`` writes ``Checkpoint.to_dict()``; readers get the plain dict back from
+``load_checkpoint`` (torchvision-references style), so a file is readable without cityseg.
+Model-only writers leave the training fields at their defaults.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pickle
 import platform
 import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +38,59 @@ def versions() -> dict[str, str]:
     }
 
 
-def save_checkpoint(path: str | os.PathLike, ckpt: dict[str, Any]) -> None:
-    """Write ``ckpt`` to ``path`` atomically (temp file + fsync + rename); the old file stays until then."""
-    ckpt = dict(ckpt)
-    ckpt.setdefault("versions", versions())
+@dataclass
+class Checkpoint:
+    """Every key a cityseg checkpoint may hold; the file is ``to_dict()`` of this."""
+
+    model: dict[str, torch.Tensor]  # state_dict
+    model_name: str  # registry name (cityseg.models.build_model)
+    label_mode: str  # "labelIds" (34 classes) or "trainIds" (19 classes + ignore 255)
+    num_classes: int
+    model_options: dict[str, Any] = field(default_factory=dict)  # builder keyword arguments
+    class_names: list[str] = field(default_factory=list)
+    input_size: list[int] | None = None  # [H, W] the model was trained at
+    interpolation: str = "area"  # image resize: "area" or "bilinear"
+    mean: list[float] | None = None  # normalisation after /255
+    std: list[float] | None = None
+    # training state (defaults for a checkpoint that only describes a model)
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+    scaler: dict[str, Any] | None = None
+    epoch: int = 0  # epochs completed
+    step: int = 0  # steps done within ``epoch`` (mid-epoch saves)
+    config: dict[str, Any] | None = None  # the resolved training config
+    metrics: dict[str, float] = field(default_factory=dict)  # last validation metrics
+    best_miou: float = -1.0
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per finished epoch
+    train_state: dict[str, Any] | None = None  # running loss sums of the current epoch
+    world_size: int = 1
+    rng: list[dict[str, Any]] | None = None  # RNG states, one per process
+    versions: dict[str, str] = field(default_factory=versions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "checkpoint") -> Checkpoint:
+        """A ``Checkpoint`` from a dict; an unknown key or a missing required one is a ``CitysegError``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CitysegError(f"{where}: unknown checkpoint key(s) {', '.join(unknown)}")
+        missing = [k for k in REQUIRED_KEYS if k not in data]
+        if missing:
+            raise CitysegError(f"{where}: not a cityseg checkpoint (missing {', '.join(missing)})")
+        return cls(**data)
+
+
+def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint | Mapping[str, Any]) -> None:
+    """Write ``ckpt`` to ``path`` atomically (temp file + fsync + rename); the old file stays until then.
+
+    A dict goes through ``Checkpoint.from_dict``, so only schema keys are ever written.
+    """
+    if not isinstance(ckpt, Checkpoint):
+        ckpt = Checkpoint.from_dict(ckpt, where=str(path))
+    ckpt = ckpt.to_dict()
     with atomic_path(path) as tmp:
         writer = _Writer(open(tmp, "wb"))  # noqa: SIM115 (closed below, errors included)
         try:

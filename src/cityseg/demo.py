@@ -266,16 +266,16 @@ def run_demo(
     ``frame_size`` only apply when SynthCity is generated. Bad options raise ``CitysegError``.
     """
     from cityseg.data import cache
-    from cityseg.models import list_models
+    from cityseg.models import check_model_name
+    from cityseg.runtime import default_workers
     from cityseg.train.config import apply_overrides, load_recipe
 
     timer = _Timer()
     out = Path(out)
     frame_size = tuple(int(v) for v in frame_size)
     _check_options(out, minutes, train_frames, val_frames, frame_size, batch_size, epochs, train_minutes, figure_rows)
-    if model not in list_models():
-        raise CitysegError(f"unknown model {model!r}; valid models: {', '.join(list_models())}")
-    workers = max(1, min(4, os.cpu_count() or 1)) if workers is None else max(1, int(workers))
+    check_model_name(model)
+    workers = default_workers() if workers is None else max(1, int(workers))
     deadline = minutes * 60.0
 
     cfg, _ = load_recipe(RECIPE)
@@ -293,7 +293,7 @@ def run_demo(
     root, data_info = _prepare_data(out, data, train_frames, val_frames, frame_size, seed, workers, timer, log)
     with timer.phase("cache"):
         for split in (d["train_split"], d["val_split"]):
-            entry = cache.load_or_prepare(root, split, d["size"], d["interpolation"], workers=workers)
+            entry = cache.prepare(root, split, d["size"], d["interpolation"], workers=workers)
         log(f"cache ready: {d['size'][0]}x{d['size'][1]} {d['interpolation']} ({entry.folder.parent})")
 
     # 3: training in a fresh run folder
@@ -365,12 +365,10 @@ def run_demo(
 
 
 def _megapixels(root: Path) -> float:
-    from cityseg.data.layout import find_samples
+    from cityseg.data.layout import require_samples
     from cityseg.io import probe_image
 
-    samples = find_samples(root, "val")
-    if not samples:
-        raise CitysegError(f"{root}: split 'val' has no frames")
+    samples = require_samples(root, "val")
     h, w, _ = probe_image(samples[0].image)
     return h * w / 1e6
 

@@ -18,16 +18,11 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from cityseg import io, labels
 from cityseg.data import layout
+from cityseg.data.readers import read_frame, read_ground_truth, read_prediction
 from cityseg.errors import CitysegError
 from cityseg.metrics import CityscapesEvaluator
-
-MAX_LABEL_ID = labels.NUM_LABEL_IDS - 1  # 33
-
-
-def default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+from cityseg.runtime import default_workers
 
 
 # ---- finding predictions ------------------------------------------------------------------------
@@ -60,44 +55,6 @@ def match_predictions(samples: Sequence[layout.Sample], pred_dir: str | os.PathL
             raise CitysegError(f"{s.label}: several predictions match {s.stem}*.png: {names}")
         out.append(cands[0])
     return out
-
-
-# ---- reading and checking one frame -------------------------------------------------------------
-def read_prediction(path: str | os.PathLike, shape: tuple[int, int], gt_path: str | os.PathLike) -> np.ndarray:
-    """A single-channel labelId PNG of exactly ``shape`` (HxW) as uint8; anything else is a one-line error."""
-    path = Path(path)
-    h, w, mode = io.probe_image(path)
-    if (h, w) != tuple(shape):
-        raise CitysegError(
-            f"{path}: prediction is {w}x{h} but its ground truth {Path(gt_path).name} is {shape[1]}x{shape[0]}"
-            " (predictions must be at full size)"
-        )
-    if mode in ("I;16", "I;16B", "I"):  # a 16-bit single-channel labelId map is accepted, as officially
-        pred = io.read_instance(path)
-    elif mode in ("L", "P"):
-        pred = io.read_label(path)
-    else:
-        channels = {"RGB": 3, "RGBA": 4, "LA": 2}.get(mode)
-        what = f"{channels} channels" if channels else f"PIL mode {mode}"
-        raise CitysegError(f"{path}: prediction has {what}; expected a single-channel labelId PNG")
-    top, low = int(pred.max()), int(pred.min())
-    if top > MAX_LABEL_ID or low < 0:
-        bad = top if top > MAX_LABEL_ID else low
-        hint = " (trainIds? map them with cityseg.labels.TRAINID_TO_LABELID)" if bad == 255 else ""
-        raise CitysegError(f"{path}: value {bad} is not a labelId (0..{MAX_LABEL_ID}){hint}")
-    return pred.astype(np.uint8, copy=False)
-
-
-def read_ground_truth(sample: layout.Sample) -> tuple[np.ndarray, np.ndarray | None]:
-    """labelIds (uint8, checked 0..33) and instanceIds (int32, or None when the file is absent)."""
-    gt = io.read_label(sample.label, max_value=MAX_LABEL_ID)
-    inst = None
-    if sample.instance is not None:
-        inst = io.read_instance(sample.instance)
-        if inst.shape != gt.shape:
-            raise CitysegError(f"{sample.instance}: size {inst.shape[1]}x{inst.shape[0]} differs from its labelIds"
-                               f" {gt.shape[1]}x{gt.shape[0]}")
-    return gt, inst
 
 
 def _prefetch(items: Iterable[Any], fn: Callable[[Any], Any], workers: int) -> Iterator[Any]:
@@ -145,9 +102,7 @@ def score_pred_dir(
     progress: bool = False,
 ) -> CityscapesEvaluator:
     """Like ``evaluate_pred_dir`` but returns the accumulated evaluator (scores, confusion matrix)."""
-    samples = layout.find_samples(layout.resolve_root(root), split)
-    if not samples:
-        raise CitysegError(f"{layout.resolve_root(root)}: split {split!r} has no frames")
+    samples = layout.require_samples(layout.resolve_root(root), split)
     preds = match_predictions(samples, pred_dir)
     workers = default_workers() if workers is None else max(1, int(workers))
 
@@ -201,25 +156,15 @@ def score_checkpoint(
     from cityseg.data.transforms import resize_label
     from cityseg.inference import Predictor
 
-    samples = layout.find_samples(layout.resolve_root(root), split)
+    samples = layout.require_samples(layout.resolve_root(root), split)
     if limit is not None:
         samples = samples[: int(limit)]
-    if not samples:
-        raise CitysegError(f"{layout.resolve_root(root)}: split {split!r} has no frames")
     if predictor is None:
         predictor = Predictor.from_checkpoint(checkpoint, device=device, flip=flip, scales=tuple(scales), mode=mode)
     workers = default_workers() if workers is None else max(1, int(workers))
 
-    def load(sample: layout.Sample):
-        image = io.read_image(sample.image)
-        gt, inst = read_ground_truth(sample)
-        if image.shape[:2] != gt.shape:
-            raise CitysegError(f"{sample.image}: image is {image.shape[1]}x{image.shape[0]} but its labels are"
-                               f" {gt.shape[1]}x{gt.shape[0]}")
-        return image, gt, inst
-
     full, small = CityscapesEvaluator(), CityscapesEvaluator()
-    for image, gt, inst in _progress(_prefetch(samples, load, workers), len(samples), "evaluate", progress):
+    for image, gt, inst in _progress(_prefetch(samples, read_frame, workers), len(samples), "evaluate", progress):
         full.add(predictor.predict(image), gt, inst)
         if at_model_size:
             pred_small = predictor.predict_model_size(image)

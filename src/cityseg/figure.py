@@ -16,9 +16,10 @@ import cv2
 import numpy as np
 
 from cityseg import labels
-from cityseg.data.layout import find_samples, resolve_root
+from cityseg.data.layout import require_samples, resolve_root
+from cityseg.data.readers import read_frame
 from cityseg.errors import CitysegError
-from cityseg.io import atomic_path, read_image, read_label
+from cityseg.io import atomic_path
 
 TITLES = ("Original image", "Original mask", "Predicted mask")
 #: widest image drawn (pixels); a 300-pixel-wide panel never shows more, and it keeps savefig fast
@@ -57,17 +58,12 @@ def results_figure(
     if fmt not in ("png", "jpg", "jpeg", "pdf", "svg"):
         raise CitysegError(f"{out}: unsupported figure format {fmt!r} (use .png, .jpg, .pdf or .svg)")
     predictor = model if isinstance(model, Predictor) else Predictor.from_checkpoint(model)
-    samples = find_samples(resolve_root(data), split)[:n]
-    if not samples:
-        raise CitysegError(f"{resolve_root(data)}: split {split!r} has no images")
+    samples = require_samples(resolve_root(data), split)[:n]
     rows = len(samples)
     fig, axes = plt.subplots(rows, 3, figsize=(9, 3 * rows), dpi=dpi, squeeze=False)
     try:
         for r, sample in enumerate(progress(samples) if progress else samples):
-            image = read_image(sample.image)
-            gt = read_label(sample.label)
-            if gt.shape != image.shape[:2]:
-                raise CitysegError(f"{sample.label}: size {gt.shape[1]}x{gt.shape[0]} differs from its image")
+            image, gt, _ = read_frame(sample)
             pred = predictor.predict(image)
             panels = (
                 _shrink(image, nearest=False),

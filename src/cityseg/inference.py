@@ -10,7 +10,6 @@ CxHxW score volume: it upsamples and takes the argmax one band of rows at a time
 
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Any, Iterable, Sequence
 
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from cityseg import labels
 from cityseg.data.transforms import preprocess  # the one preprocessing implementation (re-exported here)
 from cityseg.errors import CitysegError
+from cityseg.runtime import autocast
 
 #: floats per row band in ``predict`` (C x band x W); 4 M floats = 16 MiB, stays near the L2/L3 caches
 _BAND_ELEMENTS = 4 * 1024 * 1024
@@ -291,17 +291,12 @@ class Predictor:
         return cls(session, device="cpu", **kwargs)
 
     # -- running the model ---------------------------------------------------------------------
-    def _autocast(self):
-        if self.bf16 and not self.onnx:
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """Bx3xhxw float tensor -> BxCxhxw float32 logits."""
         x = x.to(self.device)
         if self.channels_last and not self.onnx:
             x = x.contiguous(memory_format=torch.channels_last)
-        with self._autocast():
+        with autocast(self.device, torch.bfloat16 if self.bf16 and not self.onnx else None):
             out = self.model(x)
         if isinstance(out, (tuple, list)):  # models with auxiliary heads return the main output first
             out = out[0]

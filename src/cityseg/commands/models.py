@@ -66,14 +66,11 @@ def model_info(name: str, size=DEFAULT_SIZE, num_classes: int = 34) -> dict:
 
 def run(args) -> int:
     from cityseg.io import atomic_write_json
-    from cityseg.models import list_models
+    from cityseg.models import check_model_name, list_models
 
     if args.num_classes < 1:
         raise CitysegError(f"--num-classes must be positive; got {args.num_classes}")
-    names = args.names or list_models()
-    unknown = [n for n in names if n not in list_models()]
-    if unknown:
-        raise CitysegError(f"unknown model {unknown[0]!r}; valid models: {', '.join(list_models())}")
+    names = [check_model_name(n) for n in args.names] or list_models()
     rows = [model_info(n, tuple(args.size), args.num_classes) for n in names]
     h, w = args.size
     width = max(len(r["name"]) for r in rows)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 from cityseg.commands import size_arg
 from cityseg.data import synth
+from cityseg.runtime import default_workers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    workers = args.workers if args.workers is not None else max(1, min(4, os.cpu_count() or 1))
+    workers = args.workers if args.workers is not None else default_workers()
     start = {"t": time.perf_counter()}
 
     def progress(split: str, done: int, total: int) -> None:

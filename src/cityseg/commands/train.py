@@ -75,12 +75,11 @@ def resolve_config(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from cityseg.data.layout import resolve_root
-    from cityseg.models import list_models
+    from cityseg.models import check_model_name
     from cityseg.train.engine import train
 
     cfg = resolve_config(args)
-    if cfg["model"]["name"] not in list_models():
-        raise CitysegError(f"unknown model {cfg['model']['name']!r}; valid models: {', '.join(list_models())}")
+    check_model_name(cfg["model"]["name"])
     summary = train(cfg, resolve_root(args.data), args.out, resume=args.resume, progress=not args.quiet)
     if summary["stopped"] == "interrupted":
         return 130

@@ -26,7 +26,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import multiprocessing
 import os
 import secrets
 import tempfile
@@ -38,9 +37,10 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from cityseg import io
-from cityseg.data import layout
+from cityseg.data import layout, readers
 from cityseg.data.transforms import check_interpolation, check_size
 from cityseg.errors import CitysegError
+from cityseg.runtime import process_context
 
 CACHE_VERSION = 1
 CACHE_DIRNAME = ".cityseg_cache"
@@ -217,12 +217,10 @@ def _locked(folder: Path) -> Iterator[None]:
 
 def _fill(images_tmp: str, labels_tmp: str, start: int, pairs: list[tuple[str, str]], size, interpolation) -> int:
     """Decode ``pairs`` into rows ``start...`` of the temporary arrays (runs in a worker process)."""
-    from cityseg.data.cityscapes import read_pair
-
     images = np.load(images_tmp, mmap_mode="r+")
     labels = np.load(labels_tmp, mmap_mode="r+")
     for k, (image_path, label_path) in enumerate(pairs):
-        image, label = read_pair(Path(image_path), Path(label_path), size, interpolation)
+        image, label = readers.read_pair(Path(image_path), Path(label_path), size, interpolation)
         if image.shape[:2] != images.shape[1:3]:
             raise CitysegError(
                 f"{image_path}: size {image.shape[1]}x{image.shape[0]} differs from the split's "
@@ -234,11 +232,6 @@ def _fill(images_tmp: str, labels_tmp: str, start: int, pairs: list[tuple[str, s
     labels.flush()
     del images, labels
     return len(pairs)
-
-
-def _mp_context():
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
 def _run_fill(images_tmp: Path, labels_tmp: Path, pairs, size, interpolation, workers: int, progress: bool, desc: str):
@@ -255,7 +248,7 @@ def _run_fill(images_tmp: Path, labels_tmp: Path, pairs, size, interpolation, wo
                 if bar:
                     bar.update(n)
             return
-        with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=process_context()) as pool:
             futures = [
                 pool.submit(_fill, str(images_tmp), str(labels_tmp), start, chunk, size, interpolation)
                 for start, chunk in chunks
@@ -324,9 +317,7 @@ def prepare(
     root = layout.resolve_root(root)
     size = check_size(size)
     check_interpolation(interpolation)
-    samples = layout.find_samples(root, split, annotation)
-    if not samples:
-        raise CitysegError(f"{root / 'leftImg8bit' / split}: split {split!r} is empty (no *{layout.IMAGE_SUFFIX} files)")
+    samples = layout.require_samples(root, split, annotation)
     files = fingerprint(root, samples)
     key = cache_key(split, size, interpolation, annotation)
     expect = _expect(split, size, interpolation, annotation)
@@ -395,16 +386,3 @@ def prepare(
         raise CitysegError(f"{folder}: cache failed verification right after it was written")
     return entry
 
-
-def load_or_prepare(
-    root=None,
-    split: str = "train",
-    size: Sequence[int] | None = (128, 256),
-    interpolation: str = "area",
-    annotation: str = "gtFine",
-    cache_dir: str | os.PathLike | None = None,
-    workers: int = 2,
-    progress: bool = False,
-) -> CacheEntry:
-    """The up-to-date cache of a split, building it first when missing, stale or partial."""
-    return prepare(root, split, size, interpolation, annotation, cache_dir, workers=workers, force=False, progress=progress)

@@ -18,7 +18,9 @@ import numpy as np
 
 from cityseg import io, labels
 from cityseg.data import layout
-from cityseg.data.cache import PARALLEL_MIN_FILES, _mp_context
+from cityseg.data import readers
+from cityseg.data.cache import PARALLEL_MIN_FILES
+from cityseg.runtime import process_context
 from cityseg.errors import CitysegError
 
 N_IDS = labels.NUM_LABEL_IDS
@@ -105,31 +107,22 @@ class DatasetStats:
 
 def check_sample(sample: layout.Sample) -> tuple[tuple[int, int], np.ndarray | None, bool]:
     """Validate one frame: ((H, W), labelId pixel counts or None, has instanceIds). Raises ``CitysegError``."""
-    image = io.read_image(sample.image)
+    if sample.label is None:
+        h, w = io.read_image(sample.image).shape[:2]
+        return (h, w), None, False
+    image, label, inst = readers.read_frame(sample)
     h, w = image.shape[:2]
     del image
-    counts = None
-    if sample.label is not None:
-        label = io.read_label(sample.label, max_value=N_IDS - 1)
-        if label.shape != (h, w):
-            raise CitysegError(
-                f"{sample.label}: label size {label.shape[1]}x{label.shape[0]} differs from its image {w}x{h}"
-            )
-        counts = np.bincount(label.ravel(), minlength=N_IDS)[:N_IDS].astype(np.int64)
-        if sample.instance is not None:
-            inst = io.read_instance(sample.instance)
-            if inst.shape != (h, w):
-                raise CitysegError(
-                    f"{sample.instance}: instanceIds size {inst.shape[1]}x{inst.shape[0]} differs from its image {w}x{h}"
-                )
-            ids = np.where(inst >= 1000, inst // 1000, inst)
-            bad = int(np.count_nonzero(ids != label))
-            if bad:
-                raise CitysegError(f"{sample.instance}: instanceIds disagree with the labelIds at {bad} pixels")
-        if sample.color is not None:
-            ch, cw, mode = io.probe_image(sample.color)
-            if (ch, cw) != (h, w) or mode not in ("RGB", "RGBA"):
-                raise CitysegError(f"{sample.color}: colour annotation is {cw}x{ch} {mode}, expected {w}x{h} RGB(A)")
+    counts = np.bincount(label.ravel(), minlength=N_IDS)[:N_IDS].astype(np.int64)
+    if inst is not None:
+        ids = np.where(inst >= 1000, inst // 1000, inst)
+        bad = int(np.count_nonzero(ids != label))
+        if bad:
+            raise CitysegError(f"{sample.instance}: instanceIds disagree with the labelIds at {bad} pixels")
+    if sample.color is not None:
+        ch, cw, mode = io.probe_image(sample.color)
+        if (ch, cw) != (h, w) or mode not in ("RGB", "RGBA"):
+            raise CitysegError(f"{sample.color}: colour annotation is {cw}x{ch} {mode}, expected {w}x{h} RGB(A)")
     return (h, w), counts, sample.instance is not None
 
 
@@ -158,11 +151,7 @@ def check_dataset(
     stats = DatasetStats(Path(root), annotation, {})
     for split in splits:
         try:
-            samples = layout.find_samples(root, split, annotation, require_labels=split != "test")
-            if not samples:
-                raise CitysegError(
-                    f"{root / 'leftImg8bit' / split}: split {split!r} is empty (no *{layout.IMAGE_SUFFIX} files)"
-                )
+            samples = layout.require_samples(root, split, annotation, require_labels=split != "test")
         except CitysegError as e:
             if fail_fast:
                 raise
@@ -191,7 +180,7 @@ def _map(samples, workers: int, progress: bool, desc: str):
     it = None
     pool = None
     if workers > 1 and len(samples) >= PARALLEL_MIN_FILES:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context())
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=process_context())
         it = pool.map(_check_safe, samples, chunksize=8)
     else:
         it = map(_check_safe, samples)

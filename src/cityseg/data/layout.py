@@ -168,3 +168,16 @@ def find_samples(
             )
         )
     return samples
+
+
+def require_samples(
+    root: str | os.PathLike,
+    split: str,
+    annotation: str = "gtFine",
+    require_labels: bool = True,
+) -> list[Sample]:
+    """``find_samples``, with an empty split an error naming its folder."""
+    samples = find_samples(root, split, annotation, require_labels)
+    if not samples:
+        raise CitysegError(f"{Path(root) / 'leftImg8bit' / split}: split {split!r} is empty (no *{IMAGE_SUFFIX} files)")
+    return samples

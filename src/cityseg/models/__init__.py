@@ -65,18 +65,18 @@ def list_models() -> list[str]:
 
 def describe(name: str) -> str:
     """One-line description of a registered model."""
-    return MODELS[_check_name(name)][1]
+    return MODELS[check_model_name(name)][1]
 
 
 def model_options(name: str) -> dict:
     """Options of a model with their defaults (num_classes excluded)."""
-    build = MODELS[_check_name(name)][0]
+    build = MODELS[check_model_name(name)][0]
     params = inspect.signature(build.cls.__init__).parameters
     return {k: p.default for k, p in params.items()
             if k not in ("self", "num_classes") and k not in build.fixed}
 
 
-def _check_name(name: str) -> str:
+def check_model_name(name: str) -> str:
     if name not in MODELS:
         raise CitysegError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
     return name

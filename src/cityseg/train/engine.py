@@ -29,10 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from cityseg import labels as L
-from cityseg.checkpoint import load_checkpoint, save_checkpoint, versions
+from cityseg.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from cityseg.errors import CitysegError
 from cityseg.io import atomic_write_text
 from cityseg.losses import build_loss
+from cityseg.runtime import autocast, resolve_fast
 from cityseg.train import distributed as D
 from cityseg.train.config import dump_toml, validate
 from cityseg.train.report import TensorBoard, plot_curves, write_metrics_csv
@@ -122,28 +123,6 @@ class StopRequest:
 
 
 # ---- building blocks -------------------------------------------------------------------------------
-def native_bf16() -> bool:
-    """True where the CPU has bf16 instructions (AVX512-BF16 / AMX); elsewhere bf16 is emulated and slow."""
-    return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
-
-
-def resolve_fast(fast: bool | str, device: torch.device, training: bool = True) -> tuple[bool, torch.dtype | None]:
-    """(channels_last, autocast dtype or None). ``auto`` on CPU: channels_last + bf16 autocast where the CPU
-    has native bf16 (AVX512-BF16 / AMX). Without it bf16 is emulated (~100x slower) and stays off, and
-    channels_last is used for inference only: in fp32 it slowed training of the seed models by 20-33% on a
-    Zen 3 CPU (docs/benchmarks.md) while it speeds up their inference. CUDA: channels_last + fp16 autocast
-    with a GradScaler."""
-    if device.type == "cuda":
-        return (True, torch.float16) if fast in (True, "auto") else (False, None)
-    if fast is True:
-        return True, torch.bfloat16
-    if fast == "auto":
-        if native_bf16():
-            return True, torch.bfloat16
-        return (not training), None
-    return False, None
-
-
 def build_optimizer(model: nn.Module, o: dict[str, Any]) -> torch.optim.Optimizer:
     """Adam / AdamW / SGD; with weight decay, biases and norm parameters (1-D tensors) are not decayed."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -177,7 +156,7 @@ def build_transform(cfg: dict[str, Any]):
 
 
 def build_dataset(cfg: dict[str, Any], root: Path, split: str, label_mode: str, transform=None, seed: int = 0):
-    from cityseg.data.cityscapes import CityscapesDataset
+    from cityseg.data.dataset import CityscapesDataset
 
     d = cfg["data"]
     return CityscapesDataset(root=root, split=split, size=tuple(d["size"]), label_mode=label_mode,
@@ -226,7 +205,7 @@ def evaluate(model: nn.Module, loader, criterion: nn.Module, label_mode: str, de
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         gt = gt.to(device)
-        with _autocast(device, amp_dtype):
+        with autocast(device, amp_dtype):
             logits = model(x)
         target = LUT_L2T.to(device)[gt] if label_mode == "trainIds" else gt
         loss_sum += torch.tensor([float(criterion(logits.float(), target)) * x.shape[0], x.shape[0]], dtype=torch.float64)
@@ -240,12 +219,6 @@ def evaluate(model: nn.Module, loader, criterion: nn.Module, label_mode: str, de
     out = scores(cm.mat)
     out["val_loss"] = float(loss_sum[0] / loss_sum[1]) if loss_sum[1] > 0 else math.nan
     return out
-
-
-def _autocast(device: torch.device, dtype):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -366,31 +339,30 @@ def _train(cfg, root: Path, out: Path, resume: bool, info: D.DistInfo, log, prog
 
     def checkpoint(epoch_done: int, step: int) -> dict[str, Any]:
         rng = D.all_gather_objects(get_rng_state(), info)  # one entry per rank (collective: all ranks call)
-        return {
-            "model": _unwrap(net).state_dict(),
-            "model_name": cfg["model"]["name"],
-            "model_options": dict(cfg["model"]["options"]),
-            "label_mode": label_mode,
-            "num_classes": num_classes,
-            "class_names": list(L.class_names(label_mode)),
-            "input_size": list(size),
-            "interpolation": d["interpolation"],
-            "mean": list(d["mean"]) or None,
-            "std": list(d["std"]) or None,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-            "epoch": epoch_done,
-            "step": step,
-            "config": copy.deepcopy(cfg),
-            "metrics": dict(last_metrics),
-            "best_miou": best,
-            "history": copy.deepcopy(history),
-            "train_state": dict(train_state),
-            "world_size": info.world_size,
-            "rng": rng,
-            "versions": versions(),
-        }
+        return Checkpoint(
+            model=_unwrap(net).state_dict(),
+            model_name=cfg["model"]["name"],
+            model_options=dict(cfg["model"]["options"]),
+            label_mode=label_mode,
+            num_classes=num_classes,
+            class_names=list(L.class_names(label_mode)),
+            input_size=list(size),
+            interpolation=d["interpolation"],
+            mean=list(d["mean"]) or None,
+            std=list(d["std"]) or None,
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            scaler=scaler.state_dict() if scaler.is_enabled() else None,
+            epoch=epoch_done,
+            step=step,
+            config=copy.deepcopy(cfg),
+            metrics=dict(last_metrics),
+            best_miou=best,
+            history=copy.deepcopy(history),
+            train_state=dict(train_state),
+            world_size=info.world_size,
+            rng=rng,
+        )
 
     if info.is_main:
         remove_stale_temp_files(out)
@@ -434,7 +406,7 @@ def _train(cfg, root: Path, out: Path, resume: bool, info: D.DistInfo, log, prog
                     y = y.to(device, non_blocking=True)
                     if channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
-                    with _autocast(device, amp_dtype):
+                    with autocast(device, amp_dtype):
                         logits = net(x)
                     loss = criterion(logits.float(), y)
                     flags = D.all_flags([not bool(torch.isfinite(loss)), stop.requested,
@@ -522,7 +494,7 @@ def _train(cfg, root: Path, out: Path, resume: bool, info: D.DistInfo, log, prog
     return {"run_dir": str(out), "epoch": epochs_done, "step": step, "best_miou": best, "metrics": last_metrics, "stopped": stopped, "history": history}
 
 
-def _save(path: Path, ckpt: dict[str, Any], info: D.DistInfo) -> None:
+def _save(path: Path, ckpt: Checkpoint, info: D.DistInfo) -> None:
     if info.is_main:
         save_checkpoint(path, ckpt)
     D.barrier(info)

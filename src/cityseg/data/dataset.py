@@ -2,7 +2,7 @@
 
 Images and labels are paired by stem (``layout.find_samples``), read with the validated readers, resized
 as in the seed (``transforms.resize_image`` / ``resize_label``) and, with ``cache=True``, stored once in
-the memory-mapped cache (``cache.load_or_prepare``), so a sample costs a memmap slice instead of a PNG
+the memory-mapped cache (``cache.prepare``), so a sample costs a memmap slice instead of a PNG
 decode. Labels come out as labelIds 0..33 or trainIds 0..18 + 255 (``label_mode``).
 
 Augmentation randomness: with ``seed`` set, sample ``i`` of epoch ``e`` (``ds.set_epoch(e)``) is augmented
@@ -16,53 +16,23 @@ from __future__ import annotations
 
 import inspect
 import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from cityseg import io, labels
 from cityseg.data import cache as cache_mod
-from cityseg.data import layout
+from cityseg.data import layout, readers
 from cityseg.data.transforms import (
     check_interpolation,
     check_size,
     image_to_tensor,
     label_to_tensor,
     resize_image,
-    resize_label,
 )
 from cityseg.errors import CitysegError
-
-#: largest valid labelId in a ``_labelIds.png``
-MAX_LABEL_ID = labels.NUM_LABEL_IDS - 1
-
-
-def read_pair(image_path: Path, label_path: Path, size=None, interpolation: str = "area") -> tuple[np.ndarray, np.ndarray]:
-    """Validated full-resolution read of one pair, then the seed's resize: (HxWx3 uint8 RGB, HxW uint8 labelIds)."""
-    image = io.read_image(image_path)
-    label = io.read_label(label_path, max_value=MAX_LABEL_ID)
-    if label.shape != image.shape[:2]:
-        raise CitysegError(
-            f"{label_path}: label size {label.shape[1]}x{label.shape[0]} differs from its image "
-            f"{image.shape[1]}x{image.shape[0]} ({Path(image_path).name})"
-        )
-    return resize_image(image, size, interpolation), resize_label(label, size)
-
-
-def read_color(path: Path) -> np.ndarray:
-    """Read a ``_color.png`` (RGB or RGBA, as the official files are) as HxWx3 uint8 RGB."""
-    path = Path(path)
-    h, w, mode = io.probe_image(path)
-    if mode not in ("RGB", "RGBA"):
-        raise CitysegError(f"{path}: expected an RGB or RGBA colour annotation, got PIL mode {mode}")
-    io._check_complete(path)
-    bgr = io._decode(path, cv2.IMREAD_COLOR, (h, w))
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def _accepts_rng(fn) -> bool:
@@ -73,17 +43,6 @@ def _accepts_rng(fn) -> bool:
     except (TypeError, ValueError):
         return False
     return "rng" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-@dataclass
-class RawSample:
-    """One frame at full resolution, as the evaluation needs it."""
-
-    stem: str
-    image: np.ndarray  # HxWx3 uint8 RGB
-    label: np.ndarray | None  # HxW uint8 labelIds (None where the split has no annotation)
-    instance: np.ndarray | None  # HxW int32 instanceIds (None if absent)
-    sample: layout.Sample
 
 
 class CityscapesDataset(Dataset):
@@ -127,20 +86,16 @@ class CityscapesDataset(Dataset):
         self.annotation = annotation
         self.seed = seed
         self.epoch = 0
-        self.samples: list[layout.Sample] = layout.find_samples(
+        self.samples: list[layout.Sample] = layout.require_samples(
             self.root, split, annotation, require_labels=split != "test"
         )
-        if not self.samples:
-            raise CitysegError(
-                f"{self.root / 'leftImg8bit' / split}: split {split!r} is empty (no *{layout.IMAGE_SUFFIX} files)"
-            )
         self.num_classes = labels.num_classes(self.label_mode)
         self.class_names = labels.class_names(self.label_mode)
         self._entry: cache_mod.CacheEntry | None = None
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
         self.cache = bool(cache) and all(s.label is not None for s in self.samples)
         if self.cache:
-            self._entry = cache_mod.load_or_prepare(
+            self._entry = cache_mod.prepare(
                 self.root, split, self.size, self.interpolation, annotation, cache_dir, workers=workers
             )
             if list(self._entry.stems) != [s.stem for s in self.samples]:  # pragma: no cover - defensive
@@ -177,7 +132,7 @@ class CityscapesDataset(Dataset):
             if s.label is None:
                 image = resize_image(io.read_image(s.image), self.size, self.interpolation)
                 return image, self._label_void(image.shape[:2])
-            image, label = read_pair(s.image, s.label, self.size, self.interpolation)
+            image, label = readers.read_pair(s.image, s.label, self.size, self.interpolation)
         if self.label_mode == "trainIds":
             label = labels.LABELID_TO_TRAINID[label]
         return image, label
@@ -191,23 +146,6 @@ class CityscapesDataset(Dataset):
             else:
                 image, label = self.transform(image, label)
         return image_to_tensor(image, self.mean, self.std), label_to_tensor(label)
-
-    def raw(self, index: int) -> RawSample:
-        """Full-resolution uint8 image, labelIds and instanceIds of sample ``index`` (for evaluation)."""
-        s = self.samples[index]
-        label = instance = None
-        if s.label is not None:
-            image, label = read_pair(s.image, s.label, None)
-        else:
-            image = io.read_image(s.image)
-        if s.instance is not None:
-            instance = io.read_instance(s.instance)
-            if instance.shape != image.shape[:2]:
-                raise CitysegError(
-                    f"{s.instance}: instanceIds size {instance.shape[1]}x{instance.shape[0]} differs from its image "
-                    f"{image.shape[1]}x{image.shape[0]}"
-                )
-        return RawSample(s.stem, image, label, instance, s)
 
     def __repr__(self) -> str:
         res = "full" if self.size is None else f"{self.size[0]}x{self.size[1]}"
