@@ -215,7 +215,7 @@ def test_photometric_jitter():
 def test_dataset_seeded_augmentation(tiny_root):
     from torch.utils.data import DataLoader
 
-    aug = T.standard_train_transform(crop=(8, 16), ignore_index=255)
+    aug = T.train_transform(crop=(8, 16), ignore_index=255)
     ds = CityscapesDataset(tiny_root, "train", size=SIZE, label_mode="trainIds", transform=aug, seed=42)
     a = [ds[i] for i in range(3)]
     assert a[0][0].shape == (3, 8, 16) and a[0][1].shape == (8, 16)

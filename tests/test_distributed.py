@@ -52,7 +52,7 @@ def _worker(rank, world, port, data, out):
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     register()
-    from cityseg.train.engine import train
+    from cityseg.train.run import train
 
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
@@ -102,7 +102,7 @@ def synth_ddp(tmp_path_factory):
 
 def test_two_gloo_processes_match_one_process(synth_ddp, tmp_path, monkeypatch):
     from cityseg.checkpoint import load_checkpoint
-    from cityseg.train.engine import train
+    from cityseg.train.run import train
 
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from cityseg.errors import CitysegError
-from cityseg.losses import (
+from cityseg.train.losses import (
     CrossEntropyLoss,
     DiceLoss,
     FocalLoss,
@@ -150,7 +150,6 @@ def test_build_loss_combines_with_weights_and_backprops():
                 + 0.25 * FocalLoss(gamma=1.0)(logits, target) + 0.1 * LovaszSoftmaxLoss()(logits, target)
                 + 0.3 * OhemCrossEntropyLoss(thresh=0.7, min_kept=0.2)(logits, target))
     assert value.item() == pytest.approx(expected.item(), rel=1e-6)
-    assert set(loss.last) == {"ce", "dice", "focal", "lovasz", "ohem"}
     value.backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
 
@@ -168,10 +167,42 @@ def test_class_weights_auto_and_explicit():
     assert torch.allclose(w, 1 / torch.log(1.02 + freq))
     assert w[0] < w[1] < w[2] < w[3]
     loss = build_loss([{"name": "ce", "class_weights": "auto"}], 4, class_counts=counts)
-    assert torch.allclose(loss.losses[0].class_weights, w)
+    assert torch.allclose(loss.terms[0].loss.class_weights, w)
     loss = build_loss([{"name": "ohem", "class_weights": [1.0, 2.0, 3.0, 4.0]}], 4)
-    assert loss.losses[0].class_weights.tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert loss.terms[0].loss.class_weights.tolist() == [1.0, 2.0, 3.0, 4.0]
     with pytest.raises(CitysegError, match="3 values"):
         build_loss([{"name": "ce", "class_weights": [1.0, 2.0, 3.0]}], 4)
     with pytest.raises(CitysegError, match="unknown loss"):
         build_loss([{"name": "hinge"}], 4)
+
+
+# ---- models with training-only heads: a dict of outputs, each term reads the one it names ------------
+def test_multi_output_weighted_sum_by_hand():
+    """Two 1-pixel, 2-class outputs: CE(out) = ln(1 + e^-2), CE(aux) = ln(2); total = 1.0 * CE(out) + 0.4 * CE(aux)."""
+    target = torch.tensor([[[0]]])
+    out = torch.tensor([2.0, 0.0]).view(1, 2, 1, 1)
+    aux = torch.tensor([0.0, 0.0]).view(1, 2, 1, 1)
+    loss = build_loss([{"name": "ce", "weight": 1.0}, {"name": "ce", "weight": 0.4, "output": "aux"}], num_classes=2)
+    value = loss({"out": out, "aux": aux}, target)
+    assert value.item() == pytest.approx(math.log(1 + math.exp(-2)) + 0.4 * math.log(2), rel=1e-6)
+    # a plain tensor is the "out" output: the aux term has nothing to read
+    with pytest.raises(CitysegError, match=r"loss\[1\] \(ce\) reads model output 'aux'"):
+        loss(out, target)
+    # validation (eval mode, one tensor): only the terms whose outputs exist
+    assert loss.validation_loss(out, target).item() == pytest.approx(math.log(1 + math.exp(-2)), rel=1e-6)
+
+
+def test_a_loss_reading_several_outputs_gets_the_dict():
+    from cityseg.train.losses import LossTerm, CombinedLoss
+
+    class BoundaryOnly(torch.nn.Module):
+        outputs = ("out", "boundary")
+
+        def forward(self, outputs, target):
+            return outputs["boundary"].sum() + 0 * outputs["out"].sum()
+
+    loss = CombinedLoss([LossTerm("boundary", 2.0, BoundaryOnly())])
+    out, boundary = torch.zeros(1, 2, 1, 1), torch.ones(1, 1, 1, 1)
+    assert loss({"out": out, "boundary": boundary}, torch.tensor([[[0]]])).item() == 2.0
+    with pytest.raises(CitysegError, match="'boundary'"):
+        loss({"out": out}, torch.tensor([[[0]]]))

@@ -18,9 +18,10 @@ from torch import nn
 from cityseg import models
 from cityseg.checkpoint import load_checkpoint, model_from_checkpoint
 from cityseg.cli import main
+from cityseg.errors import CitysegError
 from cityseg.models.base import SegmentationModel
 from cityseg.train.config import apply_overrides, load_recipe
-from cityseg.train.engine import train
+from cityseg.train.run import train
 
 
 class TinyNet(SegmentationModel):
@@ -272,3 +273,36 @@ def test_fast_auto_on_cpu_depends_on_native_bf16(monkeypatch):
     assert resolve_fast("auto", cpu, training=False) == (True, None)
     assert resolve_fast(True, cpu) == (True, torch.bfloat16) and resolve_fast(False, cpu) == (False, None)
     assert resolve_fast("auto", torch.device("cuda")) == (True, torch.float16)
+
+
+class AuxNet(TinyNet):
+    """In training mode returns {"out", "aux"} (a training-only head); in eval mode one tensor."""
+
+    name = "aux"
+
+    def __init__(self, num_classes: int = 34, width: int = 8):
+        super().__init__(num_classes, width)
+        self.aux = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        feats = self.body(x)
+        return {"out": self.head(feats), "aux": self.aux(feats)}
+
+
+def test_training_heads_dict_outputs_and_missing_output(synth64, tmp_path, monkeypatch):
+    monkeypatch.setitem(models.MODELS, "aux", (models._variant(AuxNet), "aux test net"))
+    cfg = tiny_cfg(**{"model.name": "aux", "train.epochs": 1,
+                      "loss": [{"name": "ce"}, {"name": "ce", "weight": 0.4, "output": "aux"}]})
+    summary = train(cfg, synth64, tmp_path / "aux", progress=False)
+    assert summary["epoch"] == 1 and math.isfinite(summary["metrics"]["val_loss"])
+    from cityseg.train.state import seed_everything
+
+    seed_everything(cfg["train"]["seed"])  # the run's initial weights
+    before = {k: v for k, v in AuxNet().state_dict().items() if k.startswith("aux.")}
+    after = load_checkpoint(tmp_path / "aux" / "last.pt")["model"]
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the aux head was trained
+    bad = apply_overrides(cfg, {"loss": [{"name": "ce"}, {"name": "ce", "output": "boundary"}]})
+    with pytest.raises(CitysegError, match="reads model output 'boundary'"):
+        train(bad, synth64, tmp_path / "bad", progress=False)

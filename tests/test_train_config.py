@@ -117,7 +117,7 @@ def test_sampler_ranks_partition_the_single_process_batches():
 
 def test_rng_state_survives_weights_only_round_trip(tmp_path):
     from cityseg.checkpoint import load_checkpoint, save_checkpoint
-    from cityseg.train.engine import get_rng_state, set_rng_state
+    from cityseg.train.state import get_rng_state, set_rng_state
 
     torch.manual_seed(1)
     np.random.seed(2)
@@ -135,3 +135,11 @@ def test_rng_state_survives_weights_only_round_trip(tmp_path):
     got = (torch.rand(3), np.random.rand(3), np.random.randn(), random.random())
     assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
     assert got[2] == expected[2] and got[3] == expected[3]
+
+
+def test_loss_output_key_is_checked():
+    cfg, _ = load_recipe("standard")
+    out = apply_overrides(cfg, ['loss=[{name="ohem"}, {name="ohem", weight=0.4, output="aux"}]'])
+    assert out["loss"][1]["output"] == "aux" and "output" not in out["loss"][0]
+    with pytest.raises(CitysegError, match=r"loss\[0\].output must name a model output"):
+        apply_overrides(cfg, ['loss=[{name="ce", output=3}]'])

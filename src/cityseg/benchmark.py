@@ -4,7 +4,7 @@ One run measures, on the same inputs (a fixed random batch; one SynthCity frame 
 ``warmup`` untimed repetitions and then the median of ``iters`` timed ones:
 
 * train step images/s (forward + cross-entropy + backward + Adam step): fp32 eager NCHW (the naive
-  baseline) and the project's fast path (``cityseg.train.engine.resolve_fast("auto", device)``:
+  baseline) and the project's fast path (``cityseg.runtime.resolve_fast("auto", device)``:
   channels_last, plus bf16 autocast on CPUs with native bf16 / fp16 AMP on CUDA);
 * inference images/s: fp32 eager, fast path, onnxruntime (the ``cityseg.export`` ONNX file);
 * full-resolution prediction seconds per 1024x2048 image (``cityseg.inference.Predictor``: resize,

@@ -394,7 +394,7 @@ def _train(cfg: dict, root: Path, run_dir: Path, budget_s: float, epochs_cap: in
     """One epoch, then as many whole epochs as fit in the rest of ``budget_s`` (resumed exactly), planned
     again after each resumed stretch from the latest epoch's time (the first epoch is the slowest)."""
     from cityseg.train.config import apply_overrides
-    from cityseg.train.engine import train
+    from cityseg.train.run import train
 
     t0 = time.monotonic()
     first = apply_overrides(cfg, {"train.epochs": 1, "train.max_minutes": budget_s / 60.0}, source="demo")

@@ -76,7 +76,7 @@ def resolve_config(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from cityseg.data.layout import resolve_root
     from cityseg.models import check_model_name
-    from cityseg.train.engine import train
+    from cityseg.train.run import train
 
     cfg = resolve_config(args)
     check_model_name(cfg["model"]["name"])

@@ -245,18 +245,18 @@ def _gray(x: np.ndarray) -> np.ndarray:
     return 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
 
 
-def standard_train_transform(
+def train_transform(
     crop: Sequence[int],
-    scale=(0.5, 2.0),
+    scale: Sequence[float] = (0.5, 2.0),
     flip: float = 0.5,
-    jitter=(0.2, 0.2, 0.2, 0.0),
+    photometric: bool = True,
     ignore_index: int = 255,
 ) -> Compose:
-    """The ``standard`` recipe's paired augmentation: random scale + crop, h-flip, photometric jitter."""
-    return Compose(
-        [
-            RandomScaleCrop(scale=scale, crop=crop, ignore_index=ignore_index),
-            RandomHorizontalFlip(flip),
-            PhotometricJitter(*jitter),
-        ]
-    )
+    """The training recipes' paired augmentation: random scale + crop, h-flip (``flip`` > 0), photometric
+    jitter (``photometric``). ``ignore_index`` fills the label where a down-scaled image is padded."""
+    steps = [RandomScaleCrop(scale=tuple(scale), crop=tuple(crop), ignore_index=ignore_index)]
+    if flip > 0:
+        steps.append(RandomHorizontalFlip(flip))
+    if photometric:
+        steps.append(PhotometricJitter())
+    return Compose(steps)

@@ -18,6 +18,7 @@ from typing import Any
 
 from cityseg.errors import CitysegError
 from cityseg.labels import LABEL_MODES
+from cityseg.train.losses import LOSSES, MAIN_OUTPUT, loss_options
 
 #: every recipe key with its default (the defaults are the seed recipe's values where it has one)
 DEFAULTS: dict[str, Any] = {
@@ -84,15 +85,6 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "schedule.name": ("constant", "poly", "cosine"),
     "train.fast": ("auto", True, False),
     "train.nan_policy": ("stop", "skip"),
-}
-
-#: per-loss option types (see cityseg.losses.LOSSES); class_weights: "none" | "auto" | list of floats
-LOSS_OPTIONS: dict[str, dict[str, Any]] = {
-    "ce": {"class_weights": "none", "label_smoothing": 0.0},
-    "ohem": {"class_weights": "none", "thresh": 0.7, "min_kept": 0.1},
-    "dice": {"smooth": 1.0},
-    "focal": {"gamma": 2.0},
-    "lovasz": {"per_image": False},
 }
 
 RECIPES_PACKAGE = "cityseg.configs"
@@ -196,37 +188,45 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
 
 
 def check_losses(value: Any, source: str) -> list[dict[str, Any]]:
+    """The recipe's ``loss`` list, each entry checked against its loss's options (``losses.loss_options``)."""
     if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
         raise CitysegError(f"{source}: loss must be a non-empty list of tables, e.g. [{{name = \"ce\", weight = 1.0}}]")
-    out = []
-    for i, spec in enumerate(value):
-        name = spec.get("name")
-        if name not in LOSS_OPTIONS:
-            raise CitysegError(f"{source}: loss[{i}].name = {name!r} is not one of {', '.join(LOSS_OPTIONS)}")
-        entry: dict[str, Any] = {"name": name, "weight": 1.0}
-        for k, v in spec.items():
-            if k == "name":
-                continue
-            where = f"loss[{i}].{k}"
-            if k == "weight":
-                entry[k] = _coerce(where, v, 1.0, source)
-                continue
-            if k not in LOSS_OPTIONS[name]:
-                raise CitysegError(f"{source}: unknown config key {where!r} for loss {name!r} "
-                                   f"(options: weight, {', '.join(LOSS_OPTIONS[name])})")
-            if k == "class_weights":
-                if v in ("none", "auto"):
-                    entry[k] = v
-                elif isinstance(v, list) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
-                    entry[k] = [float(x) for x in v]
-                else:
-                    raise CitysegError(f"{source}: {where} must be \"none\", \"auto\" or a list of numbers, got {v!r}")
-                continue
-            entry[k] = _coerce(where, v, LOSS_OPTIONS[name][k], source)
-        if entry["weight"] < 0:
-            raise CitysegError(f"{source}: loss[{i}].weight must be >= 0")
-        out.append(entry)
-    return out
+    return [_check_loss(i, spec, source) for i, spec in enumerate(value)]
+
+
+def _check_loss(i: int, spec: dict[str, Any], source: str) -> dict[str, Any]:
+    name = spec.get("name")
+    if name not in LOSSES:
+        raise CitysegError(f"{source}: loss[{i}].name = {name!r} is not one of {', '.join(LOSSES)}")
+    options = loss_options(name)
+    entry: dict[str, Any] = {"name": name, "weight": 1.0}
+    for k, v in spec.items():
+        where = f"loss[{i}].{k}"
+        if k == "name":
+            continue
+        if k == "weight":
+            entry[k] = _coerce(where, v, 1.0, source)
+        elif k == "output":
+            if getattr(LOSSES[name], "outputs", None):
+                raise CitysegError(f"{source}: {where}: loss {name!r} reads the outputs {', '.join(LOSSES[name].outputs)} itself")
+            if not isinstance(v, str) or not v:
+                raise CitysegError(f"{source}: {where} must name a model output, e.g. \"{MAIN_OUTPUT}\" or \"aux\"; got {v!r}")
+            entry[k] = v
+        elif k not in options:
+            raise CitysegError(f"{source}: unknown config key {where!r} for loss {name!r} "
+                               f"(options: weight, output, {', '.join(options)})")
+        elif k == "class_weights":
+            if v in ("none", "auto"):
+                entry[k] = v
+            elif isinstance(v, list) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+                entry[k] = [float(x) for x in v]
+            else:
+                raise CitysegError(f"{source}: {where} must be \"none\", \"auto\" or a list of numbers, got {v!r}")
+        else:
+            entry[k] = _coerce(where, v, options[k], source)
+    if entry["weight"] < 0:
+        raise CitysegError(f"{source}: loss[{i}].weight must be >= 0")
+    return entry
 
 
 def validate(cfg: dict[str, Any], source: str = "config") -> dict[str, Any]:

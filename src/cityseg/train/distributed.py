@@ -72,15 +72,6 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return tensor
 
 
-def any_flag(flag: bool, info: DistInfo) -> bool:
-    """True on every process if ``flag`` is True on any (e.g. Ctrl-C seen by one rank)."""
-    if not info.distributed:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
-
-
 def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     if not info.distributed:
         return [obj]

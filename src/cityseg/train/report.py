@@ -33,11 +33,6 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def read_metrics_csv(path: str | os.PathLike) -> list[dict[str, float]]:
-    with open(path, newline="") as f:
-        return [{k: float(v) if v else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
-
-
 def plot_curves(path: str | os.PathLike, history: list[dict[str, Any]]) -> None:
     """curves.png: train/val loss (left) and val mIoU over 19 classes and 34 ids (right) per epoch."""
     import matplotlib
@@ -95,3 +90,13 @@ class TensorBoard:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def epoch_line(row: dict[str, Any]) -> str:
+    """The one log line of a finished epoch."""
+    parts = [f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}"]
+    if "val_loss" in row:
+        parts.append(f"val loss {row['val_loss']:.4f}, pixel acc {row['pixel_acc']:.3f}, "
+                     f"mIoU-19 {row['miou_19']:.3f}, mIoU-34 {row['miou_34']:.3f}")
+    parts.append(f"{row['seconds']:.0f} s")
+    return ", ".join(parts)

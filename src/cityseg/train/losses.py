@@ -3,6 +3,8 @@
 Every loss skips pixels equal to ``ignore_index`` (255 for trainIds; the seed's 34-labelId setup has no
 ignored pixels) and computes in float32 even under bf16/fp16 autocast. ``build_loss(specs, ...)`` turns
 the recipe's ``loss = [{name = "ce", weight = 1.0}, {name = "dice", weight = 0.5}]`` into one module.
+A term reads the model output its ``output`` names (default ``"out"``), so a model with training-only
+heads adds e.g. ``{name = "ohem", weight = 0.4, output = "aux"}``.
 
 * ``ce``      cross-entropy, optional class weights and label smoothing (``F.cross_entropy``)
 * ``ohem``    online hard example mining CE (BiSeNet / PSPNet style): keep the pixels whose loss exceeds
@@ -10,12 +12,19 @@ the recipe's ``loss = [{name = "ce", weight = 1.0}, {name = "dice", weight = 0.5
 * ``dice``    soft multi-class Dice, 1 - mean over the classes present in the batch
 * ``focal``   focal loss (Lin et al. 2017), ``-(1 - p_t)^gamma log p_t``
 * ``lovasz``  Lovász-softmax (Berman et al. 2018), the convex surrogate of the Jaccard loss
+
+Adding a loss is a class plus one ``LOSSES`` entry: its keyword arguments become its recipe options. A
+loss on one logits tensor implements ``forward(logits, target)``. A loss that reads several outputs
+(e.g. a boundary-aware CE reading ``"out"`` and ``"boundary"``) sets the class attribute
+``outputs = ("out", "boundary")`` and implements ``forward(outputs: dict, target)``.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Any, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -172,37 +181,104 @@ class LovaszSoftmaxLoss(nn.Module):
         return lovasz_softmax_flat(flat.softmax(1), t)
 
 
-class CombinedLoss(nn.Module):
-    """``sum_i weight_i * loss_i``; ``last`` holds the detached value of each term of the latest call."""
+#: loss name -> class. A class's keyword arguments (besides ``ignore_index``) are the options a recipe
+#: may set, typed by their defaults; ``class_weights`` takes "none", "auto" or a list of floats.
+LOSSES: dict[str, type[nn.Module]] = {
+    "ce": CrossEntropyLoss,
+    "ohem": OhemCrossEntropyLoss,
+    "dice": DiceLoss,
+    "focal": FocalLoss,
+    "lovasz": LovaszSoftmaxLoss,
+}
 
-    def __init__(self, terms: Sequence[tuple[str, float, nn.Module]]):
+#: the model output a term reads unless its recipe entry names another (``output = "aux"``)
+MAIN_OUTPUT = "out"
+
+Outputs = torch.Tensor | Mapping[str, torch.Tensor]
+
+
+def loss_options(name: str) -> dict[str, Any]:
+    """The recipe options of loss ``name`` with their defaults (``class_weights`` defaults to "none")."""
+    params = inspect.signature(LOSSES[name].__init__).parameters
+    options = {k: p.default for k, p in params.items() if k not in ("self", "ignore_index")}
+    if "class_weights" in options:
+        options["class_weights"] = "none"
+    return options
+
+
+def reads_outputs(loss: nn.Module) -> bool:
+    """True for a loss that reads several model outputs: its ``forward(outputs, target)`` takes the dict.
+
+    Such a class sets ``outputs = ("out", "boundary")`` (the outputs it needs, checked before the first
+    step); every other loss gets the one tensor its term names, as ``forward(logits, target)``.
+    """
+    return bool(getattr(loss, "outputs", None))
+
+
+def as_outputs(outputs: Outputs) -> Mapping[str, torch.Tensor]:
+    """A model's training outputs as a dict: a plain tensor is ``{"out": tensor}``."""
+    return {MAIN_OUTPUT: outputs} if isinstance(outputs, torch.Tensor) else outputs
+
+
+def main_output(outputs: Outputs) -> torch.Tensor:
+    """The logits the metrics and the prediction use: the tensor itself, or ``outputs["out"]``."""
+    return outputs if isinstance(outputs, torch.Tensor) else outputs[MAIN_OUTPUT]
+
+
+class LossTerm(nn.Module):
+    """One weighted term of the recipe: ``weight * loss(outputs[output], target)``."""
+
+    def __init__(self, name: str, weight: float, loss: nn.Module, output: str = MAIN_OUTPUT):
+        super().__init__()
+        self.name, self.weight, self.loss, self.output = name, float(weight), loss, output
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        return tuple(self.loss.outputs) if reads_outputs(self.loss) else (self.output,)
+
+    def forward(self, outputs: Mapping[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        if reads_outputs(self.loss):
+            return self.weight * self.loss(outputs, target)
+        return self.weight * self.loss(outputs[self.output], target)
+
+
+class CombinedLoss(nn.Module):
+    """``sum_i weight_i * loss_i(outputs, target)`` over the recipe's terms.
+
+    ``outputs`` is the model's training output: one logits tensor (read as ``{"out": tensor}``) or a dict
+    of tensors at the input size (``{"out": ..., "aux": ..., "boundary": ...}``). A term that reads an
+    output the model does not return is a ``CitysegError`` naming both.
+    """
+
+    def __init__(self, terms: Sequence[LossTerm]):
         super().__init__()
         if not terms:
             raise ValueError("at least one loss term is needed")
-        self.names = [n for n, _, _ in terms]
-        self.weights = [float(w) for _, w, _ in terms]
-        self.losses = nn.ModuleList(m for _, _, m in terms)
-        self.last: dict[str, float] = {}
+        self.terms = nn.ModuleList(terms)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        total = None
-        parts = {}
-        for name, w, fn in zip(self.names, self.weights, self.losses):
-            value = fn(logits, target)
-            parts[name] = value.detach()
-            total = w * value if total is None else total + w * value
-        self.last = parts
-        return total
+    def check_outputs(self, available: Iterable[str]) -> None:
+        available = list(available)
+        for i, term in enumerate(self.terms):
+            missing = [k for k in term.reads if k not in available]
+            if missing:
+                raise CitysegError(
+                    f"loss[{i}] ({term.name}) reads model output {missing[0]!r}, but the model returns only "
+                    f"{', '.join(repr(k) for k in available)} in training"
+                )
 
+    def forward(self, outputs: Outputs, target: torch.Tensor) -> torch.Tensor:
+        outputs = as_outputs(outputs)
+        self.check_outputs(outputs)
+        return sum((term(outputs, target) for term in self.terms[1:]), self.terms[0](outputs, target))
 
-#: loss name -> (class, option names it accepts besides ``name`` and ``weight``)
-LOSSES: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
-    "ce": (CrossEntropyLoss, ("class_weights", "label_smoothing")),
-    "ohem": (OhemCrossEntropyLoss, ("class_weights", "thresh", "min_kept")),
-    "dice": (DiceLoss, ("smooth",)),
-    "focal": (FocalLoss, ("gamma",)),
-    "lovasz": (LovaszSoftmaxLoss, ("per_image",)),
-}
+    def validation_loss(self, outputs: Outputs, target: torch.Tensor) -> torch.Tensor:
+        """The sum of the terms whose outputs the model returns in eval mode (training-only heads are
+        absent there); NaN when no term is left."""
+        outputs = as_outputs(outputs)
+        parts = [term(outputs, target) for term in self.terms if all(k in outputs for k in term.reads)]
+        if not parts:
+            return torch.tensor(math.nan)
+        return sum(parts[1:], parts[0])
 
 
 def class_weights_from_counts(counts: torch.Tensor | Sequence[float], c: float = 1.02) -> torch.Tensor:
@@ -213,13 +289,27 @@ def class_weights_from_counts(counts: torch.Tensor | Sequence[float], c: float =
     return (1.0 / torch.log(c + freq)).float()
 
 
+def _class_weights(name: str, value: Any, num_classes: int, class_counts: torch.Tensor | None) -> torch.Tensor | None:
+    if value == "none":
+        return None
+    if value == "auto":
+        if class_counts is None:
+            raise CitysegError(f"loss {name!r}: class_weights = 'auto' needs the training label counts")
+        return class_weights_from_counts(class_counts)
+    if isinstance(value, (list, tuple)):
+        if len(value) != num_classes:
+            raise CitysegError(f"loss {name!r}: class_weights has {len(value)} values, the model has {num_classes} classes")
+        return torch.tensor([float(v) for v in value])
+    raise CitysegError(f"loss {name!r}: class_weights must be 'none', 'auto' or a list of {num_classes} numbers")
+
+
 def build_loss(
-    specs: Sequence[dict[str, Any]],
+    specs: Sequence[Mapping[str, Any]],
     num_classes: int,
     ignore_index: int = 255,
     class_counts: torch.Tensor | None = None,
 ) -> CombinedLoss:
-    """Build the weighted sum of losses described by ``specs`` (validated recipe entries).
+    """The weighted sum of the losses ``specs`` describe (recipe entries checked by ``config.check_losses``).
 
     ``class_weights`` may be ``"none"``, ``"auto"`` (needs ``class_counts``: per-class pixel counts of the
     training labels) or an explicit list of ``num_classes`` floats.
@@ -228,26 +318,11 @@ def build_loss(
     for spec in specs:
         spec = dict(spec)
         name = spec.pop("name")
-        weight = float(spec.pop("weight", 1.0))
         if name not in LOSSES:
             raise CitysegError(f"unknown loss {name!r}: choose one of {', '.join(LOSSES)}")
-        cls, allowed = LOSSES[name]
-        for key in spec:
-            if key not in allowed:
-                raise CitysegError(f"loss {name!r} has no option {key!r} (options: name, weight, {', '.join(allowed)})")
-        cw = spec.get("class_weights", "none")
+        weight = float(spec.pop("weight", 1.0))
+        output = spec.pop("output", MAIN_OUTPUT)
         if "class_weights" in spec:
-            if cw == "none":
-                spec["class_weights"] = None
-            elif cw == "auto":
-                if class_counts is None:
-                    raise CitysegError(f"loss {name!r}: class_weights = 'auto' needs the training label counts")
-                spec["class_weights"] = class_weights_from_counts(class_counts)
-            elif isinstance(cw, (list, tuple)):
-                if len(cw) != num_classes:
-                    raise CitysegError(f"loss {name!r}: class_weights has {len(cw)} values, the model has {num_classes} classes")
-                spec["class_weights"] = torch.tensor([float(v) for v in cw])
-            else:
-                raise CitysegError(f"loss {name!r}: class_weights must be 'none', 'auto' or a list of {num_classes} numbers")
-        terms.append((name, weight, cls(ignore_index=ignore_index, **spec)))
+            spec["class_weights"] = _class_weights(name, spec["class_weights"], num_classes, class_counts)
+        terms.append(LossTerm(name, weight, LOSSES[name](ignore_index=ignore_index, **spec), output))
     return CombinedLoss(terms)

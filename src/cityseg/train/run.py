@@ -1,0 +1,385 @@
+"""``train(cfg, data_root, out_dir)``: one recipe (see ``config.py``) from setup to the last checkpoint.
+
+Runs alone or under torchrun. Everything needed to continue exactly lives in ``RUN_DIR/last.pt``:
+weights, optimizer, LR scheduler, grad scaler, epoch and step within the epoch, the metric history and
+the RNG states. Data order and augmentation are functions of ``(seed, epoch, index)``, and the global
+RNGs are reseeded from ``(seed, epoch, rank)`` at every epoch start, so a run killed at any point and
+resumed from its last checkpoint reaches the same weights as one that never stopped.
+
+Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes a resumable ``last.pt`` and returns;
+a second Ctrl-C aborts at once (the previous ``last.pt`` stays). ``loop.py`` holds the step and the
+validation pass; this module builds their parts, resumes, and saves.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cityseg import labels as L
+from cityseg.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from cityseg.data.dataset import CityscapesDataset
+from cityseg.data.transforms import train_transform
+from cityseg.errors import CitysegError
+from cityseg.io import atomic_write_text
+from cityseg.models import build_model
+from cityseg.runtime import resolve_fast
+from cityseg.train import distributed as D
+from cityseg.train.config import dump_toml, validate
+from cityseg.train.loop import StepContext, evaluate, new_running, train_one_epoch
+from cityseg.train.losses import build_loss
+from cityseg.train.report import TensorBoard, epoch_line, plot_curves, write_metrics_csv
+from cityseg.train.sampler import EpochBatchSampler, epoch_seed
+from cityseg.train.schedule import build_scheduler
+from cityseg.train.state import StopRequest, get_rng_state, seed_everything, set_rng_state
+
+LAST, BEST = "last.pt", "best.pt"
+
+
+# ---- run directory -------------------------------------------------------------------------------
+def check_run_dir(out: Path, resume: bool) -> None:
+    """Refuse a RUN_DIR that is a file, or that already holds a run unless resuming. Creates nothing."""
+    if out.exists() and not out.is_dir():
+        raise CitysegError(f"{out}: output path exists and is not a folder")
+    if resume:
+        if not (out / LAST).is_file():
+            raise CitysegError(f"{out / LAST}: nothing to resume (no last.pt in the run folder)")
+    elif (out / LAST).exists():
+        raise CitysegError(f"{out}: already holds a training run (last.pt); pass --resume to continue it or choose another --out")
+
+
+def remove_stale_temp_files(out: Path) -> None:
+    """Delete temp files a killed run left mid-write (``.last.pt.XXXX.tmp`` etc.; see ``io.atomic_path``)."""
+    if out.is_dir():
+        for tmp in out.glob(".*.tmp"):
+            if tmp.is_file() and tmp.name.split(".")[1] in ("last", "best", "metrics", "curves", "config"):
+                tmp.unlink(missing_ok=True)
+
+
+# ---- building the parts ----------------------------------------------------------------------------
+def build_optimizer(model: nn.Module, o: dict[str, Any]) -> torch.optim.Optimizer:
+    """Adam / AdamW / SGD; with weight decay, biases and norm parameters (1-D tensors) are not decayed."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if o["weight_decay"] > 0:
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        groups = [{"params": decay, "weight_decay": o["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    else:
+        groups = [{"params": params, "weight_decay": 0.0}]
+    if o["name"] == "adam":
+        return torch.optim.Adam(groups, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"])
+    if o["name"] == "adamw":
+        return torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"])
+    return torch.optim.SGD(groups, lr=o["lr"], momentum=o["momentum"], nesterov=False)
+
+
+def build_dataset(cfg: dict[str, Any], root: Path, split: str, label_mode: str, train: bool = False,
+                  seed: int = 0) -> CityscapesDataset:
+    """The training (augmented when the recipe says so) or validation split at the recipe's size."""
+    d, a = cfg["data"], cfg["augment"]
+    transform = None
+    if train and a["enabled"]:
+        # labelIds have no ignore index: padding after a down-scale gets id 0 ("unlabeled") there
+        pad_label = L.IGNORE_INDEX if label_mode == "trainIds" else 0
+        transform = train_transform(d["size"], a["scale"], a["hflip"], a["photometric"], pad_label)
+    return CityscapesDataset(root=root, split=split, size=tuple(d["size"]), label_mode=label_mode,
+                             interpolation=d["interpolation"], mean=d["mean"] or None, std=d["std"] or None,
+                             transform=transform, cache=d["cache"], seed=seed, workers=max(1, d["workers"]))
+
+
+def class_pixel_counts(ds: CityscapesDataset, num_classes: int) -> torch.Tensor:
+    """Per-class pixel counts of a dataset's labels (for ``class_weights = "auto"``)."""
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    for i in range(len(ds)):
+        y = torch.from_numpy(np.asarray(ds.load(i)[1], dtype=np.int64).reshape(-1))  # before augmentation
+        counts += torch.bincount(y[y < num_classes], minlength=num_classes).double()
+    return counts
+
+
+@dataclass
+class Run:
+    """A training run: its parts, and where it stands (what ``last.pt`` records)."""
+
+    cfg: dict[str, Any]
+    out: Path
+    label_mode: str
+    ctx: StepContext
+    train_ds: CityscapesDataset
+    val_loader: torch.utils.data.DataLoader
+    sampler: EpochBatchSampler
+    say: Callable[[str], None]
+    epoch: int = 0  # epochs completed
+    step: int = 0  # steps done in the current epoch
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: float = -1.0
+    running: dict[str, Any] = field(default_factory=new_running)
+    metrics: dict[str, float] = field(default_factory=dict)
+    rng: list[dict[str, Any]] | None = None  # RNG states of a mid-epoch checkpoint being resumed
+
+    @property
+    def info(self) -> D.DistInfo:
+        return self.ctx.info
+
+    def checkpoint(self) -> Checkpoint:
+        """The state now, as ``last.pt`` holds it (a collective call: every process gathers RNG states)."""
+        d, cfg, ctx = self.cfg["data"], self.cfg, self.ctx
+        return Checkpoint(
+            model=ctx.model.state_dict(), model_name=cfg["model"]["name"], model_options=dict(cfg["model"]["options"]),
+            label_mode=self.label_mode, num_classes=L.num_classes(self.label_mode),
+            class_names=list(L.class_names(self.label_mode)), input_size=list(d["size"]),
+            interpolation=d["interpolation"], mean=list(d["mean"]) or None, std=list(d["std"]) or None,
+            optimizer=ctx.optimizer.state_dict(), scheduler=ctx.scheduler.state_dict(),
+            scaler=ctx.scaler.state_dict() if ctx.scaler.is_enabled() else None,
+            epoch=self.epoch, step=self.step, config=copy.deepcopy(cfg), metrics=dict(self.metrics),
+            best_miou=self.best, history=copy.deepcopy(self.history), train_state=dict(self.running),
+            world_size=self.info.world_size, rng=D.all_gather_objects(get_rng_state(), self.info),
+        )
+
+    def save(self, name: str) -> None:
+        ckpt = self.checkpoint()
+        if self.info.is_main:
+            save_checkpoint(self.out / name, ckpt)
+        D.barrier(self.info)
+
+
+def load_resume_checkpoint(cfg: dict[str, Any], out: Path, label_mode: str) -> dict[str, Any]:
+    """``last.pt``, refused unless it was written by the same model, label mode and size."""
+    ckpt = load_checkpoint(out / LAST)
+    for key, want in (("model_name", cfg["model"]["name"]), ("label_mode", label_mode),
+                      ("num_classes", L.num_classes(label_mode)), ("input_size", list(cfg["data"]["size"])),
+                      ("model_options", cfg["model"]["options"])):
+        if ckpt.get(key) != want:
+            raise CitysegError(f"{out / LAST}: cannot resume: checkpoint has {key} = {ckpt.get(key)!r}, this run {want!r}")
+    return ckpt
+
+
+def _datasets(cfg: dict[str, Any], root: Path, label_mode: str, info: D.DistInfo):
+    """Training and validation splits; rank 0 builds the caches first, the other processes then read them."""
+    d = cfg["data"]
+    if info.distributed and not info.is_main:
+        D.barrier(info)
+    try:
+        train_ds = build_dataset(cfg, root, d["train_split"], label_mode, train=True, seed=int(cfg["train"]["seed"]))
+        val_ds = build_dataset(cfg, root, d["val_split"], "labelIds")
+    finally:
+        if info.distributed and info.is_main:
+            D.barrier(info)
+    return train_ds, val_ds
+
+
+def _wrap_model(model: nn.Module, cfg: dict[str, Any], info: D.DistInfo, channels_last: bool) -> nn.Module:
+    """The model on its device, with SyncBatchNorm / channels_last / DDP as the recipe and torchrun ask."""
+    device = info.device
+    model.to(device)
+    if cfg["model"]["sync_bn"] and info.distributed:
+        if device.type != "cuda":
+            raise CitysegError("model.sync_bn = true needs CUDA (torch's SyncBatchNorm is GPU-only); "
+                               "on CPU set model.sync_bn = false (BatchNorm statistics stay per process)")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if info.distributed:
+        return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model
+
+
+def setup(cfg: dict[str, Any], root: Path, out: Path, info: D.DistInfo, say: Callable[[str], None]) -> Run:
+    """Build the model, data, loss, optimizer and schedule of a fresh run (identical on every process)."""
+    t = cfg["train"]
+    label_mode = L.check_label_mode(cfg["data"]["label_mode"])
+    num_classes = L.num_classes(label_mode)
+    if t["deterministic"]:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    seed_everything(int(t["seed"]))  # identical initial weights on every rank (DDP also broadcasts rank 0's)
+    model = build_model(cfg["model"]["name"], num_classes=num_classes, **cfg["model"]["options"])
+    model.check_input_shape(*cfg["data"]["size"])
+    train_ds, val_ds = _datasets(cfg, root, label_mode, info)
+    counts = class_pixel_counts(train_ds, num_classes) if any(s.get("class_weights") == "auto" for s in cfg["loss"]) else None
+    criterion = build_loss(cfg["loss"], num_classes, ignore_index=L.IGNORE_INDEX, class_counts=counts).to(info.device)
+    sampler = EpochBatchSampler(len(train_ds), t["batch_size"], seed=int(t["seed"]), rank=info.rank,
+                                world_size=info.world_size, shuffle=True, drop_last=t["drop_last"])
+    if len(sampler) == 0:
+        raise CitysegError(f"{root}: split {cfg['data']['train_split']!r} has {len(train_ds)} images, fewer than one "
+                           f"batch of {t['batch_size']} (drop_last)")
+    val_subset = torch.utils.data.Subset(val_ds, list(range(info.rank, len(val_ds), info.world_size)))
+    val_loader = torch.utils.data.DataLoader(val_subset, batch_size=t["eval_batch_size"], shuffle=False,
+                                             num_workers=cfg["data"]["workers"])
+    channels_last, amp_dtype = resolve_fast(t["fast"], info.device)
+    net = _wrap_model(model, cfg, info, channels_last)
+    optimizer = build_optimizer(model, cfg["optim"])
+    scheduler = build_scheduler(optimizer, cfg["schedule"], t["epochs"] * len(sampler), cfg["optim"]["lr"])
+    scaler = torch.amp.GradScaler(info.device.type, enabled=info.device.type == "cuda" and amp_dtype == torch.float16)
+    ctx = StepContext(net, criterion, optimizer, scheduler, scaler, info, channels_last, amp_dtype,
+                      float(t["grad_clip"]), t["nan_policy"], out / LAST)
+    return Run(cfg, out, label_mode, ctx, train_ds, val_loader, sampler, say)
+
+
+def resume(run: Run, ckpt: dict[str, Any]) -> None:
+    """Continue from ``last.pt``: weights, optimizer, schedule, scaler, history and the epoch's position."""
+    ctx = run.ctx
+    ctx.model.load_state_dict(ckpt["model"])
+    ctx.optimizer.load_state_dict(ckpt["optimizer"])
+    ctx.scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler"):
+        ctx.scaler.load_state_dict(ckpt["scaler"])
+    run.epoch, run.step = int(ckpt["epoch"]), int(ckpt.get("step") or 0)
+    run.history = list(ckpt.get("history") or [])
+    run.best = float(ckpt.get("best_miou", -1.0))
+    run.metrics = dict(ckpt.get("metrics") or {})
+    if run.step:
+        run.running = dict(ckpt["train_state"])
+        run.rng = ckpt["rng"]
+    run.say(f"resuming {run.out / LAST}: epoch {run.epoch + 1}, step {run.step}/{len(run.sampler)}")
+
+
+# ---- the epochs ------------------------------------------------------------------------------------
+def _epoch_loader(run: Run, epoch: int) -> torch.utils.data.DataLoader:
+    """The epoch's loader, from its first step or, when resuming mid-epoch, from the saved step and RNGs."""
+    info, seed = run.info, int(run.cfg["train"]["seed"])
+    if run.rng is not None:
+        set_rng_state(run.rng[info.rank] if len(run.rng) == info.world_size else run.rng[0])
+        run.rng = None
+    else:
+        seed_everything(epoch_seed(seed, epoch, 1 + info.rank))
+        run.running, run.step = new_running(), 0
+    run.sampler.set_epoch(epoch, run.step)
+    run.train_ds.set_epoch(epoch)
+    return torch.utils.data.DataLoader(
+        run.train_ds, batch_sampler=run.sampler, num_workers=run.cfg["data"]["workers"],
+        pin_memory=info.device.type == "cuda", generator=torch.Generator().manual_seed(epoch_seed(seed, epoch, 2)),
+    )
+
+
+def _params_finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.state_dict().values() if p.is_floating_point())
+
+
+def end_epoch(run: Run, epoch: int, tb: TensorBoard, show: bool) -> None:
+    """Validate when due, then record the epoch: history, best.pt, metrics.csv, last.pt, curves, log line."""
+    t = run.cfg["train"]
+    if run.running["steps"] == 0:
+        raise CitysegError(f"epoch {epoch + 1}: every step was skipped (non-finite loss); stopping")
+    row = {"epoch": epoch + 1, "train_loss": run.running["loss_sum"] / run.running["steps"],
+           "lr": run.ctx.optimizer.param_groups[0]["lr"]}
+    tick = time.monotonic()
+    if (epoch + 1) % t["val_every"] == 0 or epoch + 1 == t["epochs"]:
+        row.update(evaluate(run.ctx, run.val_loader, run.label_mode, show))
+        run.metrics = {k: float(v) for k, v in row.items() if k in ("pixel_acc", "miou_19", "miou_34", "val_loss")}
+    row["seconds"] = round(run.running["seconds"] + time.monotonic() - tick, 3)
+    if not _params_finite(run.ctx.model):
+        raise CitysegError(f"epoch {epoch + 1}: the weights became non-finite; stopping, {run.out / LAST} kept")
+    run.history.append(row)
+    run.epoch, run.step = epoch + 1, 0
+    key = "miou_19" if run.label_mode == "trainIds" else "miou_34"
+    if key in row and row[key] > run.best:
+        run.best = row[key]
+        run.save(BEST)
+    if run.info.is_main:
+        write_metrics_csv(run.out / "metrics.csv", run.history)
+    run.save(LAST)
+    if run.info.is_main:
+        plot_curves(run.out / "curves.png", run.history)
+        tb.scalars(row, epoch + 1)
+        run.say(epoch_line(row))
+
+
+def fit(run: Run, progress: bool) -> tuple[str, str]:
+    """Train the remaining epochs; returns (why it stopped early or "", the signal's name)."""
+    from tqdm import tqdm
+
+    t, info = run.cfg["train"], run.info
+    show = progress and info.is_main
+    tb = TensorBoard(run.out / "tensorboard", bool(t["tensorboard"]) and info.is_main, log=run.say)
+    t0, limit_s, stopped = time.monotonic(), t["max_minutes"] * 60.0, ""
+    steps = len(run.sampler)
+
+    def after_step(step: int) -> None:
+        run.step = step
+        if t["checkpoint_every"] and step % t["checkpoint_every"] == 0 and step < steps:
+            run.save(LAST)
+
+    try:
+        with StopRequest() as stop:
+            def should_stop() -> list[bool]:
+                return [stop.requested, limit_s > 0 and time.monotonic() - t0 > limit_s]
+
+            for epoch in range(run.epoch, t["epochs"]):
+                loader = _epoch_loader(run, epoch)
+                bar = tqdm(total=steps, initial=run.step, desc=f"epoch {epoch + 1}/{t['epochs']}",
+                           disable=not show, dynamic_ncols=True, unit="step")
+                run.step, flags = train_one_epoch(run.ctx, loader, epoch, run.step, run.running, should_stop,
+                                                  after_step, bar, run.say)
+                bar.close()
+                if any(flags):
+                    stopped = "interrupted" if flags[0] else "time limit"
+                if stopped and run.step < steps:
+                    run.save(LAST)  # resumable mid-epoch
+                    break
+                end_epoch(run, epoch, tb, show)
+                if stopped:
+                    break
+    except KeyboardInterrupt:
+        run.say(f"\naborted; {run.out / LAST} holds the last saved state")
+        raise
+    finally:
+        tb.close()
+    return stopped, stop.signame
+
+
+# ---- the entry point -------------------------------------------------------------------------------
+def train(cfg: dict[str, Any], data_root: str | Path, out_dir: str | Path, resume: bool = False,
+          log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
+    """Train ``cfg["model"]["name"]`` with the recipe ``cfg`` on ``data_root``; files go to ``out_dir``.
+
+    Returns a summary: ``{"run_dir", "epoch", "step", "best_miou", "metrics", "stopped", "history"}``
+    where ``stopped`` is "" (all epochs done), "interrupted" or "time limit".
+    """
+    cfg = validate(copy.deepcopy(cfg))
+    if not cfg["model"]["name"]:
+        raise CitysegError("no model given (--model NAME)")
+    out = Path(out_dir)
+    check_run_dir(out, resume)
+    info = D.init_distributed_mode()
+    try:
+        return _train(cfg, Path(data_root), out, resume, info, log, progress)
+    finally:
+        D.cleanup(info)
+
+
+def _train(cfg: dict[str, Any], root: Path, out: Path, resume_run: bool, info: D.DistInfo,
+           log: Callable[[str], None], progress: bool) -> dict[str, Any]:
+    say = log if info.is_main else (lambda *_: None)
+    ckpt = load_resume_checkpoint(cfg, out, L.check_label_mode(cfg["data"]["label_mode"])) if resume_run else None
+    run = setup(cfg, root, out, info, say)
+    if ckpt is not None:
+        resume(run, ckpt)
+    if info.is_main:
+        remove_stale_temp_files(out)
+        atomic_write_text(out / "config.toml", dump_toml(cfg))  # creates RUN_DIR (lazily, here)
+        if run.history:
+            write_metrics_csv(out / "metrics.csv", run.history)
+    say(_start_line(run))
+    stopped, signame = fit(run, progress)
+    if stopped == "interrupted":
+        say(f"\ninterrupted ({signame}): saved {out / LAST} at epoch {run.epoch + 1}, step {run.step}/"
+            f"{len(run.sampler)}; continue with the same command plus --resume")
+    elif stopped == "time limit":
+        say(f"\ntime limit of {cfg['train']['max_minutes']:g} min reached: saved {out / LAST}; --resume continues")
+    return {"run_dir": str(out), "epoch": run.epoch, "step": run.step, "best_miou": run.best,
+            "metrics": run.metrics, "stopped": stopped, "history": run.history}
+
+
+def _start_line(run: Run) -> str:
+    t, (h, w), info, ctx = run.cfg["train"], run.cfg["data"]["size"], run.info, run.ctx
+    split = f" = {info.world_size} x {run.sampler.per_rank}" if info.distributed else ""
+    return (f"training {run.cfg['model']['name']} on {len(run.train_ds)} images ({len(run.sampler)} steps/epoch, "
+            f"global batch {t['batch_size']}{split}), {run.label_mode}, {h}x{w}, device {info.device.type}"
+            f"{', channels_last' if ctx.channels_last else ''}{f', autocast {ctx.amp_dtype}' if ctx.amp_dtype else ''}")
