@@ -51,6 +51,7 @@ Issue 8 (extras)
 
 from __future__ import annotations
 
+from functools import partial
 import os
 import shutil
 import subprocess
@@ -140,8 +141,8 @@ class TinyNet(SegmentationModel):
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_model():
-    models.MODELS["tiny"] = (models._variant(TinyNet), "tiny test net")
-    models.MODELS["tiny_other"] = (models._variant(TinyNet, width=6), "tiny test net, other width")
+    models.MODELS["tiny"] = models.Entry(partial(TinyNet), "tiny test net")
+    models.MODELS["tiny_other"] = models.Entry(partial(TinyNet, width=6), "tiny test net, other width")
     yield
     models.MODELS.pop("tiny", None)
     models.MODELS.pop("tiny_other", None)

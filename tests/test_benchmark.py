@@ -1,5 +1,5 @@
 """`cityseg benchmark`: one smoke run at a tiny size (schema, sane numbers, markdown + plot written), the
-markdown merge, the derived targets, and bad options. No wall-clock assertions."""
+markdown merge, and bad options. No wall-clock assertions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from cityseg import benchmark as B
+from cityseg.tools import benchmark as B
 from cityseg.cli import main
 
 KEYS = {"params", "gflops", "train_img_s_fp32", "train_img_s_fast", "infer_img_s_fp32", "infer_img_s_fast",
@@ -61,44 +61,10 @@ def test_markdown_and_plot_written(smoke):
     assert text.startswith("# Benchmarks\n\nHand-written notes above.")
     assert text.rstrip().endswith("Hand-written notes below.")
     assert "\nold\n" not in text and text.count(B.BEGIN) == 1 == text.count(B.END)
-    assert "| residual_inception_unet |" in text and "| target | measured | status |" in text
+    assert "| residual_inception_unet |" in text and "| target |" not in text  # the library judges nothing
     assert "![throughput per model, baseline vs fast path](b.png)" in text
-    for target in ("fast path >= 2.5x fp32 eager", "cache loading >= 10x", "full-res prediction",
-                   "evaluate --pred-dir"):
-        assert target in text
     png = (out / "b.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
-
-
-def _fake(**ru):
-    base = dict.fromkeys(B.MODEL_KEYS)
-    base.update(params=1, gflops=10.0, loader_img_s_cache=500.0)
-    return {"roof_gflops": {"fp32": 200.0, "bf16": 400.0}, "device": "cpu: x",
-            "models": {"residual_unet": {**base, **ru}},
-            "meta": {"size": [128, 256], "fast_dtype": "bfloat16"}}
-
-
-def test_targets_arithmetic():
-    # 10 GFLOP forward x 3 (train) x 6 img/s = 180 GFLOP/s = 45% of the 400 bf16 roof; 6/2 = 3x; 500/6 = 83x
-    rows = {what: ok for what, _, ok in B.targets(_fake(train_img_s_fp32=2.0, train_img_s_fast=6.0,
-                                                        fullres_s_per_img=0.2))}
-    assert rows["residual_unet train, fast path >= 2.5x fp32 eager"] is True
-    assert rows["residual_unet train, fast path >= 40% of the bf16 matmul roof"] is True
-    assert rows["cache loading >= 10x the fastest model's training consumption"] is True
-    assert rows["full-res prediction with a 128x256 model < 0.25 s/img"] is True
-    rows = {what: ok for what, _, ok in B.targets(_fake(train_img_s_fp32=3.0, train_img_s_fast=5.0,
-                                                        fullres_s_per_img=0.3), eval_speedup=1.5)}
-    assert rows["residual_unet train, fast path >= 2.5x fp32 eager"] is False
-    assert rows["residual_unet train, fast path >= 40% of the bf16 matmul roof"] is False  # 150/400
-    assert rows["full-res prediction with a 128x256 model < 0.25 s/img"] is False
-    # the fastest backend counts, and the row names it
-    rows = {what: (text, ok) for what, text, ok in B.targets(_fake(fullres_s_per_img=0.3,
-                                                                  **{B.ONNX_FULLRES_KEY: 0.2}))}
-    text, ok = rows["full-res prediction with a 128x256 model < 0.25 s/img"]
-    assert ok is True and text.startswith("0.200 s (residual_unet, onnxruntime)") and "PyTorch 0.300" in text
-    rows = {what: ok for what, _, ok in B.targets(_fake(train_img_s_fp32=3.0, train_img_s_fast=5.0,
-                                                        fullres_s_per_img=0.3), eval_speedup=1.5)}
-    assert rows["`cityseg evaluate --pred-dir` >= 2x faster than the official script"] is False
 
 
 @pytest.mark.parametrize("argv, message", [

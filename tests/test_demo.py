@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from cityseg import demo
+from cityseg.tools import demo
 from cityseg.cli import main
 
 #: SynthCity at 128x256 (2 train, 2 val), trained at 64x128 for one epoch: seconds, not minutes
@@ -33,7 +33,7 @@ def test_demo_end_to_end_then_rerun_reuses_data(tmp_path, capsys):
     from pathlib import Path
 
     from cityseg.data.synth import MARKER
-    from cityseg.evaluation import evaluate_pred_dir
+    from cityseg.eval.evaluate import evaluate_pred_dir
     from cityseg.io import read_image, read_label
 
     out = tmp_path / "demo"

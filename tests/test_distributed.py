@@ -3,6 +3,7 @@ global batch size (a BN-free net: torch's SyncBatchNorm is GPU-only, plain BN wo
 
 from __future__ import annotations
 
+from functools import partial
 import os
 import socket
 
@@ -34,7 +35,7 @@ class PlainNet(SegmentationModel):
 
 
 def register():
-    models.MODELS["plain_test"] = (models._variant(PlainNet), "test net")
+    models.MODELS["plain_test"] = models.Entry(partial(PlainNet), "test net")
 
 
 def configs():
@@ -68,7 +69,7 @@ def _worker(rank, world, port, data, out):
 
 def _evaluator(*ranks):
     """A CityscapesEvaluator fed one random frame per rank (with instances on rank 0 only)."""
-    from cityseg.metrics import CityscapesEvaluator
+    from cityseg.eval.metrics import CityscapesEvaluator
 
     ev = CityscapesEvaluator()
     for rank in ranks:
@@ -106,7 +107,7 @@ def test_two_gloo_processes_match_one_process(synth_ddp, tmp_path, monkeypatch):
 
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setitem(models.MODELS, "plain_test", (models._variant(PlainNet), "test net"))
+    monkeypatch.setitem(models.MODELS, "plain_test", models.Entry(partial(PlainNet), "test net"))
     for name, cfg in configs().items():
         train(cfg, synth_ddp, tmp_path / f"single_{name}", progress=False, log=lambda *a: None)
     mp.spawn(_worker, args=(2, _free_port(), str(synth_ddp), str(tmp_path)), nprocs=2, join=True)

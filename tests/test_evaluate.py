@@ -16,7 +16,7 @@ import pytest
 from cityseg import labels
 from cityseg.cli import main
 from cityseg.data import layout
-from cityseg.evaluation import evaluate_pred_dir, score_pred_dir
+from cityseg.eval.evaluate import evaluate_pred_dir, score_pred_dir
 from cityseg.io import read_instance, read_label, write_png
 
 ROAD, SIDEWALK, BUILDING, CAR, TRUCK, PERSON, VEGETATION = 7, 8, 11, 26, 27, 24, 21
@@ -257,7 +257,7 @@ def _tiny_predictor():
     """A fixed random 1x1-conv trainId "model" at 64x128: the protocol, not the accuracy, is under test."""
     import torch
 
-    from cityseg.inference import Predictor
+    from cityseg.infer.predictor import Predictor
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 19, 3, padding=1), torch.nn.Conv2d(19, 19, 1))
@@ -269,9 +269,9 @@ def test_checkpoint_protocol_equals_pred_dir_of_its_own_predictions(synth_small,
     scored at full size: identical to writing those predictions out and scoring the folder. At model
     size: the model-resolution argmax against nearest-downsampled labelIds and instanceIds."""
     from cityseg.data.transforms import resize_label
-    from cityseg.evaluation import score_checkpoint
+    from cityseg.eval.evaluate import score_checkpoint
     from cityseg.io import read_image
-    from cityseg.metrics import CityscapesEvaluator
+    from cityseg.eval.metrics import CityscapesEvaluator
 
     predictor = _tiny_predictor()
     full, small, _ = score_checkpoint(synth_small, "val", None, at_model_size=True, predictor=predictor, workers=2)
@@ -331,7 +331,7 @@ def test_cli_checkpoint_end_to_end(one_frame, real_checkpoint, tmp_path, capsys)
 
 
 def test_cli_options_reach_the_predictor(one_frame, monkeypatch, tmp_path):
-    from cityseg import inference
+    from cityseg.infer import predictor as inference
 
     seen = {}
 
@@ -367,7 +367,7 @@ def test_table_and_confusion_heatmap_show_the_scores(synth_small, small_preds, t
     import matplotlib.axes
     import matplotlib.figure
 
-    from cityseg.metrics import EVAL_IDS
+    from cityseg.eval.metrics import EVAL_IDS
 
     shown = {}
     real_imshow = matplotlib.axes.Axes.imshow

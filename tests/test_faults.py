@@ -9,6 +9,7 @@ writes (so that a kill lands mid-step or mid-write), or injects NaN into one inp
 
 from __future__ import annotations
 
+from functools import partial
 import csv
 import errno
 import io as _io
@@ -70,7 +71,7 @@ def install() -> None:
     """Register ``tiny`` and, if FAULT_SAVE_SLEEP is set, make torch.save write in two halves with a pause."""
     from cityseg import models
 
-    models.MODELS["tiny"] = (models._variant(TinyNet), "tiny test net")
+    models.MODELS["tiny"] = models.Entry(partial(TinyNet), "tiny test net")
     TinyNet.calls, TinyNet.nan_at = 0, int(os.environ.get("FAULT_NAN_AT", "0"))
     pause = float(os.environ.get("FAULT_SAVE_SLEEP", "0"))
     if pause:
@@ -102,7 +103,6 @@ if __name__ == "__main__":  # the subprocess wrapper: python tests/test_faults.p
 # ---- helpers ---------------------------------------------------------------------------------------------------
 from cityseg.checkpoint import load_checkpoint  # noqa: E402
 from cityseg.cli import main  # noqa: E402
-from cityseg.errors import CitysegError  # noqa: E402
 
 RUN_FILES = {"last.pt", "best.pt", "metrics.csv", "curves.png", "config.toml"}
 
@@ -212,7 +212,7 @@ def tiny(monkeypatch):
     """The tiny model registered in this process (for in-process ``cityseg.cli.main`` runs)."""
     from cityseg import models
 
-    monkeypatch.setitem(models.MODELS, "tiny", (models._variant(TinyNet), "tiny test net"))
+    monkeypatch.setitem(models.MODELS, "tiny", models.Entry(partial(TinyNet), "tiny test net"))
     TinyNet.calls, TinyNet.nan_at = 0, 0
     yield TinyNet
     TinyNet.calls, TinyNet.nan_at = 0, 0

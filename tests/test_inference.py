@@ -9,9 +9,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cityseg import inference, labels
+from cityseg import labels
+from cityseg.data.transforms import preprocess
 from cityseg.errors import CitysegError
-from cityseg.inference import Predictor, argmax_upsampled, preprocess
+from cityseg.infer import upsample as inference
+from cityseg.infer.predictor import Predictor
+from cityseg.infer.upsample import argmax_upsampled
 
 
 class TinyNet(nn.Module):

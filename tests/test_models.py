@@ -360,7 +360,7 @@ def test_vgg16_encoder_weights(tmp_path):
 # ---- `cityseg models` --------------------------------------------------------------------------
 def test_models_command_flops_and_json(tmp_path, capsys):
     from cityseg.cli import main
-    from cityseg.commands.models import model_info
+    from cityseg.models import model_info
 
     out = tmp_path / "models.json"
     assert main(["models", "residual_unet", "segception", "segception_base", "--json", str(out)]) == 0
@@ -509,8 +509,8 @@ def test_vgg16_unet_decoder_concatenates_skips():
 @pytest.mark.parametrize("name", [n for n, _ in FUSED_CASES])
 def test_multi_branch_blocks_run_per_branch_by_default(name):
     """The fused path is opt-in: it was measured slower (zero-padded kernels cost more MACs than it saves)."""
-    from cityseg.models.blocks import _Parallel
+    from cityseg.models.blocks import ParallelBlock
 
-    blocks = [m for m in build_model(name).modules() if isinstance(m, _Parallel)]
+    blocks = [m for m in build_model(name).modules() if isinstance(m, ParallelBlock)]
     assert blocks and not any(b.fused for b in blocks)
-    assert all(b.fused for b in set_fused(build_model(name), True).modules() if isinstance(b, _Parallel))
+    assert all(b.fused for b in set_fused(build_model(name), True).modules() if isinstance(b, ParallelBlock))

@@ -15,8 +15,8 @@ from cityseg import io, labels
 from cityseg.checkpoint import save_checkpoint
 from cityseg.cli import main
 from cityseg.data import layout
-from cityseg.inference import Predictor
-from cityseg.predict import collect_inputs, overlay
+from cityseg.infer.predictor import Predictor
+from cityseg.infer.outputs import collect_inputs, overlay
 
 MODEL = "residual_unet_same"
 SIZE = (32, 64)
@@ -161,7 +161,7 @@ def test_duplicate_stems_are_refused(ckpt, tiny_root, tmp_path, capsys):
 
 
 def test_results_figure_layout(ckpt, tiny_root, tmp_path, capsys):
-    from cityseg.figure import results_figure
+    from cityseg.infer.figure import results_figure
 
     path = results_figure(Predictor.from_checkpoint(ckpt), tiny_root, tmp_path / "fig.png", n=2)
     with Image.open(path) as im:
@@ -180,7 +180,7 @@ def test_results_figure_rows_are_first_n_sorted_frames_in_the_official_palette(c
     official labelId palette (checked on the arrays handed to imshow)."""
     import matplotlib.axes
 
-    from cityseg.figure import TITLES, results_figure
+    from cityseg.infer.figure import TITLES, results_figure
 
     drawn, titles = [], []
     real_imshow, real_title = matplotlib.axes.Axes.imshow, matplotlib.axes.Axes.set_title
@@ -223,8 +223,8 @@ def test_export_has_dynamic_batch_and_matches_pytorch(ckpt_train, onnx_export):
     import onnx
     import onnxruntime as ort
 
-    from cityseg.checkpoint import model_from_checkpoint
-    from cityseg.export import read_metadata
+    from cityseg.models import model_from_checkpoint
+    from cityseg.infer.onnx import read_metadata
 
     onnx_file, printed = onnx_export
     proto = onnx.load(str(onnx_file))
@@ -303,7 +303,7 @@ def _registered_models():
 @pytest.mark.parametrize("name", _registered_models())
 def test_every_registered_model_exports_to_onnx(name, tmp_path):
     """ONNX export + onnxruntime parity for every model (Model B at its built size, with its PReLU alphas)."""
-    from cityseg.export import compare_onnx, export_onnx
+    from cityseg.infer.onnx import compare_onnx, export_onnx
     from cityseg.models import build_model
 
     size = EXPORT_SIZES.get(name, (32, 64))

@@ -5,7 +5,7 @@ the decoders rather than stopping at a checksum) never raise anything but a one-
 naming the file, and whatever they do return honours the reader's contract. Plain random bytes and
 XOR-damaged PNGs are in tests/test_bad_input.py.
 
-Metrics: ``ConfusionMatrix`` and ``CityscapesEvaluator`` on random label maps and random confusion
+Metrics: ``CityscapesEvaluator`` on random label maps and random confusion
 matrices equal a plain numpy reference written here from the definition (IoU = TP / (TP + FP + FN),
 NaN-skipping mean over the 19 evaluated classes, pixel accuracy over evaluated pixels), with the
 evaluated/ignored split taken from cityscapesScripts' own label table; the scores do not depend on the
@@ -20,17 +20,14 @@ import zlib
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from cityseg import io
 from cityseg.errors import CitysegError
-from cityseg.metrics import (
+from cityseg.eval.metrics import (
     CityscapesEvaluator,
-    ConfusionMatrix,
     class_iou,
-    iou_from_confusion,
     pixel_accuracy,
 )
 
@@ -188,35 +185,6 @@ def test_scores_of_random_confusion_matrices_equal_numpy_reference(m):
     ev.n_images = 1
     s = ev.scores()
     assert same(s["mIoU"], ref["mIoU"]) and same(s["pixel_acc"], ref["pixel_acc"])
-    # generic trainId-space scores: IoU = diag / (row + col - diag), NaN where the union is empty
-    g = iou_from_confusion(m)
-    for c in range(34):
-        union = int(m[c].sum() + m[:, c].sum() - m[c, c])
-        assert same(g["iou"][c], m[c, c] / union if union else math.nan)
-    total = int(m.sum())
-    assert same(g["pixel_acc"], np.trace(m) / total if total else math.nan)
-
-
-@settings(max_examples=60, deadline=None)
-@given(gt_pred=label_maps(), ignore_index=st.sampled_from([255, None]), on_tensor=st.booleans())
-def test_confusion_matrix_trainids_equals_reference_and_skips_ignore(gt_pred, ignore_index, on_tensor):
-    """trainIds mode (19 classes + 255): 255 in the GT counts nowhere, whatever is predicted there."""
-    from cityseg.labels import LABELID_TO_TRAINID
-
-    gt_l, pred_l = gt_pred
-    gt = LABELID_TO_TRAINID[gt_l]  # 0..18 and 255
-    pred = np.where(LABELID_TO_TRAINID[pred_l] == 255, 0, LABELID_TO_TRAINID[pred_l]).astype(np.uint8)
-    cm = ConfusionMatrix(19, ignore_index=ignore_index)
-    conv = (lambda a: torch.from_numpy(a.astype(np.int64))) if on_tensor else (lambda a: a)
-    cm.update(conv(pred), conv(gt))
-    expect = np.zeros((19, 19), np.int64)
-    keep = gt != 255
-    np.add.at(expect, (gt[keep].astype(np.int64), pred[keep].astype(np.int64)), 1)
-    assert np.array_equal(cm.numpy(), expect)
-    s = iou_from_confusion(cm.mat)
-    ref = ref_generic(gt, pred, 19, ignore=255)
-    assert all(same(a, b) for a, b in zip(s["iou"], ref["iou"]))
-    assert same(s["mIoU"], ref["mIoU"]) and same(s["pixel_acc"], ref["pixel_acc"])
 
 
 # ---- invariance to the order of the images ------------------------------------------------------------------------
@@ -273,29 +241,6 @@ def test_ignore_pixels_with_any_prediction_change_nothing(gt_pred, data):
     for key in ("mIoU", "iIoU", "mIoU_categories", "iIoU_categories", "pixel_acc"):
         assert same(a[key], b[key]), key
     assert same(b["mIoU"], ref_scores_from_pixels(gt_x, pred_x)["mIoU"])
-
-
-@settings(max_examples=50, deadline=None)
-@given(gt_pred=label_maps(max_side=10), extra=st.integers(1, 40), seed=st.integers(0, 2**32 - 1))
-def test_trainid_ignore_255_with_any_prediction_changes_nothing(gt_pred, extra, seed):
-    from cityseg.labels import LABELID_TO_TRAINID
-
-    gt = LABELID_TO_TRAINID[gt_pred[0]].reshape(-1)
-    pred = np.minimum(LABELID_TO_TRAINID[gt_pred[1]], 18).reshape(-1)
-    rng = np.random.default_rng(seed)
-    a, b = ConfusionMatrix(19), ConfusionMatrix(19)
-    a.update(pred, gt)
-    b.update(np.concatenate([pred, rng.integers(0, 19, extra).astype(np.uint8)]),
-             np.concatenate([gt, np.full(extra, 255, np.uint8)]))
-    assert torch.equal(a.mat, b.mat)
-    # a trainId *prediction* of 255 (void) on a valid pixel is not ignored: it is a false negative there
-    ev = CityscapesEvaluator()
-    gt_l = gt_pred[0]
-    ev.add(np.full(gt_l.shape, 255, np.uint8), gt_l, pred_mode="trainIds")
-    s = ev.scores()
-    assert all(math.isnan(v) or v == 0.0 for v in s["class_iou"].values())
-    if REF_VALID[gt_l].any():
-        assert s["pixel_acc"] == 0.0 and s["mIoU"] == 0.0
 
 
 # ---- readers on structurally valid, semantically mutated PNGs -----------------------------------------------------

@@ -14,6 +14,7 @@ from PIL import Image
 from cityseg import labels
 from cityseg.cli import main
 from cityseg.data import layout, synth
+from cityseg.data.synth import write as synth_write
 from cityseg.errors import CitysegError
 from cityseg.io import read_image, read_instance, read_label
 
@@ -245,7 +246,7 @@ def test_cli_refuses_bad_output(tmp_path, capsys):
 
 
 def test_interrupted_frame_leaves_no_files(tmp_path, monkeypatch):
-    real = synth.write_png
+    real = synth_write.write_png
     calls = {"n": 0}
 
     def flaky(path, array):
@@ -254,7 +255,7 @@ def test_interrupted_frame_leaves_no_files(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device", str(path))
         real(path, array)
 
-    monkeypatch.setattr(synth, "write_png", flaky)
+    monkeypatch.setattr(synth_write, "write_png", flaky)
     with pytest.raises(OSError):
         synth.generate(tmp_path, train=3, val=0, test=0, size=(32, 64))
     stems = {layout.parse_stem(p.name) for p in tmp_path.rglob("*.*") if layout.parse_stem(p.name)}

@@ -6,6 +6,7 @@ tests; data is SynthCity at 64x128.
 
 from __future__ import annotations
 
+from functools import partial
 import csv
 import math
 import os
@@ -16,7 +17,8 @@ import torch
 from torch import nn
 
 from cityseg import models
-from cityseg.checkpoint import load_checkpoint, model_from_checkpoint
+from cityseg.checkpoint import load_checkpoint
+from cityseg.models import model_from_checkpoint
 from cityseg.cli import main
 from cityseg.errors import CitysegError
 from cityseg.models.base import SegmentationModel
@@ -53,7 +55,7 @@ class TinyNet(SegmentationModel):
 
 @pytest.fixture(autouse=True)
 def tiny_model(monkeypatch):
-    monkeypatch.setitem(models.MODELS, "tiny", (models._variant(TinyNet), "tiny test net"))
+    monkeypatch.setitem(models.MODELS, "tiny", models.Entry(partial(TinyNet), "tiny test net"))
     TinyNet.hooks, TinyNet.calls = {}, 0
     yield
     TinyNet.hooks, TinyNet.calls = {}, 0
@@ -292,7 +294,7 @@ class AuxNet(TinyNet):
 
 
 def test_training_heads_dict_outputs_and_missing_output(synth64, tmp_path, monkeypatch):
-    monkeypatch.setitem(models.MODELS, "aux", (models._variant(AuxNet), "aux test net"))
+    monkeypatch.setitem(models.MODELS, "aux", models.Entry(partial(AuxNet), "aux test net"))
     cfg = tiny_cfg(**{"model.name": "aux", "train.epochs": 1,
                       "loss": [{"name": "ce"}, {"name": "ce", "weight": 0.4, "output": "aux"}]})
     summary = train(cfg, synth64, tmp_path / "aux", progress=False)

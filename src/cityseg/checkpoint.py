@@ -151,31 +151,3 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(n, int) or n != expected:
         raise CitysegError(f"{path}: checkpoint claims label mode {mode} ({expected} classes) but num_classes is {n!r}")
     return ckpt
-
-
-def model_from_checkpoint(
-    ckpt: dict[str, Any] | str | os.PathLike,
-    expect_model: str | None = None,
-    expect_label_mode: str | None = None,
-    map_location: str | torch.device = "cpu",
-) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the model a checkpoint describes and load its weights; returns (model in eval mode, ckpt)."""
-    from cityseg.models import build_model
-
-    where = ""
-    if not isinstance(ckpt, dict):
-        where = f"{ckpt}: "
-        ckpt = load_checkpoint(ckpt, map_location=map_location)
-    if expect_model is not None and ckpt["model_name"] != expect_model:
-        raise CitysegError(f"{where}checkpoint holds model {ckpt['model_name']!r}, not {expect_model!r}")
-    if expect_label_mode is not None and ckpt["label_mode"] != expect_label_mode:
-        raise CitysegError(f"{where}checkpoint was trained on {ckpt['label_mode']}, not {expect_label_mode}")
-    options = dict(ckpt.get("model_options") or {})
-    model = build_model(ckpt["model_name"], num_classes=int(ckpt["num_classes"]), **options)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise CitysegError(f"{where}weights do not fit model {ckpt['model_name']!r} ({first})") from None
-    model.eval()
-    return model, ckpt

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -11,6 +14,15 @@ from cityseg.errors import CitysegError
 def _tracing() -> bool:
     """True under torch.export / torch.compile / ONNX (dynamo) / jit tracing: skip Python-side checks."""
     return bool(torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting())
+
+
+def check_option(model: str, key: str, value: Any, choices: Sequence[Any] | None = None) -> None:
+    """A model option's value: one of ``choices``, or (without ``choices``) a positive integer."""
+    if choices is not None:
+        if value not in choices:
+            raise CitysegError(f"model {model!r}: {key} must be one of {', '.join(map(str, choices))}; got {value!r}")
+    elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CitysegError(f"model {model!r}: {key} must be a positive integer; got {value!r}")
 
 
 class SegmentationModel(nn.Module):

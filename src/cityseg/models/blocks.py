@@ -130,7 +130,7 @@ class SqueezeExcite(nn.Module):
         return x * torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
 
 
-class _Parallel(nn.Module):
+class ParallelBlock(nn.Module):
     """Mixin state for blocks with a fused path. Off by default: zero-padding smaller kernels into the largest
     costs more MACs than one conv call saves (0.55-0.84x the per-branch speed, docs/benchmarks.md)."""
 
@@ -140,7 +140,7 @@ class _Parallel(nn.Module):
         return self.se(out) if self.se is not None else out
 
 
-class StackModule(_Parallel):
+class StackModule(ParallelBlock):
     """The seed's stack module: concat[5x5(x), 3x3(3x3(x))] -> 2f channels.
 
     * Model A: ``bn=False``, ``padding='valid'`` (shrinks H, W by 4); ``transposed=True`` gives the
@@ -163,7 +163,7 @@ class StackModule(_Parallel):
         return self._finish(torch.cat([y5, self.conv3b(y3)], 1))
 
 
-class StackModuleV2(_Parallel):
+class StackModuleV2(ParallelBlock):
     """Model B's three-way stack module (every conv f filters, Conv-BN-ReLU, same padding).
 
     (a) concat[5x5(x), 3x3(3x3(x))] (2f); (b) 5x5 dilated-2 conv of x, or a plain 9x9 in the
@@ -189,7 +189,7 @@ class StackModuleV2(_Parallel):
         return self._finish(torch.cat([c5, self.conv3d(c3), self.wide(x)], 1))
 
 
-class DeepStackModule(_Parallel):
+class DeepStackModule(ParallelBlock):
     """Model D's deep stack module: a = 3x3(x); concat[5x5(x), 3x3(a), 3x1(a), 1x3(a)] -> 4f."""
 
     def __init__(self, cin, f, se=False):
@@ -259,6 +259,6 @@ def max_pool(x: torch.Tensor) -> torch.Tensor:
 def set_fused(model: nn.Module, fused: bool = True) -> nn.Module:
     """Switch every multi-branch block of ``model`` between the fused and the per-branch path."""
     for m in model.modules():
-        if isinstance(m, _Parallel):
+        if isinstance(m, ParallelBlock):
             m.fused = bool(fused)
     return model

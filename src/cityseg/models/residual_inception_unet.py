@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import SegmentationModel
-from .blocks import ConvBNAct, _Parallel, batch_norm, keras_init, max_pool, run_parallel, upsample
+from cityseg.models.base import SegmentationModel, check_option
+from cityseg.models.blocks import UPSAMPLE_MODES, ConvBNAct, ParallelBlock, keras_init, max_pool, run_parallel, upsample
 
 
-class InceptionResBlock(_Parallel):
+class InceptionResBlock(ParallelBlock):
     def __init__(self, cin, cout):
         super().__init__()
         b = cout // 2
@@ -55,6 +55,8 @@ class ResidualInceptionUNet(SegmentationModel):
 
     def __init__(self, num_classes=34, base=24, upsample="nearest"):
         super().__init__()
+        check_option(self.name, "base", base)
+        check_option(self.name, "upsample", upsample, UPSAMPLE_MODES)
         self.upsample_mode = upsample
         widths = [base * m for m in (1, 2, 4, 8)]
         self.encoder = nn.ModuleList()

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import SegmentationModel
-from .blocks import Reduction, StackModule, keras_init, max_pool, upsample
+from cityseg.models.base import SegmentationModel, check_option
+from cityseg.models.blocks import UPSAMPLE_MODES, Reduction, StackModule, keras_init, max_pool, upsample
 
 
 class ResidualUNet(SegmentationModel):
@@ -28,6 +28,9 @@ class ResidualUNet(SegmentationModel):
 
     def __init__(self, num_classes=34, reduction=30, padding="valid", upsample="nearest", se=False):
         super().__init__()
+        check_option(self.name, "reduction", reduction)
+        check_option(self.name, "padding", padding, ("valid", "same"))
+        check_option(self.name, "upsample", upsample, UPSAMPLE_MODES)
         if padding == "same":
             self.name, self.min_size = "residual_unet_same", 4
         self.upsample_mode = upsample

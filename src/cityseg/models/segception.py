@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import SegmentationModel
-from .blocks import Reduction, StackModule, keras_init, max_pool, upsample
+from cityseg.models.base import SegmentationModel, check_option
+from cityseg.models.blocks import UPSAMPLE_MODES, Reduction, StackModule, keras_init, max_pool, upsample
 
 
 class Segception(SegmentationModel):
@@ -28,6 +28,7 @@ class Segception(SegmentationModel):
 
     def __init__(self, num_classes=34, fixed=False, se=False, upsample="nearest"):
         super().__init__()
+        check_option(self.name, "upsample", upsample, UPSAMPLE_MODES)
         if fixed:
             self.name = "segception_fixed"
         self.upsample_mode = upsample

@@ -16,8 +16,8 @@ from torch import nn
 
 from cityseg.errors import CitysegError
 
-from .base import SegmentationModel
-from .blocks import Reduction, StackModuleV2, keras_init, max_pool, upsample
+from cityseg.models.base import SegmentationModel, check_option
+from cityseg.models.blocks import UPSAMPLE_MODES, Reduction, StackModuleV2, keras_init, max_pool, upsample
 
 
 class SegceptionBase(SegmentationModel):
@@ -27,6 +27,7 @@ class SegceptionBase(SegmentationModel):
 
     def __init__(self, num_classes=34, input_size=(128, 256), se=False, upsample="nearest"):
         super().__init__()
+        check_option(self.name, "upsample", upsample, UPSAMPLE_MODES)
         try:
             h, w = (int(v) for v in input_size)
         except (TypeError, ValueError):

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import SegmentationModel
-from .blocks import DeepStackModule, Reduction, keras_init, max_pool, upsample
+from cityseg.models.base import SegmentationModel, check_option
+from cityseg.models.blocks import UPSAMPLE_MODES, DeepStackModule, Reduction, keras_init, max_pool, upsample
 
 ENCODER_FILTERS = (34, 34, 68, 68, 136)
 
@@ -30,6 +30,7 @@ class SegceptionDeep(SegmentationModel):
 
     def __init__(self, num_classes=34, fixed=False, se=False, upsample="nearest"):
         super().__init__()
+        check_option(self.name, "upsample", upsample, UPSAMPLE_MODES)
         if fixed:
             self.name = "segception_deep_fixed"
         self.fixed = bool(fixed)

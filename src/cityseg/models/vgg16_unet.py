@@ -31,8 +31,8 @@ from torch import nn
 
 from cityseg.errors import CitysegError
 
-from .base import SegmentationModel
-from .blocks import ConvBNAct, keras_init, upsample
+from cityseg.models.base import SegmentationModel, check_option
+from cityseg.models.blocks import UPSAMPLE_MODES, ConvBNAct, keras_init, upsample
 
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 DECODER_CHANNELS = (256, 128, 64, 32, 16)
@@ -67,6 +67,7 @@ class VGG16UNet(SegmentationModel):
 
     def __init__(self, num_classes=34, encoder_weights=None, upsample="nearest"):
         super().__init__()
+        check_option(self.name, "upsample", upsample, UPSAMPLE_MODES)
         self.upsample_mode = upsample
         self.features = vgg16_features()
         # indices of the last ReLU of each block: the skip features (before each pool)

@@ -20,7 +20,7 @@ from torch import nn
 
 from cityseg import labels as L
 from cityseg.errors import CitysegError
-from cityseg.metrics import CityscapesEvaluator
+from cityseg.eval.metrics import CityscapesEvaluator
 from cityseg.runtime import autocast, to_device
 from cityseg.train import distributed as D
 from cityseg.train.losses import CombinedLoss, main_output

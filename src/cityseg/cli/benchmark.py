@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cityseg.commands import size_arg
+from cityseg.cli.args import size_arg
 from cityseg.errors import CitysegError
 
 
@@ -14,7 +14,7 @@ def _csv(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cityseg.benchmark import DEFAULT_MODELS, SKIPPABLE
+    from cityseg.tools.benchmark import DEFAULT_MODELS, SKIPPABLE
 
     parser.add_argument("--models", type=_csv, default=list(DEFAULT_MODELS), metavar="A,B",
                         help=f"comma-separated model names (default: {','.join(DEFAULT_MODELS)})")
@@ -43,9 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", metavar="FILE", default=None,
                         help="write the table + targets into FILE (between the benchmark markers; the rest is kept)")
     parser.add_argument("--plot", metavar="FILE.png", default=None, help="bar chart: img/s per model, baseline vs fast")
-    parser.add_argument("--eval-speedup", type=float, default=None,
-                        help="use this speed-up of `cityseg evaluate --pred-dir` over the official script in the "
-                             "targets instead of the one measured in the run")
     parser.add_argument("--profile", action="store_true",
                         help="also split a fast-path train step's time by operator type (torch.profiler) for each "
                              "model; models with multi-branch blocks are profiled fused and per-branch")
@@ -56,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from cityseg import benchmark as B
+    from cityseg.tools import benchmark as B
     from cityseg.io import atomic_write_json
 
     cfg = B.BenchConfig(
@@ -82,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         B.plot(result, args.plot)
         if args.markdown:
             plot_ref = os.path.relpath(Path(args.plot).resolve(), Path(args.markdown).resolve().parent)
-    text = B.markdown(result, eval_speedup=args.eval_speedup, plot=plot_ref)
+    text = B.markdown(result, plot=plot_ref)
     if args.profile:
         profiles = []
         device = str(B.resolve_device(cfg.device))

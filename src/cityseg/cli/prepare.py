@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cityseg.commands import add_data_argument, size_arg
+from cityseg.cli.args import add_data_argument, size_arg
 from cityseg.data import layout
 
 

@@ -6,7 +6,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cityseg.commands import add_data_argument
+    from cityseg.cli.args import add_data_argument
 
     parser.add_argument("--checkpoint", metavar="CKPT", required=True, help="cityseg checkpoint (.pt) or .onnx")
     add_data_argument(parser)
@@ -17,8 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cityseg.figure import results_figure
-    from cityseg.inference import Predictor
+    from cityseg.infer.figure import results_figure
+    from cityseg.infer.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
     path = results_figure(predictor, args.data, args.out, split=args.split, n=args.n)

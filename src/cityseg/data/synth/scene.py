@@ -1,240 +1,14 @@
-"""SynthCity: procedurally generated street scenes in the exact official Cityscapes layout.
-
-Every frame is a perspective street view built in world coordinates (metres) and projected through
-a pinhole camera whose height, focal length, horizon and vanishing point vary per frame. Labels and
-image come from the same polygons (drawn with ``cv2.fillPoly`` at full resolution, far to near, so
-nearer objects occlude farther ones): sky, road with lane markings and crosswalks, parking strips,
-sidewalks with kerbs, buildings with windows on both sides, walls, fences, terrain, vegetation,
-poles with traffic lights and signs, cars / trucks / buses / trams, persons, riders on bicycles and
-motorcycles, parked bicycles, static / dynamic clutter, and the void regions of real frames (ego
-vehicle at the bottom, rectification border, out-of-roi corners).
-
-Colours are drawn from overlapping material distributions (grey cars on grey roads in front of grey
-buildings under a grey sky, green fences next to green bushes, random vehicle and clothing colours),
-then shaded by a per-scene low-frequency lighting field, cast shadows, a colour tint and pixel noise:
-a per-pixel colour lookup cannot recover the labels, shape and context can.
-
-Each frame is generated from its own RNG seeded by ``(seed, split, index)``, so the output does not
-depend on the number of workers. Per frame five files are written (``_leftImg8bit.png`` and the
-``_gtFine_{labelIds,instanceIds,color,labelTrainIds}.png`` / ``_gtFine_polygons.json``), each
-atomically, ground truth first and image last; a frame interrupted half-way is removed again.
-"""
+"""A street scene in world coordinates, projected through a per-frame pinhole camera."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from typing import Callable
 
 import cv2
 import numpy as np
 
-from cityseg import labels
-from cityseg.data import layout
-from cityseg.errors import CitysegError
-from cityseg.io import atomic_write_json, atomic_write_text, write_png
-
-DEFAULT_SIZE = (1024, 2048)
-#: default frame counts of ``cityseg synth`` (about Cityscapes' 6:1 train:val ratio)
-DEFAULT_COUNTS = {"train": 300, "val": 50, "test": 25}
-SPLITS = ("train", "val", "test")
-#: synthetic city names; every split has its own cities, like real Cityscapes
-CITIES = {
-    "train": ("ashford", "brookvale", "carrow", "dunmere", "eastwick", "fallbrook"),
-    "val": ("glenholt", "harwick"),
-    "test": ("ivybridge", "juniper"),
-}
-MARKER = "synthcity.json"
-FRAME_ID = 19  # Cityscapes annotates frame 19 of every 30-frame snippet
-
-# label ids by name, from the table (never hard-coded numbers)
-L = {lab.name: lab.id for lab in labels.LABELS if lab.id >= 0}
-_HAS_INSTANCES = {lab.id for lab in labels.LABELS if lab.id >= 0 and lab.hasInstances}
-_FILE_KINDS = ("labelIds", "instanceIds", "color", "labelTrainIds", "polygons")
-
-
-# ---- drawing surface -------------------------------------------------------------------------
-def _clip_polygon(pts: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
-    """Sutherland-Hodgman clip of an (N, 2) polygon to the rectangle [x0, x1] x [y0, y1]."""
-    for axis, bound, keep_greater in ((0, x0, True), (0, x1, False), (1, y0, True), (1, y1, False)):
-        if len(pts) == 0:
-            break
-        v = pts[:, axis] - bound
-        inside = v >= 0 if keep_greater else v <= 0
-        if inside.all():
-            continue
-        out = []
-        n = len(pts)
-        for i in range(n):
-            p, q = pts[i], pts[(i + 1) % n]
-            vp, vq = v[i], v[(i + 1) % n]
-            if inside[i]:
-                out.append(p)
-            if inside[i] != inside[(i + 1) % n]:
-                t = vp / (vp - vq)
-                out.append(p + t * (q - p))
-        pts = np.array(out, dtype=np.float64).reshape(-1, 2)
-    return pts
-
-
-class Canvas:
-    """Image, labelIds, instanceIds and the polygon list, all drawn from the same polygons."""
-
-    def __init__(self, height: int, width: int):
-        self.h, self.w = height, width
-        self.image = np.zeros((height, width, 3), np.uint8)
-        self.label = np.zeros((height, width), np.uint8)
-        self.instance = np.zeros((height, width), np.uint16)
-        self.objects: list[dict] = []
-        self._next_k: dict[int, int] = {}
-
-    def new_instance(self, label_id: int) -> int:
-        """Instance id ``labelId*1000+k`` for classes with instances, else the labelId."""
-        if label_id not in _HAS_INSTANCES:
-            return label_id
-        k = self._next_k.get(label_id, 0)
-        self._next_k[label_id] = k + 1
-        return label_id * 1000 + k
-
-    def _prepare(self, polys) -> list[np.ndarray]:
-        out = []
-        for p in polys:
-            p = np.asarray(p, np.float64).reshape(-1, 2)
-            if len(p) < 3 or not np.isfinite(p).all():
-                continue
-            lo, hi = p.min(0), p.max(0)
-            if hi[0] < 0 or hi[1] < 0 or lo[0] > self.w - 1 or lo[1] > self.h - 1:
-                continue
-            if lo[0] < 0 or lo[1] < 0 or hi[0] > self.w - 1 or hi[1] > self.h - 1:
-                p = _clip_polygon(p, 0, 0, self.w - 1, self.h - 1)
-            if len(p) >= 3:
-                out.append(np.round(p).astype(np.int32))
-        return out
-
-    def fill(self, polys, label_id: int, color, instance: int | None = None) -> None:
-        """Fill ``polys`` in image (``color``) and labels; record them in the polygon list."""
-        pts = self._prepare(polys)
-        if not pts:
-            return
-        inst, col = int(label_id if instance is None else instance), _col(color)
-        for p in pts:  # one call per polygon: fillPoly fills a polygon list even-odd (overlaps would be holes)
-            cv2.fillPoly(self.label, [p], int(label_id))
-            cv2.fillPoly(self.instance, [p], inst)
-            cv2.fillPoly(self.image, [p], col)
-        name = labels.ID_TO_LABEL[label_id].name
-        self.objects.extend({"label": name, "polygon": p.tolist()} for p in pts)
-
-    def paint(self, polys, color) -> None:
-        """Image-only detail (windows, lane markings, shadows): the labels stay as they are."""
-        col = _col(color)
-        for p in self._prepare(polys):
-            cv2.fillPoly(self.image, [p], col)
-
-
-def _col(c) -> tuple[int, int, int]:
-    c = np.clip(np.asarray(c, np.float64), 0, 255)
-    return (int(c[0]), int(c[1]), int(c[2]))
-
-
-def _circle(cx: float, cy: float, rx: float, ry: float | None = None, n: int = 16, jitter=None) -> np.ndarray:
-    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    r = 1.0 if jitter is None else 1.0 + jitter
-    return np.stack([cx + rx * r * np.cos(t), cy + (rx if ry is None else ry) * r * np.sin(t)], 1)
-
-
-def _segment(p, q, width: float) -> np.ndarray:
-    """A thick line segment as a quad (image coordinates)."""
-    p, q = np.asarray(p, float), np.asarray(q, float)
-    d = q - p
-    n = np.array([-d[1], d[0]]) / (np.hypot(*d) + 1e-9) * max(width, 1.0) / 2
-    return np.array([p + n, q + n, q - n, p - n])
-
-
-# ---- colours ---------------------------------------------------------------------------------
-class Palette:
-    """Material colour samplers with deliberately overlapping distributions."""
-
-    def __init__(self, rng: np.random.Generator):
-        self.rng = rng
-
-    def grey(self, lo=60, hi=190, tint=8):
-        return self.rng.uniform(lo, hi) + self.rng.normal(0, tint, 3)
-
-    def pick(self, *options):
-        """options: (weight, sampler) pairs."""
-        w = np.array([o[0] for o in options], float)
-        return options[self.rng.choice(len(options), p=w / w.sum())][1]()
-
-    def jitter(self, c, amount=12):
-        return np.asarray(c, float) + self.rng.normal(0, amount, 3)
-
-    def beige(self):
-        return np.array([190, 170, 140]) * self.rng.uniform(0.55, 1.15) + self.rng.normal(0, 10, 3)
-
-    def brick(self):
-        return np.array([150, 85, 65]) * self.rng.uniform(0.6, 1.25) + self.rng.normal(0, 10, 3)
-
-    def green(self, dark=False):
-        base = np.array([70, 110, 50]) if not dark else np.array([45, 75, 40])
-        return base * self.rng.uniform(0.6, 1.4) + self.rng.normal(0, 12, 3)
-
-    def pastel(self):
-        return self.rng.uniform(140, 230, 3)
-
-    def vivid(self):
-        c = self.rng.uniform(0, 80, 3)
-        c[self.rng.integers(3)] = self.rng.uniform(130, 230)
-        return c
-
-    def road(self):
-        return self.pick((5, lambda: self.grey(55, 140, 5)), (1, lambda: self.grey(70, 120, 5) + [8, 0, 10]))
-
-    def sidewalk(self):
-        return self.pick((4, lambda: self.grey(85, 185, 6)), (2, self.beige), (1, self.brick))
-
-    def building(self):
-        return self.pick((4, lambda: self.grey(60, 215, 6)), (3, self.beige), (2, self.brick), (2, self.pastel))
-
-    def wall(self):
-        return self.pick((4, lambda: self.grey(70, 200, 6)), (2, self.beige), (1, self.brick), (1, lambda: self.green(True)))
-
-    def fence(self):
-        return self.pick((3, lambda: self.green(True)), (3, lambda: self.grey(50, 190, 6)),
-                         (2, lambda: self.beige() * 0.7), (1, lambda: self.grey(200, 240, 4)))
-
-    def pole(self):
-        return self.pick((5, lambda: self.grey(50, 170, 5)), (2, lambda: self.green(True) * 0.8), (1, lambda: self.grey(20, 50, 3)))
-
-    def vegetation(self):
-        return self.pick((6, lambda: self.green()), (3, lambda: self.green(True)),
-                         (1, lambda: np.array([150, 130, 60]) * self.rng.uniform(0.6, 1.1)))
-
-    def terrain(self):
-        return self.pick((4, lambda: self.green()), (3, lambda: np.array([140, 130, 80]) * self.rng.uniform(0.6, 1.2)),
-                         (2, lambda: np.array([120, 95, 70]) * self.rng.uniform(0.6, 1.2)))
-
-    def sky(self):
-        return self.pick((5, lambda: self.grey(150, 240, 5) + [0, 3, 10]),
-                         (3, lambda: np.array([110, 150, 200]) * self.rng.uniform(0.8, 1.2)),
-                         (1, lambda: np.array([200, 180, 160]) * self.rng.uniform(0.8, 1.15)))
-
-    def vehicle(self):
-        return self.pick((4, lambda: self.grey(25, 230, 4)), (2, self.vivid), (1, self.beige), (1, lambda: self.green(True)),
-                         (1, lambda: np.array([30, 40, 90]) * self.rng.uniform(0.7, 1.6)))
-
-    def cloth(self):
-        return self.pick((4, lambda: self.grey(20, 200, 8)), (3, self.vivid), (2, self.beige), (1, lambda: self.green(True)),
-                         (2, lambda: np.array([40, 50, 100]) * self.rng.uniform(0.6, 1.5)))
-
-    def skin(self):
-        return np.array([225, 180, 150]) * self.rng.uniform(0.4, 1.05) + self.rng.normal(0, 6, 3)
-
-    def glass(self, sky):
-        return self.pick((3, lambda: self.grey(20, 70, 5) + [0, 5, 12]), (1, lambda: np.asarray(sky) * self.rng.uniform(0.5, 0.9)))
-
+from cityseg.data.synth.drawing import Canvas, Palette, circle, segment
+from cityseg.data.synth.spec import L
 
 # ---- camera ----------------------------------------------------------------------------------
 class Camera:
@@ -332,7 +106,7 @@ class Scene:
         for _ in range(self.rng.integers(0, 7)):
             cx, cy = self.rng.uniform(0, w), self.rng.uniform(0, top)
             r = self.rng.uniform(0.03, 0.15) * w
-            self.cv.paint([_circle(cx, cy, r, r * 0.3, 20, self.rng.normal(0, 0.15, 20))],
+            self.cv.paint([circle(cx, cy, r, r * 0.3, 20, self.rng.normal(0, 0.15, 20))],
                           self.pal.jitter(np.asarray(self.sky_color) * self.rng.uniform(0.9, 1.15), 6))
 
     def backdrop(self):
@@ -346,7 +120,7 @@ class Scene:
                 self.cv.fill([cam.wall_z(z, x, x + wd, 0, hb)], L["building"], self.pal.building())
             else:
                 hb = rng.uniform(4, 12)
-                self.cv.fill([cam.billboard(x + wd / 2, z, _circle(0, hb / 2, wd / 2, hb / 2, 20, rng.normal(0, 0.1, 20)))],
+                self.cv.fill([cam.billboard(x + wd / 2, z, circle(0, hb / 2, wd / 2, hb / 2, 20, rng.normal(0, 0.1, 20)))],
                              L["vegetation"], self.pal.vegetation())
             x += wd
 
@@ -520,7 +294,7 @@ class Scene:
         r = rng.uniform(1.2, 3.5)
         col = pal.vegetation()
         trunk = cam.billboard(x, z, [[-tw / 2, 0], [tw / 2, 0], [tw / 2, th + r * 0.5], [-tw / 2, th + r * 0.5]])
-        crown = cam.billboard(x, z, _circle(0, th + r, r, r * rng.uniform(0.8, 1.2), 28, rng.normal(0, 0.12, 28)))
+        crown = cam.billboard(x, z, circle(0, th + r, r, r * rng.uniform(0.8, 1.2), 28, rng.normal(0, 0.12, 28)))
         cv.fill([trunk], L["vegetation"], pal.beige() * 0.5)
         cv.fill([crown], L["vegetation"], col)
         self.foliage(x, z, th + r, r, col)
@@ -529,7 +303,7 @@ class Scene:
         rng = self.rng
         r = rng.uniform(0.4, 1.3)
         col = self.pal.vegetation()
-        self.cv.fill([self.cam.billboard(x, z, _circle(0, r * 0.6, r, r * 0.6, 20, rng.normal(0, 0.12, 20)))],
+        self.cv.fill([self.cam.billboard(x, z, circle(0, r * 0.6, r, r * 0.6, 20, rng.normal(0, 0.12, 20)))],
                      L["vegetation"], col)
         self.foliage(x, z, r * 0.6, r * 0.8, col)
 
@@ -543,7 +317,7 @@ class Scene:
         u = rng.uniform(-0.8, 0.8, n) * r
         v = cy + rng.uniform(-0.7, 0.7, n) * r
         rr = rng.uniform(0.05, 0.2, n) * r
-        polys = [cam.billboard(x, z, _circle(uu, vv, q, q, 8)) for uu, vv, q in zip(u, v, rr)]
+        polys = [cam.billboard(x, z, circle(uu, vv, q, q, 8)) for uu, vv, q in zip(u, v, rr)]
         half = n // 2
         self.cv.paint(polys[:half], np.asarray(col) * 0.65)
         self.cv.paint(polys[half:], np.asarray(col) * 1.3 + 10)
@@ -593,13 +367,13 @@ class Scene:
             for i in range(3):
                 c = np.array(lamps[i]) if i == on else np.asarray(housing) * 0.6 + 20
                 cy = ph - bh * (0.2 + 0.3 * i)
-                cv.paint([cam.billboard(x, z, _circle(u0 + bw / 2, cy, bw * 0.3, bw * 0.3, 10))], c)
+                cv.paint([cam.billboard(x, z, circle(u0 + bw / 2, cy, bw * 0.3, bw * 0.3, 10))], c)
         elif what == "sign":
             sz = rng.uniform(0.5, 0.9)
             shape = rng.choice(["circle", "triangle", "square", "rect", "diamond"])
             cy = ph - sz / 2
             if shape == "circle":
-                uv = _circle(0, cy, sz / 2, sz / 2, 18)
+                uv = circle(0, cy, sz / 2, sz / 2, 18)
             elif shape == "triangle":
                 uv = [[-sz / 2, cy + sz * 0.4], [sz / 2, cy + sz * 0.4], [0, cy - sz * 0.5]]
             elif shape == "diamond":
@@ -747,7 +521,7 @@ class Scene:
                           [-sh / 2 - 0.1 + walking * 0.1, hip - 0.05]]),
                 np.array([[sh / 2 - 0.09, torso_top], [sh / 2, torso_top], [sh / 2 + 0.1 - walking * 0.1, hip - 0.05],
                           [sh / 2 + 0.02 - walking * 0.1, hip - 0.05]])]
-        head = _circle(0, torso_top + 0.03 + hr, hr * 0.85, hr, 12)
+        head = circle(0, torso_top + 0.03 + hr, hr * 0.85, hr, 12)
         return legs, torso, arms, head
 
     def draw_person(self, x, z, lab, walking, lift=0.0, seated=False):
@@ -802,7 +576,7 @@ class Scene:
                                  [x, y0 + wr * 2.6, z + base * 0.9], [x, y0 + wr * 2.4, z + base * 0.2]])
         tube = max(1.0, 0.05 * s) if not motor else max(1.0, 0.2 * s)
         for a, b in ((0, 1), (1, 2), (1, 3), (0, 4), (4, 3)):
-            polys.append(_segment(frame_pts[a], frame_pts[b], tube))
+            polys.append(segment(frame_pts[a], frame_pts[b], tube))
         if motor:
             polys.append(self._hull(self._box(x - 0.25, x + 0.25, y0 + wr, y0 + wr * 3, z + 0.25, z + base - 0.2)))
         cv.fill(polys, lab, np.asarray(col) * 0.5 if not motor else col, inst)
@@ -839,191 +613,3 @@ class Scene:
         c = max(2.0, w * rng.uniform(0.005, 0.02))
         cv.fill([[[0, h - 1], [c, h - 1], [0, h - 1 - c]], [[w - 1, h - 1], [w - 1 - c, h - 1], [w - 1, h - 1 - c]]],
                 L["out of roi"], dark)
-
-
-# ---- one frame -------------------------------------------------------------------------------
-def _noise_tile(height: int, width: int) -> np.ndarray:
-    """A fixed pixel-noise tile (int8), sliced at a random offset per frame; cached per size."""
-    key = (height, width)
-    tile = _NOISE.get(key)
-    if tile is None:
-        rng = np.random.default_rng(12345)
-        tile = np.clip(rng.normal(0, 32, (height + 64, width + 64, 3)), -127, 127).astype(np.int8)
-        _NOISE.clear()
-        _NOISE[key] = tile
-    return tile
-
-
-_NOISE: dict[tuple[int, int], np.ndarray] = {}
-
-
-
-
-def render_frame(seed: int, split: str, index: int, size: tuple[int, int] = DEFAULT_SIZE):
-    """Render one frame: (image RGB uint8, labelIds uint8, instanceIds uint16, polygon dict)."""
-    h, w = size
-    rng = np.random.default_rng([int(seed), SPLITS.index(split), int(index)])
-    scene = Scene(rng, h, w)
-    cv = scene.draw()
-    image = _shade(cv.image, scene, rng)
-    polygons = {"imgHeight": h, "imgWidth": w, "objects": cv.objects}
-    return image, cv.label, cv.instance, polygons
-
-
-def _shade(image: np.ndarray, scene: Scene, rng: np.random.Generator) -> np.ndarray:
-    """Lighting field, cast shadows, tint, slight blur and pixel noise."""
-    h, w = image.shape[:2]
-    img = image.astype(np.float32)
-    if rng.random() < 0.5:  # a shadow band from one side across the street
-        side = rng.choice([-1, 1])
-        mask = np.zeros((h, w), np.uint8)
-        z0 = rng.uniform(3, 30)
-        z1 = z0 + rng.uniform(5, 60)
-        quad = scene.cam.ground_quad(scene.outer(side) + side * 5, side * rng.uniform(-2, 6), z0, z1)
-        pts = scene.cv._prepare([quad])
-        if pts:
-            cv2.fillPoly(mask, pts, 1)
-            img[mask.astype(bool)] *= rng.uniform(0.45, 0.75)
-    field = rng.uniform(0.7, 1.3, (4, 8)).astype(np.float32)
-    field = cv2.resize(field, (w, h), interpolation=cv2.INTER_CUBIC)
-    gain = rng.uniform(0.6, 1.25) * (1 + rng.normal(0, 0.06, 3))
-    img *= field[..., None]
-    img *= gain.astype(np.float32)
-    if min(h, w) >= 64:
-        img = cv2.GaussianBlur(img, (3, 3), 0)
-    tile = _noise_tile(h, w)
-    oy, ox = rng.integers(0, 64, 2)
-    sigma = rng.uniform(4, 12)
-    img += tile[oy:oy + h, ox:ox + w].astype(np.float32) * np.float32(sigma / 32)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-# ---- writing ---------------------------------------------------------------------------------
-def frame_stem(split: str, index: int, count: int) -> str:
-    """``{city}_{seq:06d}_{frame:06d}``: consecutive blocks of frames per city of the split."""
-    cities = CITIES[split]
-    n_city = min(len(cities), max(1, count))
-    per = -(-count // n_city)
-    city = cities[index // per]
-    return f"{city}_{index % per:06d}_{FRAME_ID:06d}"
-
-
-def frame_paths(root: Path, split: str, stem: str) -> list[Path]:
-    """The five files of a frame, ground truth first and the image last."""
-    return [layout.annotation_path(root, split, stem, k) for k in _FILE_KINDS] + [layout.image_path(root, split, stem)]
-
-
-def write_frame(root: Path, split: str, index: int, count: int, size=DEFAULT_SIZE, seed: int = 0) -> str:
-    """Render and write one frame; on any error no file of the frame is left behind."""
-    stem = frame_stem(split, index, count)
-    image, label, instance, polygons = render_frame(seed, split, index, size)
-    paths = frame_paths(Path(root), split, stem)
-    p_lab, p_inst, p_col, p_train, p_poly, p_img = paths
-    try:
-        write_png(p_lab, label)
-        write_png(p_inst, instance)
-        write_png(p_col, cv2.LUT(cv2.merge([label, label, label]), _PALETTE_LUT))  # == LABELID_PALETTE[label]
-        write_png(p_train, cv2.LUT(label, labels.LABELID_TO_TRAINID))  # == LABELID_TO_TRAINID[label]
-        atomic_write_text(p_poly, json.dumps(polygons, separators=(",", ":")) + "\n")
-        write_png(p_img, image)
-    except BaseException:
-        for p in paths:
-            try:
-                p.unlink()
-            except FileNotFoundError:
-                pass
-        raise
-    return stem
-
-
-_PALETTE_LUT = labels.LABELID_PALETTE.reshape(256, 1, 3)
-
-
-def _write_job(job) -> str:
-    return write_frame(*job)
-
-
-def _check_out(out: Path) -> bool:
-    """Validate the output folder; True if it already holds a SynthCity dataset."""
-    if out.exists() and not out.is_dir():
-        raise CitysegError(f"{out}: exists and is not a folder; choose a new or empty folder for SynthCity")
-    if not out.exists():
-        return False
-    if (out / MARKER).is_file():
-        return True
-    if any(out.iterdir()):
-        raise CitysegError(f"{out}: folder is not empty and holds no SynthCity dataset ({MARKER}); "
-                           "choose a new or empty folder")
-    return False
-
-
-def _remove_stale(out: Path, split: str, keep: set[str]) -> None:
-    """Drop frames of an earlier SynthCity run that this run did not write (only in a SynthCity root)."""
-    for top in ("leftImg8bit", "gtFine"):
-        folder = out / top / split
-        if not folder.is_dir():
-            continue
-        for p in layout.walk_files(folder, ""):
-            stem = layout.parse_stem(p.name)
-            if stem is not None and stem not in keep:
-                p.unlink()
-        for d in sorted((d for d in folder.iterdir() if d.is_dir()), reverse=True):
-            if not any(d.iterdir()):
-                d.rmdir()
-        if not any(folder.iterdir()):
-            folder.rmdir()
-
-
-def generate(
-    out: str | os.PathLike,
-    train: int = DEFAULT_COUNTS["train"],
-    val: int = DEFAULT_COUNTS["val"],
-    test: int = DEFAULT_COUNTS["test"],
-    size: tuple[int, int] = DEFAULT_SIZE,
-    seed: int = 0,
-    workers: int | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> dict[str, int]:
-    """Write SynthCity to ``out`` in the official layout; returns the frame count per split.
-
-    ``workers``: processes (None or 1: in this process). ``progress(split, done, total)`` is called
-    after every frame. Rerunning into an existing SynthCity folder replaces its frames.
-    """
-    out = Path(out)
-    counts = {"train": train, "val": val, "test": test}
-    for split, n in counts.items():
-        if not isinstance(n, (int, np.integer)) or n < 0:
-            raise CitysegError(f"invalid {split} count {n!r}: expected an integer >= 0")
-    h, w = (int(v) for v in size)
-    if h < 16 or w < 32:
-        raise CitysegError(f"invalid size {h}x{w}: SynthCity needs at least 16x32 pixels")
-    if h * w > 4096 * 8192:
-        raise CitysegError(f"invalid size {h}x{w}: larger than 4096x8192")
-    ours = _check_out(out)
-    out.mkdir(parents=True, exist_ok=True)
-    info = {"generator": "SynthCity", "seed": int(seed), "size": [h, w], "counts": counts, "complete": False}
-    atomic_write_json(out / MARKER, info)
-    workers = 1 if workers is None else max(1, int(workers))
-    for split in SPLITS:
-        n = counts[split]
-        jobs = [(out, split, i, n, (h, w), int(seed)) for i in range(n)]
-        stems = set()
-        if workers > 1 and n > 1:
-            with ProcessPoolExecutor(min(workers, n)) as pool:
-                for done, stem in enumerate(pool.map(_write_job, jobs, chunksize=1), 1):
-                    stems.add(stem)
-                    if progress:
-                        progress(split, done, n)
-        else:
-            for done, job in enumerate(jobs, 1):
-                stems.add(_write_job(job))
-                if progress:
-                    progress(split, done, n)
-        if ours:
-            _remove_stale(out, split, stems)
-    for top in ("leftImg8bit", "gtFine"):
-        if (out / top).is_dir() and not any((out / top).iterdir()):
-            shutil.rmtree(out / top)
-    info["complete"] = True
-    atomic_write_json(out / MARKER, info)
-    return counts

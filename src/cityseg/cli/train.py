@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from cityseg.commands import add_data_argument, size_arg
+from cityseg.cli.args import add_data_argument, size_arg
 from cityseg.errors import CitysegError
 
 

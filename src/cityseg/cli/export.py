@@ -6,7 +6,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cityseg.commands import size_arg
+    from cityseg.cli.args import size_arg
 
     parser.add_argument("--checkpoint", metavar="CKPT", required=True, help="cityseg checkpoint (.pt)")
     parser.add_argument("--out", metavar="FILE", required=True, help="ONNX file to write")
@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cityseg.checkpoint import model_from_checkpoint
-    from cityseg.export import compare_onnx, export_onnx
+    from cityseg.models import model_from_checkpoint
+    from cityseg.infer.onnx import compare_onnx, export_onnx
 
     model, ckpt = model_from_checkpoint(args.checkpoint)  # from the path, so every error names the file
     info = export_onnx(ckpt, args.out, opset=args.opset, size=args.size, exporter=args.exporter)

@@ -116,7 +116,7 @@ def export_onnx(
     """
     import onnx
 
-    from cityseg.checkpoint import model_from_checkpoint
+    from cityseg.models import model_from_checkpoint
 
     if exporter not in ("auto", "dynamo", "torchscript"):
         raise CitysegError(f"unknown exporter {exporter!r}: choose auto, dynamo or torchscript")
@@ -178,3 +178,42 @@ def compare_onnx(
             "argmax_agreement": float((got.argmax(1) == ref.argmax(1)).float().mean()),
         }
     return result
+
+
+class OnnxModel:
+    """Adapter: an onnxruntime ``InferenceSession`` called like a module (Bx3xHxW tensor -> logits tensor)."""
+
+    def __init__(self, session: Any):
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+        self.output_name = session.get_outputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        (out,) = self.session.run([self.output_name], {self.input_name: arr})
+        return torch.from_numpy(out).to(x.device)
+
+    def eval(self) -> "OnnxModel":
+        return self
+
+
+def is_onnx_session(model: Any) -> bool:
+    return hasattr(model, "run") and hasattr(model, "get_inputs") and not isinstance(model, torch.nn.Module)
+
+
+def load_onnx(path: str | os.PathLike, threads: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """Open an exported model with onnxruntime: (session, metadata dict from ``cityseg.export``)."""
+    import onnxruntime as ort
+
+    meta = read_metadata(path)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(os.fspath(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise CitysegError(f"{path}: onnxruntime cannot load the model ({first})") from None
+    return session, meta
+
+

@@ -11,8 +11,8 @@ import argparse
 import math
 from pathlib import Path
 
-from cityseg import demo
-from cityseg.commands import size_arg
+from cityseg.tools import demo
+from cityseg.cli.args import size_arg
 from cityseg.errors import CitysegError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from cityseg.commands import size_arg
+from cityseg.cli.args import size_arg
 from cityseg.data import synth
 from cityseg.runtime import default_workers
 

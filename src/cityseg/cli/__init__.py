@@ -1,4 +1,4 @@
-"""``cityseg`` console script: one subcommand per module in ``cityseg.commands``.
+"""``cityseg`` console script: one subcommand per module in ``cityseg.cli``.
 
 Each command module defines ``add_arguments(parser)`` and ``run(args) -> int | None``. Modules are
 imported lazily, so ``cityseg --help`` stays fast. A ``CitysegError`` (or an OS error such as a full
@@ -14,7 +14,7 @@ import sys
 from cityseg import __version__
 from cityseg.errors import CitysegError
 
-#: name -> one-line help; the module is cityseg.commands.<name>
+#: name -> one-line help; the module is cityseg.cli.<name>
 COMMANDS: dict[str, str] = {
     "synth": "generate the SynthCity dataset in the official Cityscapes layout",
     "check": "validate a dataset and print pair counts and class shares",
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     name = argv[0]
     sub = _Parser(prog=f"cityseg {name}", description=COMMANDS[name])
     try:
-        module = importlib.import_module(f"cityseg.commands.{name}")
+        module = importlib.import_module(f"cityseg.cli.{name}")
         module.add_arguments(sub)
         args = sub.parse_args(argv[1:])
         return int(module.run(args) or 0)

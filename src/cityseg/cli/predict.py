@@ -9,7 +9,7 @@ from cityseg.errors import CitysegError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cityseg.commands import scales_arg
+    from cityseg.cli.args import scales_arg
 
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", metavar="CKPT", help="cityseg checkpoint (.pt)")
@@ -39,9 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cityseg.commands import parse_size
-    from cityseg.inference import Predictor
-    from cityseg.predict import check_formats, default_out, predict_files
+    from cityseg.cli.args import parse_size
+    from cityseg.infer.predictor import Predictor
+    from cityseg.infer.outputs import check_formats, default_out, predict_files
 
     formats = check_formats(args.format)
     out = Path(args.out) if args.out else default_out()

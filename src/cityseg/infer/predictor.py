@@ -20,12 +20,10 @@ import torch.nn.functional as F
 from cityseg import labels
 from cityseg.data.transforms import preprocess  # the one preprocessing implementation (re-exported here)
 from cityseg.errors import CitysegError
+from cityseg.infer.onnx import OnnxModel, is_onnx_session, load_onnx
+from cityseg.infer.upsample import argmax_upsampled, upsample
 from cityseg.runtime import autocast
 
-#: floats per row band in ``predict`` (C x band x W); 4 M floats = 16 MiB, stays near the L2/L3 caches
-_BAND_ELEMENTS = 4 * 1024 * 1024
-#: floats per band of the dense upsample-argmax (band x W x C): a few full-width rows, measured fastest
-_DENSE_BAND_ELEMENTS = 256 * 1024
 _MODES = ("whole", "slide")
 
 
@@ -34,138 +32,6 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise CitysegError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
     return image
-
-
-# ---- upsampling helpers ------------------------------------------------------------------------
-def _source_index(n_in: int, n_out: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """PyTorch's bilinear (align_corners=False) source rows for each output row: (i0, i1, lambda)."""
-    scale = n_in / n_out
-    src = ((torch.arange(n_out, device=device, dtype=torch.float64) + 0.5) * scale - 0.5).clamp_(min=0)
-    i0 = src.floor().long().clamp_(max=n_in - 1)
-    i1 = (i0 + 1).clamp_(max=n_in - 1)
-    lam = (src - i0).to(torch.float32)
-    return i0, i1, lam
-
-
-def upsample(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """CxHxW -> CxhxW bilinear, align_corners=False (no-op when the size already matches)."""
-    if tuple(scores.shape[-2:]) == tuple(size):
-        return scores
-    return F.interpolate(scores[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
-
-
-def argmax_upsampled(scores: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-    """argmax over classes of ``sum(upsample(s, size) for s in scores)`` without the CxHxW volume.
-
-    Bilinear interpolation is a convex combination of the 4 neighbouring source pixels, so wherever all of
-    them (in every tensor) have the same argmax k, the upsampled argmax is k too: those pixels are looked up
-    directly, and the exact blend is computed only for pixels in cells where the labels change. When that
-    is most of the image (noisy scores) the blend is computed band by band for every pixel instead.
-    Either way the result equals interpolating (align_corners=False) and taking the argmax, up to float
-    rounding at exact ties. Returns an HxW int64 tensor.
-    """
-    H, W = size
-    scores = [s.float() for s in scores]
-    device = scores[0].device
-    geo = [(_source_index(s.shape[1], H, device), _source_index(s.shape[2], W, device)) for s in scores]
-    lab = ok = None
-    for s, ((i0, _, _), (j0, _, _)) in zip(scores, geo):
-        am = s.argmax(0)
-        h, w = am.shape
-        ip = (torch.arange(h, device=device) + 1).clamp_(max=h - 1)
-        jp = (torch.arange(w, device=device) + 1).clamp_(max=w - 1)
-        below = am.index_select(0, ip)
-        uniform = (am == below) & (am == am.index_select(1, jp)) & (am == below.index_select(1, jp))
-        part_lab = am.index_select(0, i0).index_select(1, j0)
-        part_ok = uniform.index_select(0, i0).index_select(1, j0)
-        if lab is None:
-            lab, ok = part_lab, part_ok
-        else:
-            ok &= part_ok & (part_lab == lab)
-    flat = (~ok).view(-1).nonzero().squeeze(1)
-    if flat.numel() > 0.4 * H * W:
-        return _argmax_upsampled_bands(scores, size)
-    # pixel-major copies (h*w x C) make every gather below a contiguous row copy
-    tables = [s.permute(1, 2, 0).reshape(-1, s.shape[0]).contiguous() for s in scores]
-    out = lab.view(-1)
-    chunk = max(1, _BAND_ELEMENTS // scores[0].shape[0])
-    for k in range(0, flat.numel(), chunk):
-        f = flat[k:k + chunk]
-        y = torch.div(f, W, rounding_mode="floor")
-        x = f - y * W
-        acc = None
-        for s, t, ((i0, i1, ly), (j0, j1, lx)) in zip(scores, tables, geo):
-            w = s.shape[2]
-            r0, r1 = i0.index_select(0, y) * w, i1.index_select(0, y) * w
-            c0, c1 = j0.index_select(0, x), j1.index_select(0, x)
-            wx, wy = lx.index_select(0, x).unsqueeze(1), ly.index_select(0, y).unsqueeze(1)
-            top = torch.lerp(t.index_select(0, r0 + c0), t.index_select(0, r0 + c1), wx)
-            bottom = torch.lerp(t.index_select(0, r1 + c0), t.index_select(0, r1 + c1), wx)
-            v = torch.lerp(top, bottom, wy)
-            acc = v if acc is None else acc.add_(v)
-        out.index_copy_(0, f, acc.argmax(1))
-    return lab
-
-
-def _argmax_upsampled_bands(scores: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-    """The dense path of ``argmax_upsampled``: width pass per tensor, kept pixel-major (h x W x C), then a
-    few rows at a time the height pass and an argmax over the contiguous class axis (~3x faster than
-    reducing over a strided C x band x W block)."""
-    H, W = size
-    device = scores[0].device
-    C = scores[0].shape[0]
-    wide = [upsample(s, (s.shape[1], W)).permute(1, 2, 0).contiguous() for s in scores]
-    rows = [_source_index(s.shape[0], H, device) for s in wide]
-    band = max(1, min(H, _DENSE_BAND_ELEMENTS // max(1, C * W)))
-    out = torch.empty((H, W), dtype=torch.int64, device=device)
-    for y0 in range(0, H, band):
-        y1 = min(H, y0 + band)
-        acc = None
-        for s, (i0, i1, lam) in zip(wide, rows):
-            v = torch.lerp(s.index_select(0, i0[y0:y1]), s.index_select(0, i1[y0:y1]), lam[y0:y1].view(-1, 1, 1))
-            acc = v if acc is None else acc.add_(v)
-        torch.argmax(acc, -1, out=out[y0:y1])
-    return out
-
-
-# ---- model backends ----------------------------------------------------------------------------
-class OnnxModel:
-    """Adapter: an onnxruntime ``InferenceSession`` called like a module (Bx3xHxW tensor -> logits tensor)."""
-
-    def __init__(self, session: Any):
-        self.session = session
-        self.input_name = session.get_inputs()[0].name
-        self.output_name = session.get_outputs()[0].name
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        (out,) = self.session.run([self.output_name], {self.input_name: arr})
-        return torch.from_numpy(out).to(x.device)
-
-    def eval(self) -> "OnnxModel":
-        return self
-
-
-def _is_onnx_session(model: Any) -> bool:
-    return hasattr(model, "run") and hasattr(model, "get_inputs") and not isinstance(model, torch.nn.Module)
-
-
-def load_onnx(path: str | os.PathLike, threads: int | None = None) -> tuple[Any, dict[str, Any]]:
-    """Open an exported model with onnxruntime: (session, metadata dict from ``cityseg.export``)."""
-    from cityseg.export import read_metadata
-
-    import onnxruntime as ort
-
-    meta = read_metadata(path)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or torch.get_num_threads()
-    opts.inter_op_num_threads = 1
-    try:
-        session = ort.InferenceSession(os.fspath(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own exception types
-        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise CitysegError(f"{path}: onnxruntime cannot load the model ({first})") from None
-    return session, meta
 
 
 # ---- the predictor -----------------------------------------------------------------------------
@@ -223,7 +89,7 @@ class Predictor:
         self.batch_size = max(1, int(batch_size))
         self.bf16 = bool(bf16)
         self.channels_last = bool(channels_last)
-        self.onnx = _is_onnx_session(model)
+        self.onnx = is_onnx_session(model)
         if self.onnx:
             self.model = OnnxModel(model)
         else:
@@ -245,7 +111,7 @@ class Predictor:
         if not isinstance(path_or_ckpt, dict) and str(path_or_ckpt).lower().endswith(".onnx"):
             return cls.from_onnx(path_or_ckpt, expect_model=expect_model, expect_label_mode=expect_label_mode,
                                  **overrides)
-        from cityseg.checkpoint import model_from_checkpoint
+        from cityseg.models import model_from_checkpoint
 
         model, ckpt = model_from_checkpoint(
             path_or_ckpt, expect_model=expect_model, expect_label_mode=expect_label_mode, map_location="cpu"
@@ -298,10 +164,6 @@ class Predictor:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, torch.bfloat16 if self.bf16 and not self.onnx else None):
             out = self.model(x)
-        if isinstance(out, (tuple, list)):  # models with auxiliary heads return the main output first
-            out = out[0]
-        elif isinstance(out, dict):
-            out = out["out"]
         if out.shape[-2:] != x.shape[-2:] or out.shape[1] != self.num_classes:
             raise CitysegError(
                 f"model returned logits of shape {tuple(out.shape)} for input {tuple(x.shape)};"
@@ -360,7 +222,6 @@ class Predictor:
             if self.flip:
                 crops.append(crop.flip(-1))
         per_batch = max(self.batch_size, n_out)
-        outs: list[tuple[tuple[int, int, int, int], int, torch.Tensor]] = []
         meta = [(box, k) for box in boxes for k in range(n_out)]
         for start in range(0, len(crops), per_batch):
             logits = self._forward(torch.stack(crops[start:start + per_batch]))

@@ -21,7 +21,7 @@ import numpy as np
 from cityseg.data import layout
 from cityseg.data.readers import read_frame, read_ground_truth, read_prediction
 from cityseg.errors import CitysegError
-from cityseg.metrics import CityscapesEvaluator
+from cityseg.eval.metrics import CityscapesEvaluator
 from cityseg.runtime import default_workers
 
 
@@ -154,7 +154,7 @@ def score_checkpoint(
     size, argmax, scored at full size. Returns ``(full, at_model_size or None, predictor)``; ``predictor``
     may be passed in ready-made (then ``checkpoint``, ``flip``, ``scales``, ``mode`` are not used)."""
     from cityseg.data.transforms import resize_label
-    from cityseg.inference import Predictor
+    from cityseg.infer.predictor import Predictor
 
     samples = layout.require_samples(layout.resolve_root(root), split)
     if limit is not None:

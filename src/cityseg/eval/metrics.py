@@ -1,6 +1,6 @@
-"""Streaming confusion matrix and every Cityscapes score, defined exactly as the official evaluator does.
+"""Every Cityscapes score, defined exactly as the official evaluator does, from one streaming accumulator.
 
-One ``ConfusionMatrix`` over the 34 labelIds (rows ground truth, columns prediction) holds everything the
+One confusion matrix over the 34 labelIds (rows ground truth, columns prediction) holds everything the
 pixel-level scores need; iIoU additionally needs per-image instance statistics from
 ``_gtFine_instanceIds.png``. ``CityscapesEvaluator`` accumulates both, one image at a time, and reproduces
 cityscapesScripts' ``evalPixelLevelSemanticLabeling`` (v2.3.0):
@@ -20,14 +20,11 @@ them for comparison: they count void classes and pixels and are not comparable t
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from cityseg import labels
-
-if TYPE_CHECKING:  # torch is imported where tensors are handled: scoring PNGs never pays its start-up
-    import torch
 
 #: mean instance size (pixels) per class over the Cityscapes train split, from cityscapesScripts'
 #: ``evalPixelLevelSemanticLabeling.args.avgClassSize``; iIoU weights each instance by avg / size
@@ -65,87 +62,6 @@ def _instance_category_ids(category: str) -> np.ndarray:
 CATEGORY_IDS = {c: _category_ids(c) for c in labels.CATEGORY_NAMES}
 INSTANCE_CATEGORY_IDS = {c: _instance_category_ids(c) for c in labels.INSTANCE_CATEGORY_NAMES}
 INSTANCE_CLASS_IDS = np.array([labels.NAME_TO_LABEL[n].id for n in labels.INSTANCE_CLASS_NAMES])
-
-
-# ---- streaming confusion matrix -----------------------------------------------------------------
-class ConfusionMatrix:
-    """``num_classes`` x ``num_classes`` int64 counts, rows = ground truth, columns = prediction.
-
-    ``update(pred, target)`` takes integer tensors or arrays of any (equal) shape; target pixels equal to
-    ``ignore_index`` (or outside 0..num_classes-1) are skipped. A prediction outside 0..num_classes-1 on a
-    counted pixel is a ``ValueError``. ``device=None`` adopts the device of the first update.
-    """
-
-    def __init__(self, num_classes: int, ignore_index: int | None = 255, device: torch.device | str | None = None):
-        import torch
-
-        self.num_classes = int(num_classes)
-        self.ignore_index = ignore_index
-        self._device = None if device is None else torch.device(device)
-        self.mat = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64, device=self._device)
-
-    def update(self, pred, target) -> None:
-        import torch
-
-        with torch.no_grad():
-            self._update(pred, target)
-
-    def _update(self, pred, target) -> None:
-        import torch
-
-        n = self.num_classes
-        on_gpu = any(isinstance(x, torch.Tensor) and x.device.type != "cpu" for x in (pred, target))
-        if self._device is None:
-            self._device = target.device if isinstance(target, torch.Tensor) else torch.device("cpu")
-            self.mat = self.mat.to(self._device)
-        if pred.shape != target.shape:
-            raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
-        if on_gpu:
-            self._update_torch(torch.as_tensor(pred), torch.as_tensor(target))
-            return
-        # CPU: numpy is several times faster than torch for these element-wise passes and the bincount
-        p = (pred.numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)).reshape(-1)
-        t = (target.numpy() if isinstance(target, torch.Tensor) else np.asarray(target)).reshape(-1)
-        if t.size == 0:
-            return
-        ign = self.ignore_index is not None and 0 <= self.ignore_index < n
-        if int(t.min()) < 0 or int(t.max()) >= n or ign:
-            keep = (t >= 0) & (t < n)
-            if ign:
-                keep &= t != self.ignore_index
-            t, p = t[keep], p[keep]
-        if p.size and (int(p.min()) < 0 or int(p.max()) >= n):
-            bad = int(p.max()) if int(p.max()) >= n else int(p.min())
-            raise ValueError(f"prediction value {bad} outside 0..{n - 1}")
-        self.mat += torch.from_numpy(pair_counts(t, p, n)).to(self._device)
-
-    def _update_torch(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        import torch
-
-        n = self.num_classes
-        t = target.to(self._device).reshape(-1).long()
-        p = pred.to(self._device).reshape(-1).long()
-        keep = (t >= 0) & (t < n)
-        if self.ignore_index is not None:
-            keep &= t != self.ignore_index
-        t, p = t[keep], p[keep]
-        if p.numel() and (int(p.min()) < 0 or int(p.max()) >= n):
-            bad = int(p.max()) if int(p.max()) >= n else int(p.min())
-            raise ValueError(f"prediction value {bad} outside 0..{n - 1}")
-        self.mat += torch.bincount(t * n + p, minlength=n * n).reshape(n, n)
-
-    def reset(self) -> None:
-        self.mat.zero_()
-
-    def all_reduce(self) -> None:
-        """Sum the matrix over all processes (no-op unless torch.distributed is initialised)."""
-        import torch
-
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(self.mat)
-
-    def numpy(self) -> np.ndarray:
-        return self.mat.cpu().numpy()
 
 
 # ---- scores from a confusion matrix -------------------------------------------------------------

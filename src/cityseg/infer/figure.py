@@ -49,7 +49,7 @@ def results_figure(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cityseg.inference import Predictor
+    from cityseg.infer.predictor import Predictor
 
     if n < 1:
         raise CitysegError(f"--n must be at least 1, got {n}")

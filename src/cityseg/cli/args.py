@@ -1,4 +1,4 @@
-"""Thin CLI layers, one module per ``cityseg`` subcommand, plus the argument helpers they share."""
+"""The argument helpers the command modules share (sizes, scales, the dataset root)."""
 
 from __future__ import annotations
 

@@ -93,7 +93,7 @@ def _memo_predictor(predictor):
     """The same ``Predictor`` that remembers its full-resolution labelIds per image (keyed by the pixels),
     so evaluation, prediction files and the figure run the model once per frame. Returns a subclass
     instance, so it is accepted wherever a ``Predictor`` is."""
-    from cityseg.inference import Predictor
+    from cityseg.infer.predictor import Predictor
 
     class MemoPredictor(Predictor):
         def __init__(self, base: Predictor):  # noqa: D401 - a copy of a ready Predictor, no rebuild
@@ -416,11 +416,11 @@ def _train(cfg: dict, root: Path, run_dir: Path, budget_s: float, epochs_cap: in
 
 def _evaluate(ckpt: Path, root: Path, run_dir: Path, rows: int, timer: _Timer, progress: bool, log):
     from cityseg.data.layout import find_samples
-    from cityseg.evaluation import score_checkpoint
-    from cityseg.figure import results_figure
-    from cityseg.inference import Predictor
+    from cityseg.eval.evaluate import score_checkpoint
+    from cityseg.infer.figure import results_figure
+    from cityseg.infer.predictor import Predictor
     from cityseg.io import atomic_write_json
-    from cityseg.predict import predict_files
+    from cityseg.infer.outputs import predict_files
 
     predictor = _memo_predictor(Predictor.from_checkpoint(ckpt, channels_last=True))
     with timer.phase("evaluate"):

@@ -1,0 +1,25 @@
+"""What SynthCity generates: frame size, split sizes, cities, file kinds, the label ids it draws."""
+
+from __future__ import annotations
+
+
+
+from cityseg import labels
+
+DEFAULT_SIZE = (1024, 2048)
+#: default frame counts of ``cityseg synth`` (about Cityscapes' 6:1 train:val ratio)
+DEFAULT_COUNTS = {"train": 300, "val": 50, "test": 25}
+SPLITS = ("train", "val", "test")
+#: synthetic city names; every split has its own cities, like real Cityscapes
+CITIES = {
+    "train": ("ashford", "brookvale", "carrow", "dunmere", "eastwick", "fallbrook"),
+    "val": ("glenholt", "harwick"),
+    "test": ("ivybridge", "juniper"),
+}
+MARKER = "synthcity.json"
+FRAME_ID = 19  # Cityscapes annotates frame 19 of every 30-frame snippet
+
+# label ids by name, from the table (never hard-coded numbers)
+L = {lab.name: lab.id for lab in labels.LABELS if lab.id >= 0}
+HAS_INSTANCES = {lab.id for lab in labels.LABELS if lab.id >= 0 and lab.hasInstances}
+FILE_KINDS = ("labelIds", "instanceIds", "color", "labelTrainIds", "polygons")

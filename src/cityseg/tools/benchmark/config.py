@@ -1,0 +1,78 @@
+"""What a benchmark run measures and the keys of its results."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+
+from cityseg.errors import CitysegError
+
+
+#: the per-model JSON keys, in order (None where a measurement was skipped or failed)
+MODEL_KEYS = (
+    "params", "gflops", "train_img_s_fp32", "train_img_s_fast", "infer_img_s_fp32", "infer_img_s_fast",
+    "infer_img_s_onnx", "fullres_s_per_img", "loader_img_s_cache", "loader_img_s_png", "peak_rss_mb",
+)
+#: extra per-model keys: the fast path with the multi-branch blocks fused into one conv per shared input
+#: (``set_fused(True)``; the default runs them branch by branch); None for models without such blocks
+FUSED_KEYS = ("train_img_s_fast_fused", "infer_img_s_fast_fused")
+#: extra per-model key: full-resolution prediction with the model exported to ONNX (onnxruntime)
+ONNX_FULLRES_KEY = "fullres_s_per_img_onnx"
+#: every per-model key the JSON holds
+ALL_KEYS = MODEL_KEYS + FUSED_KEYS + (ONNX_FULLRES_KEY,)
+#: what ``skip`` may name
+SKIPPABLE = ("train", "infer", "onnx", "fullres", "loader", "fused", "eval")
+#: the models of the issue's table, in the order they are reported
+DEFAULT_MODELS = ("residual_unet", "segception", "segception_deep", "vgg16_unet", "residual_inception_unet")
+FULLRES = (1024, 2048)
+NUM_CLASSES = 34
+#: markers of the generated part of a markdown file; text outside them is kept on rewrite
+BEGIN, END = "<!-- cityseg-benchmark:begin -->", "<!-- cityseg-benchmark:end -->"
+
+
+@dataclass
+class BenchConfig:
+    models: Sequence[str] = DEFAULT_MODELS
+    size: tuple[int, int] = (128, 256)
+    batch: int = 16
+    infer_batch: int | None = None  # None: 4 on CPU (small batches are faster there), ``batch`` on CUDA
+    iters: int = 5
+    warmup: int = 2
+    skip: frozenset[str] = field(default_factory=frozenset)
+    device: str = "auto"
+    threads: int | None = None
+    data_root: str | None = None  # dataset for the loader figures; None: generate full-size SynthCity
+    loader_images: int = 6
+    eval_images: int = 12  # full-size val frames for the `evaluate --pred-dir` vs official-script timing
+    isolate: bool = True
+    work_dir: str | None = None  # where synthetic data, caches and ONNX files go (a temp dir by default)
+    roof_max_n: int | None = None  # largest matmul side for the roof (None: 4096 CPU, 8192 CUDA)
+
+    def check(self) -> "BenchConfig":
+        self.models = list(self.models)
+        if not self.models:
+            raise CitysegError("no models to benchmark")
+        for key in ("batch", "iters", "loader_images", "eval_images"):
+            if int(getattr(self, key)) < 1:
+                raise CitysegError(f"--{key.replace('_', '-')} must be >= 1; got {getattr(self, key)}")
+        if self.warmup < 0:
+            raise CitysegError(f"--warmup must be >= 0; got {self.warmup}")
+        if self.infer_batch is not None and self.infer_batch < 1:
+            raise CitysegError(f"--infer-batch must be >= 1; got {self.infer_batch}")
+        bad = set(self.skip) - set(SKIPPABLE)
+        if bad:
+            raise CitysegError(f"cannot skip {', '.join(sorted(bad))}: choose from {', '.join(SKIPPABLE)}")
+        self.skip = frozenset(self.skip)
+        from cityseg.models import check_model_name
+
+        for m in self.models:
+            check_model_name(m)
+        return self
+
+
+def rounded(v: Any) -> Any:
+    if isinstance(v, float):
+        return None if math.isnan(v) else float(f"{v:.4g}")
+    return v

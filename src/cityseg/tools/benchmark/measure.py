@@ -1,0 +1,363 @@
+"""The measurements: timing, the machine's matmul roof, one model's train/infer/full-resolution/loading speed."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cityseg import labels
+from cityseg.errors import CitysegError
+from cityseg.runtime import autocast, native_bf16, resolve_fast
+from cityseg.models import count_params, forward_gflops
+from cityseg.tools.benchmark.config import ALL_KEYS, FULLRES, NUM_CLASSES, ONNX_FULLRES_KEY
+
+
+
+# ---- devices, timing, fast path -------------------------------------------------------------------
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise CitysegError(f"unknown device {device!r}: choose auto, cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CitysegError(f"device {device!r} requested but CUDA is not available")
+    if dev.type not in ("cpu", "cuda"):
+        raise CitysegError(f"unsupported device {device!r}: choose auto, cpu or cuda")
+    return dev
+
+
+def cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    """'cpu: AMD EPYC (2 threads, AVX2, bf16 native: no)' or 'cuda: NVIDIA H100 80GB HBM3'."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return (f"cpu: {cpu_name()} ({torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()},"
+            f" bf16 native: {'yes' if native_bf16() else 'no'})")
+
+
+def fast_path(device: torch.device, training: bool = True) -> tuple[bool, torch.dtype | None]:
+    """The project's default fast path (``cityseg.runtime``): (channels_last, amp dtype)."""
+    return resolve_fast("auto", device, training=training)
+
+
+def fast_name(device: torch.device) -> str:
+    """The fast path in words, for training and (where it differs) for inference."""
+    def words(cl: bool, dtype: torch.dtype | None) -> str:
+        parts = (["channels_last"] if cl else ["NCHW"]) + ([f"{str(dtype).replace('torch.', '')} autocast"] if dtype else ["fp32"])
+        return " + ".join(parts)
+
+    train, infer = words(*fast_path(device)), words(*fast_path(device, training=False))
+    return train if train == infer else f"training {train}, inference {infer}"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fn(fn: Callable[[], Any], warmup: int, iters: int, device: torch.device = torch.device("cpu")) -> float:
+    """Median seconds of ``iters`` calls of ``fn`` after ``warmup`` untimed calls (CUDA-synchronised)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB, macOS bytes)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+# ---- machine roof ---------------------------------------------------------------------------------
+def matmul_gflops(dtype: torch.dtype, device: torch.device, iters: int = 3, max_n: int | None = None,
+                  target_s: float = 0.25) -> float:
+    """Achieved GFLOP/s of a square ``torch.mm`` in ``dtype``, best of ``iters`` (a roof is a peak: on a
+    shared machine the fastest repetition is the one least disturbed by other processes).
+
+    The side grows from 256 (doubling) until one product takes ``target_s`` or reaches ``max_n``, so an
+    emulated dtype (bf16 on a CPU without bf16 instructions, ~100x slower) does not take minutes.
+    """
+    max_n = max_n or (8192 if device.type == "cuda" else 4096)
+    g = torch.Generator().manual_seed(0)
+    n = 256
+    while True:
+        a = torch.randn(n, n, generator=g).to(device, dtype)
+        b = torch.randn(n, n, generator=g).to(device, dtype)
+        t = time_fn(lambda: torch.mm(a, b), 1, 1, device)
+        if t >= target_s or n * 2 > max_n:
+            break
+        n *= 2
+    best = min(time_fn(lambda: torch.mm(a, b), 0, 1, device) for _ in range(iters))
+    return 2 * n**3 / best / 1e9
+
+
+def measure_roof(device: torch.device, iters: int = 3, max_n: int | None = None) -> dict[str, float]:
+    return {"fp32": matmul_gflops(torch.float32, device, iters, max_n),
+            "bf16": matmul_gflops(torch.bfloat16, device, iters, max_n)}
+
+
+# ---- models ---------------------------------------------------------------------------------------
+def build(name: str, size: tuple[int, int]) -> torch.nn.Module:
+    """Build ``name`` for 34 classes; models tied to one input size are built for ``size``."""
+    from cityseg.models import build_model, model_options
+
+    options = {"input_size": tuple(size)} if "input_size" in model_options(name) else {}
+    model = build_model(name, num_classes=NUM_CLASSES, **options)
+    check = getattr(model, "check_input_shape", None)
+    if check is not None:
+        check(*size)
+    return model
+
+
+def has_fused_path(model: torch.nn.Module) -> bool:
+    """True when ``model`` has multi-branch blocks that ``cityseg.models.set_fused`` switches."""
+    from cityseg.models.blocks import ParallelBlock
+
+    return any(isinstance(m, ParallelBlock) for m in model.modules())
+
+
+def fused(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` whose multi-branch blocks run fused (same function, same weights)."""
+    from cityseg.models import set_fused
+
+    return set_fused(copy.deepcopy(model), True)
+
+
+def make_batch(batch: int, size: tuple[int, int], device: torch.device, seed: int = 0):
+    """The fixed random inputs every measurement uses: images in [0, 1) and labelIds 0..33."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch, 3, *size, generator=g)
+    y = torch.randint(0, NUM_CLASSES, (batch, *size), generator=g)
+    return x.to(device), y.to(device)
+
+
+def train_step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, fast: bool) -> Callable[[], float]:
+    """One training step (forward + CE + backward + Adam) as a closure; ``model`` is trained in place."""
+    device = x.device
+    channels_last, dtype = fast_path(device) if fast else (False, None)
+    model.train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and dtype == torch.float16)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with autocast(device, dtype):
+            out = model(x)
+        loss = F.cross_entropy(out.float(), y, ignore_index=255)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    return step
+
+
+def infer_fn(model: torch.nn.Module, x: torch.Tensor, fast: bool) -> Callable[[], Any]:
+    device = x.device
+    channels_last, dtype = fast_path(device, training=False) if fast else (False, None)
+    model.eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def run():
+        with torch.inference_mode(), autocast(device, dtype):
+            return model(x)
+
+    return run
+
+
+def export_for_ort(name: str, model: torch.nn.Module, size: tuple[int, int], folder: Path) -> Path:
+    """Export ``model`` with ``cityseg.export.export_onnx`` (the same path as ``cityseg export``)."""
+    from cityseg.checkpoint import Checkpoint
+    from cityseg.infer.onnx import export_onnx
+    from cityseg.models import model_options
+
+    options = {"input_size": list(size)} if "input_size" in model_options(name) else {}
+    ckpt = Checkpoint(model={k: v.detach().cpu() for k, v in model.state_dict().items()}, model_name=name,
+                      model_options=options, label_mode="labelIds", num_classes=NUM_CLASSES,
+                      class_names=list(labels.LABELID_NAMES), input_size=list(size))
+    return Path(export_onnx(ckpt.to_dict(), folder / f"{name}-{size[0]}x{size[1]}.onnx", size=size)["path"])
+
+
+def onnx_infer_fn(path: Path, x: torch.Tensor) -> Callable[[], Any]:
+    from cityseg.infer.onnx import load_onnx
+
+    session, _ = load_onnx(path, threads=torch.get_num_threads())
+    feed = {session.get_inputs()[0].name: np.ascontiguousarray(x.detach().cpu().numpy())}
+    return lambda: session.run(None, feed)
+
+
+def fullres_fn(model: torch.nn.Module, size: tuple[int, int], image: np.ndarray, device: torch.device):
+    """Full-resolution prediction with the fast path (``Predictor.predict``: resize, model, upsample, argmax)."""
+    from cityseg.infer.predictor import Predictor
+
+    channels_last, dtype = fast_path(device, training=False)
+    predictor = Predictor(model, "labelIds", size, device=device, channels_last=channels_last,
+                          bf16=dtype == torch.bfloat16, num_classes=NUM_CLASSES)
+    return lambda: predictor.predict(image)
+
+
+def fullres_onnx_fn(path: Path, image: np.ndarray):
+    """The same full-resolution prediction with the model exported to ONNX, run on onnxruntime."""
+    from cityseg.infer.predictor import Predictor
+
+    predictor = Predictor.from_onnx(path)
+    return lambda: predictor.predict(image)
+
+
+# ---- data loading ---------------------------------------------------------------------------------
+def synth_data(folder: Path, images: int) -> Path:
+    """Full-size (1024x2048) SynthCity frames in ``folder`` (generated once; reused when present)."""
+    from cityseg.data import layout
+    from cityseg.data.synth import generate
+
+    root = folder / f"synth-{images}"
+    try:
+        if len(layout.find_samples(root, "train")) == images:
+            return root
+    except CitysegError:
+        pass
+    generate(root, train=images, val=0, test=0, size=FULLRES, seed=0)
+    return root
+
+
+def loader_throughput(root: Path, size: tuple[int, int], batch: int, cache: bool, warmup: int, iters: int,
+                      cache_dir: Path | None = None, split: str = "train", limit: int | None = None) -> float:
+    """Images/s of a single-process ``DataLoader`` over the split, from the uint8 cache or the PNGs."""
+    from torch.utils.data import DataLoader, Subset
+
+    from cityseg.data.dataset import CityscapesDataset
+
+    ds = CityscapesDataset(root, split, size=size, cache=cache, cache_dir=cache_dir)  # builds the cache (untimed)
+    n = len(ds) if limit is None else min(limit, len(ds))
+    # a cached pass over a handful of images takes microseconds: cycle over them to at least 4 batches
+    count = max(n, 4 * batch) if cache else n
+    sampler = [i % n for i in range(count)]
+    loader = DataLoader(Subset(ds, range(n)) if n < len(ds) else ds, batch_size=batch, sampler=sampler,
+                        num_workers=0)
+
+    def run():
+        for _ in loader:
+            pass
+
+    return count / time_fn(run, warmup, iters)
+
+
+# ---- one model ------------------------------------------------------------------------------------
+def guard(errors: dict[str, str], key: str, fn: Callable[[], Any]) -> Any:
+    """Run one measurement; a failure is recorded (one line) and gives None, the run goes on."""
+    try:
+        return fn()
+    except (CitysegError, RuntimeError, ValueError, MemoryError, ImportError, OSError) as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        errors[key] = f"{e.__class__.__name__}: {text}"[:300]
+        if isinstance(e, (RuntimeError, MemoryError)) and x_is_oom(e):
+            with contextlib.suppress(Exception):
+                torch.cuda.empty_cache()
+        return None
+
+
+def x_is_oom(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or "out of memory" in str(e).lower()
+
+
+def bench_model(name: str, cfg: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+    """Measure one model; returns {key: value for MODEL_KEYS} plus "errors" {measurement: one line}."""
+    threads = cfg.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    device = torch.device(shared["device"])
+    size, batch, skip = tuple(cfg["size"]), int(cfg["batch"]), set(cfg["skip"])
+    warmup, iters = int(cfg["warmup"]), int(cfg["iters"])
+    infer_batch = int(shared["infer_batch"])
+    torch.manual_seed(0)
+    out: dict[str, Any] = dict.fromkeys(ALL_KEYS)
+    errors: dict[str, str] = {}
+    model = build(name, size).to(device)
+    out["params"] = count_params(model)
+    out["gflops"] = guard(errors, "gflops", lambda: forward_gflops(model, size))
+    x, y = make_batch(batch, size, device)
+    xi = x[:infer_batch].clone()
+
+    def rate(n: int, fn_factory: Callable[[], Callable[[], Any]], it: int = iters) -> float:
+        return n / time_fn(fn_factory(), warmup, it, device)
+
+    if "train" not in skip:
+        out["train_img_s_fp32"] = guard(errors, "train_fp32", lambda: rate(
+            batch, lambda: train_step_fn(copy.deepcopy(model), x, y, fast=False)))
+        out["train_img_s_fast"] = guard(errors, "train_fast", lambda: rate(
+            batch, lambda: train_step_fn(copy.deepcopy(model), x, y, fast=True)))
+    if "infer" not in skip:
+        out["infer_img_s_fp32"] = guard(errors, "infer_fp32", lambda: rate(
+            infer_batch, lambda: infer_fn(copy.deepcopy(model), xi, fast=False)))
+        out["infer_img_s_fast"] = guard(errors, "infer_fast", lambda: rate(
+            infer_batch, lambda: infer_fn(copy.deepcopy(model), xi, fast=True)))
+    if "fused" not in skip and has_fused_path(model):
+        if "train" not in skip:
+            out["train_img_s_fast_fused"] = guard(errors, "train_fast_fused", lambda: rate(
+                batch, lambda: train_step_fn(fused(model), x, y, fast=True)))
+        if "infer" not in skip:
+            out["infer_img_s_fast_fused"] = guard(errors, "infer_fast_fused", lambda: rate(
+                infer_batch, lambda: infer_fn(fused(model), xi, fast=True)))
+    if "onnx" not in skip:
+        if device.type == "cuda":
+            errors["onnx"] = "skipped: onnxruntime runs on the CPU execution provider only here"
+        else:
+            def onnx_rates():
+                path = export_for_ort(name, model.cpu(), size, Path(shared["work_dir"]))
+                try:
+                    out["infer_img_s_onnx"] = rate(infer_batch, lambda: onnx_infer_fn(path, xi))
+                    if "fullres" not in skip and shared.get("fullres_image") is not None:
+                        image = np.load(shared["fullres_image"])
+                        out[ONNX_FULLRES_KEY] = time_fn(fullres_onnx_fn(path, image), warmup, iters)
+                finally:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+
+            guard(errors, "onnx", onnx_rates)
+            model.to(device)
+    if "fullres" not in skip and shared.get("fullres_image") is not None:
+        image = np.load(shared["fullres_image"])
+        out["fullres_s_per_img"] = guard(errors, "fullres", lambda: time_fn(
+            fullres_fn(copy.deepcopy(model), size, image, device), warmup, iters, device))
+    out["loader_img_s_cache"] = shared.get("loader_img_s_cache")
+    out["loader_img_s_png"] = shared.get("loader_img_s_png")
+    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    out["errors"] = errors
+    return out
+
+
+def bench_model_isolated(name: str, cfg: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+    os.environ.setdefault("OMP_NUM_THREADS", str(cfg.get("threads") or torch.get_num_threads()))
+    return bench_model(name, cfg, shared)

@@ -1,0 +1,97 @@
+"""Where a train step's time goes, by operator type (convolutions by kernel shape, cat, batch norm, ...)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import torch
+
+from cityseg.tools.benchmark.measure import build, make_batch, resolve_device, sync, train_step_fn
+
+
+
+# ---- operator profile -----------------------------------------------------------------------------
+def _conv_kernel(shapes: list) -> str | None:
+    """Kernel 'kh x kw' from a convolution event's input shapes (the first 4-D tensor after the input)."""
+    four = [s for s in shapes if isinstance(s, (list, tuple)) and len(s) == 4]
+    if len(four) >= 2:
+        # forward: (input, weight, ...); backward: (grad_out, input, weight, ...): the weight is the last 4-D one
+        k = four[-1][2:]
+        return f"{k[0]}x{k[1]}"
+    return None
+
+
+def op_category(name: str, shapes: list) -> str:
+    n = name.lower()
+    if "conv" in n:
+        k = _conv_kernel(shapes)
+        return {"1x1": "conv 1x1", "3x3": "conv 3x3"}.get(k, "conv other (kxk, 3x1/1x3, transposed)") \
+            if k else "conv (unknown shape)"
+    if "batch_norm" in n:
+        return "batch norm"
+    if n in ("aten::cat", "aten::_cat") or "cat_" in n:
+        return "cat / slicing"
+    if any(t in n for t in ("copy_", "_to_copy", "aten::to", "contiguous", "clone")):
+        return "copies / dtype conversions"
+    if any(t in n for t in ("pool", "upsample", "interpolate")):
+        return "pooling / upsampling"
+    if any(t in n for t in ("_foreach", "adam", "addcdiv", "lerp", "sqrt")):
+        return "optimizer"
+    if any(t in n for t in ("nll", "log_softmax", "cross_entropy")):
+        return "loss"
+    if any(t in n for t in ("relu", "threshold", "prelu", "sigmoid", "add", "mul", "sub", "div", "fill", "zero")):
+        return "element-wise (act, add, mul)"
+    if "slice" in n or "narrow" in n or "split" in n or "select" in n:
+        return "cat / slicing"
+    return "other"
+
+
+def profile_model(name: str, size: tuple[int, int] = (128, 256), batch: int = 16, fast: bool = True,
+                  steps: int = 2, fused: bool | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Self time per operator category of a train step: {"step_s", "categories": {cat: seconds per step}}."""
+    from torch.profiler import ProfilerActivity, profile
+
+    dev = resolve_device(device)
+    torch.manual_seed(0)
+    model = build(name, size).to(dev)
+    if fused is not None:
+        from cityseg.models import set_fused
+
+        set_fused(model, fused)
+    x, y = make_batch(batch, size, dev)
+    step = train_step_fn(model, x, y, fast=fast)
+    step()
+    sync(dev)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    t0 = time.perf_counter()
+    with profile(activities=acts, record_shapes=True) as prof:
+        for _ in range(steps):
+            step()
+        sync(dev)
+    wall = (time.perf_counter() - t0) / steps
+    cats: dict[str, float] = {}
+    for ev in prof.key_averages(group_by_input_shape=True):
+        c = op_category(ev.key, list(ev.input_shapes or []))
+        cats[c] = cats.get(c, 0.0) + ev.self_cpu_time_total / 1e6 / steps
+    total = sum(cats.values())
+    return {"model": name, "fast": fast, "fused": fused, "step_s": wall, "profiled_s": total,
+            "categories": dict(sorted(cats.items(), key=lambda kv: -kv[1]))}
+
+
+def profile_markdown(profiles: Sequence[dict[str, Any]]) -> str:
+    cats: list[str] = []
+    for p in profiles:
+        cats += [c for c in p["categories"] if c not in cats]
+    head = [f"{p['model']} ({'fast' if p['fast'] else 'fp32'}"
+            + ("" if p["fused"] is None else (", fused" if p["fused"] else ", per-branch")) + ")" for p in profiles]
+    lines = ["| op type (self time, ms per step) | " + " | ".join(head) + " |",
+             "|---|" + "---:|" * len(profiles)]
+    for c in cats:
+        row = []
+        for p in profiles:
+            v = p["categories"].get(c)
+            row.append("—" if v is None else f"{1e3 * v:.0f} ({100 * v / p['profiled_s']:.0f}%)")
+        lines.append(f"| {c} | " + " | ".join(row) + " |")
+    lines.append("| **step wall time (profiled)** | " + " | ".join(f"**{1e3 * p['step_s']:.0f}**" for p in profiles) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,180 @@
+"""The benchmark's report: the stable JSON, the markdown tables between the markers of docs/benchmarks.md, the plot."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cityseg.tools.benchmark.config import ALL_KEYS, BEGIN, END, ONNX_FULLRES_KEY
+
+
+
+def result_json(result: dict[str, Any]) -> dict[str, Any]:
+    """The stable ``--json`` document: {"roof_gflops": {"fp32", "bf16"}, "device", "models": {NAME: {MODEL_KEYS}}}."""
+    return {"roof_gflops": dict(result["roof_gflops"]), "device": result["device"],
+            "models": {n: {k: m.get(k) for k in ALL_KEYS} for n, m in result["models"].items()},
+            "eval_pred_dir": result.get("eval_pred_dir")}
+
+
+# ---- derived figures and targets ------------------------------------------------------------------
+def achieved(m: dict[str, Any], key: str) -> float | None:
+    """Achieved GFLOP/s of a throughput key: training counts 3x the forward FLOPs, inference 1x."""
+    if m.get("gflops") is None or m.get(key) is None:
+        return None
+    return (3 if key.startswith("train") else 1) * m["gflops"] * m[key]
+
+
+def fast_roof(result: dict[str, Any]) -> tuple[str, float]:
+    """The roof the fast path computes at: bf16 when it autocasts to bf16, else fp32 (fp16 CUDA: bf16 roof)."""
+    dtype = result.get("meta", {}).get("fast_dtype", "None")
+    key = "bf16" if dtype in ("bfloat16", "float16") else "fp32"
+    return key, result["roof_gflops"][key]
+
+
+# ---- reports --------------------------------------------------------------------------------------
+def _f(v: Any, fmt: str = "{:.1f}") -> str:
+    return "—" if v is None else fmt.format(v)
+
+
+def markdown(result: dict[str, Any], plot: str | None = None) -> str:
+    """The generated part of docs/benchmarks.md: setup, the table, achieved FLOP/s and the targets."""
+    meta = result.get("meta", {})
+    roof = result["roof_gflops"]
+    roof_key, fr = fast_roof(result)
+    h, w = meta.get("size", ["?", "?"])
+    lines = [
+        f"Measured {meta.get('date', '')} on **{result['device']}**, torch {meta.get('torch')}, commit "
+        f"`{meta.get('commit')}`; input {h}x{w}, train batch {meta.get('batch')}, inference batch "
+        f"{meta.get('infer_batch')}, median of {meta.get('iters')} after {meta.get('warmup')} warm-up; "
+        f"fast path = {meta.get('fast_path')}; run took {meta.get('seconds')} s.",
+        "",
+        f"Matmul roof (large `torch.mm`, same run): fp32 **{roof['fp32']:.0f} GFLOP/s**, bf16 "
+        f"**{roof['bf16']:.1f} GFLOP/s**.",
+        "",
+        "| model | params | GFLOPs/img | train img/s fp32 | train img/s fast | speed-up | infer img/s fp32 | "
+        "infer img/s fast | infer img/s ORT | full-res s/img | full-res s/img ORT | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in result["models"].items():
+        sp = (m["train_img_s_fast"] / m["train_img_s_fp32"]) if m.get("train_img_s_fast") and m.get("train_img_s_fp32") else None
+        lines.append(
+            f"| {name} | {_f(m['params'] and m['params'] / 1e6, '{:.2f} M')} | {_f(m['gflops'])} | "
+            f"{_f(m['train_img_s_fp32'], '{:.2f}')} | {_f(m['train_img_s_fast'], '{:.2f}')} | {_f(sp, '{:.2f}x')} | "
+            f"{_f(m['infer_img_s_fp32'])} | {_f(m['infer_img_s_fast'])} | {_f(m['infer_img_s_onnx'])} | "
+            f"{_f(m['fullres_s_per_img'], '{:.3f}')} | {_f(m.get(ONNX_FULLRES_KEY), '{:.3f}')} | "
+            f"{_f(m['peak_rss_mb'], '{:.0f}')} |")
+    lines += [
+        "",
+        f"Achieved GFLOP/s (training = 3x forward FLOPs x img/s, inference = 1x) and the fraction of the roof "
+        f"(fp32 eager vs the fp32 roof; fast path vs the {roof_key} roof):",
+        "",
+        "| model | train fp32 | train fast | infer fp32 | infer fast | infer ORT |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in result["models"].items():
+        def cell(key: str, r: float) -> str:
+            a = achieved(m, key)
+            return "—" if a is None else f"{a:.0f} ({100 * a / r:.0f}%)"
+
+        lines.append(f"| {name} | {cell('train_img_s_fp32', roof['fp32'])} | {cell('train_img_s_fast', fr)} | "
+                     f"{cell('infer_img_s_fp32', roof['fp32'])} | {cell('infer_img_s_fast', fr)} | "
+                     f"{cell('infer_img_s_onnx', roof['fp32'])} |")
+    first = {k: meta.get(k) for k in ("loader_img_s_cache", "loader_img_s_png")}
+    if first["loader_img_s_cache"] is None:
+        first = next(iter(result["models"].values()), {})
+    both = [(n, m) for n, m in result["models"].items()
+            if m.get("train_img_s_fast_fused") or m.get("infer_img_s_fast_fused")]
+    if both:
+        lines += [
+            "",
+            "Multi-branch blocks, per-branch (the models' default) vs fused (parallel convolutions that read the same"
+            " input run as one convolution, smaller kernels zero-padded; `cityseg.models.set_fused(model, True)`),"
+            " fast path:",
+            "",
+            "| model | train img/s per-branch | train img/s fused | fused/per-branch | infer img/s per-branch | "
+            "infer img/s fused | fused/per-branch |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for n, m in both:
+            def gain(a: str, b: str) -> str:
+                return f"{m[a] / m[b]:.2f}x" if m.get(a) and m.get(b) else "—"
+
+            lines.append(f"| {n} | {_f(m['train_img_s_fast'], '{:.2f}')} | {_f(m.get('train_img_s_fast_fused'), '{:.2f}')}"
+                         f" | {gain('train_img_s_fast_fused', 'train_img_s_fast')} | {_f(m['infer_img_s_fast'])} | "
+                         f"{_f(m.get('infer_img_s_fast_fused'))} | {gain('infer_img_s_fast_fused', 'infer_img_s_fast')} |")
+    lines += [
+        "",
+        f"Data loading ({meta.get('data')}, {meta.get('loader_images')} images resized to {h}x{w}, "
+        f"`DataLoader` batch {meta.get('batch')}, no workers): prepared cache "
+        f"**{_f(first.get('loader_img_s_cache'), '{:.0f}')} img/s**, raw PNGs "
+        f"**{_f(first.get('loader_img_s_png'), '{:.1f}')} img/s**.",
+        "",
+        "Peak RSS is `ru_maxrss`, the process peak: "
+        + ("each model ran in its own process, so it is that model's peak." if meta.get("isolated")
+           else "all models ran in one process, so later rows include earlier peaks."),
+    ]
+    errs = {n: e for n, e in meta.get("errors", {}).items() if e}
+    if meta.get("run_errors"):
+        errs = {"(run)": meta["run_errors"], **errs}
+    if errs:
+        lines += ["", "Not measured:", ""]
+        for n, e in errs.items():
+            for k, v in e.items():
+                lines.append(f"- {n} / {k}: {v}")
+    if plot:
+        lines += ["", f"![throughput per model, baseline vs fast path]({plot})"]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(path: str | os.PathLike, text: str, title: str = "# Benchmarks") -> None:
+    """Write ``text`` between the benchmark markers of ``path``, keeping everything outside them."""
+    from cityseg.io import atomic_write_text
+
+    path = Path(path)
+    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if BEGIN in old and END in old and old.index(BEGIN) < old.index(END):
+        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END):]
+    else:
+        new = (old.rstrip() + "\n\n" if old.strip() else f"{title}\n\n") + block + "\n"
+    atomic_write_text(path, new)
+
+
+def plot(result: dict[str, Any], path: str | os.PathLike) -> None:
+    """Bar chart: train and inference img/s per model, fp32 eager baseline vs fast path (vs ORT)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cityseg.io import atomic_path
+
+    names = list(result["models"])
+    meta = result.get("meta", {})
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=90)
+    panels = [("training img/s", [("fp32 eager", "train_img_s_fp32"), ("fast path", "train_img_s_fast")]),
+              ("inference img/s", [("fp32 eager", "infer_img_s_fp32"), ("fast path", "infer_img_s_fast"),
+                                   ("onnxruntime", "infer_img_s_onnx")])]
+    colors = {"fp32 eager": "#9e9e9e", "fast path": "#1f77b4", "onnxruntime": "#ff7f0e"}
+    x = np.arange(len(names))
+    for ax, (title, series) in zip(axes, panels):
+        width = 0.8 / len(series)
+        for i, (label, key) in enumerate(series):
+            vals = [result["models"][n].get(key) or 0.0 for n in names]
+            ax.bar(x + (i - (len(series) - 1) / 2) * width, vals, width, label=label, color=colors[label])
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks(x, [n.replace("_", "_\n", 1) for n in names], fontsize=7)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
+    size = meta.get("size", ["?", "?"])
+    fig.suptitle(f"{result['device']} — {size[0]}x{size[1]}, train batch {meta.get('batch')}, "
+                 f"fast path: {meta.get('fast_path')}", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

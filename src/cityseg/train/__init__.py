@@ -1,0 +1,1 @@
+"""Training: recipes (config), losses, the loop, the run (setup, resume, save), sampling, schedules, DDP."""
