@@ -206,3 +206,73 @@ def test_a_loss_reading_several_outputs_gets_the_dict():
     assert loss({"out": out, "boundary": boundary}, torch.tensor([[[0]]])).item() == 2.0
     with pytest.raises(CitysegError, match="'boundary'"):
         loss({"out": out}, torch.tensor([[[0]]]))
+
+
+def test_ohem_with_ignored_pixels_and_class_weights_equals_the_sorted_definition():
+    """The pixels kept are the valid ones above the threshold, else the min_kept hardest valid ones."""
+    logits, target = case(7, b=2, c=5, h=6, w=7, ignore_frac=0.3)
+    weights = torch.tensor([1.0, 2.0, 0.5, 1.5, 3.0])
+    valid = target != 255
+    per_pixel = F.cross_entropy(logits, target.clamp(max=4), weight=weights, reduction="none")[valid]
+    hardest = per_pixel.sort(descending=True).values
+    for thresh, k in ((0.6, 3), (1e-12, 11), (0.9, 0.25)):
+        kept_n = max(1, round(k * valid.sum().item())) if k <= 1 else int(k)
+        above = hardest[hardest > -math.log(thresh)]
+        want = above.mean() if len(above) >= kept_n else hardest[:kept_n].mean()
+        got = OhemCrossEntropyLoss(thresh=thresh, min_kept=k, class_weights=weights)(logits, target)
+        assert got.item() == pytest.approx(want.item(), rel=1e-6)
+
+
+def test_boundary_target_marks_label_changes_within_the_window():
+    """An independent window scan in plain Python: a pixel is an edge when its 4x4 window (offsets -2..+1,
+    clipped at the border) holds two label values."""
+    from cityseg.train.losses import boundary_target
+
+    g = torch.Generator().manual_seed(3)
+    target = torch.randint(0, 3, (2, 7, 9), generator=g)
+    target[0, :, :5] = 1  # a large uniform area: no edges inside it
+    target[1, 2, 3] = 255
+    edge = boundary_target(target, width=4)
+    assert edge.shape == (2, 1, 7, 9)
+    for b in range(2):
+        for y in range(7):
+            for x in range(9):
+                window = {int(target[b, yy, xx]) for yy in range(max(0, y - 2), min(7, y + 2))
+                          for xx in range(max(0, x - 2), min(9, x + 2))}
+                assert edge[b, 0, y, x].item() == float(len(window) > 1), (b, y, x)
+
+
+def test_boundary_loss_by_hand():
+    """Zero logits: every pixel's BCE is ln 2; edge pixels weigh (n - pos) / n, the others pos / n."""
+    from cityseg.train.losses import BoundaryLoss, boundary_target
+
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    target[:, :, 4:] = 1
+    edge = boundary_target(target)
+    n, pos = edge.numel(), edge.sum().item()
+    assert 0 < pos < n
+    want = math.log(2) * (pos * (n - pos) / n + (n - pos) * pos / n) / n
+    got = BoundaryLoss()({"boundary": torch.zeros(1, 1, 8, 8)}, target)
+    assert got.item() == pytest.approx(want, rel=1e-6)
+
+
+def test_boundary_aware_ce_reads_only_where_the_boundary_head_fires():
+    from cityseg.train.losses import BoundaryAwareCE
+
+    logits, target = case(5, b=1, c=3, h=4, w=4, ignore_frac=0.0)
+    boundary = torch.full((1, 1, 4, 4), -10.0)
+    boundary[0, 0, 1, :] = 10.0  # confident edge on row 1 only
+    got = BoundaryAwareCE(thresh=0.8, ohem_thresh=1.0, min_kept=1)({"out": logits, "boundary": boundary}, target)
+    want = F.cross_entropy(logits[:, :, 1], target[:, 1])
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+
+
+def test_prefix_output_sums_every_matching_head_and_tolerates_none():
+    target = torch.tensor([[[0]]])
+    out = torch.tensor([2.0, 0.0]).view(1, 2, 1, 1)
+    zero = torch.zeros(1, 2, 1, 1)
+    loss = build_loss([{"name": "ce", "weight": 1.0}, {"name": "ce", "weight": 0.5, "output": "aux*"}], num_classes=2)
+    ce_out, ce_zero = math.log(1 + math.exp(-2)), math.log(2)
+    assert loss({"out": out, "aux2": zero, "aux3": zero}, target).item() == pytest.approx(ce_out + 0.5 * 2 * ce_zero, rel=1e-6)
+    assert loss({"out": out, "boundary": zero[:, :1]}, target).item() == pytest.approx(ce_out, rel=1e-6)
+    assert loss(out, target).item() == pytest.approx(ce_out, rel=1e-6)

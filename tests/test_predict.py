@@ -165,22 +165,23 @@ def test_results_figure_layout(ckpt, tiny_root, tmp_path, capsys):
 
     path = results_figure(Predictor.from_checkpoint(ckpt), tiny_root, tmp_path / "fig.png", n=2)
     with Image.open(path) as im:
-        assert im.size == (900, 600)  # figsize (9, 3*N) at 100 dpi, like the seed's 900x9600 for N=32
+        two_rows = im.size
+    assert two_rows[0] == 1200  # four 3-inch panels at 100 dpi
     out = tmp_path / "cli.png"
     assert main(["figure", "--checkpoint", str(ckpt), "--data", str(tiny_root), "--n", "5", "--out", str(out)]) == 0
     with Image.open(out) as im:
-        assert im.size == (900, 600)  # only 2 val frames exist
+        assert im.size == two_rows  # only 2 val frames exist
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
     assert main(["figure", "--checkpoint", str(ckpt), "--data", str(tmp_path / "none"), "--out", str(out)]) == 2
     assert "none" in one_line_error(capsys)
 
 
 def test_results_figure_rows_are_first_n_sorted_frames_in_the_official_palette(ckpt, synth_small, tmp_path, monkeypatch):
-    """Rows = the first N val frames in sorted order; columns = input / GT / prediction, coloured with the
-    official labelId palette (checked on the arrays handed to imshow)."""
+    """Rows = the first N val frames in sorted order; columns = input / GT / prediction / errors, coloured
+    with the official labelId palette (checked on the arrays handed to imshow); titles on the first row."""
     import matplotlib.axes
 
-    from cityseg.infer.figure import TITLES, results_figure
+    from cityseg.infer.figure import ERROR_COLOR, TITLES, results_figure
 
     drawn, titles = [], []
     real_imshow, real_title = matplotlib.axes.Axes.imshow, matplotlib.axes.Axes.set_title
@@ -191,13 +192,22 @@ def test_results_figure_rows_are_first_n_sorted_frames_in_the_official_palette(c
     predictor = Predictor.from_checkpoint(ckpt)
     results_figure(predictor, synth_small, tmp_path / "fig.png", n=3)
     frames = sorted(str(p) for p in (synth_small / "leftImg8bit" / "val").rglob("*_leftImg8bit.png"))[:3]
-    assert len(drawn) == 9 and titles == list(TITLES) * 3
+    assert len(drawn) == 12 and titles == list(TITLES)
     for r, image_path in enumerate(frames):
         sample = next(s for s in layout.find_samples(synth_small, "val") if str(s.image) == image_path)
         image = io.read_image(sample.image)  # 256x512: drawn as is (no display shrink)
-        np.testing.assert_array_equal(drawn[3 * r], image)
-        np.testing.assert_array_equal(drawn[3 * r + 1], labels.LABELID_PALETTE[io.read_label(sample.label)])
-        np.testing.assert_array_equal(drawn[3 * r + 2], labels.LABELID_PALETTE[predictor.predict(image)])
+        gt, pred = io.read_label(sample.label), predictor.predict(image)
+        np.testing.assert_array_equal(drawn[4 * r], image)
+        np.testing.assert_array_equal(drawn[4 * r + 1], labels.LABELID_PALETTE[gt])
+        np.testing.assert_array_equal(drawn[4 * r + 2], labels.LABELID_PALETTE[pred])
+        # error panel, checked pixel class by pixel class against the official evaluated-id list
+        errors = drawn[4 * r + 3]
+        scored = np.isin(gt, labels.EVAL_LABEL_IDS)
+        assert (errors[~scored] == 0).all()
+        wrong = scored & (pred != gt)
+        assert (errors[wrong] == ERROR_COLOR).all()
+        right = scored & (pred == gt)
+        assert (errors[right][:, 0] == errors[right][:, 1]).all()  # grey where right
 
 
 # ---- ONNX export and onnxruntime prediction -----------------------------------------------------

@@ -308,3 +308,21 @@ def test_training_heads_dict_outputs_and_missing_output(synth64, tmp_path, monke
     bad = apply_overrides(cfg, {"loss": [{"name": "ce"}, {"name": "ce", "output": "boundary"}]})
     with pytest.raises(CitysegError, match="reads model output 'boundary'"):
         train(bad, synth64, tmp_path / "bad", progress=False)
+
+
+def test_resume_before_the_first_checkpoint_starts_fresh(synth64, tmp_path, capsys):
+    """A scheduler restarts the same command after a kill in epoch 1: no last.pt yet, so --resume starts
+    the run afresh (one notice line) with the run's own config.toml, and ends where an uninterrupted run does."""
+    args = ["--data", str(synth64), "--model", "tiny", "--size", "64x128", "--epochs", "1", "--batch-size", "5",
+            "--seed", "3", "--workers", "0", "--set", "train.fast=false", "--quiet"]
+    assert main(["train", "--out", str(tmp_path / "ref"), *args]) == 0
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "config.toml").write_text((tmp_path / "ref" / "config.toml").read_text())  # written at start
+    capsys.readouterr()
+    assert main(["train", "--data", str(synth64), "--out", str(killed), "--resume", "--quiet"]) == 0
+    assert "no checkpoint to resume yet; starting a fresh run" in capsys.readouterr().out
+    assert_same_weights(weights(tmp_path / "ref"), weights(killed))
+    # the same with the full command line on a folder that does not exist yet
+    assert main(["train", "--out", str(tmp_path / "new"), "--resume", *args]) == 0
+    assert_same_weights(weights(tmp_path / "ref"), weights(tmp_path / "new"))

@@ -38,13 +38,13 @@ def resolve_config(args: argparse.Namespace) -> dict:
 
     from cityseg.train.config import apply_overrides, load_recipe, merge, DEFAULTS
 
-    if args.resume and args.config is None:
+    run_config = Path(args.out) / "config.toml"
+    if args.resume and args.config is None and (Path(args.out) / "last.pt").is_file():
         from cityseg.checkpoint import load_checkpoint
 
-        ckpt = load_checkpoint(Path(args.out) / "last.pt") if (Path(args.out) / "last.pt").is_file() else None
-        if ckpt is None:
-            raise CitysegError(f"{Path(args.out) / 'last.pt'}: nothing to resume (no last.pt in the run folder)")
-        cfg = merge(DEFAULTS, ckpt["config"], f"{args.out}/last.pt config")
+        cfg = merge(DEFAULTS, load_checkpoint(Path(args.out) / "last.pt")["config"], f"{args.out}/last.pt config")
+    elif args.resume and args.config is None and run_config.is_file():  # killed before its first checkpoint
+        cfg, _ = load_recipe(run_config)
     else:
         cfg, _ = load_recipe(args.config or "seed")
     flags = {}

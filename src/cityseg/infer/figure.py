@@ -1,9 +1,10 @@
-"""The seed's results figure: rows of input / ground truth / prediction for the first N val frames.
+"""The results figure: rows of input / ground truth / prediction / errors for the first N val frames.
 
-As in the seed's V3 notebook: the first N images of the split in sorted order, labelIds coloured with
-the official 34-entry palette (ids >= 34 black), titles "Original image / Original mask / Predicted
-mask", figsize (9, 3*N) at 100 dpi. Predictions use the full-resolution protocol of evaluation
-(logits upsampled bilinearly to the frame's size, argmax).
+The seed's V3 notebook drew input, mask and prediction for the first N frames of the split in sorted
+order; this figure keeps those rows and adds the error map a reader looks for first: the input in grey,
+wrong pixels in red, pixels the benchmark does not score (void) in black. labelIds are coloured with the
+official palette (ids >= 34 black) and a legend names the 19 evaluated classes. Predictions use the
+full-resolution protocol of evaluation (logits upsampled bilinearly to the frame's size, argmax).
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ from cityseg.data.readers import read_frame
 from cityseg.errors import CitysegError
 from cityseg.io import atomic_path
 
-TITLES = ("Original image", "Original mask", "Predicted mask")
+TITLES = ("Input", "Ground truth", "Prediction", "Errors (red), void (black)")
+#: inches of one panel's width; rows take the frames' aspect, so no whitespace is left between them
+_PANEL_IN = 3.0
+_LEGEND_IN = 0.55
+ERROR_COLOR = np.array([230, 25, 25], np.uint8)
 #: widest image drawn (pixels); a 300-pixel-wide panel never shows more, and it keeps savefig fast
 _DISPLAY_WIDTH = 512
 
@@ -32,6 +37,24 @@ def _shrink(array: np.ndarray, nearest: bool) -> np.ndarray:
         return array
     size = (_DISPLAY_WIDTH, max(1, round(h * _DISPLAY_WIDTH / w)))
     return cv2.resize(array, size, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+
+
+def error_map(image: np.ndarray, gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """RGB panel: the image in dimmed grey where the prediction is right, ``ERROR_COLOR`` where it is
+    wrong, black where the ground truth is not an evaluated class (labelIds in, as the benchmark scores)."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None].repeat(3, axis=2) // 2 + 40
+    scored = labels.to_train_ids(gt) != labels.IGNORE_INDEX
+    out = np.where(scored[..., None], grey, 0).astype(np.uint8)
+    out[scored & (pred != gt)] = ERROR_COLOR
+    return out
+
+
+def _legend(fig: Any) -> None:
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=labels.TRAINID_PALETTE[t] / 255.0, label=name) for t, name in enumerate(labels.TRAINID_NAMES)]
+    fig.legend(handles=handles, loc="lower center", ncol=10, fontsize=7, frameon=False, handlelength=1.2,
+               columnspacing=0.8, borderaxespad=0.2)
 
 
 def results_figure(
@@ -59,22 +82,32 @@ def results_figure(
         raise CitysegError(f"{out}: unsupported figure format {fmt!r} (use .png, .jpg, .pdf or .svg)")
     predictor = model if isinstance(model, Predictor) else Predictor.from_checkpoint(model)
     samples = require_samples(resolve_root(data), split)[:n]
-    rows = len(samples)
-    fig, axes = plt.subplots(rows, 3, figsize=(9, 3 * rows), dpi=dpi, squeeze=False)
+    rows, cols = len(samples), len(TITLES)
+    first, _, _ = read_frame(samples[0])
+    row_in = _PANEL_IN * first.shape[0] / first.shape[1]
+    title_in = 0.25
+    height = rows * row_in + title_in + _LEGEND_IN
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * _PANEL_IN, height), dpi=dpi, squeeze=False)
+    fig.subplots_adjust(left=0.005, right=0.995, top=1 - title_in / height, bottom=_LEGEND_IN / height,
+                        wspace=0.02, hspace=0.02)
     try:
         for r, sample in enumerate(progress(samples) if progress else samples):
             image, gt, _ = read_frame(sample)
             pred = predictor.predict(image)
+            small_gt, small_pred = _shrink(gt, nearest=True), _shrink(pred, nearest=True)
+            small_image = _shrink(image, nearest=False)
             panels = (
-                _shrink(image, nearest=False),
-                labels.colorize(_shrink(gt, nearest=True), "labelIds"),
-                labels.colorize(_shrink(pred, nearest=True), "labelIds"),
+                small_image,
+                labels.colorize(small_gt, "labelIds"),
+                labels.colorize(small_pred, "labelIds"),
+                error_map(small_image, small_gt, small_pred),
             )
             for c, (ax, panel) in enumerate(zip(axes[r], panels)):
-                ax.imshow(panel, interpolation="nearest" if c else "antialiased")
-                ax.set_title(TITLES[c])
+                ax.imshow(panel, interpolation="nearest" if c else "antialiased", aspect="auto")
+                if r == 0:
+                    ax.set_title(TITLES[c], fontsize=9)
                 ax.axis("off")
-        fig.tight_layout()
+        _legend(fig)
         with atomic_path(out) as tmp:
             fig.savefig(tmp, format="jpeg" if fmt == "jpg" else fmt, dpi=dpi)
     finally:

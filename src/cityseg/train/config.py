@@ -40,7 +40,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "augment": {
         "enabled": False,
-        "scale": [0.5, 2.0],  # random scale range, then crop/pad back to data.size
+        "scale": [0.5, 2.0],  # random scale range, then crop/pad to augment.crop
+        "crop": [],  # [H, W] of the training crop; [] = data.size
         "hflip": 0.5,  # probability
         "photometric": True,  # brightness/contrast/saturation/hue jitter
     },
@@ -210,7 +211,8 @@ def _check_loss(i: int, spec: dict[str, Any], source: str) -> dict[str, Any]:
             if getattr(LOSSES[name], "outputs", None):
                 raise CitysegError(f"{source}: {where}: loss {name!r} reads the outputs {', '.join(LOSSES[name].outputs)} itself")
             if not isinstance(v, str) or not v:
-                raise CitysegError(f"{source}: {where} must name a model output, e.g. \"{MAIN_OUTPUT}\" or \"aux\"; got {v!r}")
+                raise CitysegError(f"{source}: {where} must name a model output, e.g. \"{MAIN_OUTPUT}\", \"aux\" or "
+                                   f"\"aux*\" (every output whose name starts with aux); got {v!r}")
             entry[k] = v
         elif k not in options:
             raise CitysegError(f"{source}: unknown config key {where!r} for loss {name!r} "
@@ -252,6 +254,9 @@ def validate(cfg: dict[str, Any], source: str = "config") -> dict[str, Any]:
     lo, hi = cfg["augment"]["scale"]
     if not 0 < lo <= hi:
         raise CitysegError(f"{source}: augment.scale must be [min, max] with 0 < min <= max")
+    crop = cfg["augment"]["crop"]
+    if crop and (len(crop) != 2 or min(crop) <= 0):
+        raise CitysegError(f"{source}: augment.crop must be [] (= data.size) or [H, W] with positive values, got {crop}")
     if not 0.0 <= cfg["augment"]["hflip"] <= 1.0:
         raise CitysegError(f"{source}: augment.hflip is a probability in [0, 1]")
     if not 0.0 < s["warmup_factor"] <= 1.0:

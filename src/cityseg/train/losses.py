@@ -4,7 +4,8 @@ Every loss skips pixels equal to ``ignore_index`` (255 for trainIds; the seed's 
 ignored pixels) and computes in float32 even under bf16/fp16 autocast. ``build_loss(specs, ...)`` turns
 the recipe's ``loss = [{name = "ce", weight = 1.0}, {name = "dice", weight = 0.5}]`` into one module.
 A term reads the model output its ``output`` names (default ``"out"``), so a model with training-only
-heads adds e.g. ``{name = "ohem", weight = 0.4, output = "aux"}``.
+heads adds e.g. ``{name = "ohem", weight = 0.4, output = "aux"}`` (or ``output = "aux*"``: every output
+whose name starts with ``aux``).
 
 * ``ce``      cross-entropy, optional class weights and label smoothing (``F.cross_entropy``)
 * ``ohem``    online hard example mining CE (BiSeNet / PSPNet style): keep the pixels whose loss exceeds
@@ -12,6 +13,8 @@ heads adds e.g. ``{name = "ohem", weight = 0.4, output = "aux"}``.
 * ``dice``    soft multi-class Dice, 1 - mean over the classes present in the batch
 * ``focal``   focal loss (Lin et al. 2017), ``-(1 - p_t)^gamma log p_t``
 * ``lovasz``  Lovász-softmax (Berman et al. 2018), the convex surrogate of the Jaccard loss
+* ``boundary``     PIDNet's class-balanced binary CE of the ``boundary`` output against the label edges
+* ``boundary_ce``  PIDNet's boundary-awareness CE: OHEM CE of ``out`` where the boundary head fires
 
 Adding a loss is a class plus one ``LOSSES`` entry: its keyword arguments become its recipe options. A
 loss on one logits tensor implements ``forward(logits, target)``. A loss that reads several outputs
@@ -65,9 +68,11 @@ class CrossEntropyLoss(nn.Module):
 class OhemCrossEntropyLoss(nn.Module):
     """Cross-entropy over the hardest pixels only.
 
-    Pixels are sorted by their CE; every pixel whose probability for the true class is below ``thresh``
+    Every pixel whose probability for the true class is below ``thresh`` (its CE above ``-log(thresh)``)
     is kept, and if fewer than ``min_kept`` are, the ``min_kept`` hardest ones are (``min_kept`` <= 1 is a
-    fraction of the valid pixels). The loss is the mean over the kept pixels.
+    fraction of the valid pixels). The loss is the mean over the kept pixels. The CE is taken per pixel in
+    the logits' own layout and the hardest pixels are found with ``topk`` only when the threshold keeps too
+    few: no copy of the logits and no full sort, which dominate the step of a small model otherwise.
     """
 
     def __init__(self, ignore_index: int = 255, thresh: float = 0.7, min_kept: float = 0.1,
@@ -81,17 +86,18 @@ class OhemCrossEntropyLoss(nn.Module):
         self.register_buffer("class_weights", None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        flat, t = _valid(logits, target, self.ignore_index)
-        if t.numel() == 0:
+        valid = target != self.ignore_index
+        n = int(valid.sum())
+        if n == 0:
             return logits.sum() * 0.0
-        loss = F.cross_entropy(flat, t, weight=self.class_weights, reduction="none")
-        n = t.numel()
+        loss = F.cross_entropy(logits.float(), target, weight=self.class_weights, ignore_index=self.ignore_index,
+                               reduction="none")[valid]
         min_kept = int(round(self.min_kept * n)) if self.min_kept <= 1.0 else int(self.min_kept)
         min_kept = max(1, min(n, min_kept))
-        sorted_loss, _ = torch.sort(loss, descending=True)
-        hard = sorted_loss[sorted_loss > -math.log(self.thresh)]
-        kept = hard if hard.numel() >= min_kept else sorted_loss[:min_kept]
-        return kept.mean()
+        hard = loss > -math.log(self.thresh)
+        if int(hard.sum()) >= min_kept:
+            return loss[hard].mean()
+        return torch.topk(loss, min_kept, sorted=False).values.mean()
 
 
 class DiceLoss(nn.Module):
@@ -181,6 +187,59 @@ class LovaszSoftmaxLoss(nn.Module):
         return lovasz_softmax_flat(flat.softmax(1), t)
 
 
+def boundary_target(target: torch.Tensor, width: int = 4) -> torch.Tensor:
+    """Float Bx1xHxW map, 1 on label edges: pixels whose ``width`` x ``width`` window holds two label values.
+
+    PIDNet derives its boundary ground truth with Canny on the label map and a 4x4 dilation; a label
+    change inside the window marks the same band without the image-processing round trip. Ignored
+    pixels count as a label of their own, as they do for Canny.
+    """
+    y = target.unsqueeze(1).float()
+    pad = (width // 2, (width - 1) // 2, width // 2, (width - 1) // 2)
+    hi = F.max_pool2d(F.pad(y, pad, mode="replicate"), width, stride=1)
+    lo = -F.max_pool2d(F.pad(-y, pad, mode="replicate"), width, stride=1)
+    return (hi != lo).float()
+
+
+class BoundaryLoss(nn.Module):
+    """PIDNet's boundary loss on the ``boundary`` output (Bx1xHxW logits): binary CE against
+    ``boundary_target``, each pixel weighted by the other side's share, so the few edge pixels weigh as
+    much in total as the many others (the official ``weighted_bce``)."""
+
+    outputs = ("boundary",)
+
+    def __init__(self, ignore_index: int = 255, width: int = 4):
+        super().__init__()
+        if width < 2:
+            raise ValueError(f"boundary width must be >= 2, got {width}")
+        self.ignore_index, self.width = ignore_index, int(width)
+
+    def forward(self, outputs: Mapping[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        edge = boundary_target(target, self.width)
+        n = edge.numel()
+        pos = edge.sum()
+        weight = torch.where(edge > 0, (n - pos) / n, pos / n)
+        return F.binary_cross_entropy_with_logits(outputs["boundary"].float(), edge, weight)
+
+
+class BoundaryAwareCE(nn.Module):
+    """PIDNet's boundary-awareness loss: OHEM cross-entropy of the ``out`` logits on the pixels where the
+    boundary head is confident (sigmoid > ``thresh``), every other pixel ignored. It sharpens the class
+    decision exactly along the edges the boundary branch finds."""
+
+    outputs = ("out", "boundary")
+
+    def __init__(self, ignore_index: int = 255, thresh: float = 0.8, ohem_thresh: float = 0.9,
+                 min_kept: float = 131072):
+        super().__init__()
+        self.ignore_index, self.thresh = ignore_index, float(thresh)
+        self.ohem = OhemCrossEntropyLoss(ignore_index, ohem_thresh, min_kept)
+
+    def forward(self, outputs: Mapping[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        edge = torch.sigmoid(outputs["boundary"][:, 0].detach().float()) > self.thresh
+        return self.ohem(outputs["out"], torch.where(edge, target, torch.full_like(target, self.ignore_index)))
+
+
 #: loss name -> class. A class's keyword arguments (besides ``ignore_index``) are the options a recipe
 #: may set, typed by their defaults; ``class_weights`` takes "none", "auto" or a list of floats.
 LOSSES: dict[str, type[nn.Module]] = {
@@ -189,6 +248,8 @@ LOSSES: dict[str, type[nn.Module]] = {
     "dice": DiceLoss,
     "focal": FocalLoss,
     "lovasz": LovaszSoftmaxLoss,
+    "boundary": BoundaryLoss,
+    "boundary_ce": BoundaryAwareCE,
 }
 
 #: the model output a term reads unless its recipe entry names another (``output = "aux"``)
@@ -226,7 +287,12 @@ def main_output(outputs: Outputs) -> torch.Tensor:
 
 
 class LossTerm(nn.Module):
-    """One weighted term of the recipe: ``weight * loss(outputs[output], target)``."""
+    """One weighted term of the recipe: ``weight * loss(outputs[output], target)``.
+
+    An ``output`` ending in ``*`` is a prefix: the term is the sum of the loss over every output whose
+    name starts with it (``"aux*"``: aux, aux2 ... aux5), and nothing for a model that has none, so one
+    recipe serves models with one, several or no auxiliary heads.
+    """
 
     def __init__(self, name: str, weight: float, loss: nn.Module, output: str = MAIN_OUTPUT):
         super().__init__()
@@ -234,12 +300,21 @@ class LossTerm(nn.Module):
 
     @property
     def reads(self) -> tuple[str, ...]:
-        return tuple(self.loss.outputs) if reads_outputs(self.loss) else (self.output,)
+        """The outputs the term needs (none for a prefix term)."""
+        if reads_outputs(self.loss):
+            return tuple(self.loss.outputs)
+        return () if self.output.endswith("*") else (self.output,)
 
     def forward(self, outputs: Mapping[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         if reads_outputs(self.loss):
             return self.weight * self.loss(outputs, target)
-        return self.weight * self.loss(outputs[self.output], target)
+        if not self.output.endswith("*"):
+            return self.weight * self.loss(outputs[self.output], target)
+        prefix = self.output[:-1]
+        parts = [self.loss(v, target) for k, v in sorted(outputs.items()) if k.startswith(prefix)]
+        if not parts:
+            return next(iter(outputs.values())).new_zeros(()).float()
+        return self.weight * sum(parts[1:], parts[0])
 
 
 class CombinedLoss(nn.Module):

@@ -45,14 +45,22 @@ LAST, BEST = "last.pt", "best.pt"
 
 
 # ---- run directory -------------------------------------------------------------------------------
-def check_run_dir(out: Path, resume: bool) -> None:
-    """Refuse a RUN_DIR that is a file, or that already holds a run unless resuming. Creates nothing."""
+def check_run_dir(out: Path, resume: bool) -> bool:
+    """Refuse a RUN_DIR that is a file, or that already holds a run unless resuming; True when there is a
+    checkpoint to resume. ``resume`` on a folder with no checkpoint yet (a job killed and restarted by its
+    scheduler before the first save) starts fresh; one that holds an earlier run's results but lost its
+    ``last.pt`` is refused rather than overwritten. Creates nothing."""
     if out.exists() and not out.is_dir():
         raise CitysegError(f"{out}: output path exists and is not a folder")
     if resume:
-        if not (out / LAST).is_file():
-            raise CitysegError(f"{out / LAST}: nothing to resume (no last.pt in the run folder)")
-    elif (out / LAST).exists():
+        if (out / LAST).is_file():
+            return True
+        kept = [name for name in (BEST, "metrics.csv") if (out / name).exists()]
+        if kept or (out / LAST).exists():
+            raise CitysegError(f"{out / LAST}: nothing to resume (no last.pt in the run folder, which holds "
+                               f"{', '.join(kept) or 'a last.pt that is not a file'} of an earlier run)")
+        return False
+    if (out / LAST).exists():
         raise CitysegError(f"{out}: already holds a training run (last.pt); pass --resume to continue it or choose another --out")
 
 
@@ -81,6 +89,12 @@ def build_optimizer(model: nn.Module, o: dict[str, Any]) -> torch.optim.Optimize
     return torch.optim.SGD(groups, lr=o["lr"], momentum=o["momentum"], nesterov=False)
 
 
+def train_crop(cfg: dict[str, Any]) -> list[int]:
+    """[H, W] of the training batches: ``augment.crop`` when augmenting with one, else ``data.size``."""
+    crop = cfg["augment"]["crop"]
+    return list(crop) if cfg["augment"]["enabled"] and crop else list(cfg["data"]["size"])
+
+
 def build_dataset(cfg: dict[str, Any], root: Path, split: str, label_mode: str, train: bool = False,
                   seed: int = 0) -> CityscapesDataset:
     """The training (augmented when the recipe says so) or validation split at the recipe's size."""
@@ -89,7 +103,7 @@ def build_dataset(cfg: dict[str, Any], root: Path, split: str, label_mode: str, 
     if train and a["enabled"]:
         # labelIds have no ignore index: padding after a down-scale gets id 0 ("unlabeled") there
         pad_label = L.IGNORE_INDEX if label_mode == "trainIds" else 0
-        transform = train_transform(d["size"], a["scale"], a["hflip"], a["photometric"], pad_label)
+        transform = train_transform(train_crop(cfg), a["scale"], a["hflip"], a["photometric"], pad_label)
     return CityscapesDataset(root=root, split=split, size=tuple(d["size"]), label_mode=label_mode,
                              interpolation=d["interpolation"], mean=d["mean"] or None, std=d["std"] or None,
                              transform=transform, cache=d["cache"], seed=seed, workers=max(1, d["workers"]))
@@ -201,6 +215,7 @@ def setup(cfg: dict[str, Any], root: Path, out: Path, info: D.DistInfo, say: Cal
     seed_everything(int(t["seed"]))  # identical initial weights on every rank (DDP also broadcasts rank 0's)
     model = build_model(cfg["model"]["name"], num_classes=num_classes, **cfg["model"]["options"])
     model.check_input_shape(*cfg["data"]["size"])
+    model.check_input_shape(*train_crop(cfg))
     train_ds, val_ds = _datasets(cfg, root, label_mode, info)
     counts = class_pixel_counts(train_ds, num_classes) if any(s.get("class_weights") == "auto" for s in cfg["loss"]) else None
     criterion = build_loss(cfg["loss"], num_classes, ignore_index=L.IGNORE_INDEX, class_counts=counts).to(info.device)
@@ -346,6 +361,9 @@ def train(cfg: dict[str, Any], data_root: str | Path, out_dir: str | Path, resum
     if not cfg["model"]["name"]:
         raise CitysegError("no model given (--model NAME)")
     out = Path(out_dir)
+    if resume and not check_run_dir(out, resume):
+        log(f"{out}: no checkpoint to resume yet; starting a fresh run")
+        resume = False
     check_run_dir(out, resume)
     info = D.init_distributed_mode()
     try:
