@@ -12,7 +12,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from cityseg.errors import CitysegError  # noqa: E402
+from cityseg.errors import CitysegError
 
 #: public name -> "module" (a module) or "module:attribute"
 _FACE = {

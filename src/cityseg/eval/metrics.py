@@ -74,11 +74,7 @@ def iou_from_confusion(mat) -> dict[str, Any]:
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
     total = m.sum()
-    return {
-        "iou": iou,
-        "mIoU": _nanmean(iou),
-        "pixel_acc": float(tp.sum() / total) if total else math.nan,
-    }
+    return {"iou": iou, "mIoU": _nanmean(iou), "pixel_acc": float(tp.sum() / total) if total else math.nan}
 
 
 def _as_numpy(mat) -> np.ndarray:
@@ -206,8 +202,14 @@ def instance_stats(pred: np.ndarray, instance_ids: np.ndarray) -> np.ndarray:
     fn, cat_fn = size - tp, size - cat_tp
     cat = k + _CLASS_CATEGORY[cls]
     for row, col, val in (
-        (0, cls, tp * weight), (1, cls, fn * weight), (2, cls, tp), (3, cls, fn),
-        (0, cat, cat_tp * weight), (1, cat, cat_fn * weight), (2, cat, cat_tp), (3, cat, cat_fn),
+        (0, cls, tp * weight),
+        (1, cls, fn * weight),
+        (2, cls, tp),
+        (3, cls, fn),
+        (0, cat, cat_tp * weight),
+        (1, cat, cat_fn * weight),
+        (2, cat, cat_tp),
+        (3, cat, cat_fn),
     ):
         out[row] += np.bincount(col, weights=np.asarray(val, dtype=np.float64), minlength=out.shape[1])
     return out
@@ -269,7 +271,7 @@ class CityscapesEvaluator:
             self.inst += instance_stats(pred, inst)
         self.n_images += 1
 
-    def merge(self, other: "CityscapesEvaluator") -> None:
+    def merge(self, other: CityscapesEvaluator) -> None:
         self.mat += other.mat
         self.inst += other.inst
         self.n_images += other.n_images
@@ -289,7 +291,7 @@ class CityscapesEvaluator:
         torch.distributed.all_reduce(t)
         flat = t.cpu().numpy()
         self.mat = np.rint(flat[: N * N]).astype(np.int64).reshape(N, N)
-        self.inst = flat[N * N: -2].reshape(self.inst.shape)
+        self.inst = flat[N * N : -2].reshape(self.inst.shape)
         self.n_images, self.n_without_instances = int(flat[-2]), int(flat[-1])
 
     def scores(self) -> dict[str, Any]:
@@ -338,11 +340,7 @@ class CityscapesEvaluator:
     def results(self) -> dict[str, Any]:
         """The stable JSON dict (fractions 0..1, NaN -> None); key order is part of the contract."""
         s = self.scores()
-        out: dict[str, Any] = {k: _json_number(s[k]) for k in
-                               ("mIoU", "iIoU", "mIoU_categories", "iIoU_categories", "pixel_acc", "mIoU_34", "pixel_acc_34")}
-        out["per_class"] = {
-            name: {"iou": _json_number(s["class_iou"][name]), "iiou": _json_number(s["class_iiou"][name])}
-            for name in EVAL_NAMES
-        }
+        out: dict[str, Any] = {k: _json_number(s[k]) for k in ("mIoU", "iIoU", "mIoU_categories", "iIoU_categories", "pixel_acc", "mIoU_34", "pixel_acc_34")}
+        out["per_class"] = {name: {"iou": _json_number(s["class_iou"][name]), "iiou": _json_number(s["class_iiou"][name])} for name in EVAL_NAMES}
         out["n_images"] = int(s["n_images"])
         return out

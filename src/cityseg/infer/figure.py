@@ -53,19 +53,10 @@ def _legend(fig: Any) -> None:
     from matplotlib.patches import Patch
 
     handles = [Patch(color=labels.TRAINID_PALETTE[t] / 255.0, label=name) for t, name in enumerate(labels.TRAINID_NAMES)]
-    fig.legend(handles=handles, loc="lower center", ncol=10, fontsize=7, frameon=False, handlelength=1.2,
-               columnspacing=0.8, borderaxespad=0.2)
+    fig.legend(handles=handles, loc="lower center", ncol=10, fontsize=7, frameon=False, handlelength=1.2, columnspacing=0.8, borderaxespad=0.2)
 
 
-def results_figure(
-    model: Any,
-    data: str | os.PathLike | None,
-    out: str | os.PathLike,
-    split: str = "val",
-    n: int = 32,
-    dpi: int = 100,
-    progress=None,
-) -> Path:
+def results_figure(model: Any, data: str | os.PathLike | None, out: str | os.PathLike, split: str = "val", n: int = 32, dpi: int = 100, progress=None) -> Path:
     """Draw the figure for ``model`` (a ``Predictor``, checkpoint dict or path) and write it atomically to ``out``."""
     import matplotlib
 
@@ -88,20 +79,14 @@ def results_figure(
     title_in = 0.25
     height = rows * row_in + title_in + _LEGEND_IN
     fig, axes = plt.subplots(rows, cols, figsize=(cols * _PANEL_IN, height), dpi=dpi, squeeze=False)
-    fig.subplots_adjust(left=0.005, right=0.995, top=1 - title_in / height, bottom=_LEGEND_IN / height,
-                        wspace=0.02, hspace=0.02)
+    fig.subplots_adjust(left=0.005, right=0.995, top=1 - title_in / height, bottom=_LEGEND_IN / height, wspace=0.02, hspace=0.02)
     try:
         for r, sample in enumerate(progress(samples) if progress else samples):
             image, gt, _ = read_frame(sample)
             pred = predictor.predict(image)
             small_gt, small_pred = _shrink(gt, nearest=True), _shrink(pred, nearest=True)
             small_image = _shrink(image, nearest=False)
-            panels = (
-                small_image,
-                labels.colorize(small_gt, "labelIds"),
-                labels.colorize(small_pred, "labelIds"),
-                error_map(small_image, small_gt, small_pred),
-            )
+            panels = (small_image, labels.colorize(small_gt, "labelIds"), labels.colorize(small_pred, "labelIds"), error_map(small_image, small_gt, small_pred))
             for c, (ax, panel) in enumerate(zip(axes[r], panels)):
                 ax.imshow(panel, interpolation="nearest" if c else "antialiased", aspect="auto")
                 if r == 0:

@@ -29,8 +29,9 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -96,7 +97,7 @@ def _memo_predictor(predictor):
     from cityseg.infer.predictor import Predictor
 
     class MemoPredictor(Predictor):
-        def __init__(self, base: Predictor):  # noqa: D401 - a copy of a ready Predictor, no rebuild
+        def __init__(self, base: Predictor):
             self.__dict__.update(base.__dict__)
             self.memo: dict[tuple, np.ndarray] = {}
             self.runs = 0
@@ -140,16 +141,24 @@ def plan_more_epochs(seconds_left: float, epoch_seconds: float, epochs_done: int
     return max(0, min(fit, epochs_cap - epochs_done))
 
 
-def _check_options(out: Path, minutes: float, train_frames: int, val_frames: int, frame_size, batch_size: int,
-                   epochs: int | None, train_minutes: float | None, figure_rows: int) -> None:
+def _check_options(
+    out: Path,
+    minutes: float,
+    train_frames: int,
+    val_frames: int,
+    frame_size,
+    batch_size: int,
+    epochs: int | None,
+    train_minutes: float | None,
+    figure_rows: int,
+) -> None:
     if out.exists() and not out.is_dir():
         raise CitysegError(f"{out}: --out exists and is not a folder")
     if not isinstance(minutes, (int, float)) or not math.isfinite(minutes) or minutes <= 0:
         raise CitysegError(f"--minutes must be a positive number, got {minutes}")
     if train_minutes is not None and (not math.isfinite(train_minutes) or train_minutes <= 0):
         raise CitysegError(f"--train-minutes must be a positive number, got {train_minutes}")
-    for name, v in (("--train-frames", train_frames), ("--val-frames", val_frames), ("--batch-size", batch_size),
-                    ("--figure-rows", figure_rows)):
+    for name, v in (("--train-frames", train_frames), ("--val-frames", val_frames), ("--batch-size", batch_size), ("--figure-rows", figure_rows)):
         if not isinstance(v, int) or v < 1:
             raise CitysegError(f"{name} must be a positive integer, got {v}")
     if epochs is not None and epochs < 1:
@@ -196,12 +205,10 @@ def _dataset_line(stats) -> str:
     shares = px / max(1, px.sum())
     top = np.argsort(shares)[::-1][:5]
     common = ", ".join(f"{labels.LABELID_NAMES[i]} {100 * shares[i]:.0f}%" for i in top)
-    return (f"dataset: {'; '.join(parts)}; evaluated classes present {len(stats.present_eval_classes())}/19; "
-            f"largest: {common}")
+    return f"dataset: {'; '.join(parts)}; evaluated classes present {len(stats.present_eval_classes())}/19; largest: {common}"
 
 
-def _prepare_data(out: Path, data, train_frames: int, val_frames: int, frame_size, seed: int, workers: int,
-                  timer: _Timer, log) -> tuple[Path, dict[str, Any]]:
+def _prepare_data(out: Path, data, train_frames: int, val_frames: int, frame_size, seed: int, workers: int, timer: _Timer, log) -> tuple[Path, dict[str, Any]]:
     """Dataset root ready for training (generated, reused or given) and what was found."""
     from cityseg.data.check import check_dataset
     from cityseg.data.layout import check_root, resolve_root
@@ -225,8 +232,7 @@ def _prepare_data(out: Path, data, train_frames: int, val_frames: int, frame_siz
                 except CitysegError as e:
                     log(f"SynthCity in {root} is damaged ({e}); regenerating it")
         elif root.exists() and marker is None and any(root.iterdir()):
-            raise CitysegError(f"{root}: folder is not empty and holds no SynthCity dataset; "
-                               "pass --data to use it as a dataset, or choose another --out")
+            raise CitysegError(f"{root}: folder is not empty and holds no SynthCity dataset; pass --data to use it as a dataset, or choose another --out")
         if stats is None:
             with timer.phase("generate"):
                 _generate(root, train_frames, val_frames, frame_size, seed, workers, log)
@@ -281,8 +287,7 @@ def run_demo(
     cfg, _ = load_recipe(RECIPE)
     if not math.isfinite(grad_clip) or grad_clip < 0:
         raise CitysegError(f"--grad-clip must be >= 0 (0 = off, the seed's own), got {grad_clip}")
-    flags: dict[str, Any] = {"model.name": model, "train.batch_size": batch_size, "train.seed": seed,
-                             "train.grad_clip": float(grad_clip)}
+    flags: dict[str, Any] = {"model.name": model, "train.batch_size": batch_size, "train.seed": seed, "train.grad_clip": float(grad_clip)}
     if size is not None:
         flags["data.size"] = [int(v) for v in size]
     cfg = apply_overrides(cfg, flags, source="demo")
@@ -307,8 +312,10 @@ def run_demo(
         budget_s = train_minutes * 60.0
     else:
         budget_s = max(MIN_TRAIN_S, deadline - timer.elapsed() - post_s - RESERVE_S)
-    log(f"training {model} with the {RECIPE} recipe (batch {batch_size}, grad clip {grad_clip:g}) in {run_dir} for at most "
-        f"{budget_s / 60:.1f} min (estimated evaluation {post_s:.0f} s)")
+    log(
+        f"training {model} with the {RECIPE} recipe (batch {batch_size}, grad clip {grad_clip:g}) in {run_dir} for at most "
+        f"{budget_s / 60:.1f} min (estimated evaluation {post_s:.0f} s)"
+    )
     with timer.phase("train"):
         summary = _train(cfg, root, run_dir, budget_s, epochs_cap, progress, log)
 
@@ -407,8 +414,7 @@ def _train(cfg: dict, root: Path, run_dir: Path, budget_s: float, epochs_cap: in
         if not more:
             break
         log(f"last epoch took {last:.0f} s: {more} more epoch(s) for the remaining {left:.0f} s")
-        rest = apply_overrides(cfg, {"train.epochs": done + more, "train.max_minutes": max(left, 1.0) / 60.0},
-                               source="demo")
+        rest = apply_overrides(cfg, {"train.epochs": done + more, "train.max_minutes": max(left, 1.0) / 60.0}, source="demo")
         s = train(rest, root, run_dir, resume=True, log=log, progress=progress)
         done += more
     return s
@@ -418,9 +424,9 @@ def _evaluate(ckpt: Path, root: Path, run_dir: Path, rows: int, timer: _Timer, p
     from cityseg.data.layout import find_samples
     from cityseg.eval.evaluate import score_checkpoint
     from cityseg.infer.figure import results_figure
+    from cityseg.infer.outputs import predict_files
     from cityseg.infer.predictor import Predictor
     from cityseg.io import atomic_write_json
-    from cityseg.infer.outputs import predict_files
 
     predictor = _memo_predictor(Predictor.from_checkpoint(ckpt, channels_last=True))
     with timer.phase("evaluate"):

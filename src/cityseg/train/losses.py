@@ -59,10 +59,7 @@ class CrossEntropyLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if not bool((target != self.ignore_index).any()):
             return logits.sum() * 0.0  # an all-ignored batch contributes nothing (F.cross_entropy would give NaN)
-        return F.cross_entropy(
-            logits.float(), target, weight=self.class_weights, ignore_index=self.ignore_index,
-            label_smoothing=self.label_smoothing,
-        )
+        return F.cross_entropy(logits.float(), target, weight=self.class_weights, ignore_index=self.ignore_index, label_smoothing=self.label_smoothing)
 
 
 class OhemCrossEntropyLoss(nn.Module):
@@ -75,8 +72,7 @@ class OhemCrossEntropyLoss(nn.Module):
     few: no copy of the logits and no full sort, which dominate the step of a small model otherwise.
     """
 
-    def __init__(self, ignore_index: int = 255, thresh: float = 0.7, min_kept: float = 0.1,
-                 class_weights: torch.Tensor | None = None):
+    def __init__(self, ignore_index: int = 255, thresh: float = 0.7, min_kept: float = 0.1, class_weights: torch.Tensor | None = None):
         super().__init__()
         if not 0.0 < thresh <= 1.0:
             raise ValueError(f"ohem thresh must be in (0, 1], got {thresh}")
@@ -90,8 +86,7 @@ class OhemCrossEntropyLoss(nn.Module):
         n = int(valid.sum())
         if n == 0:
             return logits.sum() * 0.0
-        loss = F.cross_entropy(logits.float(), target, weight=self.class_weights, ignore_index=self.ignore_index,
-                               reduction="none")[valid]
+        loss = F.cross_entropy(logits.float(), target, weight=self.class_weights, ignore_index=self.ignore_index, reduction="none")[valid]
         min_kept = int(round(self.min_kept * n)) if self.min_kept <= 1.0 else int(self.min_kept)
         min_kept = max(1, min(n, min_kept))
         hard = loss > -math.log(self.thresh)
@@ -229,8 +224,7 @@ class BoundaryAwareCE(nn.Module):
 
     outputs = ("out", "boundary")
 
-    def __init__(self, ignore_index: int = 255, thresh: float = 0.8, ohem_thresh: float = 0.9,
-                 min_kept: float = 131072):
+    def __init__(self, ignore_index: int = 255, thresh: float = 0.8, ohem_thresh: float = 0.9, min_kept: float = 131072):
         super().__init__()
         self.ignore_index, self.thresh = ignore_index, float(thresh)
         self.ohem = OhemCrossEntropyLoss(ignore_index, ohem_thresh, min_kept)
@@ -337,8 +331,7 @@ class CombinedLoss(nn.Module):
             missing = [k for k in term.reads if k not in available]
             if missing:
                 raise CitysegError(
-                    f"loss[{i}] ({term.name}) reads model output {missing[0]!r}, but the model returns only "
-                    f"{', '.join(repr(k) for k in available)} in training"
+                    f"loss[{i}] ({term.name}) reads model output {missing[0]!r}, but the model returns only {', '.join(repr(k) for k in available)} in training"
                 )
 
     def forward(self, outputs: Outputs, target: torch.Tensor) -> torch.Tensor:
@@ -378,12 +371,7 @@ def _class_weights(name: str, value: Any, num_classes: int, class_counts: torch.
     raise CitysegError(f"loss {name!r}: class_weights must be 'none', 'auto' or a list of {num_classes} numbers")
 
 
-def build_loss(
-    specs: Sequence[Mapping[str, Any]],
-    num_classes: int,
-    ignore_index: int = 255,
-    class_counts: torch.Tensor | None = None,
-) -> CombinedLoss:
+def build_loss(specs: Sequence[Mapping[str, Any]], num_classes: int, ignore_index: int = 255, class_counts: torch.Tensor | None = None) -> CombinedLoss:
     """The weighted sum of the losses ``specs`` describe (recipe entries checked by ``config.check_losses``).
 
     ``class_weights`` may be ``"none"``, ``"auto"`` (needs ``class_counts``: per-class pixel counts of the
