@@ -47,9 +47,7 @@ def synth_copy(synth_small, tmp_path):
 
 
 # ---- tiny hand-written datasets (data-layer tests; no dependency on SynthCity) -------------------
-def write_tiny_dataset(
-    root, splits=None, size=(24, 40), cities=("aachen", "bremen"), seed=0, test_labels=False, annotation="gtFine"
-):
+def write_tiny_dataset(root, splits=None, size=(24, 40), cities=("aachen", "bremen"), seed=0, test_labels=False, annotation="gtFine"):
     """Write a minimal dataset in the official layout: random RGB images, blocky labelIds (0..33),
     matching 16-bit instanceIds and colour PNGs. ``splits``: name -> frame count. Returns the root."""
     from pathlib import Path

@@ -22,7 +22,6 @@ from cityseg.data.check import check_dataset
 from cityseg.data.dataset import CityscapesDataset
 from cityseg.data.readers import read_frame
 from cityseg.errors import CitysegError
-
 from conftest import write_tiny_dataset
 
 STEM = "aachen_000000_000019"  # first train frame of write_tiny_dataset
@@ -170,11 +169,7 @@ def test_label_size_differs_from_image(tiny_root, capsys):
 
 @pytest.mark.parametrize(
     "array, what",
-    [
-        (np.zeros((24, 40), np.uint8), "grayscale"),
-        (np.full((24, 40), 1000, np.uint16), "16-bit"),
-        (np.zeros((24, 40, 3), np.uint16), "16-bit RGB"),
-    ],
+    [(np.zeros((24, 40), np.uint8), "grayscale"), (np.full((24, 40), 1000, np.uint16), "16-bit"), (np.zeros((24, 40, 3), np.uint16), "16-bit RGB")],
 )
 def test_wrong_image_format(tiny_root, capsys, array, what):
     io.write_png(img(tiny_root), array)
@@ -317,8 +312,7 @@ def _valid_pngs() -> list[bytes]:
     import cv2
 
     rng = np.random.default_rng(0)
-    arrays = (rng.integers(0, 256, (6, 7, 3), dtype=np.uint8), rng.integers(0, 34, (6, 7), dtype=np.uint8),
-              rng.integers(0, 34000, (6, 7), dtype=np.uint16))
+    arrays = (rng.integers(0, 256, (6, 7, 3), dtype=np.uint8), rng.integers(0, 34, (6, 7), dtype=np.uint8), rng.integers(0, 34000, (6, 7), dtype=np.uint16))
     return [cv2.imencode(".png", a)[1].tobytes() for a in arrays]
 
 
@@ -339,8 +333,11 @@ def test_readers_on_random_bytes(tmp_path, data, png_prefix):
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(which=st.integers(0, 2), flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), min_size=1, max_size=6),
-       cut=st.none() | st.integers(0, 10**6))
+@given(
+    which=st.integers(0, 2),
+    flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), min_size=1, max_size=6),
+    cut=st.none() | st.integers(0, 10**6),
+)
 def test_readers_on_damaged_png(tmp_path, which, flips, cut):
     data = bytearray(_valid_pngs()[which])
     for pos, xor in flips:

@@ -1,9 +1,9 @@
 """Bad input through the real CLI: exit code 2, exactly one stderr line naming the file and the problem, no
 traceback, and nothing half-written (folders that existed are byte-for-byte unchanged, no temp files).
 
-Coverage map: where each bad-input case of issues 3, 5, 6 and 8 is tested.
+Coverage map: where each bad-input case is tested, by what the input is.
 
-Issue 3 (data)
+Data
   wrong root ................ test_bad_input::test_wrong_root (check, prepare); here: train, evaluate
   missing split ............. test_bad_input::test_missing_split (check); here: evaluate --split
   image without label / reverse  test_bad_input::test_image_without_label, test_label_without_image; here: train
@@ -14,7 +14,7 @@ Issue 3 (data)
   grayscale / 16-bit / RGBA . test_bad_input::test_wrong_image_format, test_rgba_image;
                               test_predict::test_bad_images_fail_before_anything_is_written (gray, rgba, 16bit);
                               here: predict on palette, grayscale+alpha, 1-bit images
-Issue 5 (training)
+Training
   unknown model / config key / label mode  test_train::test_cli_bad_input_is_one_line_exit_2,
                               test_train_config::test_overrides_are_type_checked
   output directory is a file  test_train::test_cli_out_is_a_file_and_empty_split
@@ -22,7 +22,7 @@ Issue 5 (training)
                               here: through the CLI, run folder unchanged
   empty split ............... test_bad_input::test_empty_split_folder (dataset, check); here: train
   unwritable / full run dir . test_faults::test_unwritable_run_dir_*, test_full_disk_during_checkpoint_write_*
-Issue 6 (evaluation, prediction, export)
+Evaluation, prediction, export
   checkpoint of another model / label mode than claimed  test_predict::test_bad_checkpoints_and_inputs
                               (--expect-model / --expect-label-mode); here: weights that do not fit the claimed
                               model, label mode that does not fit num_classes (evaluate, predict, export)
@@ -34,7 +34,7 @@ Issue 6 (evaluation, prediction, export)
   prediction PNG: wrong size / several channels / not labelIds / missing / duplicate
                               test_evaluate::test_cli_bad_predictions_exit_2_with_one_line; here: 16-bit values,
                               zero-byte, corrupt and huge-header predictions, empty / missing prediction folder
-Issue 8 (extras)
+Anything
   empty folders ............. here: data root, predict input folder, --pred-dir, run folder for --resume
   zero-byte files ........... test_bad_input::test_zero_byte_file (image, check); test_checkpoint (checkpoint);
                               here: label, image under predict, checkpoint under evaluate/predict/export/train,
@@ -51,11 +51,11 @@ Issue 8 (extras)
 
 from __future__ import annotations
 
-from functools import partial
 import os
 import shutil
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +68,6 @@ from cityseg.checkpoint import load_checkpoint, save_checkpoint
 from cityseg.cli import main
 from cityseg.data import layout
 from cityseg.models.base import SegmentationModel
-
 from conftest import write_tiny_dataset
 
 MODEL = "residual_unet_same"
@@ -115,9 +114,19 @@ def make_checkpoint(path, label_mode="labelIds", override=None):
     torch.manual_seed(0)
     n = labels.num_classes(label_mode)
     model = build_model(MODEL, num_classes=n).eval()
-    ckpt = {"model": model.state_dict(), "model_name": MODEL, "model_options": {}, "label_mode": label_mode,
-            "num_classes": n, "class_names": list(labels.class_names(label_mode)), "input_size": list(SIZE),
-            "interpolation": "area", "mean": None, "std": None, "epoch": 1}
+    ckpt = {
+        "model": model.state_dict(),
+        "model_name": MODEL,
+        "model_options": {},
+        "label_mode": label_mode,
+        "num_classes": n,
+        "class_names": list(labels.class_names(label_mode)),
+        "input_size": list(SIZE),
+        "interpolation": "area",
+        "mean": None,
+        "std": None,
+        "epoch": 1,
+    }
     ckpt.update(override or {})
     save_checkpoint(path, ckpt)
     return Path(path)
@@ -190,9 +199,29 @@ def run_dir(root, tmp_path_factory):
 
 
 def train_args(root, out, *extra):
-    return ["train", "--data", str(root), "--out", str(out), "--model", "tiny", "--size", "16x32", "--epochs", "1",
-            "--batch-size", "2", "--workers", "0", "--quiet", "--set", "train.fast=false",
-            "--set", "train.eval_batch_size=2", *extra]
+    return [
+        "train",
+        "--data",
+        str(root),
+        "--out",
+        str(out),
+        "--model",
+        "tiny",
+        "--size",
+        "16x32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--quiet",
+        "--set",
+        "train.fast=false",
+        "--set",
+        "train.eval_batch_size=2",
+        *extra,
+    ]
 
 
 def val_image(root) -> Path:
@@ -224,7 +253,7 @@ def test_non_ascii_and_space_names_work_end_to_end(root, run_dir, ckpt, preds, t
     assert (tmp_path / "ev ü" / "confusion.png").is_file()
 
 
-# ---- issue 3 cases through train / evaluate / predict ------------------------------------------------------------------
+# ---- bad dataset files through train / evaluate / predict ------------------------------------------------------------------
 def test_train_wrong_root_and_empty_root(tmp_path, capsys):
     out = tmp_path / "run"
     cli_error(capsys, train_args(tmp_path / "nowhere", out), tmp_path / "nowhere")
@@ -272,8 +301,13 @@ def test_train_image_without_label_and_empty_split(copy, tmp_path, capsys):
 def test_evaluate_bad_ground_truth(how, copy, preds, tmp_path, capsys):
     gt = layout.find_samples(copy, "val")[1].label
     data = gt.read_bytes()
-    needle = {"truncated": "truncated", "zero_bytes": "empty file", "outside_table": "label value 40",
-              "huge_header": "refusing to decode", "rgb": "single-channel"}[how]
+    needle = {
+        "truncated": "truncated",
+        "zero_bytes": "empty file",
+        "outside_table": "label value 40",
+        "huge_header": "refusing to decode",
+        "rgb": "single-channel",
+    }[how]
     if how == "truncated":
         gt.write_bytes(data[: len(data) // 2])
     elif how == "zero_bytes":
@@ -316,8 +350,15 @@ def test_predict_bad_image_fails_before_writing(kind, root, ckpt, tmp_path, caps
     folder = tmp_path / "in"
     shutil.copytree(root / "leftImg8bit" / "val", folder)
     bad = folder / "zzz_000000_000001_leftImg8bit.png"  # sorted last: good frames come first
-    needle = {"palette": "palette", "gray_alpha": "grayscale+alpha", "one_bit": "1-bit", "zero_bytes": "empty file",
-              "truncated": "truncated", "not_png": "not a readable image", "huge_header": "refusing to decode"}[kind]
+    needle = {
+        "palette": "palette",
+        "gray_alpha": "grayscale+alpha",
+        "one_bit": "1-bit",
+        "zero_bytes": "empty file",
+        "truncated": "truncated",
+        "not_png": "not a readable image",
+        "huge_header": "refusing to decode",
+    }[kind]
     good = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
     if kind == "palette":
         Image.fromarray(good).convert("P").save(bad)
@@ -344,8 +385,7 @@ def test_predict_bad_image_fails_before_writing(kind, root, ckpt, tmp_path, caps
 
         monkeypatch.setattr(cv2, "imdecode", guarded)
     out = tmp_path / "out"
-    cli_error(capsys, ["predict", "--checkpoint", ckpt, folder, "--out", out, "--format", "labelIds,overlay", "--quiet"],
-              bad, needle)
+    cli_error(capsys, ["predict", "--checkpoint", ckpt, folder, "--out", out, "--format", "labelIds,overlay", "--quiet"], bad, needle)
     assert snapshot(out) == {} and snapshot(tmp_path / "out_vis") == {}  # nothing written at all
     assert not temp_files(tmp_path)
 
@@ -414,11 +454,9 @@ def test_bad_checkpoint_in_evaluate_predict_export(name, bad_checkpoints, root, 
     (out / "keep.onnx").write_bytes(b"old export")
     before = snapshot(out)
     cli_error(capsys, ["evaluate", "--data", root, "--checkpoint", path, "--json", out / "s.json"], path, BAD_CKPTS[name])
-    cli_error(capsys, ["predict", "--checkpoint", path, val_image(root), "--out", out / "pred", "--quiet"], path,
-              BAD_CKPTS[name])
+    cli_error(capsys, ["predict", "--checkpoint", path, val_image(root), "--out", out / "pred", "--quiet"], path, BAD_CKPTS[name])
     cli_error(capsys, ["export", "--checkpoint", path, "--out", out / "keep.onnx"], path, BAD_CKPTS[name])
-    cli_error(capsys, ["figure", "--checkpoint", path, "--data", root, "--n", "1", "--out", out / "fig.png"], path,
-              BAD_CKPTS[name])
+    cli_error(capsys, ["figure", "--checkpoint", path, "--data", root, "--n", "1", "--out", out / "fig.png"], path, BAD_CKPTS[name])
     assert snapshot(out) == before  # the old export is untouched, nothing else appeared
 
 
@@ -508,8 +546,13 @@ def test_evaluate_more_bad_predictions(how, root, preds, tmp_path, capsys):
     d = Path(shutil.copytree(preds, tmp_path / "p"))
     victim = sorted(d.glob("*.png"))[1]
     arr = io.read_label(victim)
-    needle = {"values_16bit": "value 1000 is not a labelId", "zero_bytes": "empty file", "corrupt": "not a readable image",
-              "huge_header": "refusing to decode", "palette_rgb": None}[how]
+    needle = {
+        "values_16bit": "value 1000 is not a labelId",
+        "zero_bytes": "empty file",
+        "corrupt": "not a readable image",
+        "huge_header": "refusing to decode",
+        "palette_rgb": None,
+    }[how]
     if how == "values_16bit":
         a16 = arr.astype(np.uint16)
         a16[0, 0] = 1000
@@ -546,8 +589,7 @@ def test_evaluate_json_to_unwritable_path(root, preds, tmp_path, capsys):
     cli_error(capsys, ["evaluate", "--data", root, "--pred-dir", preds, "--json", blocker / "s.json"], blocker)
     folder = tmp_path / "folder.json"
     folder.mkdir()
-    cli_error(capsys, ["evaluate", "--data", root, "--pred-dir", preds, "--no-confusion", "--json", folder], folder,
-              "is a folder")
+    cli_error(capsys, ["evaluate", "--data", root, "--pred-dir", preds, "--no-confusion", "--json", folder], folder, "is a folder")
     assert blocker.read_text() == "keep" and list(folder.iterdir()) == [] and not temp_files(tmp_path)
 
 
@@ -556,8 +598,7 @@ def test_export_to_unwritable_paths(tiny_ckpt, tmp_path, capsys, monkeypatch):
     ckpt = tiny_ckpt
     blocker = tmp_path / "blocker"
     blocker.write_text("keep")
-    cli_error(capsys, ["export", "--checkpoint", ckpt, "--out", blocker / "m.onnx", "--no-check"], blocker / "m.onnx",
-              "a file is in the way")
+    cli_error(capsys, ["export", "--checkpoint", ckpt, "--out", blocker / "m.onnx", "--no-check"], blocker / "m.onnx", "a file is in the way")
     folder = tmp_path / "model.onnx"
     folder.mkdir()
     cli_error(capsys, ["export", "--checkpoint", ckpt, "--out", folder, "--no-check"], folder, "is a folder")
@@ -574,8 +615,7 @@ def test_export_to_unwritable_paths(tiny_ckpt, tmp_path, capsys, monkeypatch):
         return real_replace(src, dst, *a, **k)
 
     monkeypatch.setattr(os, "replace", refuse)
-    cli_error(capsys, ["export", "--checkpoint", ckpt, "--out", ro / "m.onnx", "--no-check", "--exporter", "torchscript"],
-              ro / "m.onnx", "Permission denied")
+    cli_error(capsys, ["export", "--checkpoint", ckpt, "--out", ro / "m.onnx", "--no-check", "--exporter", "torchscript"], ro / "m.onnx", "Permission denied")
     monkeypatch.undo()
     assert snapshot(ro) == {"m.onnx": b"previous export"}  # old file kept
     assert os.listdir(ro) == ["m.onnx"]  # no temp files or temp folders left
@@ -597,14 +637,12 @@ def test_console_script_exit_2_one_line(case, root, ckpt, bad_checkpoints, tmp_p
         argv = ["predict", "--checkpoint", str(ckpt), str(img), "--out", str(tmp_path / "o"), "--quiet"]
         needle = str(img)
     elif case == "cut_checkpoint":
-        argv = ["evaluate", "--data", str(root), "--checkpoint", str(bad_checkpoints / "cut.pt"),
-                "--json", str(tmp_path / "o" / "s.json")]
+        argv = ["evaluate", "--data", str(root), "--checkpoint", str(bad_checkpoints / "cut.pt"), "--json", str(tmp_path / "o" / "s.json")]
         needle = "cut.pt"
     else:
         cfg = tmp_path / "c.toml"
         cfg.write_text("[train]\nbatch_size = 'big'\n")
-        argv = ["train", "--data", str(root), "--out", str(tmp_path / "o"), "--model", "residual_unet_same",
-                "--config", str(cfg)]
+        argv = ["train", "--data", str(root), "--out", str(tmp_path / "o"), "--model", "residual_unet_same", "--config", str(cfg)]
         needle = "train.batch_size"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "cityseg", *argv], capture_output=True, text=True, env=env, timeout=300)

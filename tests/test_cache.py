@@ -17,7 +17,6 @@ from cityseg.cli import main
 from cityseg.data import cache, layout
 from cityseg.data.dataset import CityscapesDataset
 from cityseg.data.readers import read_pair
-
 from conftest import write_tiny_dataset
 
 SIZE = (12, 20)
@@ -214,8 +213,7 @@ def test_prepare_cli(tiny_root, capsys):
     out = capsys.readouterr().out
     assert "train: 3 frames at 12x20 (area)" in out and "val: 2 frames" in out
     assert cache.load(tiny_root, "val", size=SIZE) is not None
-    assert main(["prepare", "--data", str(tiny_root), "--size", "full", "--split", "val",
-                 "--interpolation", "bilinear"]) == 0
+    assert main(["prepare", "--data", str(tiny_root), "--size", "full", "--split", "val", "--interpolation", "bilinear"]) == 0
     assert "val: 2 frames at 24x40 (bilinear)" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exc:  # argparse's own error: one line, exit 2
         main(["prepare", "--data", str(tiny_root), "--size", "12by20"])
@@ -239,6 +237,5 @@ def test_full_disk_is_one_line_and_keeps_old_cache(tiny_root, monkeypatch):
     with pytest.raises(CitysegError, match="No space left on device") as exc:
         cache.prepare(tiny_root, "train", size=SIZE, force=True)
     assert str(old.folder) in str(exc.value) and "\n" not in str(exc.value)
-    assert sorted(p.name for p in old.folder.iterdir()) == sorted(
-        [".lock", "manifest.json", old.images_path.name, old.labels_path.name])
+    assert sorted(p.name for p in old.folder.iterdir()) == sorted([".lock", "manifest.json", old.images_path.name, old.labels_path.name])
     assert cache.load(tiny_root, "train", size=SIZE).images_path == old.images_path

@@ -12,8 +12,16 @@ from cityseg.errors import CitysegError
 
 def _ckpt(**extra):
     model = torch.nn.Conv2d(3, 34, 1)
-    return {"model": model.state_dict(), "model_name": "toy", "label_mode": "labelIds", "num_classes": 34,
-            "class_names": ["a"] * 34, "input_size": [64, 128], "epoch": 3, **extra}
+    return {
+        "model": model.state_dict(),
+        "model_name": "toy",
+        "label_mode": "labelIds",
+        "num_classes": 34,
+        "class_names": ["a"] * 34,
+        "input_size": [64, 128],
+        "epoch": 3,
+        **extra,
+    }
 
 
 def test_round_trip_and_versions(tmp_path):

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 
 from cityseg import io, labels
 from cityseg.cli import main
-from cityseg.data import layout, transforms as T
+from cityseg.data import layout
+from cityseg.data import transforms as T
 from cityseg.data.check import check_dataset
 from cityseg.data.dataset import CityscapesDataset
 from cityseg.data.readers import read_frame
-
 from conftest import write_tiny_dataset
 
 SIZE = (12, 20)
@@ -31,8 +31,8 @@ def test_dataset_contract(tiny_root, cache):
     for i, s in enumerate(ds.samples):  # paired by stem
         assert s.image.name == f"{s.stem}_leftImg8bit.png" and s.label.name == f"{s.stem}_gtFine_labelIds.png"
         x, y = ds[i]
-        assert x.dtype == torch.float32 and x.shape == (3, *SIZE) and 0 <= x.min() and x.max() <= 1
-        assert y.dtype == torch.int64 and y.shape == SIZE and 0 <= y.min() and y.max() <= 33
+        assert x.dtype == torch.float32 and x.shape == (3, *SIZE) and x.min() >= 0 and x.max() <= 1
+        assert y.dtype == torch.int64 and y.shape == SIZE and y.min() >= 0 and y.max() <= 33
         image = io.read_image(s.image)
         label = io.read_label(s.label)
         exp_x = torch.from_numpy(T.resize_image(image, SIZE, "area")).permute(2, 0, 1).float() / 255
@@ -187,8 +187,7 @@ def test_horizontal_flip():
     np.testing.assert_array_equal(fl, label[:, ::-1])
     same = T.RandomHorizontalFlip(0.0)(image, label)
     assert same[0] is image and same[1] is label
-    flips = [T.RandomHorizontalFlip(0.5)(image, label, rng=np.random.default_rng(s))[1][0, 0] != label[0, 0]
-             for s in range(200)]
+    flips = [T.RandomHorizontalFlip(0.5)(image, label, rng=np.random.default_rng(s))[1][0, 0] != label[0, 0] for s in range(200)]
     assert 60 < sum(flips) < 140 or label[0, 0] == label[0, -1]
 
 
@@ -224,8 +223,7 @@ def test_dataset_seeded_augmentation(tiny_root):
     assert all(torch.equal(x[1], y[1][0]) for x, y in zip(a, with_workers))
     ds.set_epoch(1)
     assert not all(torch.equal(x[0], ds[i][0]) for i, x in enumerate(a))  # a new epoch, new augmentation
-    plain = CityscapesDataset(tiny_root, "train", size=SIZE, transform=lambda im, lb: (im[:, ::-1], lb[:, ::-1]),
-                              seed=1, cache=False)
+    plain = CityscapesDataset(tiny_root, "train", size=SIZE, transform=lambda im, lb: (im[:, ::-1], lb[:, ::-1]), seed=1, cache=False)
     assert torch.equal(plain[0][1], CityscapesDataset(tiny_root, "train", size=SIZE)[0][1].flip(-1))
 
 

@@ -8,14 +8,30 @@ import math
 import numpy as np
 import pytest
 
-from cityseg.tools import demo
 from cityseg.cli import main
+from cityseg.tools import demo
 
 #: SynthCity at 128x256 (2 train, 2 val), trained at 64x128 for one epoch: seconds, not minutes
-TINY = dict(train_frames=2, val_frames=2, frame_size=(128, 256), size=(64, 128), batch_size=2, epochs=1,
-            figure_rows=2, workers=1)
-TINY_ARGS = ["--train-frames", "2", "--val-frames", "2", "--frame-size", "128x256", "--size", "64x128",
-             "--batch-size", "2", "--epochs", "1", "--figure-rows", "2", "--workers", "1", "--quiet"]
+TINY = dict(train_frames=2, val_frames=2, frame_size=(128, 256), size=(64, 128), batch_size=2, epochs=1, figure_rows=2, workers=1)
+TINY_ARGS = [
+    "--train-frames",
+    "2",
+    "--val-frames",
+    "2",
+    "--frame-size",
+    "128x256",
+    "--size",
+    "64x128",
+    "--batch-size",
+    "2",
+    "--epochs",
+    "1",
+    "--figure-rows",
+    "2",
+    "--workers",
+    "1",
+    "--quiet",
+]
 SCORE_KEYS = ("mIoU", "mIoU_34", "pixel_acc", "iIoU", "mIoU_categories", "pixel_acc_34")
 
 
@@ -107,9 +123,21 @@ def test_damaged_or_incomplete_synthcity_is_regenerated(tmp_path):
     assert info["source"] == "reused" and info["frames"] == {"train": 1, "val": 1}
 
 
-@pytest.mark.parametrize("case", ["out_is_file", "minutes_zero", "minutes_negative", "minutes_nan", "json_is_dir",
-                                  "missing_data", "unknown_model", "foreign_data_folder", "zero_frames",
-                                  "negative_grad_clip"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "out_is_file",
+        "minutes_zero",
+        "minutes_negative",
+        "minutes_nan",
+        "json_is_dir",
+        "missing_data",
+        "unknown_model",
+        "foreign_data_folder",
+        "zero_frames",
+        "negative_grad_clip",
+    ],
+)
 def test_bad_input_is_one_line_exit_2(case, tmp_path, capsys):
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), *TINY_ARGS]

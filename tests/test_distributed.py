@@ -3,9 +3,9 @@ global batch size (a BN-free net: torch's SyncBatchNorm is GPU-only, plain BN wo
 
 from __future__ import annotations
 
-from functools import partial
 import os
 import socket
+from functools import partial
 
 import numpy as np
 import pytest
@@ -42,15 +42,23 @@ def configs():
     from cityseg.train.config import apply_overrides, load_recipe
 
     cfg, _ = load_recipe("seed")
-    common = {"model.name": "plain_test", "train.epochs": 2, "train.batch_size": 4, "data.size": [64, 128],
-              "data.workers": 0, "train.fast": False, "train.eval_batch_size": 1, "optim.name": "sgd",
-              "optim.lr": 0.05, "train.grad_clip": 1.0}
+    common = {
+        "model.name": "plain_test",
+        "train.epochs": 2,
+        "train.batch_size": 4,
+        "data.size": [64, 128],
+        "data.workers": 0,
+        "train.fast": False,
+        "train.eval_batch_size": 1,
+        "optim.name": "sgd",
+        "optim.lr": 0.05,
+        "train.grad_clip": 1.0,
+    }
     return {"plain": apply_overrides(cfg, common)}
 
 
 def _worker(rank, world, port, data, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     register()
     from cityseg.train.run import train

@@ -68,8 +68,7 @@ def _mix(gt, inst, rng):
     return pd
 
 
-PRED_SETS = {"gt_copy": _gt_copy, "swaps": _swaps, "noise": _noise, "void_on_valid": _void_on_valid,
-             "missing_classes": _missing_classes, "mix": _mix}
+PRED_SETS = {"gt_copy": _gt_copy, "swaps": _swaps, "noise": _noise, "void_on_valid": _void_on_valid, "missing_classes": _missing_classes, "mix": _mix}
 
 
 def write_predictions(root: Path, out: Path, make, seed: int = 0, subfolders: bool = True) -> Path:
@@ -158,8 +157,7 @@ def test_full_size_scores_equal_official_script(name, synth_full, tmp_path, orac
 
 
 # ---- the CLI ------------------------------------------------------------------------------------
-JSON_KEYS = ["mIoU", "iIoU", "mIoU_categories", "iIoU_categories", "pixel_acc", "mIoU_34", "pixel_acc_34",
-             "per_class", "n_images"]
+JSON_KEYS = ["mIoU", "iIoU", "mIoU_categories", "iIoU_categories", "pixel_acc", "mIoU_34", "pixel_acc_34", "per_class", "n_images"]
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +168,7 @@ def small_preds(synth_small, tmp_path_factory):
 
 def test_cli_pred_dir_writes_json_table_and_confusion(synth_small, small_preds, tmp_path, capsys):
     out = tmp_path / "res" / "scores.json"
-    rc = main(["evaluate", "--data", str(synth_small), "--split", "val", "--pred-dir", str(small_preds),
-               "--json", str(out)])
+    rc = main(["evaluate", "--data", str(synth_small), "--split", "val", "--pred-dir", str(small_preds), "--json", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())  # strict: NaN must have become null
     assert list(res) == JSON_KEYS
@@ -230,8 +227,13 @@ def _broken_pred_dir(synth_small, small_preds, tmp_path, how):
 
 @pytest.mark.parametrize(
     "how, expect",
-    [("wrong_size", "full size"), ("multi_channel", "3 channels"), ("not_labelids", "not a labelId"),
-     ("missing", "no prediction"), ("duplicate", "several predictions")],
+    [
+        ("wrong_size", "full size"),
+        ("multi_channel", "3 channels"),
+        ("not_labelids", "not a labelId"),
+        ("missing", "no prediction"),
+        ("duplicate", "several predictions"),
+    ],
 )
 def test_cli_bad_predictions_exit_2_with_one_line(how, expect, synth_small, small_preds, tmp_path, capsys):
     d, victim = _broken_pred_dir(synth_small, small_preds, tmp_path, how)
@@ -270,8 +272,8 @@ def test_checkpoint_protocol_equals_pred_dir_of_its_own_predictions(synth_small,
     size: the model-resolution argmax against nearest-downsampled labelIds and instanceIds."""
     from cityseg.data.transforms import resize_label
     from cityseg.eval.evaluate import score_checkpoint
-    from cityseg.io import read_image
     from cityseg.eval.metrics import CityscapesEvaluator
+    from cityseg.io import read_image
 
     predictor = _tiny_predictor()
     full, small, _ = score_checkpoint(synth_small, "val", None, at_model_size=True, predictor=predictor, workers=2)
@@ -283,8 +285,7 @@ def test_checkpoint_protocol_equals_pred_dir_of_its_own_predictions(synth_small,
         write_png(tmp_path / "preds" / f"{s.stem}.png", pred)
         low = predictor.predict_model_size(image)
         assert low.shape == (64, 128)
-        expect_small.add(low, resize_label(read_label(s.label), (64, 128)),
-                         resize_label(read_instance(s.instance).astype(np.uint16), (64, 128)))
+        expect_small.add(low, resize_label(read_label(s.label), (64, 128)), resize_label(read_instance(s.instance).astype(np.uint16), (64, 128)))
     assert full.results() == evaluate_pred_dir(synth_small, "val", tmp_path / "preds")
     np.testing.assert_array_equal(small.mat, expect_small.mat)
     assert small.results() == expect_small.results()
@@ -311,16 +312,26 @@ def real_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model("residual_unet", num_classes=19, padding="same")
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "model_name": "residual_unet",
-                           "model_options": {"padding": "same"}, "label_mode": "trainIds", "num_classes": 19,
-                           "input_size": [64, 128], "interpolation": "area", "mean": None, "std": None})
+    save_checkpoint(
+        path,
+        {
+            "model": model.state_dict(),
+            "model_name": "residual_unet",
+            "model_options": {"padding": "same"},
+            "label_mode": "trainIds",
+            "num_classes": 19,
+            "input_size": [64, 128],
+            "interpolation": "area",
+            "mean": None,
+            "std": None,
+        },
+    )
     return path
 
 
 def test_cli_checkpoint_end_to_end(one_frame, real_checkpoint, tmp_path, capsys):
     out = tmp_path / "ckpt" / "scores.json"
-    rc = main(["evaluate", "--data", str(one_frame), "--checkpoint", str(real_checkpoint), "--json", str(out),
-               "--at-model-size", "--workers", "1"])
+    rc = main(["evaluate", "--data", str(one_frame), "--checkpoint", str(real_checkpoint), "--json", str(out), "--at-model-size", "--workers", "1"])
     assert rc == 0
     res = json.loads(out.read_text())
     assert list(res) == JSON_KEYS and res["n_images"] == 1
@@ -340,8 +351,7 @@ def test_cli_options_reach_the_predictor(one_frame, monkeypatch, tmp_path):
         return _tiny_predictor()
 
     monkeypatch.setattr(inference.Predictor, "from_checkpoint", staticmethod(fake))
-    rc = main(["evaluate", "--data", str(one_frame), "--checkpoint", "x.pt", "--flip", "--scales", "0.75,1,1.25",
-               "--mode", "slide", "--out", str(tmp_path)])
+    rc = main(["evaluate", "--data", str(one_frame), "--checkpoint", "x.pt", "--flip", "--scales", "0.75,1,1.25", "--mode", "slide", "--out", str(tmp_path)])
     assert rc == 0
     assert seen == {"path": "x.pt", "device": "cpu", "flip": True, "scales": (0.75, 1.0, 1.25), "mode": "slide"}
     assert (tmp_path / "confusion.png").exists()
@@ -399,9 +409,10 @@ def test_table_and_confusion_heatmap_show_the_scores(synth_small, small_preds, t
         cells = [c for c in class_block if c.startswith(f"{name:<15}")]
         assert len(cells) == 1, name
         assert cells[0][15:].split() == [pct(s["iou"]), pct(s["iiou"])], name
+
     def row(label):
         (line,) = [x for x in text.splitlines() if x.startswith(label)]
-        return line[len(label):].split()
+        return line[len(label) :].split()
 
     assert row("mean (19)") == [pct(res["mIoU"]), pct(res["iIoU"])]
     assert row("mean (7)") == [pct(res["mIoU_categories"]), pct(res["iIoU_categories"])]

@@ -9,7 +9,6 @@ writes (so that a kill lands mid-step or mid-write), or injects NaN into one inp
 
 from __future__ import annotations
 
-from functools import partial
 import csv
 import errno
 import io as _io
@@ -21,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -45,8 +45,7 @@ class TinyNet(SegmentationModel):
 
     def __init__(self, num_classes: int = 34, width: int = 8):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.2),
-                                  nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.2), nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
         self.head = nn.Conv2d(width, num_classes, 1)
 
     def forward(self, x):
@@ -81,7 +80,7 @@ def install() -> None:
             buf = _io.BytesIO()
             real_save(obj, buf, *args, **kwargs)
             data = buf.getvalue()
-            fh = f if hasattr(f, "write") else open(f, "wb")  # noqa: SIM115 (closed below when opened here)
+            fh = f if hasattr(f, "write") else open(f, "wb")
             fh.write(data[: len(data) // 2])
             fh.flush()
             _event(f"saving {Path(getattr(f, 'name', f)).name}")
@@ -108,10 +107,33 @@ RUN_FILES = {"last.pt", "best.pt", "metrics.csv", "curves.png", "config.toml"}
 
 
 def train_args(data, out, *extra):
-    return ["train", "--data", str(data), "--out", str(out), "--model", "tiny", "--size", "64x128",
-            "--epochs", str(TOTAL_EPOCHS), "--batch-size", "4", "--seed", "11", "--workers", "0", "--quiet",
-            "--set", "train.fast=false", "--set", "train.eval_batch_size=2", "--set", "train.checkpoint_every=1",
-            *extra]
+    return [
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--model",
+        "tiny",
+        "--size",
+        "64x128",
+        "--epochs",
+        str(TOTAL_EPOCHS),
+        "--batch-size",
+        "4",
+        "--seed",
+        "11",
+        "--workers",
+        "0",
+        "--quiet",
+        "--set",
+        "train.fast=false",
+        "--set",
+        "train.eval_batch_size=2",
+        "--set",
+        "train.checkpoint_every=1",
+        *extra,
+    ]
 
 
 def env(events: Path | None = None, **faults) -> dict[str, str]:
@@ -127,13 +149,11 @@ def env(events: Path | None = None, **faults) -> dict[str, str]:
 
 
 def start(argv, environ) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(HERE / "test_faults.py"), *argv], env=environ,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, str(HERE / "test_faults.py"), *argv], env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def run(argv, environ, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(HERE / "test_faults.py"), *argv], env=environ,
-                          capture_output=True, text=True, **kw)
+    return subprocess.run([sys.executable, str(HERE / "test_faults.py"), *argv], env=environ, capture_output=True, text=True, **kw)
 
 
 def wait_for(events: Path, want, proc: subprocess.Popen, guard_s: float = 300) -> bool:
@@ -320,8 +340,7 @@ def test_full_disk_during_checkpoint_write_is_one_line_and_keeps_checkpoints(dat
     before = tree(out)
     limit = (out / "config.toml").stat().st_size + 4096  # config.toml fits, a checkpoint does not
     argv = train_args(data, out, "--resume", "--epochs", str(TOTAL_EPOCHS + 1))
-    proc = subprocess.run([sys.executable, str(HERE / "test_faults.py"), *argv], env=env(), capture_output=True,
-                          text=True, preexec_fn=_limit_file_size(limit))
+    proc = subprocess.run([sys.executable, str(HERE / "test_faults.py"), *argv], env=env(), capture_output=True, text=True, preexec_fn=_limit_file_size(limit))
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -363,9 +382,13 @@ def test_full_disk_while_preparing_keeps_the_previous_cache(tmp_path):
     root = write_tiny_dataset(tmp_path / "r", {"train": 4}, size=(64, 128))
     old = cache.prepare(root, "train", size=(32, 64))
     before = tree(old.folder)
-    proc = subprocess.run([sys.executable, "-m", "cityseg", "prepare", "--data", str(root), "--size", "32x64",
-                           "--split", "train", "--force", "--workers", "1"], env=env(), capture_output=True, text=True,
-                          preexec_fn=_limit_file_size(4096))
+    proc = subprocess.run(
+        [sys.executable, "-m", "cityseg", "prepare", "--data", str(root), "--size", "32x64", "--split", "train", "--force", "--workers", "1"],
+        env=env(),
+        capture_output=True,
+        text=True,
+        preexec_fn=_limit_file_size(4096),
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr and str(old.folder) in lines[0], proc.stderr
@@ -376,16 +399,15 @@ def test_full_disk_while_preparing_keeps_the_previous_cache(tmp_path):
 
 # ---- concurrent prepare (CLI level) ------------------------------------------------------------------------------
 def test_two_prepare_commands_at_once_do_not_corrupt_the_cache(tmp_path):
+    import numpy as np
+
     from cityseg.data import cache, layout
     from cityseg.data.readers import read_pair
     from conftest import write_tiny_dataset
 
-    import numpy as np
-
     root = write_tiny_dataset(tmp_path / "r", {"train": 12, "val": 3}, size=(48, 96))
     argv = [sys.executable, "-m", "cityseg", "prepare", "--data", str(root), "--size", "24x48", "--workers", "1"]
-    procs = [subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [p.communicate() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
     for split, n in (("train", 12), ("val", 3)):

@@ -204,8 +204,7 @@ def test_slide_matches_mmseg_reference_and_whole_for_per_pixel_model():
     x = preprocess(img, (50, 130))
     ramp = RampNet().eval()
     for batch in (1, 3):
-        p = Predictor(ramp, "labelIds", (16, 32), mode="slide", window=(20, 48), stride=(12, 30), batch_size=batch,
-                      num_classes=5)
+        p = Predictor(ramp, "labelIds", (16, 32), mode="slide", window=(20, 48), stride=(12, 30), batch_size=batch, num_classes=5)
         torch.testing.assert_close(p.logits(img), slide_reference(ramp, x, (20, 48), (12, 30), 5))
     # a per-pixel model: slide inference equals one whole pass at full resolution
     m1 = TinyNet(num_classes=5, k=1).eval()
@@ -239,8 +238,7 @@ def test_bf16_channels_last_agrees_with_fp32():
     assert agree > 0.97, agree
 
 
-@pytest.mark.parametrize("bad", [np.zeros((10, 10), np.uint8), np.zeros((10, 10, 4), np.uint8),
-                                 np.zeros((10, 10, 3), np.uint16)])
+@pytest.mark.parametrize("bad", [np.zeros((10, 10), np.uint8), np.zeros((10, 10, 4), np.uint8), np.zeros((10, 10, 3), np.uint16)])
 def test_bad_image_arrays_are_rejected(bad):
     p = Predictor(TinyNet(num_classes=4).eval(), "labelIds", (8, 8), num_classes=4)
     with pytest.raises(CitysegError, match="RGB"):
@@ -339,8 +337,7 @@ def test_slide_runs_the_model_only_on_window_sized_batches():
     img = rng_image(300, 520, seed=8)
     for flip, batch in ((False, 2), (True, 4)):
         seen.clear()
-        p = Predictor(m, "labelIds", (16, 32), mode="slide", window=(64, 96), stride=(40, 64), flip=flip,
-                      batch_size=batch, num_classes=5)
+        p = Predictor(m, "labelIds", (16, 32), mode="slide", window=(64, 96), stride=(40, 64), flip=flip, batch_size=batch, num_classes=5)
         assert p.predict(img).shape == (300, 520)
         assert seen and all(s[0] <= batch and s[1:] == (3, 64, 96) for s in seen), seen
         n_windows = (-(-(300 - 64) // 40) + 1) * (-(-(520 - 96) // 64) + 1)

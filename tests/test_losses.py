@@ -9,15 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from cityseg.errors import CitysegError
-from cityseg.train.losses import (
-    CrossEntropyLoss,
-    DiceLoss,
-    FocalLoss,
-    LovaszSoftmaxLoss,
-    OhemCrossEntropyLoss,
-    build_loss,
-    class_weights_from_counts,
-)
+from cityseg.train.losses import CrossEntropyLoss, DiceLoss, FocalLoss, LovaszSoftmaxLoss, OhemCrossEntropyLoss, build_loss, class_weights_from_counts
 
 
 def case(seed=0, b=2, c=4, h=3, w=5, ignore_frac=0.2):
@@ -142,13 +134,22 @@ def test_ohem_keeps_the_hardest_pixels():
 def test_build_loss_combines_with_weights_and_backprops():
     logits, target = case(5)
     logits.requires_grad_()
-    specs = [{"name": "ce", "weight": 1.0}, {"name": "dice", "weight": 0.5}, {"name": "focal", "weight": 0.25, "gamma": 1.0},
-             {"name": "lovasz", "weight": 0.1}, {"name": "ohem", "weight": 0.3, "thresh": 0.7, "min_kept": 0.2}]
+    specs = [
+        {"name": "ce", "weight": 1.0},
+        {"name": "dice", "weight": 0.5},
+        {"name": "focal", "weight": 0.25, "gamma": 1.0},
+        {"name": "lovasz", "weight": 0.1},
+        {"name": "ohem", "weight": 0.3, "thresh": 0.7, "min_kept": 0.2},
+    ]
     loss = build_loss(specs, num_classes=4)
     value = loss(logits, target)
-    expected = (CrossEntropyLoss()(logits, target) + 0.5 * DiceLoss()(logits, target)
-                + 0.25 * FocalLoss(gamma=1.0)(logits, target) + 0.1 * LovaszSoftmaxLoss()(logits, target)
-                + 0.3 * OhemCrossEntropyLoss(thresh=0.7, min_kept=0.2)(logits, target))
+    expected = (
+        CrossEntropyLoss()(logits, target)
+        + 0.5 * DiceLoss()(logits, target)
+        + 0.25 * FocalLoss(gamma=1.0)(logits, target)
+        + 0.1 * LovaszSoftmaxLoss()(logits, target)
+        + 0.3 * OhemCrossEntropyLoss(thresh=0.7, min_kept=0.2)(logits, target)
+    )
     assert value.item() == pytest.approx(expected.item(), rel=1e-6)
     value.backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
@@ -193,7 +194,7 @@ def test_multi_output_weighted_sum_by_hand():
 
 
 def test_a_loss_reading_several_outputs_gets_the_dict():
-    from cityseg.train.losses import LossTerm, CombinedLoss
+    from cityseg.train.losses import CombinedLoss, LossTerm
 
     class BoundaryOnly(torch.nn.Module):
         outputs = ("out", "boundary")

@@ -56,8 +56,7 @@ def test_official_class_iou_hand_case():
 
 def test_results_json_is_stable_and_nan_free():
     res = _hand_case().results()
-    assert list(res) == ["mIoU", "iIoU", "mIoU_categories", "iIoU_categories", "pixel_acc", "mIoU_34",
-                         "pixel_acc_34", "per_class", "n_images"]
+    assert list(res) == ["mIoU", "iIoU", "mIoU_categories", "iIoU_categories", "pixel_acc", "mIoU_34", "pixel_acc_34", "per_class", "n_images"]
     assert list(res["per_class"]) == list(labels.TRAINID_NAMES)
     assert res["per_class"]["road"] == {"iou": pytest.approx(0.4), "iiou": None}
     assert res["per_class"]["car"]["iou"] is None and res["iIoU"] is None
@@ -180,4 +179,3 @@ def test_scores_equal_oracle_on_random_small_frames(oracle, tmp_path):
     assert same(s["mIoU_categories"], ref["averageScoreCategories"])
     assert same(s["iIoU_categories"], ref["averageScoreInstCategories"])
     assert not math.isnan(s["iIoU"])
-

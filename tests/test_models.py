@@ -25,7 +25,7 @@ def meta_model(name, **options):
         return build_model(name, **options)
 
 
-# ---- exact trainable parameter counts at 34 classes, 128x256 (seed-models.md §10a) --------------
+# ---- exact trainable parameter counts at 34 classes, 128x256 (printed by the seed notebooks) --------------
 @pytest.mark.parametrize(
     "name, options, expected",
     [
@@ -55,9 +55,25 @@ def test_vgg16_encoder_matches_keras_and_torchvision_layout():
 
 def test_model_a_per_block_counts():
     m = meta_model("residual_unet", reduction=30)
-    table = {"e1": 11_250, "e2": 154_980, "r1": 3_630, "e3": 252_360, "e4": 1_109_160, "r2": 7_230,
-             "e5": 763_920, "e6": 4_435_920, "r3": 14_430, "d1": 252_360, "d2": 1_109_160, "r4": 7_230,
-             "d3": 93_780, "d4": 277_380, "d5": 277_380, "d6": 130_590, "head": 2_074}
+    table = {
+        "e1": 11_250,
+        "e2": 154_980,
+        "r1": 3_630,
+        "e3": 252_360,
+        "e4": 1_109_160,
+        "r2": 7_230,
+        "e5": 763_920,
+        "e6": 4_435_920,
+        "r3": 14_430,
+        "d1": 252_360,
+        "d2": 1_109_160,
+        "r4": 7_230,
+        "d3": 93_780,
+        "d4": 277_380,
+        "d5": 277_380,
+        "d6": 130_590,
+        "head": 2_074,
+    }
     assert {k: n_params(getattr(m, k)) for k in table} == table
     assert isinstance(m.d1.conv5.conv, nn.ConvTranspose2d) and not any(isinstance(x, nn.BatchNorm2d) for x in m.modules())
 
@@ -110,7 +126,7 @@ def test_keras_defaults(name):
     assert big.weight.abs().max() <= bound and big.weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.05)
 
 
-# ---- input-size rules (seed-models.md §10c), checked against the raw networks --------------------
+# ---- input-size rules (the seed networks' own arithmetic), checked against the raw networks --------------------
 @pytest.mark.parametrize(
     "name, accepted, rejected",
     [
@@ -194,8 +210,7 @@ def test_fused_conv_equals_separate_convs(padding, transposed):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-FUSED_CASES = [("residual_unet", 64), ("residual_unet_same", 16), ("segception", 16), ("segception_deep", 32),
-               ("residual_inception_unet", 16)]
+FUSED_CASES = [("residual_unet", 64), ("residual_unet_same", 16), ("segception", 16), ("segception_deep", 32), ("residual_inception_unet", 16)]
 
 
 @pytest.mark.parametrize("name, size", FUSED_CASES)
@@ -207,8 +222,7 @@ def test_fused_forward_and_backward_equal_unfused(name, size):
     for fused in (False, True):
         set_fused(m, fused)
         calls = []
-        hooks = [s.conv3a.conv.register_forward_hook(lambda *a: calls.append(1))
-                 for s in m.modules() if hasattr(s, "conv3a")]
+        hooks = [s.conv3a.conv.register_forward_hook(lambda *a: calls.append(1)) for s in m.modules() if hasattr(s, "conv3a")]
         m.zero_grad()
         y = m(x)
         (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
@@ -226,8 +240,14 @@ def test_fused_forward_and_backward_equal_unfused(name, size):
 
 
 # ---- generic tests over every registered model (smp BaseModelTester style) -----------------------
-SMALL = {"residual_unet": (60, 64), "segception_deep": (32, 64), "segception_deep_fixed": (32, 64),
-         "vgg16_unet": (32, 64), "residual_inception_unet": (16, 32), "segception_base": (16, 32)}
+SMALL = {
+    "residual_unet": (60, 64),
+    "segception_deep": (32, 64),
+    "segception_deep_fixed": (32, 64),
+    "vgg16_unet": (32, 64),
+    "residual_inception_unet": (16, 32),
+    "segception_base": (16, 32),
+}
 BAD = {"residual_unet": (62, 64), "segception_base": (20, 32)}
 SLOW_EXPORT = {"segception_base"}
 
@@ -291,9 +311,7 @@ def test_state_dict_round_trip(name):
         assert torch.equal(m.eval()(x), other.eval()(x))
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_EXPORT else n for n in list_models()]
-)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_EXPORT else n for n in list_models()])
 def test_torch_export(name):
     m, (h, w) = small_model(name)
     m.eval()
@@ -306,9 +324,21 @@ def test_torch_export(name):
 # ---- VGG16 encoder weights from a local torchvision-style state_dict ----------------------------
 # torchvision.models.vgg16().features, written out by hand (torchvision is not a dependency):
 # conv index in the Sequential -> (out_channels, in_channels); every conv is 3x3 with a bias.
-TORCHVISION_VGG16_CONVS = {0: (64, 3), 2: (64, 64), 5: (128, 64), 7: (128, 128), 10: (256, 128),
-                           12: (256, 256), 14: (256, 256), 17: (512, 256), 19: (512, 512), 21: (512, 512),
-                           24: (512, 512), 26: (512, 512), 28: (512, 512)}
+TORCHVISION_VGG16_CONVS = {
+    0: (64, 3),
+    2: (64, 64),
+    5: (128, 64),
+    7: (128, 128),
+    10: (256, 128),
+    12: (256, 256),
+    14: (256, 256),
+    17: (512, 256),
+    19: (512, 512),
+    21: (512, 512),
+    24: (512, 512),
+    26: (512, 512),
+    28: (512, 512),
+}
 
 
 def _vgg_state(classifier=True):
@@ -413,7 +443,7 @@ def test_keras_nearest_upsampling_and_floor_pooling():
 
 
 def test_segception_deep_fixed_count_and_level5_skip():
-    # the reference's formulas (seed-models.md §10b): block 4's last deep stack 32 -> 34 filters
+    # the seed's formulas: block 4's last deep stack 32 -> 34 filters
     # (34*cin*f + 15*f^2 + 15*f with cin 34: +4,322) and block 5's reduction reads 136, not 128 channels (+8*34)
     assert n_params(meta_model("segception_deep_fixed")) == 13_583_084 + 4_322 + 8 * 34
     for name, uses_skip in (("segception_deep", False), ("segception_deep_fixed", True)):
@@ -503,7 +533,6 @@ def test_vgg16_unet_decoder_concatenates_skips():
     widths = [(blk.conv1.conv.in_channels, blk.conv1.conv.out_channels) for blk in m.decoder]
     assert widths == [(512 + 512, 256), (256 + 512, 128), (128 + 256, 64), (64 + 128, 32), (32 + 64, 16)]
     assert not any(isinstance(x, nn.BatchNorm2d) for x in m.features)  # plain vgg16, not vgg16_bn
-
 
 
 @pytest.mark.parametrize("name", [n for n, _ in FUSED_CASES])

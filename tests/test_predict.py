@@ -15,8 +15,8 @@ from cityseg import io, labels
 from cityseg.checkpoint import save_checkpoint
 from cityseg.cli import main
 from cityseg.data import layout
-from cityseg.infer.predictor import Predictor
 from cityseg.infer.outputs import collect_inputs, overlay
+from cityseg.infer.predictor import Predictor
 
 MODEL = "residual_unet_same"
 SIZE = (32, 64)
@@ -28,11 +28,22 @@ def make_checkpoint(path, label_mode="labelIds", seed=0):
     torch.manual_seed(seed)
     n = labels.num_classes(label_mode)
     model = build_model(MODEL, num_classes=n).eval()
-    save_checkpoint(path, {
-        "model": model.state_dict(), "model_name": MODEL, "model_options": {}, "label_mode": label_mode,
-        "num_classes": n, "class_names": list(labels.class_names(label_mode)), "input_size": list(SIZE),
-        "interpolation": "area", "mean": [0.3, 0.3, 0.3], "std": [0.2, 0.2, 0.2], "epoch": 1,
-    })
+    save_checkpoint(
+        path,
+        {
+            "model": model.state_dict(),
+            "model_name": MODEL,
+            "model_options": {},
+            "label_mode": label_mode,
+            "num_classes": n,
+            "class_names": list(labels.class_names(label_mode)),
+            "input_size": list(SIZE),
+            "interpolation": "area",
+            "mean": [0.3, 0.3, 0.3],
+            "std": [0.2, 0.2, 0.2],
+            "epoch": 1,
+        },
+    )
     return path
 
 
@@ -53,8 +64,7 @@ def files(folder):
 def test_predict_writes_submission_files_the_official_script_finds(ckpt, tiny_root, tmp_path, capsys):
     out = tmp_path / "results"
     val = tiny_root / "leftImg8bit" / "val"
-    rc = main(["predict", "--checkpoint", str(ckpt), str(val), "--out", str(out),
-               "--format", "labelIds,color,overlay", "--quiet"])
+    rc = main(["predict", "--checkpoint", str(ckpt), str(val), "--out", str(out), "--format", "labelIds,color,overlay", "--quiet"])
     assert rc == 0, capsys.readouterr().err
     samples = layout.find_samples(tiny_root, "val")
     assert files(out) == sorted(f"{s.stem}_labelIds.png" for s in samples)  # nothing else in the results folder
@@ -184,10 +194,8 @@ def test_results_figure_rows_are_first_n_sorted_frames_in_the_official_palette(c
 
     drawn, titles = [], []
     real_imshow, real_title = matplotlib.axes.Axes.imshow, matplotlib.axes.Axes.set_title
-    monkeypatch.setattr(matplotlib.axes.Axes, "imshow", lambda ax, a, **k: (drawn.append(np.asarray(a)),
-                                                                           real_imshow(ax, a, **k))[1])
-    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", lambda ax, t, **k: (titles.append(t),
-                                                                               real_title(ax, t, **k))[1])
+    monkeypatch.setattr(matplotlib.axes.Axes, "imshow", lambda ax, a, **k: (drawn.append(np.asarray(a)), real_imshow(ax, a, **k))[1])
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", lambda ax, t, **k: (titles.append(t), real_title(ax, t, **k))[1])
     predictor = Predictor.from_checkpoint(ckpt)
     results_figure(predictor, synth_small, tmp_path / "fig.png", n=3)
     frames = sorted(str(p) for p in (synth_small / "leftImg8bit" / "val").rglob("*_leftImg8bit.png"))[:3]
@@ -223,8 +231,8 @@ def test_export_has_dynamic_batch_and_matches_pytorch(ckpt_train, onnx_export):
     import onnx
     import onnxruntime as ort
 
-    from cityseg.models import model_from_checkpoint
     from cityseg.infer.onnx import read_metadata
+    from cityseg.models import model_from_checkpoint
 
     onnx_file, printed = onnx_export
     proto = onnx.load(str(onnx_file))
@@ -289,8 +297,7 @@ def test_bad_onnx_is_one_line(tiny_root, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-EXPORT_SIZES = {"residual_unet": (60, 64), "segception_deep": (32, 64), "segception_deep_fixed": (32, 64),
-                "vgg16_unet": (32, 64), "segception_base": (16, 32)}
+EXPORT_SIZES = {"residual_unet": (60, 64), "segception_deep": (32, 64), "segception_deep_fixed": (32, 64), "vgg16_unet": (32, 64), "segception_base": (16, 32)}
 
 
 def _registered_models():
@@ -310,8 +317,17 @@ def test_every_registered_model_exports_to_onnx(name, tmp_path):
     options = {"input_size": list(size)} if name == "segception_base" else {}
     torch.manual_seed(0)
     model = build_model(name, num_classes=19, **options).eval()
-    ckpt = {"model": model.state_dict(), "model_name": name, "model_options": options, "label_mode": "trainIds",
-            "num_classes": 19, "input_size": list(size), "interpolation": "area", "mean": None, "std": None}
+    ckpt = {
+        "model": model.state_dict(),
+        "model_name": name,
+        "model_options": options,
+        "label_mode": "trainIds",
+        "num_classes": 19,
+        "input_size": list(size),
+        "interpolation": "area",
+        "mean": None,
+        "std": None,
+    }
     info = export_onnx(ckpt, tmp_path / f"{name}.onnx")
     for batch, r in compare_onnx(model, info["path"], size, batches=(1, 3)).items():
         assert r["argmax_agreement"] >= 0.999 and r["max_abs_diff"] < 1e-3, (batch, r)
@@ -323,8 +339,7 @@ def test_evaluate_accepts_the_onnx_file(ckpt_train, onnx_file, tiny_root, tmp_pa
 
     a, b = tmp_path / "onnx" / "s.json", tmp_path / "pt" / "s.json"
     for model, out in ((onnx_file, a), (ckpt_train, b)):
-        assert main(["evaluate", "--data", str(tiny_root), "--checkpoint", str(model), "--json", str(out),
-                     "--no-confusion", "--workers", "1"]) == 0
+        assert main(["evaluate", "--data", str(tiny_root), "--checkpoint", str(model), "--json", str(out), "--no-confusion", "--workers", "1"]) == 0
     ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
     assert ra["n_images"] == rb["n_images"] == 2
     assert ra["pixel_acc_34"] == pytest.approx(rb["pixel_acc_34"], abs=2e-3)

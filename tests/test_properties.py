@@ -25,11 +25,7 @@ from hypothesis import strategies as st
 
 from cityseg import io
 from cityseg.errors import CitysegError
-from cityseg.eval.metrics import (
-    CityscapesEvaluator,
-    class_iou,
-    pixel_accuracy,
-)
+from cityseg.eval.metrics import CityscapesEvaluator, class_iou, pixel_accuracy
 
 cs_labels = pytest.importorskip("cityscapesscripts.helpers.labels")
 
@@ -37,8 +33,7 @@ FIXTURE_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 
 # ---- the outside oracle's label table ---------------------------------------------------------------------------
 #: labelIds 0..33 whose ground truth counts (cityscapesScripts: not ignoreInEval), in trainId order
-REF_EVAL_IDS = [lab.id for lab in sorted((lab for lab in cs_labels.labels if 0 <= lab.id < 34 and not lab.ignoreInEval),
-                                         key=lambda lab: lab.trainId)]
+REF_EVAL_IDS = [lab.id for lab in sorted((lab for lab in cs_labels.labels if 0 <= lab.id < 34 and not lab.ignoreInEval), key=lambda lab: lab.trainId)]
 REF_EVAL_NAMES = [cs_labels.id2label[i].name for i in REF_EVAL_IDS]
 REF_IGNORED_IDS = [lab.id for lab in cs_labels.labels if 0 <= lab.id < 34 and lab.ignoreInEval]
 REF_VALID = np.zeros(34, bool)
@@ -63,8 +58,11 @@ def ref_scores_from_pixels(gt: np.ndarray, pred: np.ndarray) -> dict:
         iou[name] = tp / denom if denom else math.nan
     vals = [v for v in iou.values() if not math.isnan(v)]
     n_valid = int(valid.sum())
-    return {"iou": iou, "mIoU": sum(vals) / len(vals) if vals else math.nan,
-            "pixel_acc": float(np.sum(valid & (gt == pred)) / n_valid) if n_valid else math.nan}
+    return {
+        "iou": iou,
+        "mIoU": sum(vals) / len(vals) if vals else math.nan,
+        "pixel_acc": float(np.sum(valid & (gt == pred)) / n_valid) if n_valid else math.nan,
+    }
 
 
 def ref_scores_from_matrix(m: np.ndarray) -> dict:
@@ -79,8 +77,7 @@ def ref_scores_from_matrix(m: np.ndarray) -> dict:
     vals = [v for v in iou.values() if not math.isnan(v)]
     total = sum(int(m[i].sum()) for i in REF_EVAL_IDS)
     correct = sum(int(m[i, i]) for i in REF_EVAL_IDS)
-    return {"iou": iou, "mIoU": sum(vals) / len(vals) if vals else math.nan,
-            "pixel_acc": correct / total if total else math.nan}
+    return {"iou": iou, "mIoU": sum(vals) / len(vals) if vals else math.nan, "pixel_acc": correct / total if total else math.nan}
 
 
 def ref_generic(gt: np.ndarray, pred: np.ndarray, n: int, ignore: int) -> dict:
@@ -93,8 +90,7 @@ def ref_generic(gt: np.ndarray, pred: np.ndarray, n: int, ignore: int) -> dict:
         union = np.sum((g == c) | (p == c))
         if union:
             iou[c] = tp / union
-    return {"iou": iou, "mIoU": float(np.nanmean(iou)) if not np.isnan(iou).all() else math.nan,
-            "pixel_acc": float(np.mean(g == p)) if g.size else math.nan}
+    return {"iou": iou, "mIoU": float(np.nanmean(iou)) if not np.isnan(iou).all() else math.nan, "pixel_acc": float(np.mean(g == p)) if g.size else math.nan}
 
 
 def same(a, b, tol=1e-12) -> bool:
@@ -253,7 +249,7 @@ def _png(width, height, depth, color, payload: bytes, interlace=0, extra_chunks=
     ihdr = struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, interlace)
     data = zlib.compress(payload)
     step = max(1, -(-len(data) // idat_split))
-    idats = b"".join(_chunk(b"IDAT", data[i:i + step]) for i in range(0, len(data), step)) or _chunk(b"IDAT", b"")
+    idats = b"".join(_chunk(b"IDAT", data[i : i + step]) for i in range(0, len(data), step)) or _chunk(b"IDAT", b"")
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + b"".join(extra_chunks) + idats + _chunk(b"IEND", b"")
 
 
@@ -277,8 +273,7 @@ def mutated_pngs(draw):
     kind = draw(st.sampled_from(["exact", "short", "long", "random"]))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    n = {"exact": exact, "short": max(0, exact - draw(st.integers(1, 50))), "long": exact + draw(st.integers(1, 50)),
-         "random": draw(st.integers(0, 600))}[kind]
+    n = {"exact": exact, "short": max(0, exact - draw(st.integers(1, 50))), "long": exact + draw(st.integers(1, 50)), "random": draw(st.integers(0, 600))}[kind]
     payload = rng.integers(0, 256, n, dtype=np.uint8)
     if kind != "random" and row:
         payload[::row] = rng.integers(0, 5, payload[::row].size)  # filter bytes mostly legal
@@ -287,8 +282,11 @@ def mutated_pngs(draw):
         entries = draw(st.integers(0, 300))
         extra.append(_chunk(b"PLTE", rng.integers(0, 256, entries * 3 + draw(st.integers(0, 2)), dtype=np.uint8).tobytes()))
     if draw(st.booleans()):
-        extra.append(_chunk(draw(st.sampled_from([b"tRNS", b"gAMA", b"sBIT", b"xYZw", b"ABCD"])),
-                            rng.integers(0, 256, draw(st.integers(0, 12)), dtype=np.uint8).tobytes()))
+        extra.append(
+            _chunk(
+                draw(st.sampled_from([b"tRNS", b"gAMA", b"sBIT", b"xYZw", b"ABCD"])), rng.integers(0, 256, draw(st.integers(0, 12)), dtype=np.uint8).tobytes()
+            )
+        )
     interlace = draw(st.sampled_from([0, 0, 1, 2]))
     return _png(w, h, depth, color, payload.tobytes(), interlace, extra, draw(st.integers(1, 3)))
 
@@ -301,8 +299,7 @@ def _check_readers(path) -> None:
     except CitysegError as e:
         assert "\n" not in str(e) and str(path) in str(e)
         h = w = None
-    for name, reader in (("image", io.read_image), ("label", lambda p: io.read_label(p, max_value=33)),
-                         ("instance", io.read_instance)):
+    for name, reader in (("image", io.read_image), ("label", lambda p: io.read_label(p, max_value=33)), ("instance", io.read_instance)):
         try:
             arr = reader(path)
         except CitysegError as e:
@@ -347,8 +344,7 @@ def test_huge_headers_are_refused_without_decoding(tmp_path, monkeypatch, width,
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=FIXTURE_OK)
-@given(h=st.integers(1, 9), w=st.integers(1, 9), seed=st.integers(0, 2**32 - 1),
-       kind=st.sampled_from(["rgb", "gray", "gray16", "palette", "rgba", "la"]))
+@given(h=st.integers(1, 9), w=st.integers(1, 9), seed=st.integers(0, 2**32 - 1), kind=st.sampled_from(["rgb", "gray", "gray16", "palette", "rgba", "la"]))
 def test_readers_round_trip_valid_files_and_refuse_the_wrong_kind(tmp_path, h, w, seed, kind):
     """Valid files of every kind: the matching reader returns the exact pixels, the others refuse cleanly."""
     from PIL import Image

@@ -209,8 +209,7 @@ def test_colour_lookup_cannot_read_the_labels(synth_small):
 # ---- writing: CLI, refusals, no half-written frames -------------------------------------------
 def test_cli_small(tmp_path, capsys):
     out = tmp_path / "s"
-    rc = main(["synth", str(out), "--train", "3", "--val", "2", "--test", "0", "--size", "64x128", "--seed", "1",
-               "--workers", "1"])
+    rc = main(["synth", str(out), "--train", "3", "--val", "2", "--test", "0", "--size", "64x128", "--seed", "1", "--workers", "1"])
     assert rc == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [ln.split(":")[0] for ln in lines] == ["train", "val", "test"]

@@ -6,11 +6,11 @@ tests; data is SynthCity at 64x128.
 
 from __future__ import annotations
 
-from functools import partial
 import csv
 import math
 import os
 import signal
+from functools import partial
 
 import pytest
 import torch
@@ -18,9 +18,9 @@ from torch import nn
 
 from cityseg import models
 from cityseg.checkpoint import load_checkpoint
-from cityseg.models import model_from_checkpoint
 from cityseg.cli import main
 from cityseg.errors import CitysegError
+from cityseg.models import model_from_checkpoint
 from cityseg.models.base import SegmentationModel
 from cityseg.train.config import apply_overrides, load_recipe
 from cityseg.train.run import train
@@ -37,8 +37,7 @@ class TinyNet(SegmentationModel):
 
     def __init__(self, num_classes: int = 34, width: int = 8):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.2),
-                                  nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.2), nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
         self.head = nn.Conv2d(width, num_classes, 1)
 
     def forward(self, x):
@@ -72,8 +71,15 @@ def synth64(tmp_path_factory):
 
 def tiny_cfg(recipe="seed", **over):
     cfg, _ = load_recipe(recipe)
-    base = {"model.name": "tiny", "train.epochs": 2, "train.batch_size": 4, "data.size": [64, 128],
-            "data.workers": 0, "train.eval_batch_size": 2, "train.fast": False}
+    base = {
+        "model.name": "tiny",
+        "train.epochs": 2,
+        "train.batch_size": 4,
+        "data.size": [64, 128],
+        "data.workers": 0,
+        "train.eval_batch_size": 2,
+        "train.fast": False,
+    }
     base.update(over)
     return apply_overrides(cfg, base)
 
@@ -140,9 +146,27 @@ def test_checkpoint_contents_files_and_rebuild(synth64, tmp_path):
     for name in ("last.pt", "best.pt", "metrics.csv", "curves.png", "config.toml"):
         assert (run / name).is_file(), name
     ck = load_checkpoint(run / "last.pt")
-    for key in ("model", "model_name", "model_options", "label_mode", "num_classes", "class_names", "input_size",
-                "interpolation", "mean", "std", "optimizer", "scheduler", "scaler", "epoch", "config", "metrics",
-                "best_miou", "versions", "rng"):
+    for key in (
+        "model",
+        "model_name",
+        "model_options",
+        "label_mode",
+        "num_classes",
+        "class_names",
+        "input_size",
+        "interpolation",
+        "mean",
+        "std",
+        "optimizer",
+        "scheduler",
+        "scaler",
+        "epoch",
+        "config",
+        "metrics",
+        "best_miou",
+        "versions",
+        "rng",
+    ):
         assert key in ck, key
     assert ck["label_mode"] == "labelIds" and ck["num_classes"] == 34 and len(ck["class_names"]) == 34
     assert ck["input_size"] == [64, 128] and ck["interpolation"] == "bilinear" and ck["mean"] is None
@@ -155,7 +179,8 @@ def test_checkpoint_contents_files_and_rebuild(synth64, tmp_path):
     assert all(0.0 <= float(r["pixel_acc"]) <= 1.0 and math.isfinite(float(r["train_loss"])) for r in rows)
     best = load_checkpoint(run / "best.pt")
     assert best["best_miou"] == max(float(r["miou_34"]) for r in rows[: best["epoch"]]) or math.isclose(
-        best["best_miou"], max(h["miou_34"] for h in best["history"]))
+        best["best_miou"], max(h["miou_34"] for h in best["history"])
+    )
     assert summary["best_miou"] == ck["best_miou"]
     # the resolved config written next to the run reproduces the same recipe
     again, _ = load_recipe(str(run / "config.toml"))
@@ -188,10 +213,14 @@ def test_nan_policy_skip_skips_the_step(synth64, tmp_path):
 
 def test_standard_recipe_trainids_with_augmentation_and_combined_losses(synth64, tmp_path):
     run = tmp_path / "std"
-    cfg = tiny_cfg("standard", **{"train.epochs": 1, "schedule.warmup_iters": 2, "train.batch_size": 2,
-                                  "train.checkpoint_every": 2})
-    cfg = apply_overrides(cfg, ['loss=[{name="ce", class_weights="auto"}, {name="dice", weight=0.5}, '
-                                '{name="focal", weight=0.5}, {name="lovasz", weight=0.2}, {name="ohem", weight=0.5}]'])
+    cfg = tiny_cfg("standard", **{"train.epochs": 1, "schedule.warmup_iters": 2, "train.batch_size": 2, "train.checkpoint_every": 2})
+    cfg = apply_overrides(
+        cfg,
+        [
+            'loss=[{name="ce", class_weights="auto"}, {name="dice", weight=0.5}, '
+            '{name="focal", weight=0.5}, {name="lovasz", weight=0.2}, {name="ohem", weight=0.5}]'
+        ],
+    )
     out = train(cfg, synth64, run, progress=False)
     ck = load_checkpoint(run / "last.pt")
     assert out["stopped"] == "" and ck["label_mode"] == "trainIds" and ck["num_classes"] == 19
@@ -245,15 +274,36 @@ def test_cli_out_is_a_file_and_empty_split(synth64, tmp_path, capsys):
     f.write_text("keep me")
     code, err = _cli(capsys, "train", "--data", str(synth64), "--out", str(f), "--model", "tiny")
     assert code == 2 and "not a folder" in err and f.read_text() == "keep me"
-    code, err = _cli(capsys, "train", "--data", str(synth64), "--out", str(tmp_path / "r"), "--model", "tiny",
-                     "--size", "64x128", "--set", "data.val_split=test")
+    code, err = _cli(
+        capsys, "train", "--data", str(synth64), "--out", str(tmp_path / "r"), "--model", "tiny", "--size", "64x128", "--set", "data.val_split=test"
+    )
     assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
 
 
 def test_cli_trains_and_resumes(synth64, tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "--data", str(synth64), "--out", str(out), "--model", "tiny", "--size", "64x128",
-            "--epochs", "1", "--batch-size", "5", "--seed", "3", "--workers", "0", "--set", "train.fast=false", "--quiet"]
+    args = [
+        "train",
+        "--data",
+        str(synth64),
+        "--out",
+        str(out),
+        "--model",
+        "tiny",
+        "--size",
+        "64x128",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "5",
+        "--seed",
+        "3",
+        "--workers",
+        "0",
+        "--set",
+        "train.fast=false",
+        "--quiet",
+    ]
     assert main(args) == 0
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
     # --resume without --config takes the run's own config; --epochs extends it
@@ -295,8 +345,7 @@ class AuxNet(TinyNet):
 
 def test_training_heads_dict_outputs_and_missing_output(synth64, tmp_path, monkeypatch):
     monkeypatch.setitem(models.MODELS, "aux", models.Entry(partial(AuxNet), "aux test net"))
-    cfg = tiny_cfg(**{"model.name": "aux", "train.epochs": 1,
-                      "loss": [{"name": "ce"}, {"name": "ce", "weight": 0.4, "output": "aux"}]})
+    cfg = tiny_cfg(**{"model.name": "aux", "train.epochs": 1, "loss": [{"name": "ce"}, {"name": "ce", "weight": 0.4, "output": "aux"}]})
     summary = train(cfg, synth64, tmp_path / "aux", progress=False)
     assert summary["epoch"] == 1 and math.isfinite(summary["metrics"]["val_loss"])
     from cityseg.train.state import seed_everything

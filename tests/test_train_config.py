@@ -18,8 +18,7 @@ from cityseg.train.schedule import lr_factor
 def test_shipped_recipes():
     assert {"seed", "standard"} <= set(recipe_names())
     seed, _ = load_recipe("seed")
-    assert seed["data"] == {**DEFAULTS["data"], "label_mode": "labelIds", "size": [128, 256], "interpolation": "bilinear",
-                            "mean": [], "std": [], "workers": 0}
+    assert seed["data"] == {**DEFAULTS["data"], "label_mode": "labelIds", "size": [128, 256], "interpolation": "bilinear", "mean": [], "std": [], "workers": 0}
     assert seed["augment"]["enabled"] is False
     assert seed["optim"] == {**DEFAULTS["optim"], "name": "adam", "lr": 1e-3, "eps": 1e-7, "betas": [0.9, 0.999], "weight_decay": 0.0}
     assert seed["schedule"]["name"] == "constant" and seed["schedule"]["warmup_iters"] == 0
@@ -34,20 +33,39 @@ def test_shipped_recipes():
 
 def test_overrides_are_type_checked():
     cfg, _ = load_recipe("seed")
-    out = apply_overrides(cfg, ["optim.lr=3e-4", "train.epochs=5", "optim.name=adamw", "train.fast=true",
-                                "data.size=[64, 128]", "loss.0.weight=2", "model.options.reduction=8",
-                                'loss=[{name="ce"}, {name="dice", weight=0.5, smooth=0.0}]'])
+    out = apply_overrides(
+        cfg,
+        [
+            "optim.lr=3e-4",
+            "train.epochs=5",
+            "optim.name=adamw",
+            "train.fast=true",
+            "data.size=[64, 128]",
+            "loss.0.weight=2",
+            "model.options.reduction=8",
+            'loss=[{name="ce"}, {name="dice", weight=0.5, smooth=0.0}]',
+        ],
+    )
     assert out["optim"]["lr"] == 3e-4 and out["train"]["epochs"] == 5 and out["optim"]["name"] == "adamw"
     assert out["train"]["fast"] is True and out["data"]["size"] == [64, 128]
     assert out["model"]["options"] == {"reduction": 8}
     assert out["loss"][1] == {"name": "dice", "weight": 0.5, "smooth": 0.0}
     assert cfg["optim"]["lr"] == 1e-3  # the input is not modified
-    for bad, msg in [("train.epochs=2.5", "must be an integer"), ("optim.lr=[1]", "must be a number"),
-                     ("nope.x=1", "unknown config key"), ("train.nope=1", "unknown config key"),
-                     ("optim.name=rmsprop", "not one of"), ("train.fast=maybe", "auto"),
-                     ("data.size=[1, 2, 3]", "2 values"), ("train.epochs=0", "positive"),
-                     ("loss.3.weight=1", "loss terms"), ('loss=[{name="ce", gamma=2.0}]', "unknown config key"),
-                     ("train.drop_last=1", "boolean"), ("novalue", "key=value"), ("data.mean=[0.5]", "both")]:
+    for bad, msg in [
+        ("train.epochs=2.5", "must be an integer"),
+        ("optim.lr=[1]", "must be a number"),
+        ("nope.x=1", "unknown config key"),
+        ("train.nope=1", "unknown config key"),
+        ("optim.name=rmsprop", "not one of"),
+        ("train.fast=maybe", "auto"),
+        ("data.size=[1, 2, 3]", "2 values"),
+        ("train.epochs=0", "positive"),
+        ("loss.3.weight=1", "loss terms"),
+        ('loss=[{name="ce", gamma=2.0}]', "unknown config key"),
+        ("train.drop_last=1", "boolean"),
+        ("novalue", "key=value"),
+        ("data.mean=[0.5]", "both"),
+    ]:
         with pytest.raises(CitysegError, match=msg) as e:
             apply_overrides(cfg, [bad])
         assert "\n" not in str(e.value)
@@ -74,7 +92,7 @@ def test_recipe_file_errors_name_the_file(tmp_path):
 
 def test_dump_toml_round_trips():
     cfg, _ = load_recipe("standard")
-    cfg = apply_overrides(cfg, ["model.options.upsample=bilinear", 'loss.0.class_weights=[1.0, 2.5]'])
+    cfg = apply_overrides(cfg, ["model.options.upsample=bilinear", "loss.0.class_weights=[1.0, 2.5]"])
     again = tomllib.loads(dump_toml(cfg))
     assert again == cfg
 
@@ -82,7 +100,7 @@ def test_dump_toml_round_trips():
 def test_lr_schedules():
     assert lr_factor(0, 100, "constant") == 1.0
     assert lr_factor(50, 100, "poly", power=1.0) == pytest.approx(0.5)
-    assert lr_factor(50, 100, "poly", power=0.9) == pytest.approx(0.5 ** 0.9)
+    assert lr_factor(50, 100, "poly", power=0.9) == pytest.approx(0.5**0.9)
     assert lr_factor(0, 100, "poly", warmup_iters=10, warmup_factor=0.1) == pytest.approx(0.1)
     assert lr_factor(5, 100, "poly", warmup_iters=10, warmup_factor=0.1) == pytest.approx(0.55)
     assert lr_factor(10, 100, "poly", warmup_iters=10) == pytest.approx(1.0)
@@ -125,8 +143,7 @@ def test_rng_state_survives_weights_only_round_trip(tmp_path):
     np.random.randn()  # leaves a cached gaussian in numpy's state
     state = get_rng_state()
     expected = (torch.rand(3), np.random.rand(3), np.random.randn(), random.random())
-    save_checkpoint(tmp_path / "c.pt", {"model": {}, "model_name": "x", "label_mode": "labelIds", "num_classes": 34,
-                                        "rng": [state]})
+    save_checkpoint(tmp_path / "c.pt", {"model": {}, "model_name": "x", "label_mode": "labelIds", "num_classes": 34, "rng": [state]})
     loaded = load_checkpoint(tmp_path / "c.pt")["rng"][0]  # weights_only=True
     torch.manual_seed(99)
     np.random.seed(99)

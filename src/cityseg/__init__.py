@@ -12,7 +12,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from cityseg.errors import CitysegError  # noqa: E402
+from cityseg.errors import CitysegError
 
 #: public name -> "module" (a module) or "module:attribute"
 _FACE = {
@@ -28,7 +28,20 @@ _FACE = {
     "model_from_checkpoint": "cityseg.models:model_from_checkpoint",
 }
 
-__all__ = ["CitysegError", "__version__", *_FACE]
+__all__ = [  # noqa: RUF022 (the face's order: the package, then modules, then names)
+    "CitysegError",
+    "__version__",
+    "metrics",
+    "evaluation",
+    "losses",
+    "CityscapesDataset",
+    "CityscapesEvaluator",
+    "Predictor",
+    "build_model",
+    "list_models",
+    "load_checkpoint",
+    "model_from_checkpoint",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -11,8 +11,9 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -96,10 +97,7 @@ def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
 
 # ---- validated reading -----------------------------------------------------------------------
 # PIL modes -> (channels, bits)
-_MODES = {
-    "1": (1, 1), "L": (1, 8), "P": (1, 8), "I;16": (1, 16), "I;16B": (1, 16), "I": (1, 32),
-    "LA": (2, 8), "RGB": (3, 8), "RGBA": (4, 8), "F": (1, 32),
-}
+_MODES = {"1": (1, 1), "L": (1, 8), "P": (1, 8), "I;16": (1, 16), "I;16B": (1, 16), "I": (1, 32), "LA": (2, 8), "RGB": (3, 8), "RGBA": (4, 8), "F": (1, 32)}
 
 
 def probe_image(path: str | os.PathLike) -> tuple[int, int, str]:
@@ -123,17 +121,13 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int, str]:
     except IsADirectoryError:
         raise CitysegError(f"{path}: is a directory, not an image") from None
     except Image.DecompressionBombError:
-        raise CitysegError(
-            f"{path}: header claims more than {Image.MAX_IMAGE_PIXELS * 2:,} pixels; refusing to decode"
-        ) from None
+        raise CitysegError(f"{path}: header claims more than {Image.MAX_IMAGE_PIXELS * 2:,} pixels; refusing to decode") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise CitysegError(f"{path}: not a readable image ({e.__class__.__name__})") from None
     except Exception as e:  # PIL's parsers raise many types on garbage (struct.error, EOFError, ...)
         raise CitysegError(f"{path}: not a readable image (malformed header: {e.__class__.__name__})") from None
     if width * height > MAX_PIXELS:
-        raise CitysegError(
-            f"{path}: header claims {width}x{height} pixels, more than the {MAX_PIXELS:,}-pixel limit; refusing to decode"
-        )
+        raise CitysegError(f"{path}: header claims {width}x{height} pixels, more than the {MAX_PIXELS:,}-pixel limit; refusing to decode")
     if width <= 0 or height <= 0:
         raise CitysegError(f"{path}: invalid size {width}x{height}")
     return height, width, mode
@@ -177,9 +171,18 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     h, w, mode = probe_image(path)
     if mode != "RGB":
-        what = {"L": "grayscale", "I;16": "16-bit", "I;16B": "16-bit", "I": "32-bit", "RGBA": "RGBA (4-channel)",
-                "LA": "grayscale+alpha", "P": "palette", "1": "1-bit",
-                "RGB;16": "16-bit RGB", "RGBA;16": "16-bit RGBA"}.get(mode, f"mode {mode}")
+        what = {
+            "L": "grayscale",
+            "I;16": "16-bit",
+            "I;16B": "16-bit",
+            "I": "32-bit",
+            "RGBA": "RGBA (4-channel)",
+            "LA": "grayscale+alpha",
+            "P": "palette",
+            "1": "1-bit",
+            "RGB;16": "16-bit RGB",
+            "RGBA;16": "16-bit RGBA",
+        }.get(mode, f"mode {mode}")
         raise CitysegError(f"{path}: expected an 8-bit RGB image, got {what}")
     _check_complete(path)
     bgr = _decode(path, cv2.IMREAD_COLOR, (h, w))

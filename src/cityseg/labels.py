@@ -85,17 +85,11 @@ TRAINID_NAMES: tuple[str, ...] = tuple(TRAINID_TO_LABEL[t].name for t in range(N
 #: labelIds of the 19 evaluated classes, in trainId order
 EVAL_LABEL_IDS: tuple[int, ...] = tuple(TRAINID_TO_LABEL[t].id for t in range(NUM_TRAIN_IDS))
 #: the 8 evaluated classes that have instances (person ... bicycle), used for iIoU
-INSTANCE_CLASS_NAMES: tuple[str, ...] = tuple(
-    lab.name for lab in LABELS if lab.hasInstances and not lab.ignoreInEval
-)
+INSTANCE_CLASS_NAMES: tuple[str, ...] = tuple(lab.name for lab in LABELS if lab.hasInstances and not lab.ignoreInEval)
 #: the 7 evaluated categories, in categoryId order (void excluded)
-CATEGORY_NAMES: tuple[str, ...] = tuple(
-    dict.fromkeys(lab.category for lab in sorted(LABELS, key=lambda l: l.categoryId) if not lab.ignoreInEval)
-)
+CATEGORY_NAMES: tuple[str, ...] = tuple(dict.fromkeys(lab.category for lab in sorted(LABELS, key=lambda l: l.categoryId) if not lab.ignoreInEval))
 #: instance categories (human, vehicle) for category iIoU
-INSTANCE_CATEGORY_NAMES: tuple[str, ...] = tuple(
-    dict.fromkeys(lab.category for lab in LABELS if lab.hasInstances and not lab.ignoreInEval)
-)
+INSTANCE_CATEGORY_NAMES: tuple[str, ...] = tuple(dict.fromkeys(lab.category for lab in LABELS if lab.hasInstances and not lab.ignoreInEval))
 
 
 def _lut(values: dict[int, int], fill: int) -> np.ndarray:
@@ -107,8 +101,7 @@ def _lut(values: dict[int, int], fill: int) -> np.ndarray:
 
 #: labelId -> trainId (ignored and unknown ids -> 255); index with a uint8 labelId array
 LABELID_TO_TRAINID: np.ndarray = _lut(
-    {lab.id: (lab.trainId if 0 <= lab.trainId < NUM_TRAIN_IDS else IGNORE_INDEX) for lab in LABELS if lab.id >= 0},
-    IGNORE_INDEX,
+    {lab.id: (lab.trainId if 0 <= lab.trainId < NUM_TRAIN_IDS else IGNORE_INDEX) for lab in LABELS if lab.id >= 0}, IGNORE_INDEX
 )
 #: trainId -> labelId (255 -> 0 "unlabeled"), for test-server submission
 TRAINID_TO_LABELID: np.ndarray = _lut({t: TRAINID_TO_LABEL[t].id for t in range(NUM_TRAIN_IDS)}, 0)
@@ -129,10 +122,7 @@ LABELID_PALETTE: np.ndarray = _palette({lab.id: lab.color for lab in LABELS if l
 TRAINID_PALETTE: np.ndarray = _palette({t: TRAINID_TO_LABEL[t].color for t in range(NUM_TRAIN_IDS)})
 
 #: label modes: name -> (number of classes, class names, palette)
-LABEL_MODES = {
-    "labelIds": (NUM_LABEL_IDS, LABELID_NAMES, LABELID_PALETTE),
-    "trainIds": (NUM_TRAIN_IDS, TRAINID_NAMES, TRAINID_PALETTE),
-}
+LABEL_MODES = {"labelIds": (NUM_LABEL_IDS, LABELID_NAMES, LABELID_PALETTE), "trainIds": (NUM_TRAIN_IDS, TRAINID_NAMES, TRAINID_PALETTE)}
 
 
 def check_label_mode(mode: str) -> str:

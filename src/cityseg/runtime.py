@@ -70,7 +70,6 @@ def default_workers(limit: int = 4) -> int:
     return max(1, min(limit, os.cpu_count() or 1))
 
 
-
 def process_context() -> multiprocessing.context.BaseContext:
     """Start method for worker processes: fork where the platform has it (no re-import), else spawn."""
     return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")

@@ -38,9 +38,4 @@ def scales_arg(text: str) -> tuple[float, ...]:
 
 
 def add_data_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data",
-        metavar="ROOT",
-        default=None,
-        help="dataset root (default: $CITYSCAPES_DATASET, else ./data/cityscapes)",
-    )
+    parser.add_argument("--data", metavar="ROOT", default=None, help="dataset root (default: $CITYSCAPES_DATASET, else ./data/cityscapes)")

@@ -16,36 +16,40 @@ def _csv(text: str) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cityseg.tools.benchmark import DEFAULT_MODELS, SKIPPABLE
 
-    parser.add_argument("--models", type=_csv, default=list(DEFAULT_MODELS), metavar="A,B",
-                        help=f"comma-separated model names (default: {','.join(DEFAULT_MODELS)})")
+    parser.add_argument(
+        "--models", type=_csv, default=list(DEFAULT_MODELS), metavar="A,B", help=f"comma-separated model names (default: {','.join(DEFAULT_MODELS)})"
+    )
     parser.add_argument("--size", type=size_arg, default=(128, 256), metavar="HxW", help="input size (default 128x256)")
     parser.add_argument("--batch", type=int, default=16, help="training batch and loader batch (default 16)")
-    parser.add_argument("--infer-batch", type=int, default=None,
-                        help="inference batch (default: 4 on CPU, where small batches are faster; --batch on CUDA)")
+    parser.add_argument("--infer-batch", type=int, default=None, help="inference batch (default: 4 on CPU, where small batches are faster; --batch on CUDA)")
     parser.add_argument("--iters", type=int, default=5, help="timed repetitions; the median is reported (default 5)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (default 2)")
-    parser.add_argument("--skip", type=_csv, default=[], metavar="A,B",
-                        help=f"measurements to skip: {','.join(SKIPPABLE)}")
+    parser.add_argument("--skip", type=_csv, default=[], metavar="A,B", help=f"measurements to skip: {','.join(SKIPPABLE)}")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--data", metavar="ROOT", default=None,
-                        help="dataset for the loader and full-res figures (default: generate full-size SynthCity)")
+    parser.add_argument("--data", metavar="ROOT", default=None, help="dataset for the loader and full-res figures (default: generate full-size SynthCity)")
     parser.add_argument("--loader-images", type=int, default=6, help="images for the loader figures (default 6)")
-    parser.add_argument("--eval-images", type=int, default=12,
-                        help="full-size SynthCity val frames for timing `cityseg evaluate --pred-dir` against the "
-                             "official cityscapesScripts evaluator (default 12; --skip eval to leave it out)")
-    parser.add_argument("--roof-size", type=int, default=None, metavar="N",
-                        help="largest square matmul side for the roof (default 4096 on CPU, 8192 on CUDA)")
+    parser.add_argument(
+        "--eval-images",
+        type=int,
+        default=12,
+        help="full-size SynthCity val frames for timing `cityseg evaluate --pred-dir` against the "
+        "official cityscapesScripts evaluator (default 12; --skip eval to leave it out)",
+    )
+    parser.add_argument("--roof-size", type=int, default=None, metavar="N", help="largest square matmul side for the roof (default 4096 on CPU, 8192 on CUDA)")
     parser.add_argument("--work-dir", default=None, help="keep synthetic data, caches and ONNX files here")
-    parser.add_argument("--no-isolate", dest="isolate", action="store_false",
-                        help="measure every model in this process (peak RSS is then cumulative)")
+    parser.add_argument("--no-isolate", dest="isolate", action="store_false", help="measure every model in this process (peak RSS is then cumulative)")
     parser.add_argument("--json", metavar="FILE", default=None, help="write the results as JSON")
-    parser.add_argument("--markdown", metavar="FILE", default=None,
-                        help="write the table + targets into FILE (between the benchmark markers; the rest is kept)")
+    parser.add_argument(
+        "--markdown", metavar="FILE", default=None, help="write the table + targets into FILE (between the benchmark markers; the rest is kept)"
+    )
     parser.add_argument("--plot", metavar="FILE.png", default=None, help="bar chart: img/s per model, baseline vs fast")
-    parser.add_argument("--profile", action="store_true",
-                        help="also split a fast-path train step's time by operator type (torch.profiler) for each "
-                             "model; models with multi-branch blocks are profiled fused and per-branch")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also split a fast-path train step's time by operator type (torch.profiler) for each "
+        "model; models with multi-branch blocks are profiled fused and per-branch",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -53,14 +57,25 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from cityseg.tools import benchmark as B
     from cityseg.io import atomic_write_json
+    from cityseg.tools import benchmark as B
 
     cfg = B.BenchConfig(
-        models=args.models, size=tuple(args.size), batch=args.batch, infer_batch=args.infer_batch, iters=args.iters,
-        warmup=args.warmup, skip=frozenset(args.skip), device=args.device, threads=args.threads, data_root=args.data,
-        loader_images=args.loader_images, eval_images=args.eval_images, isolate=args.isolate,
-        work_dir=args.work_dir, roof_max_n=args.roof_size,
+        models=args.models,
+        size=tuple(args.size),
+        batch=args.batch,
+        infer_batch=args.infer_batch,
+        iters=args.iters,
+        warmup=args.warmup,
+        skip=frozenset(args.skip),
+        device=args.device,
+        threads=args.threads,
+        data_root=args.data,
+        loader_images=args.loader_images,
+        eval_images=args.eval_images,
+        isolate=args.isolate,
+        work_dir=args.work_dir,
+        roof_max_n=args.roof_size,
     )
     if args.roof_size is not None and args.roof_size < 64:
         raise CitysegError(f"--roof-size must be >= 64; got {args.roof_size}")
@@ -88,8 +103,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 variants = (True, False) if B.has_fused_path(B.build(name, cfg.size)) else (None,)
                 for fused in variants:
-                    profiles.append(B.profile_model(name, cfg.size, cfg.batch, fast=True, fused=fused,
-                                                    steps=max(1, min(args.iters, 3)), device=device))
+                    profiles.append(B.profile_model(name, cfg.size, cfg.batch, fast=True, fused=fused, steps=max(1, min(args.iters, 3)), device=device))
             except CitysegError as e:
                 log(f"  {name}: {e}")
         if profiles:

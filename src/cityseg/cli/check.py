@@ -11,8 +11,7 @@ from cityseg.data import layout
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_argument(parser)
-    parser.add_argument("--split", action="append", choices=layout.SPLITS, default=None,
-                        help="split to check (repeatable; default: every split present)")
+    parser.add_argument("--split", action="append", choices=layout.SPLITS, default=None, help="split to check (repeatable; default: every split present)")
     parser.add_argument("--annotation", choices=layout.ANNOTATIONS, default="gtFine")
     parser.add_argument("--workers", type=int, default=2, help="decoding processes (default 2)")
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the statistics as JSON")
@@ -22,8 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from cityseg import io
     from cityseg.data.check import check_dataset
 
-    stats = check_dataset(args.data, args.split, args.annotation, workers=args.workers, fail_fast=False,
-                          progress=sys.stderr.isatty())
+    stats = check_dataset(args.data, args.split, args.annotation, workers=args.workers, fail_fast=False, progress=sys.stderr.isatty())
     print(stats.format())
     if args.json:
         io.atomic_write_json(args.json, stats.to_dict())

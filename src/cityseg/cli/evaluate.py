@@ -11,26 +11,25 @@ import os
 import sys
 from pathlib import Path
 
-
 from cityseg import io
 from cityseg.cli.args import add_data_argument, scales_arg
 from cityseg.errors import CitysegError
 from cityseg.eval.report import SEED_NOTE, confusion_figure, format_table, json_safe, percent
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_argument(parser)
     parser.add_argument("--split", default="val", help="split to score (default: val)")
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", metavar="CKPT", help="predict every frame with this checkpoint (or .onnx)")
-    src.add_argument("--pred-dir", metavar="DIR",
-                     help="score existing labelId PNGs found by <city>_<seq>_<frame> stem (default: $CITYSCAPES_RESULTS)")
+    src.add_argument("--pred-dir", metavar="DIR", help="score existing labelId PNGs found by <city>_<seq>_<frame> stem (default: $CITYSCAPES_RESULTS)")
     parser.add_argument("--json", metavar="FILE", help="write the scores as JSON (confusion.png goes next to it)")
     parser.add_argument("--out", metavar="DIR", help="folder for confusion.png when --json is not given (default: cwd)")
-    parser.add_argument("--at-model-size", action="store_true",
-                        help="also score at the model's resolution against nearest-downsampled labels")
+    parser.add_argument("--at-model-size", action="store_true", help="also score at the model's resolution against nearest-downsampled labels")
     parser.add_argument("--flip", action="store_true", help="test-time augmentation: horizontal flip")
-    parser.add_argument("--scales", type=scales_arg, default=(1.0,), metavar="S1,S2,...",
-                        help="test-time augmentation: input scales, e.g. 0.75,1,1.25 (default: 1)")
+    parser.add_argument(
+        "--scales", type=scales_arg, default=(1.0,), metavar="S1,S2,...", help="test-time augmentation: input scales, e.g. 0.75,1,1.25 (default: 1)"
+    )
     parser.add_argument("--mode", choices=("whole", "slide"), default="whole", help="inference mode (default: whole)")
     parser.add_argument("--device", default="cpu", help="torch device for --checkpoint (default: cpu)")
     parser.add_argument("--workers", type=int, default=None, help="PNG decoding threads (default: up to 4)")
@@ -52,8 +51,16 @@ def run(args: argparse.Namespace) -> int:
     small = None
     if args.checkpoint is not None:
         full, small, predictor = evaluation.score_checkpoint(
-            args.data, args.split, args.checkpoint, at_model_size=args.at_model_size, flip=args.flip,
-            scales=args.scales, mode=args.mode, device=args.device, workers=args.workers, progress=progress,
+            args.data,
+            args.split,
+            args.checkpoint,
+            at_model_size=args.at_model_size,
+            flip=args.flip,
+            scales=args.scales,
+            mode=args.mode,
+            device=args.device,
+            workers=args.workers,
+            progress=progress,
         )
         source = f"{args.checkpoint} ({predictor!r})"
     else:
@@ -71,8 +78,7 @@ def run(args: argparse.Namespace) -> int:
     json_path = Path(args.json) if args.json else None
     folder = json_path.parent if json_path else Path(args.out or ".")
     if not args.no_confusion:
-        confusion_figure(full.mat, folder / "confusion.png", f"{args.split}: confusion (rows normalised), mIoU"
-                         f" {percent(scores['mIoU']).strip()}%")
+        confusion_figure(full.mat, folder / "confusion.png", f"{args.split}: confusion (rows normalised), mIoU {percent(scores['mIoU']).strip()}%")
     if json_path is not None:
         io.atomic_write_json(json_path, json_safe(full.results()))
         written = [str(json_path)]

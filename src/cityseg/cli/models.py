@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from cityseg.cli.args import size_arg
 from cityseg.errors import CitysegError
 
@@ -11,8 +10,7 @@ DEFAULT_SIZE = (128, 256)  # the seed models' training size
 
 def add_arguments(parser) -> None:
     parser.add_argument("names", nargs="*", metavar="NAME", help="models to list (default: all)")
-    parser.add_argument("--size", type=size_arg, default=DEFAULT_SIZE, metavar="HxW",
-                        help="input size for the GFLOPs column (default: 128x256)")
+    parser.add_argument("--size", type=size_arg, default=DEFAULT_SIZE, metavar="HxW", help="input size for the GFLOPs column (default: 128x256)")
     parser.add_argument("--num-classes", type=int, default=34, help="output classes (default: 34)")
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the table as JSON")
 

@@ -16,16 +16,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_argument(parser)
     parser.add_argument("--model", metavar="NAME", help="registered model (`cityseg models`); default with --resume: the run's")
     parser.add_argument("--out", metavar="RUN_DIR", required=True, help="run folder: last.pt, best.pt, metrics.csv, curves.png, config.toml")
-    parser.add_argument("--config", metavar="RECIPE", default=None,
-                        help="shipped recipe name (seed, standard) or a TOML file (default: seed; with --resume the run's own config)")
+    parser.add_argument(
+        "--config",
+        metavar="RECIPE",
+        default=None,
+        help="shipped recipe name (seed, standard) or a TOML file (default: seed; with --resume the run's own config)",
+    )
     parser.add_argument("--epochs", type=int, help="train.epochs")
     parser.add_argument("--batch-size", type=int, help="train.batch_size: the GLOBAL batch (split across torchrun processes)")
     parser.add_argument("--size", type=size_arg, metavar="HxW", help="data.size, e.g. 128x256")
     parser.add_argument("--lr", type=float, help="optim.lr")
     parser.add_argument("--seed", type=int, help="train.seed (data order, augmentation and init are functions of it)")
     parser.add_argument("--workers", type=int, help="data.workers (DataLoader processes)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any recipe key, e.g. --set optim.name=adamw --set 'loss=[{name=\"dice\"}]' (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any recipe key, e.g. --set optim.name=adamw --set 'loss=[{name=\"dice\"}]' (repeatable)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue RUN_DIR/last.pt exactly (LR position, data order, RNG)")
     parser.add_argument("--max-minutes", type=float, help="train.max_minutes: stop resumably after this much time")
     parser.add_argument("--tensorboard", action="store_true", help="also log scalars to RUN_DIR/tensorboard")
@@ -36,7 +46,7 @@ def resolve_config(args: argparse.Namespace) -> dict:
     """Recipe (or the run's own config with --resume) + dedicated flags + --set overrides, validated."""
     from pathlib import Path
 
-    from cityseg.train.config import apply_overrides, load_recipe, merge, DEFAULTS
+    from cityseg.train.config import DEFAULTS, apply_overrides, load_recipe, merge
 
     if args.resume and args.config is None:
         from cityseg.checkpoint import load_checkpoint

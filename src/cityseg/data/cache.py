@@ -29,10 +29,10 @@ import json
 import os
 import secrets
 import tempfile
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -168,16 +168,11 @@ def _entry(folder: Path, manifest: dict | None, expect: dict, files: list[list])
 
 def _expect(split, size, interpolation, annotation) -> dict:
     size = check_size(size)
-    return {
-        "split": split,
-        "annotation": annotation,
-        "size": None if size is None else list(size),
-        "interpolation": interpolation,
-    }
+    return {"split": split, "annotation": annotation, "size": None if size is None else list(size), "interpolation": interpolation}
 
 
 def load(
-    root=None,
+    root: str | os.PathLike | None = None,
     split: str = "train",
     size: Sequence[int] | None = (128, 256),
     interpolation: str = "area",
@@ -249,10 +244,7 @@ def _run_fill(images_tmp: Path, labels_tmp: Path, pairs, size, interpolation, wo
                     bar.update(n)
             return
         with ProcessPoolExecutor(max_workers=workers, mp_context=process_context()) as pool:
-            futures = [
-                pool.submit(_fill, str(images_tmp), str(labels_tmp), start, chunk, size, interpolation)
-                for start, chunk in chunks
-            ]
+            futures = [pool.submit(_fill, str(images_tmp), str(labels_tmp), start, chunk, size, interpolation) for start, chunk in chunks]
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)
@@ -292,14 +284,11 @@ def _choose_folder(root: Path, key: str, cache_dir) -> Path:
     for base in candidate_roots(root):
         if writable(base / key):
             return base / key
-    raise CitysegError(
-        f"{root / CACHE_DIRNAME}: no writable cache directory (dataset root and {user_cache_root(root)} are "
-        "read-only); pass --cache-dir DIR"
-    )
+    raise CitysegError(f"{root / CACHE_DIRNAME}: no writable cache directory (dataset root and {user_cache_root(root)} are read-only); pass --cache-dir DIR")
 
 
 def prepare(
-    root=None,
+    root: str | os.PathLike | None = None,
     split: str = "train",
     size: Sequence[int] | None = (128, 256),
     interpolation: str = "area",
@@ -356,9 +345,7 @@ def prepare(
                 with contextlib.suppress(OSError):
                     (folder / v).unlink()
             if isinstance(e, OSError):  # full disk, file size limit, I/O error: one line naming the cache
-                raise CitysegError(
-                    f"{folder}: cannot write the cache ({e.strerror or e}); any previous cache is left as it was"
-                ) from None
+                raise CitysegError(f"{folder}: cannot write the cache ({e.strerror or e}); any previous cache is left as it was") from None
             raise
         manifest = {
             "version": CACHE_VERSION,
@@ -377,12 +364,9 @@ def prepare(
             for v in names.values():
                 with contextlib.suppress(OSError):
                     (folder / v).unlink()
-            raise CitysegError(
-                f"{folder}: cannot write the cache manifest ({e.strerror or e}); any previous cache is left as it was"
-            ) from None
+            raise CitysegError(f"{folder}: cannot write the cache manifest ({e.strerror or e}); any previous cache is left as it was") from None
         _cleanup(folder, set(names.values()))
         entry = _entry(folder, manifest, expect, files)
     if entry is None:  # pragma: no cover - would mean a bug above
         raise CitysegError(f"{folder}: cache failed verification right after it was written")
     return entry
-

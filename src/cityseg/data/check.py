@@ -9,19 +9,18 @@ pixel count of each split; problems raise ``CitysegError`` (``fail_fast=True``) 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from cityseg import io, labels
-from cityseg.data import layout
-from cityseg.data import readers
+from cityseg.data import layout, readers
 from cityseg.data.cache import PARALLEL_MIN_FILES
-from cityseg.runtime import process_context
 from cityseg.errors import CitysegError
+from cityseg.runtime import process_context
 
 N_IDS = labels.NUM_LABEL_IDS
 
@@ -144,8 +143,7 @@ def check_dataset(
     """Validate ``splits`` (default: every split present) of the dataset at ``root``; see the module doc."""
     root = layout.check_root(layout.resolve_root(root))
     if splits is None:
-        splits = [s for s in layout.SPLITS if (root / "leftImg8bit" / s).is_dir() and (
-            (root / annotation / s).is_dir() or s == "test")]
+        splits = [s for s in layout.SPLITS if (root / "leftImg8bit" / s).is_dir() and ((root / annotation / s).is_dir() or s == "test")]
         if not splits:
             raise CitysegError(f"{root}: no splits found (expected leftImg8bit/{{train,val,test}}/ with {annotation}/)")
     stats = DatasetStats(Path(root), annotation, {})
@@ -160,7 +158,7 @@ def check_dataset(
         st = SplitStats(split)
         stats.splits[split] = st
         results = _map(samples, workers, progress, f"check {split}")
-        for sample, res in zip(samples, results):
+        for res in results:
             if isinstance(res, str):
                 if fail_fast:
                     raise CitysegError(res)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,13 +25,7 @@ from torch.utils.data import Dataset
 from cityseg import io, labels
 from cityseg.data import cache as cache_mod
 from cityseg.data import layout, readers
-from cityseg.data.transforms import (
-    check_interpolation,
-    check_size,
-    image_to_tensor,
-    label_to_tensor,
-    resize_image,
-)
+from cityseg.data.transforms import check_interpolation, check_size, image_to_tensor, label_to_tensor, resize_image
 from cityseg.errors import CitysegError
 
 
@@ -86,18 +80,14 @@ class CityscapesDataset(Dataset):
         self.annotation = annotation
         self.seed = seed
         self.epoch = 0
-        self.samples: list[layout.Sample] = layout.require_samples(
-            self.root, split, annotation, require_labels=split != "test"
-        )
+        self.samples: list[layout.Sample] = layout.require_samples(self.root, split, annotation, require_labels=split != "test")
         self.num_classes = labels.num_classes(self.label_mode)
         self.class_names = labels.class_names(self.label_mode)
         self._entry: cache_mod.CacheEntry | None = None
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
         self.cache = bool(cache) and all(s.label is not None for s in self.samples)
         if self.cache:
-            self._entry = cache_mod.prepare(
-                self.root, split, self.size, self.interpolation, annotation, cache_dir, workers=workers
-            )
+            self._entry = cache_mod.prepare(self.root, split, self.size, self.interpolation, annotation, cache_dir, workers=workers)
             if list(self._entry.stems) != [s.stem for s in self.samples]:  # pragma: no cover - defensive
                 raise CitysegError(f"{self._entry.folder}: cache does not match the split's files; run `cityseg prepare --force`")
 

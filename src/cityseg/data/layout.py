@@ -92,10 +92,7 @@ def walk_files(folder: Path, suffix: str) -> list[Path]:
 def check_root(root: Path) -> Path:
     root = Path(root)
     if not root.exists():
-        raise CitysegError(
-            f"{root}: dataset root not found (pass --data ROOT or set $CITYSCAPES_DATASET; "
-            "`cityseg synth ROOT` generates SynthCity)"
-        )
+        raise CitysegError(f"{root}: dataset root not found (pass --data ROOT or set $CITYSCAPES_DATASET; `cityseg synth ROOT` generates SynthCity)")
     if not root.is_dir():
         raise CitysegError(f"{root}: dataset root is not a folder")
     if not (root / "leftImg8bit").is_dir():
@@ -109,12 +106,7 @@ def available_splits(root: Path, annotation: str = "gtFine") -> list[str]:
     return [s for s in SPLITS if (root / "leftImg8bit" / s).is_dir() and (root / annotation / s).is_dir()]
 
 
-def find_samples(
-    root: str | os.PathLike,
-    split: str,
-    annotation: str = "gtFine",
-    require_labels: bool = True,
-) -> list[Sample]:
+def find_samples(root: str | os.PathLike, split: str, annotation: str = "gtFine", require_labels: bool = True) -> list[Sample]:
     """Samples of ``split`` sorted by stem, with image and annotation paired by stem.
 
     An image without a ``_labelIds.png`` (or a label without its image) is an error naming the file.
@@ -170,12 +162,7 @@ def find_samples(
     return samples
 
 
-def require_samples(
-    root: str | os.PathLike,
-    split: str,
-    annotation: str = "gtFine",
-    require_labels: bool = True,
-) -> list[Sample]:
+def require_samples(root: str | os.PathLike, split: str, annotation: str = "gtFine", require_labels: bool = True) -> list[Sample]:
     """``find_samples``, with an empty split an error naming its folder."""
     samples = find_samples(root, split, annotation, require_labels)
     if not samples:

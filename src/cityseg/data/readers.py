@@ -21,8 +21,9 @@ from cityseg.errors import CitysegError
 MAX_LABEL_ID = labels.NUM_LABEL_IDS - 1
 
 
-def check_same_size(path: str | os.PathLike, array: np.ndarray, reference: np.ndarray, image_path=None,
-                    what: str = "label") -> None:
+def check_same_size(
+    path: str | os.PathLike, array: np.ndarray, reference: np.ndarray, image_path: str | os.PathLike | None = None, what: str = "label"
+) -> None:
     """``array`` (read from ``path``) must have the height and width of ``reference``, its image."""
     h, w = array.shape[:2]
     rh, rw = reference.shape[:2]
@@ -31,8 +32,9 @@ def check_same_size(path: str | os.PathLike, array: np.ndarray, reference: np.nd
         raise CitysegError(f"{path}: {what} size {w}x{h} differs from its image {rw}x{rh}{source}")
 
 
-def read_pair(image_path: str | os.PathLike, label_path: str | os.PathLike, size: Sequence[int] | None = None,
-              interpolation: str = "area") -> tuple[np.ndarray, np.ndarray]:
+def read_pair(
+    image_path: str | os.PathLike, label_path: str | os.PathLike, size: Sequence[int] | None = None, interpolation: str = "area"
+) -> tuple[np.ndarray, np.ndarray]:
     """One image and its labelIds, checked, then resized as the seed does: (HxWx3 uint8 RGB, HxW uint8)."""
     image = io.read_image(image_path)
     label = io.read_label(label_path, max_value=MAX_LABEL_ID)
@@ -68,8 +70,7 @@ def read_prediction(path: str | os.PathLike, shape: tuple[int, int], gt_path: st
     h, w, mode = io.probe_image(path)
     if (h, w) != tuple(shape):
         raise CitysegError(
-            f"{path}: prediction is {w}x{h} but its ground truth {Path(gt_path).name} is {shape[1]}x{shape[0]}"
-            " (predictions must be at full size)"
+            f"{path}: prediction is {w}x{h} but its ground truth {Path(gt_path).name} is {shape[1]}x{shape[0]} (predictions must be at full size)"
         )
     if mode in ("I;16", "I;16B", "I"):  # a 16-bit single-channel labelId map is accepted, as officially
         pred = io.read_instance(path)

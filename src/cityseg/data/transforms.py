@@ -14,7 +14,8 @@ generator is seeded from ``torch``'s RNG, which DataLoader seeds differently in 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -86,9 +87,7 @@ def _stats(values: Sequence[float] | None, what: str) -> torch.Tensor | None:
     return t.view(3, 1, 1)
 
 
-def image_to_tensor(
-    image: np.ndarray, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
-) -> torch.Tensor:
+def image_to_tensor(image: np.ndarray, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> torch.Tensor:
     """HxWx3 uint8 -> float32 3xHxW in [0, 1], then ``(x - mean) / std`` if given (mean/std in [0, 1] units)."""
     import torch
 
@@ -234,10 +233,7 @@ class PhotometricJitter:
         return np.clip(x + 0.5, 0, 255).astype(np.uint8), label
 
     def __repr__(self):
-        return (
-            f"PhotometricJitter(brightness={self.brightness}, contrast={self.contrast}, "
-            f"saturation={self.saturation}, hue={self.hue})"
-        )
+        return f"PhotometricJitter(brightness={self.brightness}, contrast={self.contrast}, saturation={self.saturation}, hue={self.hue})"
 
 
 def _gray(x: np.ndarray) -> np.ndarray:
@@ -245,13 +241,7 @@ def _gray(x: np.ndarray) -> np.ndarray:
     return 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
 
 
-def train_transform(
-    crop: Sequence[int],
-    scale: Sequence[float] = (0.5, 2.0),
-    flip: float = 0.5,
-    photometric: bool = True,
-    ignore_index: int = 255,
-) -> Compose:
+def train_transform(crop: Sequence[int], scale: Sequence[float] = (0.5, 2.0), flip: float = 0.5, photometric: bool = True, ignore_index: int = 255) -> Compose:
     """The training recipes' paired augmentation: random scale + crop, h-flip (``flip`` > 0), photometric
     jitter (``photometric``). ``ignore_index`` fills the label where a down-scaled image is padded."""
     steps = [RandomScaleCrop(scale=tuple(scale), crop=tuple(crop), ignore_index=ignore_index)]

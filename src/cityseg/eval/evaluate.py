@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -46,10 +47,7 @@ def match_predictions(samples: Sequence[layout.Sample], pred_dir: str | os.PathL
     for s in samples:
         cands = index.get(s.stem, [])
         if not cands:
-            raise CitysegError(
-                f"{s.label}: no prediction {s.stem}*.png found under {pred_dir} (predictions are matched by the"
-                " <city>_<seq>_<frame> stem)"
-            )
+            raise CitysegError(f"{s.label}: no prediction {s.stem}*.png found under {pred_dir} (predictions are matched by the <city>_<seq>_<frame> stem)")
         if len(cands) > 1:
             names = ", ".join(str(c) for c in cands[:3])
             raise CitysegError(f"{s.label}: several predictions match {s.stem}*.png: {names}")
@@ -87,19 +85,13 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
 
 
 # ---- a folder of predictions --------------------------------------------------------------------
-def evaluate_pred_dir(
-    root: str | os.PathLike | None, split: str, pred_dir: str | os.PathLike, **kwargs: Any
-) -> dict[str, Any]:
+def evaluate_pred_dir(root: str | os.PathLike | None, split: str, pred_dir: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
     """Score the labelId PNGs under ``pred_dir`` against ``gtFine/<split>``: the stable results dict."""
     return score_pred_dir(root, split, pred_dir, **kwargs).results()
 
 
 def score_pred_dir(
-    root: str | os.PathLike | None,
-    split: str,
-    pred_dir: str | os.PathLike,
-    workers: int | None = None,
-    progress: bool = False,
+    root: str | os.PathLike | None, split: str, pred_dir: str | os.PathLike, workers: int | None = None, progress: bool = False
 ) -> CityscapesEvaluator:
     """Like ``evaluate_pred_dir`` but returns the accumulated evaluator (scores, confusion matrix)."""
     samples = layout.require_samples(layout.resolve_root(root), split)
@@ -123,8 +115,7 @@ def score_pred_dir(
 
 # ---- a model ------------------------------------------------------------------------------------
 def evaluate_checkpoint(
-    root: str | os.PathLike | None, split: str, checkpoint: str | os.PathLike, at_model_size: bool = False,
-    **kwargs: Any,
+    root: str | os.PathLike | None, split: str, checkpoint: str | os.PathLike, at_model_size: bool = False, **kwargs: Any
 ) -> dict[str, Any]:
     """Predict every frame of ``split`` and score it at full size: the stable results dict. With
     ``at_model_size`` the dict also holds ``"at_model_size"``: the same scores at the model's resolution

@@ -20,6 +20,7 @@ them for comparison: they count void classes and pixels and are not comparable t
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -65,7 +66,7 @@ INSTANCE_CLASS_IDS = np.array([labels.NAME_TO_LABEL[n].id for n in labels.INSTAN
 
 
 # ---- scores from a confusion matrix -------------------------------------------------------------
-def iou_from_confusion(mat) -> dict[str, Any]:
+def iou_from_confusion(mat: np.ndarray) -> dict[str, Any]:
     """Generic scores of a (trainId-space) matrix: per-class IoU (NaN where a class has zero union),
     mIoU over the non-NaN classes and pixel accuracy over all counted pixels."""
     m = _as_numpy(mat).astype(np.float64)
@@ -74,11 +75,7 @@ def iou_from_confusion(mat) -> dict[str, Any]:
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
     total = m.sum()
-    return {
-        "iou": iou,
-        "mIoU": _nanmean(iou),
-        "pixel_acc": float(tp.sum() / total) if total else math.nan,
-    }
+    return {"iou": iou, "mIoU": _nanmean(iou), "pixel_acc": float(tp.sum() / total) if total else math.nan}
 
 
 def _as_numpy(mat) -> np.ndarray:
@@ -104,7 +101,7 @@ def _check_mat34(mat) -> np.ndarray:
     return m
 
 
-def class_iou(mat34) -> dict[str, float]:
+def class_iou(mat34: np.ndarray) -> dict[str, float]:
     """Official IoU of the 19 evaluated classes (trainId order), NaN where TP + FP + FN = 0."""
     m = _check_mat34(mat34)
     valid_rows = m[EVALUATED]  # GT pixels of ignored labelIds count nowhere
@@ -117,7 +114,7 @@ def class_iou(mat34) -> dict[str, float]:
     return out
 
 
-def category_iou(mat34) -> dict[str, float]:
+def category_iou(mat34: np.ndarray) -> dict[str, float]:
     """Official IoU of the 7 categories (flat ... vehicle)."""
     m = _check_mat34(mat34)
     cat_of = np.array([labels.ID_TO_LABEL[i].category for i in range(N)])
@@ -131,7 +128,7 @@ def category_iou(mat34) -> dict[str, float]:
     return out
 
 
-def false_positives(mat34, ids, exclude_rows) -> int:
+def false_positives(mat34: np.ndarray, ids: Sequence[int], exclude_rows: Sequence[int]) -> int:
     """Pixels predicted as any of ``ids`` whose GT is an evaluated labelId not in ``exclude_rows``."""
     m = _check_mat34(mat34)
     rows = EVALUATED.copy()
@@ -139,14 +136,14 @@ def false_positives(mat34, ids, exclude_rows) -> int:
     return int(m[np.ix_(rows, np.asarray(ids))].sum())
 
 
-def pixel_accuracy(mat34) -> float:
+def pixel_accuracy(mat34: np.ndarray) -> float:
     """Correct / all pixels whose GT is an evaluated class (void predictions there count as wrong)."""
     m = _check_mat34(mat34)
     total = int(m[EVALUATED].sum())
     return int(np.diag(m)[EVALUATED].sum()) / total if total else math.nan
 
 
-def seed_scores(mat34) -> dict[str, float]:
+def seed_scores(mat34: np.ndarray) -> dict[str, float]:
     """The seed's numbers: mIoU over all 34 labelIds (classes with zero union skipped) and pixel accuracy
     over all pixels, void included. Inflated and not comparable to the benchmark; reported for reference."""
     s = iou_from_confusion(_check_mat34(mat34))
@@ -206,8 +203,14 @@ def instance_stats(pred: np.ndarray, instance_ids: np.ndarray) -> np.ndarray:
     fn, cat_fn = size - tp, size - cat_tp
     cat = k + _CLASS_CATEGORY[cls]
     for row, col, val in (
-        (0, cls, tp * weight), (1, cls, fn * weight), (2, cls, tp), (3, cls, fn),
-        (0, cat, cat_tp * weight), (1, cat, cat_fn * weight), (2, cat, cat_tp), (3, cat, cat_fn),
+        (0, cls, tp * weight),
+        (1, cls, fn * weight),
+        (2, cls, tp),
+        (3, cls, fn),
+        (0, cat, cat_tp * weight),
+        (1, cat, cat_fn * weight),
+        (2, cat, cat_tp),
+        (3, cat, cat_fn),
     ):
         out[row] += np.bincount(col, weights=np.asarray(val, dtype=np.float64), minlength=out.shape[1])
     return out
@@ -248,7 +251,7 @@ class CityscapesEvaluator:
         self.n_images = 0
         self.n_without_instances = 0
 
-    def add(self, pred, gt, gt_instance_ids=None, pred_mode: str = "labelIds") -> None:
+    def add(self, pred: np.ndarray, gt: np.ndarray, gt_instance_ids: np.ndarray | None = None, pred_mode: str = "labelIds") -> None:
         pred = _as_numpy(pred)
         gt = _as_numpy(gt)
         if pred.shape != gt.shape:
@@ -269,7 +272,7 @@ class CityscapesEvaluator:
             self.inst += instance_stats(pred, inst)
         self.n_images += 1
 
-    def merge(self, other: "CityscapesEvaluator") -> None:
+    def merge(self, other: CityscapesEvaluator) -> None:
         self.mat += other.mat
         self.inst += other.inst
         self.n_images += other.n_images
@@ -289,7 +292,7 @@ class CityscapesEvaluator:
         torch.distributed.all_reduce(t)
         flat = t.cpu().numpy()
         self.mat = np.rint(flat[: N * N]).astype(np.int64).reshape(N, N)
-        self.inst = flat[N * N: -2].reshape(self.inst.shape)
+        self.inst = flat[N * N : -2].reshape(self.inst.shape)
         self.n_images, self.n_without_instances = int(flat[-2]), int(flat[-1])
 
     def scores(self) -> dict[str, Any]:
@@ -338,11 +341,7 @@ class CityscapesEvaluator:
     def results(self) -> dict[str, Any]:
         """The stable JSON dict (fractions 0..1, NaN -> None); key order is part of the contract."""
         s = self.scores()
-        out: dict[str, Any] = {k: _json_number(s[k]) for k in
-                               ("mIoU", "iIoU", "mIoU_categories", "iIoU_categories", "pixel_acc", "mIoU_34", "pixel_acc_34")}
-        out["per_class"] = {
-            name: {"iou": _json_number(s["class_iou"][name]), "iiou": _json_number(s["class_iiou"][name])}
-            for name in EVAL_NAMES
-        }
+        out: dict[str, Any] = {k: _json_number(s[k]) for k in ("mIoU", "iIoU", "mIoU_categories", "iIoU_categories", "pixel_acc", "mIoU_34", "pixel_acc_34")}
+        out["per_class"] = {name: {"iou": _json_number(s["class_iou"][name]), "iiou": _json_number(s["class_iiou"][name])} for name in EVAL_NAMES}
         out["n_images"] = int(s["n_images"])
         return out

@@ -33,8 +33,7 @@ def format_table(scores: dict[str, Any], title: str = "") -> str:
         lines.append(f"{cat:<15} {percent(scores['category_iou'][cat]):>6} {percent(scores['category_iiou'][cat]):>6}")
     lines += ["-" * 29, f"{'mean (7)':<15} {percent(scores['mIoU_categories']):>6} {percent(scores['iIoU_categories']):>6}", ""]
     lines.append(f"pixel accuracy (evaluated pixels): {percent(scores['pixel_acc']).strip()}%   images: {scores['n_images']}")
-    lines.append(f"seed-style, all 34 labelIds: mIoU_34 {percent(scores['mIoU_34']).strip()}%,"
-                 f" pixel_acc_34 {percent(scores['pixel_acc_34']).strip()}%")
+    lines.append(f"seed-style, all 34 labelIds: mIoU_34 {percent(scores['mIoU_34']).strip()}%, pixel_acc_34 {percent(scores['pixel_acc_34']).strip()}%")
     return "\n".join(lines)
 
 
@@ -66,8 +65,7 @@ def confusion_figure(mat34: np.ndarray, path: str | os.PathLike, title: str = ""
         for j in range(norm.shape[1]):
             v = norm[i, j]
             if not np.isnan(v) and v >= 0.01:
-                ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=6,
-                        color="black" if v > 0.6 else "white")
+                ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=6, color="black" if v > 0.6 else "white")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     with io.atomic_path(path) as tmp:

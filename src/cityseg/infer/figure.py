@@ -9,6 +9,7 @@ mask", figsize (9, 3*N) at 100 dpi. Predictions use the full-resolution protocol
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def results_figure(
     split: str = "val",
     n: int = 32,
     dpi: int = 100,
-    progress=None,
+    progress: Callable[[Iterable], Iterable] | None = None,
 ) -> Path:
     """Draw the figure for ``model`` (a ``Predictor``, checkpoint dict or path) and write it atomically to ``out``."""
     import matplotlib
@@ -57,7 +58,7 @@ def results_figure(
     fmt = out.suffix.lower().lstrip(".") or "png"
     if fmt not in ("png", "jpg", "jpeg", "pdf", "svg"):
         raise CitysegError(f"{out}: unsupported figure format {fmt!r} (use .png, .jpg, .pdf or .svg)")
-    predictor = model if isinstance(model, Predictor) else Predictor.from_checkpoint(model)
+    predictor = model if hasattr(model, "predict") else Predictor.from_checkpoint(model)
     samples = require_samples(resolve_root(data), split)[:n]
     rows = len(samples)
     fig, axes = plt.subplots(rows, 3, figsize=(9, 3 * rows), dpi=dpi, squeeze=False)

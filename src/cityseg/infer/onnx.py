@@ -14,8 +14,9 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,10 +28,7 @@ from cityseg.io import atomic_path, prepare_target
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 #: metadata keys stored as JSON in ``metadata_props`` (all values are JSON strings)
-METADATA_KEYS = (
-    "model_name", "model_options", "label_mode", "num_classes", "class_names", "input_size",
-    "interpolation", "mean", "std",
-)
+METADATA_KEYS = ("model_name", "model_options", "label_mode", "num_classes", "class_names", "input_size", "interpolation", "mean", "std")
 
 
 def _metadata(ckpt: dict[str, Any], size: tuple[int, int], exporter: str) -> dict[str, str]:
@@ -89,22 +87,21 @@ def _export(model: torch.nn.Module, x: torch.Tensor, path: Path, opset: int, dyn
     with _quiet():
         if dynamo:
             torch.onnx.export(
-                model, (x,), os.fspath(path), dynamo=True, external_data=False, verbose=False,
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},), **common,
+                model,
+                (x,),
+                os.fspath(path),
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+                **common,
             )
         else:
-            torch.onnx.export(
-                model, (x,), os.fspath(path), dynamo=False,
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, **common,
-            )
+            torch.onnx.export(model, (x,), os.fspath(path), dynamo=False, dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, **common)
 
 
 def export_onnx(
-    checkpoint: dict[str, Any] | str | os.PathLike,
-    out: str | os.PathLike,
-    opset: int = 18,
-    size: Sequence[int] | None = None,
-    exporter: str = "auto",
+    checkpoint: dict[str, Any] | str | os.PathLike, out: str | os.PathLike, opset: int = 18, size: Sequence[int] | None = None, exporter: str = "auto"
 ) -> dict[str, Any]:
     """Export ``checkpoint`` to ``out`` (written atomically).
 
@@ -149,8 +146,7 @@ def export_onnx(
         with atomic_path(out) as tmp:
             onnx.save(proto, os.fspath(tmp))
         opset_used = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=opset)
-    return {"path": out, "exporter": used, "opset": opset_used, "input_size": (h, w),
-            "fallback_reason": fallback_reason if used != tries[0] else None}
+    return {"path": out, "exporter": used, "opset": opset_used, "input_size": (h, w), "fallback_reason": fallback_reason if used != tries[0] else None}
 
 
 def compare_onnx(
@@ -173,10 +169,7 @@ def compare_onnx(
         got = torch.from_numpy(np.asarray(got))
         if got.shape != ref.shape:
             raise CitysegError(f"{path}: onnxruntime returned shape {tuple(got.shape)}, PyTorch {tuple(ref.shape)}")
-        result[b] = {
-            "max_abs_diff": float((got - ref).abs().max()),
-            "argmax_agreement": float((got.argmax(1) == ref.argmax(1)).float().mean()),
-        }
+        result[b] = {"max_abs_diff": float((got - ref).abs().max()), "argmax_agreement": float((got.argmax(1) == ref.argmax(1)).float().mean())}
     return result
 
 
@@ -193,7 +186,7 @@ class OnnxModel:
         (out,) = self.session.run([self.output_name], {self.input_name: arr})
         return torch.from_numpy(out).to(x.device)
 
-    def eval(self) -> "OnnxModel":
+    def eval(self) -> OnnxModel:
         return self
 
 
@@ -202,7 +195,7 @@ def is_onnx_session(model: Any) -> bool:
 
 
 def load_onnx(path: str | os.PathLike, threads: int | None = None) -> tuple[Any, dict[str, Any]]:
-    """Open an exported model with onnxruntime: (session, metadata dict from ``cityseg.export``)."""
+    """Open an exported model with onnxruntime: (session, metadata dict from ``cityseg.infer.onnx``)."""
     import onnxruntime as ort
 
     meta = read_metadata(path)
@@ -215,5 +208,3 @@ def load_onnx(path: str | os.PathLike, threads: int | None = None) -> tuple[Any,
         first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
         raise CitysegError(f"{path}: onnxruntime cannot load the model ({first})") from None
     return session, meta
-
-

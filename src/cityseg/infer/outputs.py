@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -110,7 +111,7 @@ def overlay(image: np.ndarray, label_ids: np.ndarray, alpha: float = 0.5) -> np.
 
 
 def predict_files(
-    predictor,
+    predictor: Any,
     inputs: Iterable[str | os.PathLike],
     out: str | os.PathLike,
     formats: str | Sequence[str] = ("labelIds",),
@@ -133,7 +134,7 @@ def predict_files(
     plan = output_paths(images, out, formats, Path(vis_dir) if vis_dir is not None else None)
     written = []
     items = list(zip(images, plan))
-    for img, where in (progress(items) if progress else items):
+    for img, where in progress(items) if progress else items:
         image = read_image(img)
         pred = predictor.predict(image)
         for kind, path in where.items():

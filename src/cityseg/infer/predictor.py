@@ -11,7 +11,8 @@ CxHxW score volume: it upsamples and takes the argmax one band of rows at a time
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,16 +107,13 @@ class Predictor:
         expect_model: str | None = None,
         expect_label_mode: str | None = None,
         **overrides: Any,
-    ) -> "Predictor":
+    ) -> Predictor:
         """Rebuild model and preprocessing from a checkpoint (or an exported ``.onnx`` file)."""
         if not isinstance(path_or_ckpt, dict) and str(path_or_ckpt).lower().endswith(".onnx"):
-            return cls.from_onnx(path_or_ckpt, expect_model=expect_model, expect_label_mode=expect_label_mode,
-                                 **overrides)
+            return cls.from_onnx(path_or_ckpt, expect_model=expect_model, expect_label_mode=expect_label_mode, **overrides)
         from cityseg.models import model_from_checkpoint
 
-        model, ckpt = model_from_checkpoint(
-            path_or_ckpt, expect_model=expect_model, expect_label_mode=expect_label_mode, map_location="cpu"
-        )
+        model, ckpt = model_from_checkpoint(path_or_ckpt, expect_model=expect_model, expect_label_mode=expect_label_mode, map_location="cpu")
         where = "" if isinstance(path_or_ckpt, dict) else f"{path_or_ckpt}: "
         if not ckpt.get("input_size"):
             raise CitysegError(f"{where}checkpoint has no input_size")
@@ -131,13 +129,7 @@ class Predictor:
         return cls(model, device=device, **kwargs)
 
     @classmethod
-    def from_onnx(
-        cls,
-        path: str | os.PathLike,
-        expect_model: str | None = None,
-        expect_label_mode: str | None = None,
-        **overrides: Any,
-    ) -> "Predictor":
+    def from_onnx(cls, path: str | os.PathLike, expect_model: str | None = None, expect_label_mode: str | None = None, **overrides: Any) -> Predictor:
         """Run an ONNX file written by ``cityseg export`` on onnxruntime (CPU); metadata replaces the checkpoint."""
         session, meta = load_onnx(path)
         if expect_model is not None and meta.get("model_name") != expect_model:
@@ -166,8 +158,7 @@ class Predictor:
             out = self.model(x)
         if out.shape[-2:] != x.shape[-2:] or out.shape[1] != self.num_classes:
             raise CitysegError(
-                f"model returned logits of shape {tuple(out.shape)} for input {tuple(x.shape)};"
-                f" expected {self.num_classes} classes at the input size"
+                f"model returned logits of shape {tuple(out.shape)} for input {tuple(x.shape)}; expected {self.num_classes} classes at the input size"
             )
         return out.float().contiguous()
 
@@ -224,8 +215,8 @@ class Predictor:
         per_batch = max(self.batch_size, n_out)
         meta = [(box, k) for box in boxes for k in range(n_out)]
         for start in range(0, len(crops), per_batch):
-            logits = self._forward(torch.stack(crops[start:start + per_batch]))
-            for (box, k), out in zip(meta[start:start + per_batch], logits):
+            logits = self._forward(torch.stack(crops[start : start + per_batch]))
+            for (box, k), out in zip(meta[start : start + per_batch], logits):
                 y1, y2, x1, x2 = box
                 if k == 1:
                     out = out.flip(-1)  # back to the padded crop's layout: valid part first
@@ -256,9 +247,7 @@ class Predictor:
                     result.append(logits[0])
                     continue
                 probs = logits.softmax(1)
-                s = probs[0] + probs[1].flip(-1) if self.flip and self.mode == "whole" else (
-                    probs[0] + probs[1] if self.flip else probs[0]
-                )
+                s = probs[0] + probs[1].flip(-1) if self.flip and self.mode == "whole" else (probs[0] + probs[1] if self.flip else probs[0])
                 result.append(s / n_pass)
         return result
 
@@ -296,7 +285,4 @@ class Predictor:
 
     def __repr__(self) -> str:
         backend = "onnxruntime" if self.onnx else type(self.model).__name__
-        return (
-            f"Predictor({backend}, {self.label_mode}, input_size={self.input_size}, mode={self.mode},"
-            f" flip={self.flip}, scales={self.scales})"
-        )
+        return f"Predictor({backend}, {self.label_mode}, input_size={self.input_size}, mode={self.mode}, flip={self.flip}, scales={self.scales})"

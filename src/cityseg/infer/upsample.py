@@ -16,6 +16,7 @@ _BAND_ELEMENTS = 4 * 1024 * 1024
 #: floats per band of the dense upsample-argmax (band x W x C): a few full-width rows, measured fastest
 _DENSE_BAND_ELEMENTS = 256 * 1024
 
+
 def _source_index(n_in: int, n_out: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PyTorch's bilinear (align_corners=False) source rows for each output row: (i0, i1, lambda)."""
     scale = n_in / n_out
@@ -69,7 +70,7 @@ def argmax_upsampled(scores: Sequence[torch.Tensor], size: tuple[int, int]) -> t
     out = lab.view(-1)
     chunk = max(1, _BAND_ELEMENTS // scores[0].shape[0])
     for k in range(0, flat.numel(), chunk):
-        f = flat[k:k + chunk]
+        f = flat[k : k + chunk]
         y = torch.div(f, W, rounding_mode="floor")
         x = f - y * W
         acc = None
@@ -105,5 +106,3 @@ def _argmax_upsampled_bands(scores: Sequence[torch.Tensor], size: tuple[int, int
             acc = v if acc is None else acc.add_(v)
         torch.argmax(acc, -1, out=out[y0:y1])
     return out
-
-

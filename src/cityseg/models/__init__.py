@@ -24,6 +24,17 @@ from cityseg.models.registry import (
 )
 
 __all__ = [
-    "MODELS", "Entry", "SegmentationModel", "build_model", "check_model_name", "count_params", "describe", "forward_gflops",
-    "list_models", "model_from_checkpoint", "model_info", "model_options", "set_fused",
+    "MODELS",
+    "Entry",
+    "SegmentationModel",
+    "build_model",
+    "check_model_name",
+    "count_params",
+    "describe",
+    "forward_gflops",
+    "list_models",
+    "model_from_checkpoint",
+    "model_info",
+    "model_options",
+    "set_fused",
 ]

@@ -68,7 +68,5 @@ class SegmentationModel(nn.Module):
         if _tracing():
             return
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise CitysegError(
-                f"{self.name} expects a Bx{self.in_channels}xHxW tensor; got shape {tuple(x.shape)}"
-            )
+            raise CitysegError(f"{self.name} expects a Bx{self.in_channels}xHxW tensor; got shape {tuple(x.shape)}")
         self.check_input_shape(x.shape[-2], x.shape[-1])

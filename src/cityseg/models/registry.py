@@ -12,10 +12,9 @@ import os
 from functools import partial
 from typing import Any, NamedTuple
 
-from torch.utils.flop_counter import FlopCounterMode
-
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from cityseg.checkpoint import load_checkpoint
 from cityseg.errors import CitysegError
@@ -36,25 +35,17 @@ class Entry(NamedTuple):
 
 #: name -> (partial(class, **fixed options), one-line description)
 MODELS: dict[str, Entry] = {
-    "residual_unet": Entry(partial(ResidualUNet),
-                      "seed Model A 'Residual U-Net': valid-padding stack modules, additive skips (~9 M)"),
-    "residual_unet_same": Entry(partial(ResidualUNet, padding="same"),
-                           "Model A with same padding: any H, W multiple of 4"),
-    "segception": Entry(partial(Segception),
-                   "seed Model C 'Segception30_base', the README's SegCeption, bugs kept (9.36 M)"),
-    "segception_fixed": Entry(partial(Segception, fixed=True),
-                         "Model C with the inverse module's dropped BN restored"),
-    "segception_deep": Entry(partial(SegceptionDeep),
-                        "seed Model D: deep (factorised 3x1/1x3) stack modules, 5 levels (13.6 M)"),
-    "segception_deep_fixed": Entry(partial(SegceptionDeep, fixed=True),
-                              "Model D using the level-5 skip and with the 32-vs-34 typo fixed"),
-    "segception_base": Entry(partial(SegceptionBase),
-                        "seed Model B 'Base SegCeption': 3-way modules, per-element PReLU, fixed input size (44 M)"),
-    "vgg16_unet": Entry(partial(VGG16UNet),
-                   "VGG16 encoder (torchvision layout, loadable weights) + U-Net decoder, concatenated skips"),
-    "residual_inception_unet": Entry(partial(ResidualInceptionUNet),
-                                "residual Inception U-Net (1x1/3x3/5x5 branches, BN, same padding)"),
+    "residual_unet": Entry(partial(ResidualUNet), "seed Model A 'Residual U-Net': valid-padding stack modules, additive skips (~9 M)"),
+    "residual_unet_same": Entry(partial(ResidualUNet, padding="same"), "Model A with same padding: any H, W multiple of 4"),
+    "segception": Entry(partial(Segception), "seed Model C 'Segception30_base', the README's SegCeption, bugs kept (9.36 M)"),
+    "segception_fixed": Entry(partial(Segception, fixed=True), "Model C with the inverse module's dropped BN restored"),
+    "segception_deep": Entry(partial(SegceptionDeep), "seed Model D: deep (factorised 3x1/1x3) stack modules, 5 levels (13.6 M)"),
+    "segception_deep_fixed": Entry(partial(SegceptionDeep, fixed=True), "Model D using the level-5 skip and with the 32-vs-34 typo fixed"),
+    "segception_base": Entry(partial(SegceptionBase), "seed Model B 'Base SegCeption': 3-way modules, per-element PReLU, fixed input size (44 M)"),
+    "vgg16_unet": Entry(partial(VGG16UNet), "VGG16 encoder (torchvision layout, loadable weights) + U-Net decoder, concatenated skips"),
+    "residual_inception_unet": Entry(partial(ResidualInceptionUNet), "residual Inception U-Net (1x1/3x3/5x5 branches, BN, same padding)"),
 }
+
 
 def list_models() -> list[str]:
     """The registered model names, in the order ``cityseg models`` lists them."""
@@ -70,8 +61,7 @@ def model_options(name: str) -> dict:
     """Options of a model with their defaults (num_classes excluded)."""
     build = MODELS[check_model_name(name)].build
     params = inspect.signature(build.func.__init__).parameters
-    return {k: p.default for k, p in params.items()
-            if k not in ("self", "num_classes") and k not in build.keywords}
+    return {k: p.default for k, p in params.items() if k not in ("self", "num_classes") and k not in build.keywords}
 
 
 def check_model_name(name: str) -> str:
@@ -149,10 +139,7 @@ def model_info(name: str, size: tuple[int, int] = (128, 256), num_classes: int =
 
 
 def model_from_checkpoint(
-    ckpt: dict[str, Any] | str | os.PathLike,
-    expect_model: str | None = None,
-    expect_label_mode: str | None = None,
-    map_location: str | torch.device = "cpu",
+    ckpt: dict[str, Any] | str | os.PathLike, expect_model: str | None = None, expect_label_mode: str | None = None, map_location: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the model a checkpoint describes and load its weights; returns (model in eval mode, ckpt)."""
     where = ""

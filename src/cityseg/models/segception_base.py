@@ -1,4 +1,4 @@
-"""Model B, "Base SegCeption" (seed-models.md §4.2, §10b): 44,029,154 trainable params at 128x256.
+"""Model B, "Base SegCeption" (the seed notebooks): 44,029,154 trainable params at 128x256.
 
 Model A's macro layout with same padding, BN and three-way Inception-style stack modules
 (``StackModuleV2``: a dilated-2 5x5 branch in the encoder, a plain 9x9 branch in the decoder),
@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from cityseg.errors import CitysegError
-
 from cityseg.models.base import SegmentationModel, check_option
 from cityseg.models.blocks import UPSAMPLE_MODES, Reduction, StackModuleV2, keras_init, max_pool, upsample
 
@@ -58,8 +57,7 @@ class SegceptionBase(SegmentationModel):
 
     def size_rule(self) -> str:
         h, w = self.input_size
-        return (f"exactly the input_size it was built for, {h}x{w} (per-element PReLU); "
-                f"rebuild with input_size=(H, W), H and W multiples of 4, for another size")
+        return f"exactly the input_size it was built for, {h}x{w} (per-element PReLU); rebuild with input_size=(H, W), H and W multiples of 4, for another size"
 
     def accepts(self, h: int, w: int) -> bool:
         return (int(h), int(w)) == self.input_size

@@ -30,7 +30,6 @@ import torch
 from torch import nn
 
 from cityseg.errors import CitysegError
-
 from cityseg.models.base import SegmentationModel, check_option
 from cityseg.models.blocks import UPSAMPLE_MODES, ConvBNAct, keras_init, upsample
 
@@ -95,14 +94,14 @@ class VGG16UNet(SegmentationModel):
         return self.head(x)
 
 
-def load_vgg16_weights(features: nn.Sequential, path) -> None:
+def load_vgg16_weights(features: nn.Sequential, path: str | os.PathLike) -> None:
     """Load a local torchvision-style vgg16 state_dict into ``features``; CitysegError on mismatch."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CitysegError(f"{path}: encoder weights file not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file becomes one clear line
+    except Exception as e:
         raise CitysegError(f"{path}: cannot read a torch state_dict ({type(e).__name__}: {e})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -110,16 +109,14 @@ def load_vgg16_weights(features: nn.Sequential, path) -> None:
         raise CitysegError(f"{path}: not a vgg16 state_dict (expected a dict of tensors)")
     own = features.state_dict()
     if any(k.startswith("features.") for k in state):
-        state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        state = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
     missing = [k for k in own if k not in state]
     if missing:
-        raise CitysegError(f"{path}: not a torchvision vgg16 state_dict: missing features.{missing[0]} "
-                           f"({len(missing)} of {len(own)} encoder tensors missing)")
+        raise CitysegError(f"{path}: not a torchvision vgg16 state_dict: missing features.{missing[0]} ({len(missing)} of {len(own)} encoder tensors missing)")
     extra = [k for k in state if k not in own]
     if extra:
         raise CitysegError(f"{path}: unexpected encoder tensor features.{extra[0]} (not a vgg16 layout)")
     for k, v in own.items():
         if tuple(state[k].shape) != tuple(v.shape):
-            raise CitysegError(f"{path}: features.{k} has shape {tuple(state[k].shape)}, "
-                               f"vgg16 needs {tuple(v.shape)}")
+            raise CitysegError(f"{path}: features.{k} has shape {tuple(state[k].shape)}, vgg16 needs {tuple(v.shape)}")
     features.load_state_dict({k: state[k].to(v.dtype) for k, v in own.items()})

@@ -29,8 +29,9 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -48,13 +49,11 @@ DEFAULT_FRAME_SIZE = (1024, 2048)
 DEFAULT_MODEL = "residual_unet"
 RECIPE = "seed"
 #: the only demo change to the seed recipe: in the budget the seed's batch of 16 gives ~10 Adam steps, which
-#: leave the model near chance (measured: batch 4, 20 steps -> val mIoU 0.02); batch 2 gives 8x the updates
-#: of batch 16 on the same images at the same cost per image
+#: leave the model near chance; batch 2 gives 8x the updates of batch 16 on the same images at the same cost
+#: per image (docs/benchmarks.md has the comparison)
 DEMO_BATCH_SIZE = 2
-#: gradient clipping stays off as in the seed recipe (``--grad-clip`` turns it on). Measured: the no-BN
-#: network's loss explodes at the 3rd Adam step (step loss ~300 from 3.2) with or without clipping at 1,
-#: since Adam's step size does not depend on the gradient's scale; one 64x128 comparison favoured clipping
-#: (val mIoU 0.047 vs 0.031 after 20 steps) but that is one noisy sample, not a reason to change the recipe
+#: gradient clipping stays off as in the seed recipe (``--grad-clip`` turns it on): Adam's step size does
+#: not depend on the gradient's scale, so clipping does not stop the no-BN network's early loss spike
 DEMO_GRAD_CLIP = 0.0
 #: rows of the results figure (the seed's figure shows the first 32 val frames)
 FIGURE_ROWS = 32
@@ -89,27 +88,26 @@ class _Timer:
         return time.monotonic() - self.start
 
 
-def _memo_predictor(predictor):
-    """The same ``Predictor`` that remembers its full-resolution labelIds per image (keyed by the pixels),
-    so evaluation, prediction files and the figure run the model once per frame. Returns a subclass
-    instance, so it is accepted wherever a ``Predictor`` is."""
-    from cityseg.infer.predictor import Predictor
+class MemoPredictor:
+    """A ``Predictor`` that remembers its full-resolution labelIds per image (keyed by the pixels), so
+    evaluation, prediction files and the figure run the model once per frame; every other attribute is
+    the wrapped predictor's."""
 
-    class MemoPredictor(Predictor):
-        def __init__(self, base: Predictor):  # noqa: D401 - a copy of a ready Predictor, no rebuild
-            self.__dict__.update(base.__dict__)
-            self.memo: dict[tuple, np.ndarray] = {}
-            self.runs = 0
+    def __init__(self, base: Any):
+        self.base = base
+        self.memo: dict[tuple, np.ndarray] = {}
+        self.runs = 0
 
-        def predict(self, image: np.ndarray) -> np.ndarray:
-            image = np.ascontiguousarray(image)
-            key = (image.shape, hashlib.blake2b(image.data, digest_size=16).digest())
-            if key not in self.memo:
-                self.memo[key] = super().predict(image)
-                self.runs += 1
-            return self.memo[key]
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.base, name)
 
-    return MemoPredictor(predictor)
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        image = np.ascontiguousarray(image)
+        key = (image.shape, hashlib.blake2b(image.data, digest_size=16).digest())
+        if key not in self.memo:
+            self.memo[key] = self.base.predict(image)
+            self.runs += 1
+        return self.memo[key]
 
 
 def next_run_dir(runs: Path) -> Path:
@@ -140,16 +138,24 @@ def plan_more_epochs(seconds_left: float, epoch_seconds: float, epochs_done: int
     return max(0, min(fit, epochs_cap - epochs_done))
 
 
-def _check_options(out: Path, minutes: float, train_frames: int, val_frames: int, frame_size, batch_size: int,
-                   epochs: int | None, train_minutes: float | None, figure_rows: int) -> None:
+def _check_options(
+    out: Path,
+    minutes: float,
+    train_frames: int,
+    val_frames: int,
+    frame_size,
+    batch_size: int,
+    epochs: int | None,
+    train_minutes: float | None,
+    figure_rows: int,
+) -> None:
     if out.exists() and not out.is_dir():
         raise CitysegError(f"{out}: --out exists and is not a folder")
     if not isinstance(minutes, (int, float)) or not math.isfinite(minutes) or minutes <= 0:
         raise CitysegError(f"--minutes must be a positive number, got {minutes}")
     if train_minutes is not None and (not math.isfinite(train_minutes) or train_minutes <= 0):
         raise CitysegError(f"--train-minutes must be a positive number, got {train_minutes}")
-    for name, v in (("--train-frames", train_frames), ("--val-frames", val_frames), ("--batch-size", batch_size),
-                    ("--figure-rows", figure_rows)):
+    for name, v in (("--train-frames", train_frames), ("--val-frames", val_frames), ("--batch-size", batch_size), ("--figure-rows", figure_rows)):
         if not isinstance(v, int) or v < 1:
             raise CitysegError(f"{name} must be a positive integer, got {v}")
     if epochs is not None and epochs < 1:
@@ -196,12 +202,10 @@ def _dataset_line(stats) -> str:
     shares = px / max(1, px.sum())
     top = np.argsort(shares)[::-1][:5]
     common = ", ".join(f"{labels.LABELID_NAMES[i]} {100 * shares[i]:.0f}%" for i in top)
-    return (f"dataset: {'; '.join(parts)}; evaluated classes present {len(stats.present_eval_classes())}/19; "
-            f"largest: {common}")
+    return f"dataset: {'; '.join(parts)}; evaluated classes present {len(stats.present_eval_classes())}/19; largest: {common}"
 
 
-def _prepare_data(out: Path, data, train_frames: int, val_frames: int, frame_size, seed: int, workers: int,
-                  timer: _Timer, log) -> tuple[Path, dict[str, Any]]:
+def _prepare_data(out: Path, data, train_frames: int, val_frames: int, frame_size, seed: int, workers: int, timer: _Timer, log) -> tuple[Path, dict[str, Any]]:
     """Dataset root ready for training (generated, reused or given) and what was found."""
     from cityseg.data.check import check_dataset
     from cityseg.data.layout import check_root, resolve_root
@@ -225,8 +229,7 @@ def _prepare_data(out: Path, data, train_frames: int, val_frames: int, frame_siz
                 except CitysegError as e:
                     log(f"SynthCity in {root} is damaged ({e}); regenerating it")
         elif root.exists() and marker is None and any(root.iterdir()):
-            raise CitysegError(f"{root}: folder is not empty and holds no SynthCity dataset; "
-                               "pass --data to use it as a dataset, or choose another --out")
+            raise CitysegError(f"{root}: folder is not empty and holds no SynthCity dataset; pass --data to use it as a dataset, or choose another --out")
         if stats is None:
             with timer.phase("generate"):
                 _generate(root, train_frames, val_frames, frame_size, seed, workers, log)
@@ -281,8 +284,7 @@ def run_demo(
     cfg, _ = load_recipe(RECIPE)
     if not math.isfinite(grad_clip) or grad_clip < 0:
         raise CitysegError(f"--grad-clip must be >= 0 (0 = off, the seed's own), got {grad_clip}")
-    flags: dict[str, Any] = {"model.name": model, "train.batch_size": batch_size, "train.seed": seed,
-                             "train.grad_clip": float(grad_clip)}
+    flags: dict[str, Any] = {"model.name": model, "train.batch_size": batch_size, "train.seed": seed, "train.grad_clip": float(grad_clip)}
     if size is not None:
         flags["data.size"] = [int(v) for v in size]
     cfg = apply_overrides(cfg, flags, source="demo")
@@ -307,8 +309,10 @@ def run_demo(
         budget_s = train_minutes * 60.0
     else:
         budget_s = max(MIN_TRAIN_S, deadline - timer.elapsed() - post_s - RESERVE_S)
-    log(f"training {model} with the {RECIPE} recipe (batch {batch_size}, grad clip {grad_clip:g}) in {run_dir} for at most "
-        f"{budget_s / 60:.1f} min (estimated evaluation {post_s:.0f} s)")
+    log(
+        f"training {model} with the {RECIPE} recipe (batch {batch_size}, grad clip {grad_clip:g}) in {run_dir} for at most "
+        f"{budget_s / 60:.1f} min (estimated evaluation {post_s:.0f} s)"
+    )
     with timer.phase("train"):
         summary = _train(cfg, root, run_dir, budget_s, epochs_cap, progress, log)
 
@@ -407,8 +411,7 @@ def _train(cfg: dict, root: Path, run_dir: Path, budget_s: float, epochs_cap: in
         if not more:
             break
         log(f"last epoch took {last:.0f} s: {more} more epoch(s) for the remaining {left:.0f} s")
-        rest = apply_overrides(cfg, {"train.epochs": done + more, "train.max_minutes": max(left, 1.0) / 60.0},
-                               source="demo")
+        rest = apply_overrides(cfg, {"train.epochs": done + more, "train.max_minutes": max(left, 1.0) / 60.0}, source="demo")
         s = train(rest, root, run_dir, resume=True, log=log, progress=progress)
         done += more
     return s
@@ -418,11 +421,11 @@ def _evaluate(ckpt: Path, root: Path, run_dir: Path, rows: int, timer: _Timer, p
     from cityseg.data.layout import find_samples
     from cityseg.eval.evaluate import score_checkpoint
     from cityseg.infer.figure import results_figure
+    from cityseg.infer.outputs import predict_files
     from cityseg.infer.predictor import Predictor
     from cityseg.io import atomic_write_json
-    from cityseg.infer.outputs import predict_files
 
-    predictor = _memo_predictor(Predictor.from_checkpoint(ckpt, channels_last=True))
+    predictor = MemoPredictor(Predictor.from_checkpoint(ckpt, channels_last=True))
     with timer.phase("evaluate"):
         full, _, _ = score_checkpoint(root, "val", None, predictor=predictor, progress=progress)
         results = full.results()

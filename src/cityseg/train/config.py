@@ -151,15 +151,14 @@ def check_value(key: str, value: Any, source: str) -> Any:
 
 
 def _type_name(v: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a table"}.get(type(v), type(v).__name__)
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}.get(type(v), type(v).__name__)
 
 
 def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
     if key == "train.fast":  # "auto" or a boolean
         if isinstance(value, bool) or value == "auto":
             return value
-        raise CitysegError(f"{source}: {key} must be \"auto\", true or false, not {value!r}")
+        raise CitysegError(f'{source}: {key} must be "auto", true or false, not {value!r}')
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):
@@ -190,7 +189,7 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
 def check_losses(value: Any, source: str) -> list[dict[str, Any]]:
     """The recipe's ``loss`` list, each entry checked against its loss's options (``losses.loss_options``)."""
     if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
-        raise CitysegError(f"{source}: loss must be a non-empty list of tables, e.g. [{{name = \"ce\", weight = 1.0}}]")
+        raise CitysegError(f'{source}: loss must be a non-empty list of tables, e.g. [{{name = "ce", weight = 1.0}}]')
     return [_check_loss(i, spec, source) for i, spec in enumerate(value)]
 
 
@@ -210,18 +209,17 @@ def _check_loss(i: int, spec: dict[str, Any], source: str) -> dict[str, Any]:
             if getattr(LOSSES[name], "outputs", None):
                 raise CitysegError(f"{source}: {where}: loss {name!r} reads the outputs {', '.join(LOSSES[name].outputs)} itself")
             if not isinstance(v, str) or not v:
-                raise CitysegError(f"{source}: {where} must name a model output, e.g. \"{MAIN_OUTPUT}\" or \"aux\"; got {v!r}")
+                raise CitysegError(f'{source}: {where} must name a model output, e.g. "{MAIN_OUTPUT}" or "aux"; got {v!r}')
             entry[k] = v
         elif k not in options:
-            raise CitysegError(f"{source}: unknown config key {where!r} for loss {name!r} "
-                               f"(options: weight, output, {', '.join(options)})")
+            raise CitysegError(f"{source}: unknown config key {where!r} for loss {name!r} (options: weight, output, {', '.join(options)})")
         elif k == "class_weights":
             if v in ("none", "auto"):
                 entry[k] = v
             elif isinstance(v, list) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
                 entry[k] = [float(x) for x in v]
             else:
-                raise CitysegError(f"{source}: {where} must be \"none\", \"auto\" or a list of numbers, got {v!r}")
+                raise CitysegError(f'{source}: {where} must be "none", "auto" or a list of numbers, got {v!r}')
         else:
             entry[k] = _coerce(where, v, options[k], source)
     if entry["weight"] < 0:
@@ -238,14 +236,26 @@ def validate(cfg: dict[str, Any], source: str = "config") -> dict[str, Any]:
         raise CitysegError(f"{source}: data.mean and data.std must both be [] or both hold 3 values")
     if any(v <= 0 for v in d["std"]):
         raise CitysegError(f"{source}: data.std values must be positive")
-    positive = {"train.epochs": t["epochs"], "train.batch_size": t["batch_size"],
-                "train.eval_batch_size": t["eval_batch_size"], "train.val_every": t["val_every"], "optim.lr": o["lr"]}
+    positive = {
+        "train.epochs": t["epochs"],
+        "train.batch_size": t["batch_size"],
+        "train.eval_batch_size": t["eval_batch_size"],
+        "train.val_every": t["val_every"],
+        "optim.lr": o["lr"],
+    }
     for key, v in positive.items():
         if v <= 0:
             raise CitysegError(f"{source}: {key} must be positive, got {v}")
-    nonneg = {"data.workers": d["workers"], "train.grad_clip": t["grad_clip"], "train.max_minutes": t["max_minutes"],
-              "train.checkpoint_every": t["checkpoint_every"], "optim.weight_decay": o["weight_decay"],
-              "optim.eps": o["eps"], "schedule.warmup_iters": s["warmup_iters"], "schedule.min_lr": s["min_lr"]}
+    nonneg = {
+        "data.workers": d["workers"],
+        "train.grad_clip": t["grad_clip"],
+        "train.max_minutes": t["max_minutes"],
+        "train.checkpoint_every": t["checkpoint_every"],
+        "optim.weight_decay": o["weight_decay"],
+        "optim.eps": o["eps"],
+        "schedule.warmup_iters": s["warmup_iters"],
+        "schedule.min_lr": s["min_lr"],
+    }
     for key, v in nonneg.items():
         if v < 0:
             raise CitysegError(f"{source}: {key} must be >= 0, got {v}")
@@ -286,13 +296,15 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str] | dict[str, Any], 
         if key.startswith("loss."):
             parts = key.split(".")
             if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) >= len(cfg["loss"]):
-                raise CitysegError(f"{source}: unknown config key {key!r} (the recipe has {len(cfg['loss'])} loss terms: loss.0 .. loss.{len(cfg['loss']) - 1})")
+                raise CitysegError(
+                    f"{source}: unknown config key {key!r} (the recipe has {len(cfg['loss'])} loss terms: loss.0 .. loss.{len(cfg['loss']) - 1})"
+                )
             losses = copy.deepcopy(cfg["loss"])
             losses[int(parts[1])][parts[2]] = value
             cfg["loss"] = check_losses(losses, source)
             continue
         if key.startswith("model.options."):
-            cfg["model"]["options"][key[len("model.options."):]] = value
+            cfg["model"]["options"][key[len("model.options.") :]] = value
             continue
         section, _, name = key.partition(".")
         if isinstance(value, str) and isinstance(DEFAULTS.get(section, {}).get(name), bool):

@@ -54,8 +54,7 @@ def init_distributed_mode(device: str | None = None) -> DistInfo:
         dev, backend = torch.device("cpu"), "gloo"
     initialized_here = False
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world,
-                                **({"device_id": dev} if use_cuda else {}))
+        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world, **({"device_id": dev} if use_cuda else {}))
         initialized_here = True
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev, initialized_here=initialized_here)
 

@@ -77,8 +77,9 @@ def _backward(ctx: StepContext, loss: torch.Tensor) -> bool:
     return False
 
 
-def train_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, should_stop: Callable[[], list[bool]],
-               running: dict[str, Any], epoch: int, step: int) -> tuple[list[bool], str]:
+def train_step(
+    ctx: StepContext, x: torch.Tensor, y: torch.Tensor, should_stop: Callable[[], list[bool]], running: dict[str, Any], epoch: int, step: int
+) -> tuple[list[bool], str]:
     """One optimiser step, or a skipped one under ``nan_policy = "skip"``; returns the stop flags agreed
     over all processes and what was skipped ("" for a normal step)."""
     loss = ctx.criterion(_as_float32(ctx.forward(x)), y.to(ctx.info.device, non_blocking=True))
@@ -88,8 +89,10 @@ def train_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, should_stop: 
         ctx.optimizer.zero_grad(set_to_none=True)
         what = f"non-finite loss ({float(loss.detach())})" if flags[0] else "non-finite gradients"
         if ctx.nan_policy == "stop":
-            raise CitysegError(f"{what} at epoch {epoch + 1} step {step + 1}: training stopped; the last good checkpoint {ctx.last_path} is "
-                               f"kept (try a lower optim.lr, train.grad_clip, or train.nan_policy=\"skip\")")
+            raise CitysegError(
+                f"{what} at epoch {epoch + 1} step {step + 1}: training stopped; the last good checkpoint {ctx.last_path} is "
+                f'kept (try a lower optim.lr, train.grad_clip, or train.nan_policy="skip")'
+            )
         running["skipped"] += 1
     else:
         ctx.scaler.step(ctx.optimizer)
@@ -100,9 +103,17 @@ def train_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, should_stop: 
     return flags[1:], (f"skipping step {step + 1} of epoch {epoch + 1}: {what}" if bad else "")
 
 
-def train_one_epoch(ctx: StepContext, loader: Iterable, epoch: int, step: int, running: dict[str, Any],
-                    should_stop: Callable[[], list[bool]], after_step: Callable[[int], None],
-                    bar: Any, say: Callable[[str], None]) -> tuple[int, list[bool]]:
+def train_one_epoch(
+    ctx: StepContext,
+    loader: Iterable,
+    epoch: int,
+    step: int,
+    running: dict[str, Any],
+    should_stop: Callable[[], list[bool]],
+    after_step: Callable[[int], None],
+    bar: Any,
+    say: Callable[[str], None],
+) -> tuple[int, list[bool]]:
     """Train over ``loader`` from ``step``; returns (steps done, stop flags [interrupted, time limit])."""
     ctx.net.train()
     flags = [False, False]
@@ -115,9 +126,11 @@ def train_one_epoch(ctx: StepContext, loader: Iterable, epoch: int, step: int, r
         now = time.monotonic()
         running["seconds"] += now - tick
         bar.update(1)
-        bar.set_postfix(loss=f"{running['loss_sum'] / max(1, running['steps']):.4f}",
-                        img_s=f"{x.shape[0] * ctx.info.world_size / max(now - tick, 1e-9):.1f}",
-                        lr=f"{ctx.optimizer.param_groups[0]['lr']:.2e}")
+        bar.set_postfix(
+            loss=f"{running['loss_sum'] / max(1, running['steps']):.4f}",
+            img_s=f"{x.shape[0] * ctx.info.world_size / max(now - tick, 1e-9):.1f}",
+            lr=f"{ctx.optimizer.param_groups[0]['lr']:.2e}",
+        )
         tick = now
         if any(flags):
             break
@@ -148,8 +161,12 @@ def evaluate(ctx: StepContext, loader: Iterable, label_mode: str, show: bool = F
         evaluator.all_reduce()
         D.all_reduce_sum(loss_sum, ctx.info)
     s = evaluator.scores()
-    return {"pixel_acc": float(s["pixel_acc"]), "miou_19": float(s["mIoU"]), "miou_34": float(s["mIoU_34"]),
-            "val_loss": float(loss_sum[0] / loss_sum[1]) if loss_sum[1] > 0 else math.nan}
+    return {
+        "pixel_acc": float(s["pixel_acc"]),
+        "miou_19": float(s["mIoU"]),
+        "miou_34": float(s["mIoU_34"]),
+        "val_loss": float(loss_sum[0] / loss_sum[1]) if loss_sum[1] > 0 else math.nan,
+    }
 
 
 def _mean_over_ranks(loss: torch.Tensor, info: D.DistInfo) -> float:

@@ -56,10 +56,7 @@ class CrossEntropyLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if not bool((target != self.ignore_index).any()):
             return logits.sum() * 0.0  # an all-ignored batch contributes nothing (F.cross_entropy would give NaN)
-        return F.cross_entropy(
-            logits.float(), target, weight=self.class_weights, ignore_index=self.ignore_index,
-            label_smoothing=self.label_smoothing,
-        )
+        return F.cross_entropy(logits.float(), target, weight=self.class_weights, ignore_index=self.ignore_index, label_smoothing=self.label_smoothing)
 
 
 class OhemCrossEntropyLoss(nn.Module):
@@ -70,8 +67,7 @@ class OhemCrossEntropyLoss(nn.Module):
     fraction of the valid pixels). The loss is the mean over the kept pixels.
     """
 
-    def __init__(self, ignore_index: int = 255, thresh: float = 0.7, min_kept: float = 0.1,
-                 class_weights: torch.Tensor | None = None):
+    def __init__(self, ignore_index: int = 255, thresh: float = 0.7, min_kept: float = 0.1, class_weights: torch.Tensor | None = None):
         super().__init__()
         if not 0.0 < thresh <= 1.0:
             raise ValueError(f"ohem thresh must be in (0, 1], got {thresh}")
@@ -183,13 +179,7 @@ class LovaszSoftmaxLoss(nn.Module):
 
 #: loss name -> class. A class's keyword arguments (besides ``ignore_index``) are the options a recipe
 #: may set, typed by their defaults; ``class_weights`` takes "none", "auto" or a list of floats.
-LOSSES: dict[str, type[nn.Module]] = {
-    "ce": CrossEntropyLoss,
-    "ohem": OhemCrossEntropyLoss,
-    "dice": DiceLoss,
-    "focal": FocalLoss,
-    "lovasz": LovaszSoftmaxLoss,
-}
+LOSSES: dict[str, type[nn.Module]] = {"ce": CrossEntropyLoss, "ohem": OhemCrossEntropyLoss, "dice": DiceLoss, "focal": FocalLoss, "lovasz": LovaszSoftmaxLoss}
 
 #: the model output a term reads unless its recipe entry names another (``output = "aux"``)
 MAIN_OUTPUT = "out"
@@ -262,8 +252,7 @@ class CombinedLoss(nn.Module):
             missing = [k for k in term.reads if k not in available]
             if missing:
                 raise CitysegError(
-                    f"loss[{i}] ({term.name}) reads model output {missing[0]!r}, but the model returns only "
-                    f"{', '.join(repr(k) for k in available)} in training"
+                    f"loss[{i}] ({term.name}) reads model output {missing[0]!r}, but the model returns only {', '.join(repr(k) for k in available)} in training"
                 )
 
     def forward(self, outputs: Outputs, target: torch.Tensor) -> torch.Tensor:
@@ -303,12 +292,7 @@ def _class_weights(name: str, value: Any, num_classes: int, class_counts: torch.
     raise CitysegError(f"loss {name!r}: class_weights must be 'none', 'auto' or a list of {num_classes} numbers")
 
 
-def build_loss(
-    specs: Sequence[Mapping[str, Any]],
-    num_classes: int,
-    ignore_index: int = 255,
-    class_counts: torch.Tensor | None = None,
-) -> CombinedLoss:
+def build_loss(specs: Sequence[Mapping[str, Any]], num_classes: int, ignore_index: int = 255, class_counts: torch.Tensor | None = None) -> CombinedLoss:
     """The weighted sum of the losses ``specs`` describe (recipe entries checked by ``config.check_losses``).
 
     ``class_weights`` may be ``"none"``, ``"auto"`` (needs ``class_counts``: per-class pixel counts of the

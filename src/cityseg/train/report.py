@@ -96,7 +96,6 @@ def epoch_line(row: dict[str, Any]) -> str:
     """The one log line of a finished epoch."""
     parts = [f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}"]
     if "val_loss" in row:
-        parts.append(f"val loss {row['val_loss']:.4f}, pixel acc {row['pixel_acc']:.3f}, "
-                     f"mIoU-19 {row['miou_19']:.3f}, mIoU-34 {row['miou_34']:.3f}")
+        parts.append(f"val loss {row['val_loss']:.4f}, pixel acc {row['pixel_acc']:.3f}, mIoU-19 {row['miou_19']:.3f}, mIoU-34 {row['miou_34']:.3f}")
     parts.append(f"{row['seconds']:.0f} s")
     return ", ".join(parts)

@@ -81,8 +81,7 @@ def build_optimizer(model: nn.Module, o: dict[str, Any]) -> torch.optim.Optimize
     return torch.optim.SGD(groups, lr=o["lr"], momentum=o["momentum"], nesterov=False)
 
 
-def build_dataset(cfg: dict[str, Any], root: Path, split: str, label_mode: str, train: bool = False,
-                  seed: int = 0) -> CityscapesDataset:
+def build_dataset(cfg: dict[str, Any], root: Path, split: str, label_mode: str, train: bool = False, seed: int = 0) -> CityscapesDataset:
     """The training (augmented when the recipe says so) or validation split at the recipe's size."""
     d, a = cfg["data"], cfg["augment"]
     transform = None
@@ -90,9 +89,19 @@ def build_dataset(cfg: dict[str, Any], root: Path, split: str, label_mode: str, 
         # labelIds have no ignore index: padding after a down-scale gets id 0 ("unlabeled") there
         pad_label = L.IGNORE_INDEX if label_mode == "trainIds" else 0
         transform = train_transform(d["size"], a["scale"], a["hflip"], a["photometric"], pad_label)
-    return CityscapesDataset(root=root, split=split, size=tuple(d["size"]), label_mode=label_mode,
-                             interpolation=d["interpolation"], mean=d["mean"] or None, std=d["std"] or None,
-                             transform=transform, cache=d["cache"], seed=seed, workers=max(1, d["workers"]))
+    return CityscapesDataset(
+        root=root,
+        split=split,
+        size=tuple(d["size"]),
+        label_mode=label_mode,
+        interpolation=d["interpolation"],
+        mean=d["mean"] or None,
+        std=d["std"] or None,
+        transform=transform,
+        cache=d["cache"],
+        seed=seed,
+        workers=max(1, d["workers"]),
+    )
 
 
 def class_pixel_counts(ds: CityscapesDataset, num_classes: int) -> torch.Tensor:
@@ -132,15 +141,28 @@ class Run:
         """The state now, as ``last.pt`` holds it (a collective call: every process gathers RNG states)."""
         d, cfg, ctx = self.cfg["data"], self.cfg, self.ctx
         return Checkpoint(
-            model=ctx.model.state_dict(), model_name=cfg["model"]["name"], model_options=dict(cfg["model"]["options"]),
-            label_mode=self.label_mode, num_classes=L.num_classes(self.label_mode),
-            class_names=list(L.class_names(self.label_mode)), input_size=list(d["size"]),
-            interpolation=d["interpolation"], mean=list(d["mean"]) or None, std=list(d["std"]) or None,
-            optimizer=ctx.optimizer.state_dict(), scheduler=ctx.scheduler.state_dict(),
+            model=ctx.model.state_dict(),
+            model_name=cfg["model"]["name"],
+            model_options=dict(cfg["model"]["options"]),
+            label_mode=self.label_mode,
+            num_classes=L.num_classes(self.label_mode),
+            class_names=list(L.class_names(self.label_mode)),
+            input_size=list(d["size"]),
+            interpolation=d["interpolation"],
+            mean=list(d["mean"]) or None,
+            std=list(d["std"]) or None,
+            optimizer=ctx.optimizer.state_dict(),
+            scheduler=ctx.scheduler.state_dict(),
             scaler=ctx.scaler.state_dict() if ctx.scaler.is_enabled() else None,
-            epoch=self.epoch, step=self.step, config=copy.deepcopy(cfg), metrics=dict(self.metrics),
-            best_miou=self.best, history=copy.deepcopy(self.history), train_state=dict(self.running),
-            world_size=self.info.world_size, rng=D.all_gather_objects(get_rng_state(), self.info),
+            epoch=self.epoch,
+            step=self.step,
+            config=copy.deepcopy(cfg),
+            metrics=dict(self.metrics),
+            best_miou=self.best,
+            history=copy.deepcopy(self.history),
+            train_state=dict(self.running),
+            world_size=self.info.world_size,
+            rng=D.all_gather_objects(get_rng_state(), self.info),
         )
 
     def save(self, name: str) -> None:
@@ -153,9 +175,13 @@ class Run:
 def load_resume_checkpoint(cfg: dict[str, Any], out: Path, label_mode: str) -> dict[str, Any]:
     """``last.pt``, refused unless it was written by the same model, label mode and size."""
     ckpt = load_checkpoint(out / LAST)
-    for key, want in (("model_name", cfg["model"]["name"]), ("label_mode", label_mode),
-                      ("num_classes", L.num_classes(label_mode)), ("input_size", list(cfg["data"]["size"])),
-                      ("model_options", cfg["model"]["options"])):
+    for key, want in (
+        ("model_name", cfg["model"]["name"]),
+        ("label_mode", label_mode),
+        ("num_classes", L.num_classes(label_mode)),
+        ("input_size", list(cfg["data"]["size"])),
+        ("model_options", cfg["model"]["options"]),
+    ):
         if ckpt.get(key) != want:
             raise CitysegError(f"{out / LAST}: cannot resume: checkpoint has {key} = {ckpt.get(key)!r}, this run {want!r}")
     return ckpt
@@ -181,8 +207,9 @@ def _wrap_model(model: nn.Module, cfg: dict[str, Any], info: D.DistInfo, channel
     model.to(device)
     if cfg["model"]["sync_bn"] and info.distributed:
         if device.type != "cuda":
-            raise CitysegError("model.sync_bn = true needs CUDA (torch's SyncBatchNorm is GPU-only); "
-                               "on CPU set model.sync_bn = false (BatchNorm statistics stay per process)")
+            raise CitysegError(
+                "model.sync_bn = true needs CUDA (torch's SyncBatchNorm is GPU-only); on CPU set model.sync_bn = false (BatchNorm statistics stay per process)"
+            )
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -204,21 +231,19 @@ def setup(cfg: dict[str, Any], root: Path, out: Path, info: D.DistInfo, say: Cal
     train_ds, val_ds = _datasets(cfg, root, label_mode, info)
     counts = class_pixel_counts(train_ds, num_classes) if any(s.get("class_weights") == "auto" for s in cfg["loss"]) else None
     criterion = build_loss(cfg["loss"], num_classes, ignore_index=L.IGNORE_INDEX, class_counts=counts).to(info.device)
-    sampler = EpochBatchSampler(len(train_ds), t["batch_size"], seed=int(t["seed"]), rank=info.rank,
-                                world_size=info.world_size, shuffle=True, drop_last=t["drop_last"])
+    sampler = EpochBatchSampler(
+        len(train_ds), t["batch_size"], seed=int(t["seed"]), rank=info.rank, world_size=info.world_size, shuffle=True, drop_last=t["drop_last"]
+    )
     if len(sampler) == 0:
-        raise CitysegError(f"{root}: split {cfg['data']['train_split']!r} has {len(train_ds)} images, fewer than one "
-                           f"batch of {t['batch_size']} (drop_last)")
+        raise CitysegError(f"{root}: split {cfg['data']['train_split']!r} has {len(train_ds)} images, fewer than one batch of {t['batch_size']} (drop_last)")
     val_subset = torch.utils.data.Subset(val_ds, list(range(info.rank, len(val_ds), info.world_size)))
-    val_loader = torch.utils.data.DataLoader(val_subset, batch_size=t["eval_batch_size"], shuffle=False,
-                                             num_workers=cfg["data"]["workers"])
+    val_loader = torch.utils.data.DataLoader(val_subset, batch_size=t["eval_batch_size"], shuffle=False, num_workers=cfg["data"]["workers"])
     channels_last, amp_dtype = resolve_fast(t["fast"], info.device)
     net = _wrap_model(model, cfg, info, channels_last)
     optimizer = build_optimizer(model, cfg["optim"])
     scheduler = build_scheduler(optimizer, cfg["schedule"], t["epochs"] * len(sampler), cfg["optim"]["lr"])
     scaler = torch.amp.GradScaler(info.device.type, enabled=info.device.type == "cuda" and amp_dtype == torch.float16)
-    ctx = StepContext(net, criterion, optimizer, scheduler, scaler, info, channels_last, amp_dtype,
-                      float(t["grad_clip"]), t["nan_policy"], out / LAST)
+    ctx = StepContext(net, criterion, optimizer, scheduler, scaler, info, channels_last, amp_dtype, float(t["grad_clip"]), t["nan_policy"], out / LAST)
     return Run(cfg, out, label_mode, ctx, train_ds, val_loader, sampler, say)
 
 
@@ -253,8 +278,11 @@ def _epoch_loader(run: Run, epoch: int) -> torch.utils.data.DataLoader:
     run.sampler.set_epoch(epoch, run.step)
     run.train_ds.set_epoch(epoch)
     return torch.utils.data.DataLoader(
-        run.train_ds, batch_sampler=run.sampler, num_workers=run.cfg["data"]["workers"],
-        pin_memory=info.device.type == "cuda", generator=torch.Generator().manual_seed(epoch_seed(seed, epoch, 2)),
+        run.train_ds,
+        batch_sampler=run.sampler,
+        num_workers=run.cfg["data"]["workers"],
+        pin_memory=info.device.type == "cuda",
+        generator=torch.Generator().manual_seed(epoch_seed(seed, epoch, 2)),
     )
 
 
@@ -267,8 +295,7 @@ def end_epoch(run: Run, epoch: int, tb: TensorBoard, show: bool) -> None:
     t = run.cfg["train"]
     if run.running["steps"] == 0:
         raise CitysegError(f"epoch {epoch + 1}: every step was skipped (non-finite loss); stopping")
-    row = {"epoch": epoch + 1, "train_loss": run.running["loss_sum"] / run.running["steps"],
-           "lr": run.ctx.optimizer.param_groups[0]["lr"]}
+    row = {"epoch": epoch + 1, "train_loss": run.running["loss_sum"] / run.running["steps"], "lr": run.ctx.optimizer.param_groups[0]["lr"]}
     tick = time.monotonic()
     if (epoch + 1) % t["val_every"] == 0 or epoch + 1 == t["epochs"]:
         row.update(evaluate(run.ctx, run.val_loader, run.label_mode, show))
@@ -308,15 +335,14 @@ def fit(run: Run, progress: bool) -> tuple[str, str]:
 
     try:
         with StopRequest() as stop:
+
             def should_stop() -> list[bool]:
                 return [stop.requested, limit_s > 0 and time.monotonic() - t0 > limit_s]
 
             for epoch in range(run.epoch, t["epochs"]):
                 loader = _epoch_loader(run, epoch)
-                bar = tqdm(total=steps, initial=run.step, desc=f"epoch {epoch + 1}/{t['epochs']}",
-                           disable=not show, dynamic_ncols=True, unit="step")
-                run.step, flags = train_one_epoch(run.ctx, loader, epoch, run.step, run.running, should_stop,
-                                                  after_step, bar, run.say)
+                bar = tqdm(total=steps, initial=run.step, desc=f"epoch {epoch + 1}/{t['epochs']}", disable=not show, dynamic_ncols=True, unit="step")
+                run.step, flags = train_one_epoch(run.ctx, loader, epoch, run.step, run.running, should_stop, after_step, bar, run.say)
                 bar.close()
                 if any(flags):
                     stopped = "interrupted" if flags[0] else "time limit"
@@ -335,8 +361,9 @@ def fit(run: Run, progress: bool) -> tuple[str, str]:
 
 
 # ---- the entry point -------------------------------------------------------------------------------
-def train(cfg: dict[str, Any], data_root: str | Path, out_dir: str | Path, resume: bool = False,
-          log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
+def train(
+    cfg: dict[str, Any], data_root: str | Path, out_dir: str | Path, resume: bool = False, log: Callable[[str], None] = print, progress: bool = True
+) -> dict[str, Any]:
     """Train ``cfg["model"]["name"]`` with the recipe ``cfg`` on ``data_root``; files go to ``out_dir``.
 
     Returns a summary: ``{"run_dir", "epoch", "step", "best_miou", "metrics", "stopped", "history"}``
@@ -354,8 +381,7 @@ def train(cfg: dict[str, Any], data_root: str | Path, out_dir: str | Path, resum
         D.cleanup(info)
 
 
-def _train(cfg: dict[str, Any], root: Path, out: Path, resume_run: bool, info: D.DistInfo,
-           log: Callable[[str], None], progress: bool) -> dict[str, Any]:
+def _train(cfg: dict[str, Any], root: Path, out: Path, resume_run: bool, info: D.DistInfo, log: Callable[[str], None], progress: bool) -> dict[str, Any]:
     say = log if info.is_main else (lambda *_: None)
     ckpt = load_resume_checkpoint(cfg, out, L.check_label_mode(cfg["data"]["label_mode"])) if resume_run else None
     run = setup(cfg, root, out, info, say)
@@ -369,17 +395,28 @@ def _train(cfg: dict[str, Any], root: Path, out: Path, resume_run: bool, info: D
     say(_start_line(run))
     stopped, signame = fit(run, progress)
     if stopped == "interrupted":
-        say(f"\ninterrupted ({signame}): saved {out / LAST} at epoch {run.epoch + 1}, step {run.step}/"
-            f"{len(run.sampler)}; continue with the same command plus --resume")
+        say(
+            f"\ninterrupted ({signame}): saved {out / LAST} at epoch {run.epoch + 1}, step {run.step}/"
+            f"{len(run.sampler)}; continue with the same command plus --resume"
+        )
     elif stopped == "time limit":
         say(f"\ntime limit of {cfg['train']['max_minutes']:g} min reached: saved {out / LAST}; --resume continues")
-    return {"run_dir": str(out), "epoch": run.epoch, "step": run.step, "best_miou": run.best,
-            "metrics": run.metrics, "stopped": stopped, "history": run.history}
+    return {
+        "run_dir": str(out),
+        "epoch": run.epoch,
+        "step": run.step,
+        "best_miou": run.best,
+        "metrics": run.metrics,
+        "stopped": stopped,
+        "history": run.history,
+    }
 
 
 def _start_line(run: Run) -> str:
     t, (h, w), info, ctx = run.cfg["train"], run.cfg["data"]["size"], run.info, run.ctx
     split = f" = {info.world_size} x {run.sampler.per_rank}" if info.distributed else ""
-    return (f"training {run.cfg['model']['name']} on {len(run.train_ds)} images ({len(run.sampler)} steps/epoch, "
-            f"global batch {t['batch_size']}{split}), {run.label_mode}, {h}x{w}, device {info.device.type}"
-            f"{', channels_last' if ctx.channels_last else ''}{f', autocast {ctx.amp_dtype}' if ctx.amp_dtype else ''}")
+    return (
+        f"training {run.cfg['model']['name']} on {len(run.train_ds)} images ({len(run.sampler)} steps/epoch, "
+        f"global batch {t['batch_size']}{split}), {run.label_mode}, {h}x{w}, device {info.device.type}"
+        f"{', channels_last' if ctx.channels_last else ''}{f', autocast {ctx.amp_dtype}' if ctx.amp_dtype else ''}"
+    )

@@ -9,7 +9,7 @@ already trained on (mid-epoch resume). Like ``DistributedSampler`` it needs ``se
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -23,14 +23,11 @@ def epoch_seed(seed: int, epoch: int, salt: int = 0) -> int:
 
 
 class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
-    def __init__(self, n: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 shuffle: bool = True, drop_last: bool = False):
+    def __init__(self, n: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1, shuffle: bool = True, drop_last: bool = False):
         if n <= 0:
             raise CitysegError("cannot sample batches from an empty dataset")
         if batch_size % world_size:
-            raise CitysegError(
-                f"batch size {batch_size} is the GLOBAL batch and must be divisible by the {world_size} processes"
-            )
+            raise CitysegError(f"batch size {batch_size} is the GLOBAL batch and must be divisible by the {world_size} processes")
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.per_rank = batch_size // world_size

@@ -13,8 +13,7 @@ from typing import Any
 import torch
 
 
-def lr_factor(it: int, total: int, name: str = "constant", power: float = 0.9, warmup_iters: int = 0,
-              warmup_factor: float = 1e-3, floor: float = 0.0) -> float:
+def lr_factor(it: int, total: int, name: str = "constant", power: float = 0.9, warmup_iters: int = 0, warmup_factor: float = 1e-3, floor: float = 0.0) -> float:
     """Multiplier of the base LR at iteration ``it`` (0-based) of ``total``."""
     if warmup_iters > 0 and it < warmup_iters:
         alpha = it / warmup_iters
@@ -32,12 +31,10 @@ def lr_factor(it: int, total: int, name: str = "constant", power: float = 0.9, w
     return max(floor, f)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, sched: dict[str, Any], total_iters: int,
-                    base_lr: float) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(optimizer: torch.optim.Optimizer, sched: dict[str, Any], total_iters: int, base_lr: float) -> torch.optim.lr_scheduler.LambdaLR:
     floor = sched["min_lr"] / base_lr if base_lr > 0 else 0.0
 
     def factor(it: int) -> float:
-        return lr_factor(it, total_iters, sched["name"], sched["power"], sched["warmup_iters"],
-                         sched["warmup_factor"], floor)
+        return lr_factor(it, total_iters, sched["name"], sched["power"], sched["warmup_iters"], sched["warmup_factor"], floor)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

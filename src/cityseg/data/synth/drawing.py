@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-
 import cv2
 import numpy as np
 
 from cityseg import labels
 from cityseg.data.synth.spec import HAS_INSTANCES
+
 
 # ---- drawing surface -------------------------------------------------------------------------
 def _clip_polygon(pts: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
@@ -155,25 +155,31 @@ class Palette:
         return self.pick((4, lambda: self.grey(70, 200, 6)), (2, self.beige), (1, self.brick), (1, lambda: self.green(True)))
 
     def fence(self):
-        return self.pick((3, lambda: self.green(True)), (3, lambda: self.grey(50, 190, 6)),
-                         (2, lambda: self.beige() * 0.7), (1, lambda: self.grey(200, 240, 4)))
+        return self.pick(
+            (3, lambda: self.green(True)), (3, lambda: self.grey(50, 190, 6)), (2, lambda: self.beige() * 0.7), (1, lambda: self.grey(200, 240, 4))
+        )
 
     def pole(self):
         return self.pick((5, lambda: self.grey(50, 170, 5)), (2, lambda: self.green(True) * 0.8), (1, lambda: self.grey(20, 50, 3)))
 
     def vegetation(self):
-        return self.pick((6, lambda: self.green()), (3, lambda: self.green(True)),
-                         (1, lambda: np.array([150, 130, 60]) * self.rng.uniform(0.6, 1.1)))
+        return self.pick((6, lambda: self.green()), (3, lambda: self.green(True)), (1, lambda: np.array([150, 130, 60]) * self.rng.uniform(0.6, 1.1)))
 
     def terrain(self):
-        return self.pick((4, lambda: self.green()), (3, lambda: np.array([140, 130, 80]) * self.rng.uniform(0.6, 1.2)),
-                         (2, lambda: np.array([120, 95, 70]) * self.rng.uniform(0.6, 1.2)))
+        return self.pick(
+            (4, lambda: self.green()),
+            (3, lambda: np.array([140, 130, 80]) * self.rng.uniform(0.6, 1.2)),
+            (2, lambda: np.array([120, 95, 70]) * self.rng.uniform(0.6, 1.2)),
+        )
 
     def sky(self):
-        return self.pick((5, lambda: self.grey(150, 240, 5) + [0, 3, 10]),
-                         (3, lambda: np.array([110, 150, 200]) * self.rng.uniform(0.8, 1.2)),
-                         (1, lambda: np.array([200, 180, 160]) * self.rng.uniform(0.8, 1.15)))
+        return self.pick(
+            (5, lambda: self.grey(150, 240, 5) + [0, 3, 10]),
+            (3, lambda: np.array([110, 150, 200]) * self.rng.uniform(0.8, 1.2)),
+            (1, lambda: np.array([200, 180, 160]) * self.rng.uniform(0.8, 1.15)),
+        )
 
+    # fmt: off
     def vehicle(self):
         return self.pick((4, lambda: self.grey(25, 230, 4)), (2, self.vivid), (1, self.beige), (1, lambda: self.green(True)),
                          (1, lambda: np.array([30, 40, 90]) * self.rng.uniform(0.7, 1.6)))
@@ -181,6 +187,7 @@ class Palette:
     def cloth(self):
         return self.pick((4, lambda: self.grey(20, 200, 8)), (3, self.vivid), (2, self.beige), (1, lambda: self.green(True)),
                          (2, lambda: np.array([40, 50, 100]) * self.rng.uniform(0.6, 1.5)))
+    # fmt: on
 
     def skin(self):
         return np.array([225, 180, 150]) * self.rng.uniform(0.4, 1.05) + self.rng.normal(0, 6, 3)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-
 import cv2
 import numpy as np
 
 from cityseg.data.synth.scene import Scene
 from cityseg.data.synth.spec import DEFAULT_SIZE, SPLITS
+
 
 # ---- one frame -------------------------------------------------------------------------------
 def _noise_tile(height: int, width: int) -> np.ndarray:
@@ -23,8 +23,6 @@ def _noise_tile(height: int, width: int) -> np.ndarray:
 
 
 _NOISE: dict[tuple[int, int], np.ndarray] = {}
-
-
 
 
 def render_frame(seed: int, split: str, index: int, size: tuple[int, int] = DEFAULT_SIZE):
@@ -62,5 +60,5 @@ def _shade(image: np.ndarray, scene: Scene, rng: np.random.Generator) -> np.ndar
     tile = _noise_tile(h, w)
     oy, ox = rng.integers(0, 64, 2)
     sigma = rng.uniform(4, 12)
-    img += tile[oy:oy + h, ox:ox + w].astype(np.float32) * np.float32(sigma / 32)
+    img += tile[oy : oy + h, ox : ox + w].astype(np.float32) * np.float32(sigma / 32)
     return np.clip(img, 0, 255).astype(np.uint8)

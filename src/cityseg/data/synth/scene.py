@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np
 
 from cityseg.data.synth.drawing import Canvas, Palette, circle, segment
 from cityseg.data.synth.spec import L
+
 
 # ---- camera ----------------------------------------------------------------------------------
 class Camera:
@@ -106,8 +107,9 @@ class Scene:
         for _ in range(self.rng.integers(0, 7)):
             cx, cy = self.rng.uniform(0, w), self.rng.uniform(0, top)
             r = self.rng.uniform(0.03, 0.15) * w
-            self.cv.paint([circle(cx, cy, r, r * 0.3, 20, self.rng.normal(0, 0.15, 20))],
-                          self.pal.jitter(np.asarray(self.sky_color) * self.rng.uniform(0.9, 1.15), 6))
+            self.cv.paint(
+                [circle(cx, cy, r, r * 0.3, 20, self.rng.normal(0, 0.15, 20))], self.pal.jitter(np.asarray(self.sky_color) * self.rng.uniform(0.9, 1.15), 6)
+            )
 
     def backdrop(self):
         """Closes the street at z_far: a row of far buildings or trees across the view."""
@@ -120,8 +122,9 @@ class Scene:
                 self.cv.fill([cam.wall_z(z, x, x + wd, 0, hb)], L["building"], self.pal.building())
             else:
                 hb = rng.uniform(4, 12)
-                self.cv.fill([cam.billboard(x + wd / 2, z, circle(0, hb / 2, wd / 2, hb / 2, 20, rng.normal(0, 0.1, 20)))],
-                             L["vegetation"], self.pal.vegetation())
+                self.cv.fill(
+                    [cam.billboard(x + wd / 2, z, circle(0, hb / 2, wd / 2, hb / 2, 20, rng.normal(0, 0.1, 20)))], L["vegetation"], self.pal.vegetation()
+                )
             x += wd
 
     def ground(self):
@@ -217,12 +220,15 @@ class Scene:
         if len(floors) and len(cols):
             fy, cz = np.meshgrid(floors, cols, indexing="ij")
             fy, cz = fy.ravel(), cz.ravel()
-            corners = np.stack([
-                np.stack([np.full_like(fy, x_f), fy, cz], 1),
-                np.stack([np.full_like(fy, x_f), fy, cz + win_w], 1),
-                np.stack([np.full_like(fy, x_f), fy + win_h, cz + win_w], 1),
-                np.stack([np.full_like(fy, x_f), fy + win_h, cz], 1),
-            ], 1)
+            corners = np.stack(
+                [
+                    np.stack([np.full_like(fy, x_f), fy, cz], 1),
+                    np.stack([np.full_like(fy, x_f), fy, cz + win_w], 1),
+                    np.stack([np.full_like(fy, x_f), fy + win_h, cz + win_w], 1),
+                    np.stack([np.full_like(fy, x_f), fy + win_h, cz], 1),
+                ],
+                1,
+            )
             pad = 0.12
             outer_c = corners + np.array([[0, -pad, -pad], [0, -pad, pad], [0, pad, pad], [0, pad, -pad]])
             cv.paint(list(cam.project(outer_c)), frame)
@@ -303,8 +309,7 @@ class Scene:
         rng = self.rng
         r = rng.uniform(0.4, 1.3)
         col = self.pal.vegetation()
-        self.cv.fill([self.cam.billboard(x, z, circle(0, r * 0.6, r, r * 0.6, 20, rng.normal(0, 0.12, 20)))],
-                     L["vegetation"], col)
+        self.cv.fill([self.cam.billboard(x, z, circle(0, r * 0.6, r, r * 0.6, 20, rng.normal(0, 0.12, 20)))], L["vegetation"], col)
         self.foliage(x, z, r * 0.6, r * 0.8, col)
 
     def foliage(self, x, z, cy, r, col):
@@ -342,8 +347,12 @@ class Scene:
             lab = L["static"] if rng.random() < 0.6 else L["dynamic"]
             wd, ht = rng.uniform(0.3, 1.5), rng.uniform(0.5, 1.3)
             col = self.pal.pick((1, self.pal.vivid), (2, lambda: self.pal.grey(30, 160)))
-            self.add(z, lambda x=x, z=z, lab=lab, wd=wd, ht=ht, col=col: self.cv.fill(
-                [self.cam.billboard(x, z, [[-wd / 2, 0], [wd / 2, 0], [wd / 2, ht], [-wd / 2, ht]])], lab, col))
+            self.add(
+                z,
+                lambda x=x, z=z, lab=lab, wd=wd, ht=ht, col=col: self.cv.fill(
+                    [self.cam.billboard(x, z, [[-wd / 2, 0], [wd / 2, 0], [wd / 2, ht], [-wd / 2, ht]])], lab, col
+                ),
+            )
 
     def pole(self, side, x, z, what):
         cam, rng, pal, cv = self.cam, self.rng, self.pal, self.cv
@@ -359,8 +368,7 @@ class Scene:
             bw, bh = rng.uniform(0.3, 0.4), rng.uniform(0.8, 1.1)
             u0 = -side * pw / 2 - bw / 2 if rng.random() < 0.5 else -bw / 2
             box = cam.billboard(x, z, [[u0, ph - bh], [u0 + bw, ph - bh], [u0 + bw, ph], [u0, ph]])
-            housing = pal.pick((3, lambda: pal.grey(15, 60, 3)), (1, lambda: np.array([190, 160, 40]) * rng.uniform(0.7, 1.1)),
-                               (1, lambda: pal.green(True)))
+            housing = pal.pick((3, lambda: pal.grey(15, 60, 3)), (1, lambda: np.array([190, 160, 40]) * rng.uniform(0.7, 1.1)), (1, lambda: pal.green(True)))
             cv.fill([box], L["traffic light"], housing)
             on = rng.integers(3)
             lamps = [(200, 40, 30), (220, 170, 30), (40, 200, 90)]
@@ -384,8 +392,16 @@ class Scene:
                 uv = [[-sz / 2, cy - sz / 2], [sz / 2, cy - sz / 2], [sz / 2, cy + sz / 2], [-sz / 2, cy + sz / 2]]
             uv = np.asarray(uv, float)
             back = rng.random() < 0.3
-            rim = pal.grey(90, 170) if back else pal.pick((3, lambda: np.array([200, 30, 30])), (2, lambda: np.array([30, 70, 170])),
-                                                         (1, lambda: np.array([230, 190, 20])), (1, lambda: pal.grey(200, 240)))
+            rim = (
+                pal.grey(90, 170)
+                if back
+                else pal.pick(
+                    (3, lambda: np.array([200, 30, 30])),
+                    (2, lambda: np.array([30, 70, 170])),
+                    (1, lambda: np.array([230, 190, 20])),
+                    (1, lambda: pal.grey(200, 240)),
+                )
+            )
             cv.fill([cam.billboard(x, z, uv)], L["traffic sign"], pal.jitter(rim, 10))
             if not back:
                 centre = uv.mean(0)
@@ -460,16 +476,20 @@ class Scene:
             cab = (z0 + length * rng.uniform(0.2, 0.3), z1 - length * rng.uniform(0.25, 0.35))
             parts.append(self._hull(self._box(x0 + 0.12, x1 - 0.12, height * 0.5, height, *cab)))
         if kind == "truck":  # lower cab at the front, cargo box behind
-            parts = [self._hull(self._box(x0, x1, clear, height, z0 + 2.2, z1) if oncoming else self._box(x0, x1, clear, height, z0, z1 - 2.2)),
-                     self._hull(self._box(x0, x1, clear, height * 0.8, z0, z0 + 2.2) if oncoming else self._box(x0, x1, clear, height * 0.8, z1 - 2.2, z1))]
+            parts = [
+                self._hull(self._box(x0, x1, clear, height, z0 + 2.2, z1) if oncoming else self._box(x0, x1, clear, height, z0, z1 - 2.2)),
+                self._hull(self._box(x0, x1, clear, height * 0.8, z0, z0 + 2.2) if oncoming else self._box(x0, x1, clear, height * 0.8, z1 - 2.2, z1)),
+            ]
         # wheels on the visible side and under the near end
         side_x = x0 if x > 0 else x1
         wr = 0.33 if kind == "car" else 0.5
         wz = [z0 + 0.8, z1 - 0.8] if kind != "train" else [z0 + 2, z0 + 4, z1 - 4, z1 - 2]
         t = np.linspace(0, 2 * np.pi, 14, endpoint=False)
         wheels = [cam.project(np.stack([np.full_like(t, side_x), wr + wr * np.sin(t), zc + wr * np.cos(t)], 1)) for zc in wz]
-        under = [cam.project([[xx - 0.12, 0, z0 + 0.3], [xx + 0.12, 0, z0 + 0.3], [xx + 0.12, clear + 0.05, z0 + 0.3], [xx - 0.12, clear + 0.05, z0 + 0.3]])
-                 for xx in (x0 + 0.3, x1 - 0.3)]
+        under = [
+            cam.project([[xx - 0.12, 0, z0 + 0.3], [xx + 0.12, 0, z0 + 0.3], [xx + 0.12, clear + 0.05, z0 + 0.3], [xx - 0.12, clear + 0.05, z0 + 0.3]])
+            for xx in (x0 + 0.3, x1 - 0.3)
+        ]
         tyre = pal.grey(10, 40, 2)
         cv.fill(under + wheels, lab, tyre, inst)
         cv.fill(parts, lab, col, inst)
@@ -510,17 +530,22 @@ class Scene:
         torso_top = hgt - 2 * hr - 0.04
         hip = leg
         if seated:
-            legs = [np.array([[-0.08, hip], [0.02, hip], [0.12, hip * 0.35], [0.02, hip * 0.35]]),
-                    np.array([[-0.02, hip], [0.08, hip], [-0.05, hip * 0.25], [-0.15, hip * 0.25]])]
+            legs = [
+                np.array([[-0.08, hip], [0.02, hip], [0.12, hip * 0.35], [0.02, hip * 0.35]]),
+                np.array([[-0.02, hip], [0.08, hip], [-0.05, hip * 0.25], [-0.15, hip * 0.25]]),
+            ]
         else:
             a = walking * 0.22
-            legs = [np.array([[-0.13, hip], [0.0, hip], [-0.02 + a, 0], [-0.14 + a, 0]]),
-                    np.array([[0.0, hip], [0.13, hip], [0.14 - a, 0], [0.02 - a, 0]])]
+            legs = [np.array([[-0.13, hip], [0.0, hip], [-0.02 + a, 0], [-0.14 + a, 0]]), np.array([[0.0, hip], [0.13, hip], [0.14 - a, 0], [0.02 - a, 0]])]
         torso = np.array([[-sh / 2 * 0.8, hip - 0.05], [sh / 2 * 0.8, hip - 0.05], [sh / 2, torso_top], [-sh / 2, torso_top]])
-        arms = [np.array([[-sh / 2, torso_top], [-sh / 2 + 0.09, torso_top], [-sh / 2 - 0.02 + walking * 0.1, hip - 0.05],
-                          [-sh / 2 - 0.1 + walking * 0.1, hip - 0.05]]),
-                np.array([[sh / 2 - 0.09, torso_top], [sh / 2, torso_top], [sh / 2 + 0.1 - walking * 0.1, hip - 0.05],
-                          [sh / 2 + 0.02 - walking * 0.1, hip - 0.05]])]
+        arms = [
+            np.array(
+                [[-sh / 2, torso_top], [-sh / 2 + 0.09, torso_top], [-sh / 2 - 0.02 + walking * 0.1, hip - 0.05], [-sh / 2 - 0.1 + walking * 0.1, hip - 0.05]]
+            ),
+            np.array(
+                [[sh / 2 - 0.09, torso_top], [sh / 2, torso_top], [sh / 2 + 0.1 - walking * 0.1, hip - 0.05], [sh / 2 + 0.02 - walking * 0.1, hip - 0.05]]
+            ),
+        ]
         head = circle(0, torso_top + 0.03 + hr, hr * 0.85, hr, 12)
         return legs, torso, arms, head
 
@@ -572,8 +597,15 @@ class Scene:
         for zc in (z, z + base):
             circ = cam.project(np.stack([np.full_like(t, x), y0 + wr + wr * np.sin(t), zc + wr * np.cos(t)], 1))
             polys.append(circ)
-        frame_pts = cam.project([[x, y0 + wr, z], [x, y0 + wr * 2.3, z + base * 0.35], [x, y0 + wr, z + base],
-                                 [x, y0 + wr * 2.6, z + base * 0.9], [x, y0 + wr * 2.4, z + base * 0.2]])
+        frame_pts = cam.project(
+            [
+                [x, y0 + wr, z],
+                [x, y0 + wr * 2.3, z + base * 0.35],
+                [x, y0 + wr, z + base],
+                [x, y0 + wr * 2.6, z + base * 0.9],
+                [x, y0 + wr * 2.4, z + base * 0.2],
+            ]
+        )
         tube = max(1.0, 0.05 * s) if not motor else max(1.0, 0.2 * s)
         for a, b in ((0, 1), (1, 2), (1, 3), (0, 4), (4, 3)):
             polys.append(segment(frame_pts[a], frame_pts[b], tube))
@@ -586,7 +618,6 @@ class Scene:
                 cv.paint([c + (circ - c) * 0.8], pal.jitter(np.asarray(col) * 0.3 + 60, 10))
         if on_road:
             self.draw_person(x, z + base * 0.45, L["rider"], 0.0, lift=y0 + wr * 1.6, seated=True)
-
 
     # ---- void regions of real frames
     def void_regions(self) -> None:
@@ -602,8 +633,10 @@ class Scene:
         # reflections of the scene on the bonnet (image only)
         for _ in range(3):
             x0 = rng.uniform(0, w)
-            cv.paint([[[x0, top + bulge], [x0 + w * 0.2, top + bulge], [x0 + w * 0.1, h], [x0 - w * 0.1, h]]],
-                     np.asarray(col) * 0.7 + np.asarray(self.sky_color) * 0.3)
+            cv.paint(
+                [[[x0, top + bulge], [x0 + w * 0.2, top + bulge], [x0 + w * 0.1, h], [x0 - w * 0.1, h]]],
+                np.asarray(col) * 0.7 + np.asarray(self.sky_color) * 0.3,
+            )
         # rectification border: thin bands along the edges, out-of-roi at the corners
         bl, br, bb = (max(1.0, w * rng.uniform(0.001, 0.006)) for _ in range(3))
         dark = self.pal.grey(0, 40, 2)
@@ -611,5 +644,4 @@ class Scene:
         cv.fill([[[w - 1, 0], [w - 1 - br, 0], [w - 1 - br * 1.6, h], [w - 1, h]]], L["rectification border"], dark)
         cv.fill([[[0, h - 1 - bb], [w - 1, h - 1 - bb], [w - 1, h - 1], [0, h - 1]]], L["rectification border"], dark)
         c = max(2.0, w * rng.uniform(0.005, 0.02))
-        cv.fill([[[0, h - 1], [c, h - 1], [0, h - 1 - c]], [[w - 1, h - 1], [w - 1 - c, h - 1], [w - 1, h - 1 - c]]],
-                L["out of roi"], dark)
+        cv.fill([[[0, h - 1], [c, h - 1], [0, h - 1 - c]], [[w - 1, h - 1], [w - 1 - c, h - 1], [w - 1, h - 1 - c]]], L["out of roi"], dark)

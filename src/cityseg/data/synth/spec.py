@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-
-
 from cityseg import labels
 
 DEFAULT_SIZE = (1024, 2048)
@@ -11,11 +9,7 @@ DEFAULT_SIZE = (1024, 2048)
 DEFAULT_COUNTS = {"train": 300, "val": 50, "test": 25}
 SPLITS = ("train", "val", "test")
 #: synthetic city names; every split has its own cities, like real Cityscapes
-CITIES = {
-    "train": ("ashford", "brookvale", "carrow", "dunmere", "eastwick", "fallbrook"),
-    "val": ("glenholt", "harwick"),
-    "test": ("ivybridge", "juniper"),
-}
+CITIES = {"train": ("ashford", "brookvale", "carrow", "dunmere", "eastwick", "fallbrook"), "val": ("glenholt", "harwick"), "test": ("ivybridge", "juniper")}
 MARKER = "synthcity.json"
 FRAME_ID = 19  # Cityscapes annotates frame 19 of every 30-frame snippet
 

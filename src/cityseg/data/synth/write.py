@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 
 from cityseg import labels
 from cityseg.data import layout
-from cityseg.errors import CitysegError
-from cityseg.io import atomic_write_json, atomic_write_text, write_png
 from cityseg.data.synth.render import render_frame
 from cityseg.data.synth.spec import CITIES, DEFAULT_COUNTS, DEFAULT_SIZE, FILE_KINDS, FRAME_ID, MARKER, SPLITS
+from cityseg.errors import CitysegError
+from cityseg.io import atomic_write_json, atomic_write_text, write_png
+
 
 # ---- writing ---------------------------------------------------------------------------------
 def frame_stem(split: str, index: int, count: int) -> str:
@@ -49,10 +51,8 @@ def write_frame(root: Path, split: str, index: int, count: int, size=DEFAULT_SIZ
         write_png(p_img, image)
     except BaseException:
         for p in paths:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 p.unlink()
-            except FileNotFoundError:
-                pass
         raise
     return stem
 
@@ -73,8 +73,7 @@ def _check_out(out: Path) -> bool:
     if (out / MARKER).is_file():
         return True
     if any(out.iterdir()):
-        raise CitysegError(f"{out}: folder is not empty and holds no SynthCity dataset ({MARKER}); "
-                           "choose a new or empty folder")
+        raise CitysegError(f"{out}: folder is not empty and holds no SynthCity dataset ({MARKER}); choose a new or empty folder")
     return False
 
 

@@ -6,8 +6,8 @@ One run measures, on the same inputs (a fixed random batch; one SynthCity frame 
 * train step images/s (forward + cross-entropy + backward + Adam step): fp32 eager NCHW (the naive
   baseline) and the project's fast path (``cityseg.runtime.resolve_fast("auto", device)``:
   channels_last, plus bf16 autocast on CPUs with native bf16 / fp16 AMP on CUDA);
-* inference images/s: fp32 eager, fast path, onnxruntime (the ``cityseg.export`` ONNX file);
-* full-resolution prediction seconds per 1024x2048 image (``cityseg.inference.Predictor``: resize,
+* inference images/s: fp32 eager, fast path, onnxruntime (the ``cityseg.infer.onnx`` ONNX file);
+* full-resolution prediction seconds per 1024x2048 image (``cityseg.infer.predictor.Predictor``: resize,
   model, bilinear upsampling, argmax);
 * data loading images/s through a ``DataLoader`` (batch ``batch``, no workers) from the prepared uint8
   cache and from raw PNGs (full-size SynthCity frames unless ``data_root`` names a dataset);
@@ -19,23 +19,31 @@ model's peak and one model running out of memory does not end the run. ``profile
 train step's time by operator type (convolutions by kernel shape, cat, batch norm, conversions, ...).
 """
 
-from cityseg.tools.benchmark.config import (
-    ALL_KEYS,
-    BEGIN,
-    DEFAULT_MODELS,
-    END,
-    MODEL_KEYS,
-    ONNX_FULLRES_KEY,
-    SKIPPABLE,
-    BenchConfig,
-)
+from cityseg.tools.benchmark.config import ALL_KEYS, BEGIN, DEFAULT_MODELS, END, MODEL_KEYS, ONNX_FULLRES_KEY, SKIPPABLE, BenchConfig
 from cityseg.tools.benchmark.measure import build, count_params, forward_gflops, has_fused_path, resolve_device
 from cityseg.tools.benchmark.profile import profile_markdown, profile_model
 from cityseg.tools.benchmark.report import markdown, plot, result_json, write_markdown
 from cityseg.tools.benchmark.run import run_benchmark
 
 __all__ = [
-    "ALL_KEYS", "BEGIN", "DEFAULT_MODELS", "END", "MODEL_KEYS", "ONNX_FULLRES_KEY", "SKIPPABLE", "BenchConfig",
-    "build", "count_params", "forward_gflops", "has_fused_path", "markdown", "plot", "profile_markdown",
-    "profile_model", "resolve_device", "result_json", "run_benchmark", "write_markdown",
+    "ALL_KEYS",
+    "BEGIN",
+    "DEFAULT_MODELS",
+    "END",
+    "MODEL_KEYS",
+    "ONNX_FULLRES_KEY",
+    "SKIPPABLE",
+    "BenchConfig",
+    "build",
+    "count_params",
+    "forward_gflops",
+    "has_fused_path",
+    "markdown",
+    "plot",
+    "profile_markdown",
+    "profile_model",
+    "resolve_device",
+    "result_json",
+    "run_benchmark",
+    "write_markdown",
 ]

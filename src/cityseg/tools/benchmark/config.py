@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
-
+from typing import Any
 
 from cityseg.errors import CitysegError
 
-
 #: the per-model JSON keys, in order (None where a measurement was skipped or failed)
 MODEL_KEYS = (
-    "params", "gflops", "train_img_s_fp32", "train_img_s_fast", "infer_img_s_fp32", "infer_img_s_fast",
-    "infer_img_s_onnx", "fullres_s_per_img", "loader_img_s_cache", "loader_img_s_png", "peak_rss_mb",
+    "params",
+    "gflops",
+    "train_img_s_fp32",
+    "train_img_s_fast",
+    "infer_img_s_fp32",
+    "infer_img_s_fast",
+    "infer_img_s_onnx",
+    "fullres_s_per_img",
+    "loader_img_s_cache",
+    "loader_img_s_png",
+    "peak_rss_mb",
 )
 #: extra per-model keys: the fast path with the multi-branch blocks fused into one conv per shared input
 #: (``set_fused(True)``; the default runs them branch by branch); None for models without such blocks
@@ -24,7 +32,7 @@ ONNX_FULLRES_KEY = "fullres_s_per_img_onnx"
 ALL_KEYS = MODEL_KEYS + FUSED_KEYS + (ONNX_FULLRES_KEY,)
 #: what ``skip`` may name
 SKIPPABLE = ("train", "infer", "onnx", "fullres", "loader", "fused", "eval")
-#: the models of the issue's table, in the order they are reported
+#: the models docs/benchmarks.md reports, in its order
 DEFAULT_MODELS = ("residual_unet", "segception", "segception_deep", "vgg16_unet", "residual_inception_unet")
 FULLRES = (1024, 2048)
 NUM_CLASSES = 34
@@ -50,7 +58,7 @@ class BenchConfig:
     work_dir: str | None = None  # where synthetic data, caches and ONNX files go (a temp dir by default)
     roof_max_n: int | None = None  # largest matmul side for the roof (None: 4096 CPU, 8192 CUDA)
 
-    def check(self) -> "BenchConfig":
+    def check(self) -> BenchConfig:
         self.models = list(self.models)
         if not self.models:
             raise CitysegError("no models to benchmark")

@@ -16,7 +16,6 @@ from cityseg import labels
 from cityseg.errors import CitysegError
 from cityseg.tools.benchmark.config import FULLRES
 
-
 # ---- `cityseg evaluate --pred-dir` vs the official script ----------------------------------------
 #: the official evaluator as its console script runs it (``csEvalPixelLevelSemanticLabeling``); NumPy 2.4
 #: removed ``np.in1d``, which cityscapesScripts still calls, so it is restored (same semantics) first
@@ -99,16 +98,27 @@ def eval_speed(work: Path, images: int = 3, repeats: int = 3, val_frames: int = 
         return elapsed
 
     def ours(data: Path, out_json: Path) -> float:
-        cmd = [sys.executable, "-m", "cityseg", "evaluate", "--data", str(data), "--split", "val",
-               "--pred-dir", str(preds), "--json", str(out_json), "--no-confusion"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "cityseg",
+            "evaluate",
+            "--data",
+            str(data),
+            "--split",
+            "val",
+            "--pred-dir",
+            str(preds),
+            "--json",
+            str(out_json),
+            "--no-confusion",
+        ]
         return statistics.median(timed(cmd, env, "cityseg evaluate") for _ in range(repeats))
 
     def official(data: Path, out_dir: Path) -> float:
         out_dir.mkdir(exist_ok=True)
-        e = {**env, "CITYSCAPES_DATASET": str(data), "CITYSCAPES_RESULTS": str(preds),
-             "CITYSCAPES_EXPORT_DIR": str(out_dir)}
-        return statistics.median(timed([sys.executable, "-c", OFFICIAL_EVAL], e, "official evaluator")
-                                 for _ in range(repeats))
+        e = {**env, "CITYSCAPES_DATASET": str(data), "CITYSCAPES_RESULTS": str(preds), "CITYSCAPES_EXPORT_DIR": str(out_dir)}
+        return statistics.median(timed([sys.executable, "-c", OFFICIAL_EVAL], e, "official evaluator") for _ in range(repeats))
 
     ours_n, ours_1 = ours(root, work / "eval-cityseg.json"), ours(one, work / "eval-cityseg-1.json")
     off_n, off_1 = official(root, work / "eval-official"), official(one, work / "eval-official-1")
@@ -118,10 +128,18 @@ def eval_speed(work: Path, images: int = 3, repeats: int = 3, val_frames: int = 
     per_off = max(off_n - off_1, 1e-6) / (images - 1)
     proj_ours = ours_1 - per_ours + val_frames * per_ours
     proj_off = off_1 - per_off + val_frames * per_off
-    return {"images": images, "cityseg_s": round(ours_n, 3), "official_s": round(off_n, 3),
-            "speedup": round(off_n / ours_n, 2),
-            "cityseg_s_per_frame": round(per_ours, 4), "official_s_per_frame": round(per_off, 4),
-            "cityseg_startup_s": round(ours_1 - per_ours, 3), "official_startup_s": round(off_1 - per_off, 3),
-            "val_frames": val_frames, "speedup_val_split": round(proj_off / proj_ours, 2),
-            "miou_cityseg": mine["mIoU"], "miou_official": ref["averageScoreClasses"],
-            "same_miou": bool(abs(mine["mIoU"] - ref["averageScoreClasses"]) < 1e-6)}
+    return {
+        "images": images,
+        "cityseg_s": round(ours_n, 3),
+        "official_s": round(off_n, 3),
+        "speedup": round(off_n / ours_n, 2),
+        "cityseg_s_per_frame": round(per_ours, 4),
+        "official_s_per_frame": round(per_off, 4),
+        "cityseg_startup_s": round(ours_1 - per_ours, 3),
+        "official_startup_s": round(off_1 - per_off, 3),
+        "val_frames": val_frames,
+        "speedup_val_split": round(proj_off / proj_ours, 2),
+        "miou_cityseg": mine["mIoU"],
+        "miou_official": ref["averageScoreClasses"],
+        "same_miou": bool(abs(mine["mIoU"] - ref["averageScoreClasses"]) < 1e-6),
+    }

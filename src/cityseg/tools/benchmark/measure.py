@@ -10,8 +10,9 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,10 +20,9 @@ import torch.nn.functional as F
 
 from cityseg import labels
 from cityseg.errors import CitysegError
-from cityseg.runtime import autocast, native_bf16, resolve_fast
 from cityseg.models import count_params, forward_gflops
+from cityseg.runtime import autocast, native_bf16, resolve_fast
 from cityseg.tools.benchmark.config import ALL_KEYS, FULLRES, NUM_CLASSES, ONNX_FULLRES_KEY
-
 
 
 # ---- devices, timing, fast path -------------------------------------------------------------------
@@ -52,8 +52,7 @@ def device_name(device: torch.device) -> str:
     """'cpu: AMD EPYC (2 threads, AVX2, bf16 native: no)' or 'cuda: NVIDIA H100 80GB HBM3'."""
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    return (f"cpu: {cpu_name()} ({torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()},"
-            f" bf16 native: {'yes' if native_bf16() else 'no'})")
+    return f"cpu: {cpu_name()} ({torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}, bf16 native: {'yes' if native_bf16() else 'no'})"
 
 
 def fast_path(device: torch.device, training: bool = True) -> tuple[bool, torch.dtype | None]:
@@ -63,6 +62,7 @@ def fast_path(device: torch.device, training: bool = True) -> tuple[bool, torch.
 
 def fast_name(device: torch.device) -> str:
     """The fast path in words, for training and (where it differs) for inference."""
+
     def words(cl: bool, dtype: torch.dtype | None) -> str:
         parts = (["channels_last"] if cl else ["NCHW"]) + ([f"{str(dtype).replace('torch.', '')} autocast"] if dtype else ["fp32"])
         return " + ".join(parts)
@@ -97,8 +97,7 @@ def peak_rss_mb() -> float:
 
 
 # ---- machine roof ---------------------------------------------------------------------------------
-def matmul_gflops(dtype: torch.dtype, device: torch.device, iters: int = 3, max_n: int | None = None,
-                  target_s: float = 0.25) -> float:
+def matmul_gflops(dtype: torch.dtype, device: torch.device, iters: int = 3, max_n: int | None = None, target_s: float = 0.25) -> float:
     """Achieved GFLOP/s of a square ``torch.mm`` in ``dtype``, best of ``iters`` (a roof is a peak: on a
     shared machine the fastest repetition is the one least disturbed by other processes).
 
@@ -120,8 +119,7 @@ def matmul_gflops(dtype: torch.dtype, device: torch.device, iters: int = 3, max_
 
 
 def measure_roof(device: torch.device, iters: int = 3, max_n: int | None = None) -> dict[str, float]:
-    return {"fp32": matmul_gflops(torch.float32, device, iters, max_n),
-            "bf16": matmul_gflops(torch.bfloat16, device, iters, max_n)}
+    return {"fp32": matmul_gflops(torch.float32, device, iters, max_n), "bf16": matmul_gflops(torch.bfloat16, device, iters, max_n)}
 
 
 # ---- models ---------------------------------------------------------------------------------------
@@ -198,15 +196,21 @@ def infer_fn(model: torch.nn.Module, x: torch.Tensor, fast: bool) -> Callable[[]
 
 
 def export_for_ort(name: str, model: torch.nn.Module, size: tuple[int, int], folder: Path) -> Path:
-    """Export ``model`` with ``cityseg.export.export_onnx`` (the same path as ``cityseg export``)."""
+    """Export ``model`` with ``cityseg.infer.onnx.export_onnx`` (the same path as ``cityseg export``)."""
     from cityseg.checkpoint import Checkpoint
     from cityseg.infer.onnx import export_onnx
     from cityseg.models import model_options
 
     options = {"input_size": list(size)} if "input_size" in model_options(name) else {}
-    ckpt = Checkpoint(model={k: v.detach().cpu() for k, v in model.state_dict().items()}, model_name=name,
-                      model_options=options, label_mode="labelIds", num_classes=NUM_CLASSES,
-                      class_names=list(labels.LABELID_NAMES), input_size=list(size))
+    ckpt = Checkpoint(
+        model={k: v.detach().cpu() for k, v in model.state_dict().items()},
+        model_name=name,
+        model_options=options,
+        label_mode="labelIds",
+        num_classes=NUM_CLASSES,
+        class_names=list(labels.LABELID_NAMES),
+        input_size=list(size),
+    )
     return Path(export_onnx(ckpt.to_dict(), folder / f"{name}-{size[0]}x{size[1]}.onnx", size=size)["path"])
 
 
@@ -223,8 +227,7 @@ def fullres_fn(model: torch.nn.Module, size: tuple[int, int], image: np.ndarray,
     from cityseg.infer.predictor import Predictor
 
     channels_last, dtype = fast_path(device, training=False)
-    predictor = Predictor(model, "labelIds", size, device=device, channels_last=channels_last,
-                          bf16=dtype == torch.bfloat16, num_classes=NUM_CLASSES)
+    predictor = Predictor(model, "labelIds", size, device=device, channels_last=channels_last, bf16=dtype == torch.bfloat16, num_classes=NUM_CLASSES)
     return lambda: predictor.predict(image)
 
 
@@ -252,8 +255,17 @@ def synth_data(folder: Path, images: int) -> Path:
     return root
 
 
-def loader_throughput(root: Path, size: tuple[int, int], batch: int, cache: bool, warmup: int, iters: int,
-                      cache_dir: Path | None = None, split: str = "train", limit: int | None = None) -> float:
+def loader_throughput(
+    root: Path,
+    size: tuple[int, int],
+    batch: int,
+    cache: bool,
+    warmup: int,
+    iters: int,
+    cache_dir: Path | None = None,
+    split: str = "train",
+    limit: int | None = None,
+) -> float:
     """Images/s of a single-process ``DataLoader`` over the split, from the uint8 cache or the PNGs."""
     from torch.utils.data import DataLoader, Subset
 
@@ -264,8 +276,7 @@ def loader_throughput(root: Path, size: tuple[int, int], batch: int, cache: bool
     # a cached pass over a handful of images takes microseconds: cycle over them to at least 4 batches
     count = max(n, 4 * batch) if cache else n
     sampler = [i % n for i in range(count)]
-    loader = DataLoader(Subset(ds, range(n)) if n < len(ds) else ds, batch_size=batch, sampler=sampler,
-                        num_workers=0)
+    loader = DataLoader(Subset(ds, range(n)) if n < len(ds) else ds, batch_size=batch, sampler=sampler, num_workers=0)
 
     def run():
         for _ in loader:
@@ -314,26 +325,21 @@ def bench_model(name: str, cfg: dict[str, Any], shared: dict[str, Any]) -> dict[
         return n / time_fn(fn_factory(), warmup, it, device)
 
     if "train" not in skip:
-        out["train_img_s_fp32"] = guard(errors, "train_fp32", lambda: rate(
-            batch, lambda: train_step_fn(copy.deepcopy(model), x, y, fast=False)))
-        out["train_img_s_fast"] = guard(errors, "train_fast", lambda: rate(
-            batch, lambda: train_step_fn(copy.deepcopy(model), x, y, fast=True)))
+        out["train_img_s_fp32"] = guard(errors, "train_fp32", lambda: rate(batch, lambda: train_step_fn(copy.deepcopy(model), x, y, fast=False)))
+        out["train_img_s_fast"] = guard(errors, "train_fast", lambda: rate(batch, lambda: train_step_fn(copy.deepcopy(model), x, y, fast=True)))
     if "infer" not in skip:
-        out["infer_img_s_fp32"] = guard(errors, "infer_fp32", lambda: rate(
-            infer_batch, lambda: infer_fn(copy.deepcopy(model), xi, fast=False)))
-        out["infer_img_s_fast"] = guard(errors, "infer_fast", lambda: rate(
-            infer_batch, lambda: infer_fn(copy.deepcopy(model), xi, fast=True)))
+        out["infer_img_s_fp32"] = guard(errors, "infer_fp32", lambda: rate(infer_batch, lambda: infer_fn(copy.deepcopy(model), xi, fast=False)))
+        out["infer_img_s_fast"] = guard(errors, "infer_fast", lambda: rate(infer_batch, lambda: infer_fn(copy.deepcopy(model), xi, fast=True)))
     if "fused" not in skip and has_fused_path(model):
         if "train" not in skip:
-            out["train_img_s_fast_fused"] = guard(errors, "train_fast_fused", lambda: rate(
-                batch, lambda: train_step_fn(fused(model), x, y, fast=True)))
+            out["train_img_s_fast_fused"] = guard(errors, "train_fast_fused", lambda: rate(batch, lambda: train_step_fn(fused(model), x, y, fast=True)))
         if "infer" not in skip:
-            out["infer_img_s_fast_fused"] = guard(errors, "infer_fast_fused", lambda: rate(
-                infer_batch, lambda: infer_fn(fused(model), xi, fast=True)))
+            out["infer_img_s_fast_fused"] = guard(errors, "infer_fast_fused", lambda: rate(infer_batch, lambda: infer_fn(fused(model), xi, fast=True)))
     if "onnx" not in skip:
         if device.type == "cuda":
             errors["onnx"] = "skipped: onnxruntime runs on the CPU execution provider only here"
         else:
+
             def onnx_rates():
                 path = export_for_ort(name, model.cpu(), size, Path(shared["work_dir"]))
                 try:
@@ -349,8 +355,7 @@ def bench_model(name: str, cfg: dict[str, Any], shared: dict[str, Any]) -> dict[
             model.to(device)
     if "fullres" not in skip and shared.get("fullres_image") is not None:
         image = np.load(shared["fullres_image"])
-        out["fullres_s_per_img"] = guard(errors, "fullres", lambda: time_fn(
-            fullres_fn(copy.deepcopy(model), size, image, device), warmup, iters, device))
+        out["fullres_s_per_img"] = guard(errors, "fullres", lambda: time_fn(fullres_fn(copy.deepcopy(model), size, image, device), warmup, iters, device))
     out["loader_img_s_cache"] = shared.get("loader_img_s_cache")
     out["loader_img_s_png"] = shared.get("loader_img_s_png")
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)

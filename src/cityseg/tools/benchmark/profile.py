@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from cityseg.tools.benchmark.measure import build, make_batch, resolve_device, sync, train_step_fn
-
 
 
 # ---- operator profile -----------------------------------------------------------------------------
@@ -26,8 +26,7 @@ def op_category(name: str, shapes: list) -> str:
     n = name.lower()
     if "conv" in n:
         k = _conv_kernel(shapes)
-        return {"1x1": "conv 1x1", "3x3": "conv 3x3"}.get(k, "conv other (kxk, 3x1/1x3, transposed)") \
-            if k else "conv (unknown shape)"
+        return {"1x1": "conv 1x1", "3x3": "conv 3x3"}.get(k, "conv other (kxk, 3x1/1x3, transposed)") if k else "conv (unknown shape)"
     if "batch_norm" in n:
         return "batch norm"
     if n in ("aten::cat", "aten::_cat") or "cat_" in n:
@@ -47,8 +46,9 @@ def op_category(name: str, shapes: list) -> str:
     return "other"
 
 
-def profile_model(name: str, size: tuple[int, int] = (128, 256), batch: int = 16, fast: bool = True,
-                  steps: int = 2, fused: bool | None = None, device: str = "cpu") -> dict[str, Any]:
+def profile_model(
+    name: str, size: tuple[int, int] = (128, 256), batch: int = 16, fast: bool = True, steps: int = 2, fused: bool | None = None, device: str = "cpu"
+) -> dict[str, Any]:
     """Self time per operator category of a train step: {"step_s", "categories": {cat: seconds per step}}."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -75,18 +75,18 @@ def profile_model(name: str, size: tuple[int, int] = (128, 256), batch: int = 16
         c = op_category(ev.key, list(ev.input_shapes or []))
         cats[c] = cats.get(c, 0.0) + ev.self_cpu_time_total / 1e6 / steps
     total = sum(cats.values())
-    return {"model": name, "fast": fast, "fused": fused, "step_s": wall, "profiled_s": total,
-            "categories": dict(sorted(cats.items(), key=lambda kv: -kv[1]))}
+    return {"model": name, "fast": fast, "fused": fused, "step_s": wall, "profiled_s": total, "categories": dict(sorted(cats.items(), key=lambda kv: -kv[1]))}
 
 
 def profile_markdown(profiles: Sequence[dict[str, Any]]) -> str:
     cats: list[str] = []
     for p in profiles:
         cats += [c for c in p["categories"] if c not in cats]
-    head = [f"{p['model']} ({'fast' if p['fast'] else 'fp32'}"
-            + ("" if p["fused"] is None else (", fused" if p["fused"] else ", per-branch")) + ")" for p in profiles]
-    lines = ["| op type (self time, ms per step) | " + " | ".join(head) + " |",
-             "|---|" + "---:|" * len(profiles)]
+    head = [
+        f"{p['model']} ({'fast' if p['fast'] else 'fp32'}" + ("" if p["fused"] is None else (", fused" if p["fused"] else ", per-branch")) + ")"
+        for p in profiles
+    ]
+    lines = ["| op type (self time, ms per step) | " + " | ".join(head) + " |", "|---|" + "---:|" * len(profiles)]
     for c in cats:
         row = []
         for p in profiles:

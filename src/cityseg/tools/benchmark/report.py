@@ -11,12 +11,14 @@ import numpy as np
 from cityseg.tools.benchmark.config import ALL_KEYS, BEGIN, END, ONNX_FULLRES_KEY
 
 
-
 def result_json(result: dict[str, Any]) -> dict[str, Any]:
     """The stable ``--json`` document: {"roof_gflops": {"fp32", "bf16"}, "device", "models": {NAME: {MODEL_KEYS}}}."""
-    return {"roof_gflops": dict(result["roof_gflops"]), "device": result["device"],
-            "models": {n: {k: m.get(k) for k in ALL_KEYS} for n, m in result["models"].items()},
-            "eval_pred_dir": result.get("eval_pred_dir")}
+    return {
+        "roof_gflops": dict(result["roof_gflops"]),
+        "device": result["device"],
+        "models": {n: {k: m.get(k) for k in ALL_KEYS} for n, m in result["models"].items()},
+        "eval_pred_dir": result.get("eval_pred_dir"),
+    }
 
 
 # ---- derived figures and targets ------------------------------------------------------------------
@@ -51,8 +53,7 @@ def markdown(result: dict[str, Any], plot: str | None = None) -> str:
         f"{meta.get('infer_batch')}, median of {meta.get('iters')} after {meta.get('warmup')} warm-up; "
         f"fast path = {meta.get('fast_path')}; run took {meta.get('seconds')} s.",
         "",
-        f"Matmul roof (large `torch.mm`, same run): fp32 **{roof['fp32']:.0f} GFLOP/s**, bf16 "
-        f"**{roof['bf16']:.1f} GFLOP/s**.",
+        f"Matmul roof (large `torch.mm`, same run): fp32 **{roof['fp32']:.0f} GFLOP/s**, bf16 **{roof['bf16']:.1f} GFLOP/s**.",
         "",
         "| model | params | GFLOPs/img | train img/s fp32 | train img/s fast | speed-up | infer img/s fp32 | "
         "infer img/s fast | infer img/s ORT | full-res s/img | full-res s/img ORT | peak RSS MiB |",
@@ -65,7 +66,8 @@ def markdown(result: dict[str, Any], plot: str | None = None) -> str:
             f"{_f(m['train_img_s_fp32'], '{:.2f}')} | {_f(m['train_img_s_fast'], '{:.2f}')} | {_f(sp, '{:.2f}x')} | "
             f"{_f(m['infer_img_s_fp32'])} | {_f(m['infer_img_s_fast'])} | {_f(m['infer_img_s_onnx'])} | "
             f"{_f(m['fullres_s_per_img'], '{:.3f}')} | {_f(m.get(ONNX_FULLRES_KEY), '{:.3f}')} | "
-            f"{_f(m['peak_rss_mb'], '{:.0f}')} |")
+            f"{_f(m['peak_rss_mb'], '{:.0f}')} |"
+        )
     lines += [
         "",
         f"Achieved GFLOP/s (training = 3x forward FLOPs x img/s, inference = 1x) and the fraction of the roof "
@@ -75,18 +77,20 @@ def markdown(result: dict[str, Any], plot: str | None = None) -> str:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name, m in result["models"].items():
+
         def cell(key: str, r: float) -> str:
             a = achieved(m, key)
             return "—" if a is None else f"{a:.0f} ({100 * a / r:.0f}%)"
 
-        lines.append(f"| {name} | {cell('train_img_s_fp32', roof['fp32'])} | {cell('train_img_s_fast', fr)} | "
-                     f"{cell('infer_img_s_fp32', roof['fp32'])} | {cell('infer_img_s_fast', fr)} | "
-                     f"{cell('infer_img_s_onnx', roof['fp32'])} |")
+        lines.append(
+            f"| {name} | {cell('train_img_s_fp32', roof['fp32'])} | {cell('train_img_s_fast', fr)} | "
+            f"{cell('infer_img_s_fp32', roof['fp32'])} | {cell('infer_img_s_fast', fr)} | "
+            f"{cell('infer_img_s_onnx', roof['fp32'])} |"
+        )
     first = {k: meta.get(k) for k in ("loader_img_s_cache", "loader_img_s_png")}
     if first["loader_img_s_cache"] is None:
         first = next(iter(result["models"].values()), {})
-    both = [(n, m) for n, m in result["models"].items()
-            if m.get("train_img_s_fast_fused") or m.get("infer_img_s_fast_fused")]
+    both = [(n, m) for n, m in result["models"].items() if m.get("train_img_s_fast_fused") or m.get("infer_img_s_fast_fused")]
     if both:
         lines += [
             "",
@@ -94,17 +98,19 @@ def markdown(result: dict[str, Any], plot: str | None = None) -> str:
             " input run as one convolution, smaller kernels zero-padded; `cityseg.models.set_fused(model, True)`),"
             " fast path:",
             "",
-            "| model | train img/s per-branch | train img/s fused | fused/per-branch | infer img/s per-branch | "
-            "infer img/s fused | fused/per-branch |",
+            "| model | train img/s per-branch | train img/s fused | fused/per-branch | infer img/s per-branch | infer img/s fused | fused/per-branch |",
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for n, m in both:
+
             def gain(a: str, b: str) -> str:
                 return f"{m[a] / m[b]:.2f}x" if m.get(a) and m.get(b) else "—"
 
-            lines.append(f"| {n} | {_f(m['train_img_s_fast'], '{:.2f}')} | {_f(m.get('train_img_s_fast_fused'), '{:.2f}')}"
-                         f" | {gain('train_img_s_fast_fused', 'train_img_s_fast')} | {_f(m['infer_img_s_fast'])} | "
-                         f"{_f(m.get('infer_img_s_fast_fused'))} | {gain('infer_img_s_fast_fused', 'infer_img_s_fast')} |")
+            lines.append(
+                f"| {n} | {_f(m['train_img_s_fast'], '{:.2f}')} | {_f(m.get('train_img_s_fast_fused'), '{:.2f}')}"
+                f" | {gain('train_img_s_fast_fused', 'train_img_s_fast')} | {_f(m['infer_img_s_fast'])} | "
+                f"{_f(m.get('infer_img_s_fast_fused'))} | {gain('infer_img_s_fast_fused', 'infer_img_s_fast')} |"
+            )
     lines += [
         "",
         f"Data loading ({meta.get('data')}, {meta.get('loader_images')} images resized to {h}x{w}, "
@@ -113,8 +119,11 @@ def markdown(result: dict[str, Any], plot: str | None = None) -> str:
         f"**{_f(first.get('loader_img_s_png'), '{:.1f}')} img/s**.",
         "",
         "Peak RSS is `ru_maxrss`, the process peak: "
-        + ("each model ran in its own process, so it is that model's peak." if meta.get("isolated")
-           else "all models ran in one process, so later rows include earlier peaks."),
+        + (
+            "each model ran in its own process, so it is that model's peak."
+            if meta.get("isolated")
+            else "all models ran in one process, so later rows include earlier peaks."
+        ),
     ]
     errs = {n: e for n, e in meta.get("errors", {}).items() if e}
     if meta.get("run_errors"):
@@ -137,7 +146,7 @@ def write_markdown(path: str | os.PathLike, text: str, title: str = "# Benchmark
     block = f"{BEGIN}\n{text.rstrip()}\n{END}"
     old = path.read_text(encoding="utf-8") if path.is_file() else ""
     if BEGIN in old and END in old and old.index(BEGIN) < old.index(END):
-        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END):]
+        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) :]
     else:
         new = (old.rstrip() + "\n\n" if old.strip() else f"{title}\n\n") + block + "\n"
     atomic_write_text(path, new)
@@ -155,9 +164,10 @@ def plot(result: dict[str, Any], path: str | os.PathLike) -> None:
     names = list(result["models"])
     meta = result.get("meta", {})
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=90)
-    panels = [("training img/s", [("fp32 eager", "train_img_s_fp32"), ("fast path", "train_img_s_fast")]),
-              ("inference img/s", [("fp32 eager", "infer_img_s_fp32"), ("fast path", "infer_img_s_fast"),
-                                   ("onnxruntime", "infer_img_s_onnx")])]
+    panels = [
+        ("training img/s", [("fp32 eager", "train_img_s_fp32"), ("fast path", "train_img_s_fast")]),
+        ("inference img/s", [("fp32 eager", "infer_img_s_fp32"), ("fast path", "infer_img_s_fast"), ("onnxruntime", "infer_img_s_onnx")]),
+    ]
     colors = {"fp32 eager": "#9e9e9e", "fast path": "#1f77b4", "onnxruntime": "#ff7f0e"}
     x = np.arange(len(names))
     for ax, (title, series) in zip(axes, panels):
@@ -171,8 +181,7 @@ def plot(result: dict[str, Any], path: str | os.PathLike) -> None:
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7)
     size = meta.get("size", ["?", "?"])
-    fig.suptitle(f"{result['device']} — {size[0]}x{size[1]}, train batch {meta.get('batch')}, "
-                 f"fast path: {meta.get('fast_path')}", fontsize=8)
+    fig.suptitle(f"{result['device']} — {size[0]}x{size[1]}, train batch {meta.get('batch')}, fast path: {meta.get('fast_path')}", fontsize=8)
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -7,11 +7,12 @@ import platform
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,12 +35,10 @@ from cityseg.tools.benchmark.measure import (
 )
 
 
-
 # ---- the whole run --------------------------------------------------------------------------------
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10, cwd=Path(__file__).resolve().parent)
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -87,9 +86,13 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda s: No
             loader_split = splits[0]
             log("measuring data loading (cache, PNG) ...")
             for key, cached in (("loader_img_s_cache", True), ("loader_img_s_png", False)):
-                shared[key] = guard(run_errors, key, lambda cached=cached: loader_throughput(
-                    data_root, size, cfg.batch, cached, min(cfg.warmup, 1), cfg.iters, work / "cache",
-                    loader_split, cfg.loader_images))
+                shared[key] = guard(
+                    run_errors,
+                    key,
+                    lambda cached=cached: loader_throughput(
+                        data_root, size, cfg.batch, cached, min(cfg.warmup, 1), cfg.iters, work / "cache", loader_split, cfg.loader_images
+                    ),
+                )
         if "fullres" not in cfg.skip:
             from cityseg import io
             from cityseg.data import layout
@@ -131,21 +134,38 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda s: No
             log(f"timing `cityseg evaluate --pred-dir` vs the official script on {cfg.eval_images} full-size frames ...")
             evaluation = guard(run_errors, "eval", lambda: eval_speed(work, cfg.eval_images))
             if evaluation:
-                log(f"  evaluate: cityseg {evaluation['cityseg_s']:.2f} s, official {evaluation['official_s']:.2f} s"
-                    f" -> {evaluation['speedup']:.1f}x")
+                log(f"  evaluate: cityseg {evaluation['cityseg_s']:.2f} s, official {evaluation['official_s']:.2f} s -> {evaluation['speedup']:.1f}x")
     meta = {
-        "size": list(size), "batch": cfg.batch, "infer_batch": infer_batch, "iters": cfg.iters,
-        "warmup": cfg.warmup, "skip": sorted(cfg.skip), "threads": torch.get_num_threads(),
-        "fast_path": fast_name(device), "fast_dtype": str(fast_path(device)[1]).replace("torch.", ""),
-        "torch": str(torch.__version__), "python": platform.python_version(), "commit": git_commit(),
-        "cpu": cpu_name(), "isolated": cfg.isolate, "loader_images": cfg.loader_images,
-        "loader_img_s_cache": shared.get("loader_img_s_cache"), "loader_img_s_png": shared.get("loader_img_s_png"),
+        "size": list(size),
+        "batch": cfg.batch,
+        "infer_batch": infer_batch,
+        "iters": cfg.iters,
+        "warmup": cfg.warmup,
+        "skip": sorted(cfg.skip),
+        "threads": torch.get_num_threads(),
+        "fast_path": fast_name(device),
+        "fast_dtype": str(fast_path(device)[1]).replace("torch.", ""),
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+        "commit": git_commit(),
+        "cpu": cpu_name(),
+        "isolated": cfg.isolate,
+        "loader_images": cfg.loader_images,
+        "loader_img_s_cache": shared.get("loader_img_s_cache"),
+        "loader_img_s_png": shared.get("loader_img_s_png"),
         "data": str(cfg.data_root) if cfg.data_root else "SynthCity 1024x2048 (generated)",
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),
-        "seconds": round(time.time() - started, 1), "errors": errors, "run_errors": run_errors,
+        "seconds": round(time.time() - started, 1),
+        "errors": errors,
+        "run_errors": run_errors,
     }
-    return {"roof_gflops": {k: round(v, 1) for k, v in roof.items()}, "device": device_name(device),
-            "models": models, "eval_pred_dir": evaluation, "meta": meta}
+    return {
+        "roof_gflops": {k: round(v, 1) for k, v in roof.items()},
+        "device": device_name(device),
+        "models": models,
+        "eval_pred_dir": evaluation,
+        "meta": meta,
+    }
 
 
 def _has_split(root: Path, split: str) -> bool:
