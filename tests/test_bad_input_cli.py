@@ -1,9 +1,9 @@
 """Bad input through the real CLI: exit code 2, exactly one stderr line naming the file and the problem, no
 traceback, and nothing half-written (folders that existed are byte-for-byte unchanged, no temp files).
 
-Coverage map: where each bad-input case of issues 3, 5, 6 and 8 is tested.
+Coverage map: where each bad-input case is tested, by what the input is.
 
-Issue 3 (data)
+Data
   wrong root ................ test_bad_input::test_wrong_root (check, prepare); here: train, evaluate
   missing split ............. test_bad_input::test_missing_split (check); here: evaluate --split
   image without label / reverse  test_bad_input::test_image_without_label, test_label_without_image; here: train
@@ -14,7 +14,7 @@ Issue 3 (data)
   grayscale / 16-bit / RGBA . test_bad_input::test_wrong_image_format, test_rgba_image;
                               test_predict::test_bad_images_fail_before_anything_is_written (gray, rgba, 16bit);
                               here: predict on palette, grayscale+alpha, 1-bit images
-Issue 5 (training)
+Training
   unknown model / config key / label mode  test_train::test_cli_bad_input_is_one_line_exit_2,
                               test_train_config::test_overrides_are_type_checked
   output directory is a file  test_train::test_cli_out_is_a_file_and_empty_split
@@ -22,7 +22,7 @@ Issue 5 (training)
                               here: through the CLI, run folder unchanged
   empty split ............... test_bad_input::test_empty_split_folder (dataset, check); here: train
   unwritable / full run dir . test_faults::test_unwritable_run_dir_*, test_full_disk_during_checkpoint_write_*
-Issue 6 (evaluation, prediction, export)
+Evaluation, prediction, export
   checkpoint of another model / label mode than claimed  test_predict::test_bad_checkpoints_and_inputs
                               (--expect-model / --expect-label-mode); here: weights that do not fit the claimed
                               model, label mode that does not fit num_classes (evaluate, predict, export)
@@ -34,7 +34,7 @@ Issue 6 (evaluation, prediction, export)
   prediction PNG: wrong size / several channels / not labelIds / missing / duplicate
                               test_evaluate::test_cli_bad_predictions_exit_2_with_one_line; here: 16-bit values,
                               zero-byte, corrupt and huge-header predictions, empty / missing prediction folder
-Issue 8 (extras)
+Anything
   empty folders ............. here: data root, predict input folder, --pred-dir, run folder for --resume
   zero-byte files ........... test_bad_input::test_zero_byte_file (image, check); test_checkpoint (checkpoint);
                               here: label, image under predict, checkpoint under evaluate/predict/export/train,
@@ -253,7 +253,7 @@ def test_non_ascii_and_space_names_work_end_to_end(root, run_dir, ckpt, preds, t
     assert (tmp_path / "ev ü" / "confusion.png").is_file()
 
 
-# ---- issue 3 cases through train / evaluate / predict ------------------------------------------------------------------
+# ---- bad dataset files through train / evaluate / predict ------------------------------------------------------------------
 def test_train_wrong_root_and_empty_root(tmp_path, capsys):
     out = tmp_path / "run"
     cli_error(capsys, train_args(tmp_path / "nowhere", out), tmp_path / "nowhere")

@@ -31,8 +31,8 @@ def test_dataset_contract(tiny_root, cache):
     for i, s in enumerate(ds.samples):  # paired by stem
         assert s.image.name == f"{s.stem}_leftImg8bit.png" and s.label.name == f"{s.stem}_gtFine_labelIds.png"
         x, y = ds[i]
-        assert x.dtype == torch.float32 and x.shape == (3, *SIZE) and 0 <= x.min() and x.max() <= 1
-        assert y.dtype == torch.int64 and y.shape == SIZE and 0 <= y.min() and y.max() <= 33
+        assert x.dtype == torch.float32 and x.shape == (3, *SIZE) and x.min() >= 0 and x.max() <= 1
+        assert y.dtype == torch.int64 and y.shape == SIZE and y.min() >= 0 and y.max() <= 33
         image = io.read_image(s.image)
         label = io.read_label(s.label)
         exp_x = torch.from_numpy(T.resize_image(image, SIZE, "area")).permute(2, 0, 1).float() / 255

@@ -25,7 +25,7 @@ def meta_model(name, **options):
         return build_model(name, **options)
 
 
-# ---- exact trainable parameter counts at 34 classes, 128x256 (seed-models.md §10a) --------------
+# ---- exact trainable parameter counts at 34 classes, 128x256 (printed by the seed notebooks) --------------
 @pytest.mark.parametrize(
     "name, options, expected",
     [
@@ -126,7 +126,7 @@ def test_keras_defaults(name):
     assert big.weight.abs().max() <= bound and big.weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.05)
 
 
-# ---- input-size rules (seed-models.md §10c), checked against the raw networks --------------------
+# ---- input-size rules (the seed networks' own arithmetic), checked against the raw networks --------------------
 @pytest.mark.parametrize(
     "name, accepted, rejected",
     [
@@ -443,7 +443,7 @@ def test_keras_nearest_upsampling_and_floor_pooling():
 
 
 def test_segception_deep_fixed_count_and_level5_skip():
-    # the reference's formulas (seed-models.md §10b): block 4's last deep stack 32 -> 34 filters
+    # the seed's formulas: block 4's last deep stack 32 -> 34 filters
     # (34*cin*f + 15*f^2 + 15*f with cin 34: +4,322) and block 5's reduction reads 136, not 128 channels (+8*34)
     assert n_params(meta_model("segception_deep_fixed")) == 13_583_084 + 4_322 + 8 * 34
     for name, uses_skip in (("segception_deep", False), ("segception_deep_fixed", True)):

@@ -28,7 +28,20 @@ _FACE = {
     "model_from_checkpoint": "cityseg.models:model_from_checkpoint",
 }
 
-__all__ = ["CitysegError", "__version__", *_FACE]
+__all__ = [  # noqa: RUF022 (the face's order: the package, then modules, then names)
+    "CitysegError",
+    "__version__",
+    "metrics",
+    "evaluation",
+    "losses",
+    "CityscapesDataset",
+    "CityscapesEvaluator",
+    "Predictor",
+    "build_model",
+    "list_models",
+    "load_checkpoint",
+    "model_from_checkpoint",
+]
 
 
 def __getattr__(name: str) -> Any:

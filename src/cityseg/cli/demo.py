@@ -20,13 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", metavar="DIR", default=str(demo.DEFAULT_OUT), help=f"demo folder: DIR/data (SynthCity) and DIR/runs/NNN (default ./{demo.DEFAULT_OUT})"
     )
-    parser.add_argument(
-        "--minutes",
-        type=float,
-        default=demo.DEFAULT_MINUTES,
-        metavar="N",
-        help=f"wall-clock budget of the whole demo; training gets the rest (default {demo.DEFAULT_MINUTES:g})",
-    )
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the summary (mIoU, pixel_acc, run_dir, figure, ...) to FILE")
     parser.add_argument("--data", metavar="ROOT", default=None, help="use this Cityscapes-layout dataset instead of generating SynthCity into DIR/data")
     parser.add_argument("--model", default=demo.DEFAULT_MODEL, metavar="NAME", help=f"model to train (`cityseg models`; default {demo.DEFAULT_MODEL})")
@@ -34,37 +27,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=demo.DEMO_BATCH_SIZE, help=f"training batch (default {demo.DEMO_BATCH_SIZE}; the seed recipe's own is 16)"
     )
-    parser.add_argument(
-        "--grad-clip",
-        type=float,
-        default=demo.DEMO_GRAD_CLIP,
-        metavar="NORM",
-        help=f"max global gradient norm (default {demo.DEMO_GRAD_CLIP:g} = off, as in the seed recipe)",
-    )
     parser.add_argument("--epochs", type=int, default=None, help="cap on the epochs (default: the recipe's 40)")
     parser.add_argument("--train-minutes", type=float, default=None, metavar="N", help="fixed training time instead of what the budget leaves")
     parser.add_argument("--size", type=size_arg, default=None, metavar="HxW", help="training size (default: the seed recipe's 128x256)")
-    parser.add_argument(
-        "--train-frames",
-        type=int,
-        default=demo.DEFAULT_TRAIN_FRAMES,
-        metavar="N",
-        help=f"SynthCity train frames when generating (default {demo.DEFAULT_TRAIN_FRAMES})",
-    )
-    parser.add_argument(
-        "--val-frames", type=int, default=demo.DEFAULT_VAL_FRAMES, metavar="N", help=f"SynthCity val frames when generating (default {demo.DEFAULT_VAL_FRAMES})"
-    )
     h, w = demo.DEFAULT_FRAME_SIZE
-    parser.add_argument(
-        "--frame-size",
-        type=size_arg,
-        default=demo.DEFAULT_FRAME_SIZE,
-        metavar="HxW",
-        help=f"SynthCity frame size when generating (default {h}x{w}, the official one)",
-    )
-    parser.add_argument(
-        "--figure-rows", type=int, default=demo.FIGURE_ROWS, metavar="N", help=f"val frames in the results figure (default {demo.FIGURE_ROWS}, as the seed)"
-    )
+    for flag, kind, default, metavar, text in (
+        ("--minutes", float, demo.DEFAULT_MINUTES, "N", f"wall-clock budget of the whole demo; training gets the rest (default {demo.DEFAULT_MINUTES:g})"),
+        ("--grad-clip", float, demo.DEMO_GRAD_CLIP, "NORM", f"max global gradient norm (default {demo.DEMO_GRAD_CLIP:g} = off, as in the seed recipe)"),
+        ("--train-frames", int, demo.DEFAULT_TRAIN_FRAMES, "N", f"SynthCity train frames when generating (default {demo.DEFAULT_TRAIN_FRAMES})"),
+        ("--val-frames", int, demo.DEFAULT_VAL_FRAMES, "N", f"SynthCity val frames when generating (default {demo.DEFAULT_VAL_FRAMES})"),
+        ("--frame-size", size_arg, demo.DEFAULT_FRAME_SIZE, "HxW", f"SynthCity frame size when generating (default {h}x{w}, the official one)"),
+        ("--figure-rows", int, demo.FIGURE_ROWS, "N", f"val frames in the results figure (default {demo.FIGURE_ROWS}, as the seed)"),
+    ):
+        parser.add_argument(flag, type=kind, default=default, metavar=metavar, help=text)
     parser.add_argument("--workers", type=int, default=None, help="processes for generation, checks and cache")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

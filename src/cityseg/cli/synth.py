@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         if done == total:
             dt = time.perf_counter() - start["t"]
             print(
-                f"{split}: {total} frames ({len(set(synth.frame_stem(split, i, total).split('_')[0] for i in range(total)))} "
+                f"{split}: {total} frames ({len({synth.frame_stem(split, i, total).split('_')[0] for i in range(total)})} "
                 f"cities) written to {args.out} in {dt:.1f}s",
                 flush=True,
             )

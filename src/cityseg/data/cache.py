@@ -172,7 +172,7 @@ def _expect(split, size, interpolation, annotation) -> dict:
 
 
 def load(
-    root=None,
+    root: str | os.PathLike | None = None,
     split: str = "train",
     size: Sequence[int] | None = (128, 256),
     interpolation: str = "area",
@@ -288,7 +288,7 @@ def _choose_folder(root: Path, key: str, cache_dir) -> Path:
 
 
 def prepare(
-    root=None,
+    root: str | os.PathLike | None = None,
     split: str = "train",
     size: Sequence[int] | None = (128, 256),
     interpolation: str = "area",

@@ -158,7 +158,7 @@ def check_dataset(
         st = SplitStats(split)
         stats.splits[split] = st
         results = _map(samples, workers, progress, f"check {split}")
-        for sample, res in zip(samples, results):
+        for res in results:
             if isinstance(res, str):
                 if fail_fast:
                     raise CitysegError(res)

@@ -21,7 +21,9 @@ from cityseg.errors import CitysegError
 MAX_LABEL_ID = labels.NUM_LABEL_IDS - 1
 
 
-def check_same_size(path: str | os.PathLike, array: np.ndarray, reference: np.ndarray, image_path=None, what: str = "label") -> None:
+def check_same_size(
+    path: str | os.PathLike, array: np.ndarray, reference: np.ndarray, image_path: str | os.PathLike | None = None, what: str = "label"
+) -> None:
     """``array`` (read from ``path``) must have the height and width of ``reference``, its image."""
     h, w = array.shape[:2]
     rh, rw = reference.shape[:2]

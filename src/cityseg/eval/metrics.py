@@ -20,6 +20,7 @@ them for comparison: they count void classes and pixels and are not comparable t
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -65,7 +66,7 @@ INSTANCE_CLASS_IDS = np.array([labels.NAME_TO_LABEL[n].id for n in labels.INSTAN
 
 
 # ---- scores from a confusion matrix -------------------------------------------------------------
-def iou_from_confusion(mat) -> dict[str, Any]:
+def iou_from_confusion(mat: np.ndarray) -> dict[str, Any]:
     """Generic scores of a (trainId-space) matrix: per-class IoU (NaN where a class has zero union),
     mIoU over the non-NaN classes and pixel accuracy over all counted pixels."""
     m = _as_numpy(mat).astype(np.float64)
@@ -100,7 +101,7 @@ def _check_mat34(mat) -> np.ndarray:
     return m
 
 
-def class_iou(mat34) -> dict[str, float]:
+def class_iou(mat34: np.ndarray) -> dict[str, float]:
     """Official IoU of the 19 evaluated classes (trainId order), NaN where TP + FP + FN = 0."""
     m = _check_mat34(mat34)
     valid_rows = m[EVALUATED]  # GT pixels of ignored labelIds count nowhere
@@ -113,7 +114,7 @@ def class_iou(mat34) -> dict[str, float]:
     return out
 
 
-def category_iou(mat34) -> dict[str, float]:
+def category_iou(mat34: np.ndarray) -> dict[str, float]:
     """Official IoU of the 7 categories (flat ... vehicle)."""
     m = _check_mat34(mat34)
     cat_of = np.array([labels.ID_TO_LABEL[i].category for i in range(N)])
@@ -127,7 +128,7 @@ def category_iou(mat34) -> dict[str, float]:
     return out
 
 
-def false_positives(mat34, ids, exclude_rows) -> int:
+def false_positives(mat34: np.ndarray, ids: Sequence[int], exclude_rows: Sequence[int]) -> int:
     """Pixels predicted as any of ``ids`` whose GT is an evaluated labelId not in ``exclude_rows``."""
     m = _check_mat34(mat34)
     rows = EVALUATED.copy()
@@ -135,14 +136,14 @@ def false_positives(mat34, ids, exclude_rows) -> int:
     return int(m[np.ix_(rows, np.asarray(ids))].sum())
 
 
-def pixel_accuracy(mat34) -> float:
+def pixel_accuracy(mat34: np.ndarray) -> float:
     """Correct / all pixels whose GT is an evaluated class (void predictions there count as wrong)."""
     m = _check_mat34(mat34)
     total = int(m[EVALUATED].sum())
     return int(np.diag(m)[EVALUATED].sum()) / total if total else math.nan
 
 
-def seed_scores(mat34) -> dict[str, float]:
+def seed_scores(mat34: np.ndarray) -> dict[str, float]:
     """The seed's numbers: mIoU over all 34 labelIds (classes with zero union skipped) and pixel accuracy
     over all pixels, void included. Inflated and not comparable to the benchmark; reported for reference."""
     s = iou_from_confusion(_check_mat34(mat34))
@@ -250,7 +251,7 @@ class CityscapesEvaluator:
         self.n_images = 0
         self.n_without_instances = 0
 
-    def add(self, pred, gt, gt_instance_ids=None, pred_mode: str = "labelIds") -> None:
+    def add(self, pred: np.ndarray, gt: np.ndarray, gt_instance_ids: np.ndarray | None = None, pred_mode: str = "labelIds") -> None:
         pred = _as_numpy(pred)
         gt = _as_numpy(gt)
         if pred.shape != gt.shape:

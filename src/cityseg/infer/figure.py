@@ -10,6 +10,7 @@ full-resolution protocol of evaluation (logits upsampled bilinearly to the frame
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,15 @@ def _legend(fig: Any) -> None:
     fig.legend(handles=handles, loc="lower center", ncol=10, fontsize=7, frameon=False, handlelength=1.2, columnspacing=0.8, borderaxespad=0.2)
 
 
-def results_figure(model: Any, data: str | os.PathLike | None, out: str | os.PathLike, split: str = "val", n: int = 32, dpi: int = 100, progress=None) -> Path:
+def results_figure(
+    model: Any,
+    data: str | os.PathLike | None,
+    out: str | os.PathLike,
+    split: str = "val",
+    n: int = 32,
+    dpi: int = 100,
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> Path:
     """Draw the figure for ``model`` (a ``Predictor``, checkpoint dict or path) and write it atomically to ``out``."""
     import matplotlib
 
@@ -71,7 +80,7 @@ def results_figure(model: Any, data: str | os.PathLike | None, out: str | os.Pat
     fmt = out.suffix.lower().lstrip(".") or "png"
     if fmt not in ("png", "jpg", "jpeg", "pdf", "svg"):
         raise CitysegError(f"{out}: unsupported figure format {fmt!r} (use .png, .jpg, .pdf or .svg)")
-    predictor = model if isinstance(model, Predictor) else Predictor.from_checkpoint(model)
+    predictor = model if hasattr(model, "predict") else Predictor.from_checkpoint(model)
     samples = require_samples(resolve_root(data), split)[:n]
     rows, cols = len(samples), len(TITLES)
     first, _, _ = read_frame(samples[0])

@@ -195,7 +195,7 @@ def is_onnx_session(model: Any) -> bool:
 
 
 def load_onnx(path: str | os.PathLike, threads: int | None = None) -> tuple[Any, dict[str, Any]]:
-    """Open an exported model with onnxruntime: (session, metadata dict from ``cityseg.export``)."""
+    """Open an exported model with onnxruntime: (session, metadata dict from ``cityseg.infer.onnx``)."""
     import onnxruntime as ort
 
     meta = read_metadata(path)

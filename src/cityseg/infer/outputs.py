@@ -13,6 +13,7 @@ import glob
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -110,7 +111,7 @@ def overlay(image: np.ndarray, label_ids: np.ndarray, alpha: float = 0.5) -> np.
 
 
 def predict_files(
-    predictor,
+    predictor: Any,
     inputs: Iterable[str | os.PathLike],
     out: str | os.PathLike,
     formats: str | Sequence[str] = ("labelIds",),

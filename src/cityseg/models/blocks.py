@@ -1,6 +1,6 @@
 """Shared building blocks of the seed networks, with Keras defaults.
 
-Keras conventions kept everywhere (seed-models.md §4/§10): every conv has a bias, also before BN;
+Keras conventions kept everywhere, as the seed models use them: every conv has a bias, also before BN;
 BatchNorm momentum 0.99 (PyTorch ``momentum=0.01``) and ``eps=1e-3``; Glorot-uniform weights and
 zero biases; ``MaxPool2D()`` floors; ``UpSampling2D()`` is x2 nearest. Modules are created only if
 ``forward`` uses them (Keras drops dead layers; PyTorch would count them).

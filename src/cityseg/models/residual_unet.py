@@ -1,4 +1,4 @@
-"""Model A, the seed's "Residual U-Net" (seed-models.md §4.1, §10b): ~9 M params, 83 % pixel accuracy.
+"""Model A, the seed's "Residual U-Net" (the seed notebooks): ~9 M params, 83 % pixel accuracy.
 
 Valid padding, no BN, ReLU inside every conv; stack modules (shrink by 4) in the encoder, transposed
 inverse stack modules (grow by 4) in the decoder; two pooling levels; element-wise additive skips

@@ -1,4 +1,4 @@
-"""Model C, "Segception30_base": the SegCeption drawn in the seed README (seed-models.md §4.3, §10b).
+"""Model C, "Segception30_base": the SegCeption drawn in the seed README (the seed notebooks).
 
 Same padding, Conv-BN-ReLU stack modules, Conv1x1-BN-ReLU reductions, two pooling levels, additive
 skips, x2 nearest upsampling. The faithful port keeps the seed's irregular wiring: stem B, enc-128

@@ -1,4 +1,4 @@
-"""Model B, "Base SegCeption" (seed-models.md §4.2, §10b): 44,029,154 trainable params at 128x256.
+"""Model B, "Base SegCeption" (the seed notebooks): 44,029,154 trainable params at 128x256.
 
 Model A's macro layout with same padding, BN and three-way Inception-style stack modules
 (``StackModuleV2``: a dilated-2 5x5 branch in the encoder, a plain 9x9 branch in the decoder),

@@ -1,4 +1,4 @@
-"""Model D, the seed's final "deep stack module" SegCeption (seed-models.md §4.4, corrected by §10b).
+"""Model D, the seed's final "deep stack module" SegCeption (as the seed notebooks build it).
 
 Deep stack module (f): a = 3x3(x); concat[5x5(x), 3x3(a), 3x1(a), 1x3(a)] = 4f (Inception-v3-style
 factorised branches), every conv Conv-BN-ReLU, same padding. Five encoder levels (f = 34, 34, 68,

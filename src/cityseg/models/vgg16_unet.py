@@ -94,7 +94,7 @@ class VGG16UNet(SegmentationModel):
         return self.head(x)
 
 
-def load_vgg16_weights(features: nn.Sequential, path) -> None:
+def load_vgg16_weights(features: nn.Sequential, path: str | os.PathLike) -> None:
     """Load a local torchvision-style vgg16 state_dict into ``features``; CitysegError on mismatch."""
     path = os.fspath(path)
     if not os.path.isfile(path):

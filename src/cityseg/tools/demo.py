@@ -49,13 +49,11 @@ DEFAULT_FRAME_SIZE = (1024, 2048)
 DEFAULT_MODEL = "residual_unet"
 RECIPE = "seed"
 #: the only demo change to the seed recipe: in the budget the seed's batch of 16 gives ~10 Adam steps, which
-#: leave the model near chance (measured: batch 4, 20 steps -> val mIoU 0.02); batch 2 gives 8x the updates
-#: of batch 16 on the same images at the same cost per image
+#: leave the model near chance; batch 2 gives 8x the updates of batch 16 on the same images at the same cost
+#: per image (docs/benchmarks.md has the comparison)
 DEMO_BATCH_SIZE = 2
-#: gradient clipping stays off as in the seed recipe (``--grad-clip`` turns it on). Measured: the no-BN
-#: network's loss explodes at the 3rd Adam step (step loss ~300 from 3.2) with or without clipping at 1,
-#: since Adam's step size does not depend on the gradient's scale; one 64x128 comparison favoured clipping
-#: (val mIoU 0.047 vs 0.031 after 20 steps) but that is one noisy sample, not a reason to change the recipe
+#: gradient clipping stays off as in the seed recipe (``--grad-clip`` turns it on): Adam's step size does
+#: not depend on the gradient's scale, so clipping does not stop the no-BN network's early loss spike
 DEMO_GRAD_CLIP = 0.0
 #: rows of the results figure (the seed's figure shows the first 32 val frames)
 FIGURE_ROWS = 32
@@ -90,27 +88,26 @@ class _Timer:
         return time.monotonic() - self.start
 
 
-def _memo_predictor(predictor):
-    """The same ``Predictor`` that remembers its full-resolution labelIds per image (keyed by the pixels),
-    so evaluation, prediction files and the figure run the model once per frame. Returns a subclass
-    instance, so it is accepted wherever a ``Predictor`` is."""
-    from cityseg.infer.predictor import Predictor
+class MemoPredictor:
+    """A ``Predictor`` that remembers its full-resolution labelIds per image (keyed by the pixels), so
+    evaluation, prediction files and the figure run the model once per frame; every other attribute is
+    the wrapped predictor's."""
 
-    class MemoPredictor(Predictor):
-        def __init__(self, base: Predictor):
-            self.__dict__.update(base.__dict__)
-            self.memo: dict[tuple, np.ndarray] = {}
-            self.runs = 0
+    def __init__(self, base: Any):
+        self.base = base
+        self.memo: dict[tuple, np.ndarray] = {}
+        self.runs = 0
 
-        def predict(self, image: np.ndarray) -> np.ndarray:
-            image = np.ascontiguousarray(image)
-            key = (image.shape, hashlib.blake2b(image.data, digest_size=16).digest())
-            if key not in self.memo:
-                self.memo[key] = super().predict(image)
-                self.runs += 1
-            return self.memo[key]
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.base, name)
 
-    return MemoPredictor(predictor)
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        image = np.ascontiguousarray(image)
+        key = (image.shape, hashlib.blake2b(image.data, digest_size=16).digest())
+        if key not in self.memo:
+            self.memo[key] = self.base.predict(image)
+            self.runs += 1
+        return self.memo[key]
 
 
 def next_run_dir(runs: Path) -> Path:
@@ -428,7 +425,7 @@ def _evaluate(ckpt: Path, root: Path, run_dir: Path, rows: int, timer: _Timer, p
     from cityseg.infer.predictor import Predictor
     from cityseg.io import atomic_write_json
 
-    predictor = _memo_predictor(Predictor.from_checkpoint(ckpt, channels_last=True))
+    predictor = MemoPredictor(Predictor.from_checkpoint(ckpt, channels_last=True))
     with timer.phase("evaluate"):
         full, _, _ = score_checkpoint(root, "val", None, predictor=predictor, progress=progress)
         results = full.results()

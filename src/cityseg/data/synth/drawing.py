@@ -179,23 +179,15 @@ class Palette:
             (1, lambda: np.array([200, 180, 160]) * self.rng.uniform(0.8, 1.15)),
         )
 
+    # fmt: off
     def vehicle(self):
-        return self.pick(
-            (4, lambda: self.grey(25, 230, 4)),
-            (2, self.vivid),
-            (1, self.beige),
-            (1, lambda: self.green(True)),
-            (1, lambda: np.array([30, 40, 90]) * self.rng.uniform(0.7, 1.6)),
-        )
+        return self.pick((4, lambda: self.grey(25, 230, 4)), (2, self.vivid), (1, self.beige), (1, lambda: self.green(True)),
+                         (1, lambda: np.array([30, 40, 90]) * self.rng.uniform(0.7, 1.6)))
 
     def cloth(self):
-        return self.pick(
-            (4, lambda: self.grey(20, 200, 8)),
-            (3, self.vivid),
-            (2, self.beige),
-            (1, lambda: self.green(True)),
-            (2, lambda: np.array([40, 50, 100]) * self.rng.uniform(0.6, 1.5)),
-        )
+        return self.pick((4, lambda: self.grey(20, 200, 8)), (3, self.vivid), (2, self.beige), (1, lambda: self.green(True)),
+                         (2, lambda: np.array([40, 50, 100]) * self.rng.uniform(0.6, 1.5)))
+    # fmt: on
 
     def skin(self):
         return np.array([225, 180, 150]) * self.rng.uniform(0.4, 1.05) + self.rng.normal(0, 6, 3)

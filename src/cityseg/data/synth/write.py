@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -50,10 +51,8 @@ def write_frame(root: Path, split: str, index: int, count: int, size=DEFAULT_SIZ
         write_png(p_img, image)
     except BaseException:
         for p in paths:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 p.unlink()
-            except FileNotFoundError:
-                pass
         raise
     return stem
 

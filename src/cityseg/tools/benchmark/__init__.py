@@ -6,8 +6,8 @@ One run measures, on the same inputs (a fixed random batch; one SynthCity frame 
 * train step images/s (forward + cross-entropy + backward + Adam step): fp32 eager NCHW (the naive
   baseline) and the project's fast path (``cityseg.runtime.resolve_fast("auto", device)``:
   channels_last, plus bf16 autocast on CPUs with native bf16 / fp16 AMP on CUDA);
-* inference images/s: fp32 eager, fast path, onnxruntime (the ``cityseg.export`` ONNX file);
-* full-resolution prediction seconds per 1024x2048 image (``cityseg.inference.Predictor``: resize,
+* inference images/s: fp32 eager, fast path, onnxruntime (the ``cityseg.infer.onnx`` ONNX file);
+* full-resolution prediction seconds per 1024x2048 image (``cityseg.infer.predictor.Predictor``: resize,
   model, bilinear upsampling, argmax);
 * data loading images/s through a ``DataLoader`` (batch ``batch``, no workers) from the prepared uint8
   cache and from raw PNGs (full-size SynthCity frames unless ``data_root`` names a dataset);

@@ -32,7 +32,7 @@ ONNX_FULLRES_KEY = "fullres_s_per_img_onnx"
 ALL_KEYS = MODEL_KEYS + FUSED_KEYS + (ONNX_FULLRES_KEY,)
 #: what ``skip`` may name
 SKIPPABLE = ("train", "infer", "onnx", "fullres", "loader", "fused", "eval")
-#: the models of the issue's table, in the order they are reported
+#: the models docs/benchmarks.md reports, in its order
 DEFAULT_MODELS = ("residual_unet", "segception", "segception_deep", "vgg16_unet", "residual_inception_unet")
 FULLRES = (1024, 2048)
 NUM_CLASSES = 34

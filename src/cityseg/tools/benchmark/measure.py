@@ -196,7 +196,7 @@ def infer_fn(model: torch.nn.Module, x: torch.Tensor, fast: bool) -> Callable[[]
 
 
 def export_for_ort(name: str, model: torch.nn.Module, size: tuple[int, int], folder: Path) -> Path:
-    """Export ``model`` with ``cityseg.export.export_onnx`` (the same path as ``cityseg export``)."""
+    """Export ``model`` with ``cityseg.infer.onnx.export_onnx`` (the same path as ``cityseg export``)."""
     from cityseg.checkpoint import Checkpoint
     from cityseg.infer.onnx import export_onnx
     from cityseg.models import model_options
