@@ -1,8 +1,9 @@
 """``cityseg demo [--out DIR] [--minutes N] [--json FILE]``: the main job, end to end, in a time budget.
 
-SynthCity into OUT/data (reused when already there), cache, seed-recipe training of residual_unet in a fresh
-run folder OUT/runs/NNN (every invocation gets a new one; earlier runs are kept), official full-resolution
-evaluation on val, labelId + colour predictions, the seed's results figure and a summary.
+SynthCity into OUT/data (reused when already there), cache, training (ddrnet23_slim with the cpu-fast recipe
+by default; ``--model residual_unet --config seed`` is the seed's Model A and recipe) in a fresh run folder
+OUT/runs/NNN (every invocation gets a new one; earlier runs are kept), official full-resolution evaluation on
+val, labelId + colour predictions, the results figure and a summary.
 """
 
 from __future__ import annotations
@@ -23,21 +24,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the summary (mIoU, pixel_acc, run_dir, figure, ...) to FILE")
     parser.add_argument("--data", metavar="ROOT", default=None, help="use this Cityscapes-layout dataset instead of generating SynthCity into DIR/data")
     parser.add_argument("--model", default=demo.DEFAULT_MODEL, metavar="NAME", help=f"model to train (`cityseg models`; default {demo.DEFAULT_MODEL})")
+    parser.add_argument(
+        "--config",
+        metavar="RECIPE",
+        default=demo.DEFAULT_RECIPE,
+        help=f"shipped recipe name or a TOML file (default {demo.DEFAULT_RECIPE}; seed = the seed's recipe)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of SynthCity and of training (default 0)")
     parser.add_argument(
-        "--batch-size", type=int, default=demo.DEMO_BATCH_SIZE, help=f"training batch (default {demo.DEMO_BATCH_SIZE}; the seed recipe's own is 16)"
+        "--batch-size", type=int, default=None, help=f"training batch (default: the recipe's; {demo.DEMO_BATCH_SIZE} with the seed recipe, whose own is 16)"
     )
-    parser.add_argument("--epochs", type=int, default=None, help="cap on the epochs (default: the recipe's 40)")
+    parser.add_argument("--epochs", type=int, default=None, help="cap on the epochs (default: the recipe's)")
     parser.add_argument("--train-minutes", type=float, default=None, metavar="N", help="fixed training time instead of what the budget leaves")
-    parser.add_argument("--size", type=size_arg, default=None, metavar="HxW", help="training size (default: the seed recipe's 128x256)")
+    parser.add_argument("--size", type=size_arg, default=None, metavar="HxW", help="training size (default: the recipe's)")
     h, w = demo.DEFAULT_FRAME_SIZE
     for flag, kind, default, metavar, text in (
         ("--minutes", float, demo.DEFAULT_MINUTES, "N", f"wall-clock budget of the whole demo; training gets the rest (default {demo.DEFAULT_MINUTES:g})"),
-        ("--grad-clip", float, demo.DEMO_GRAD_CLIP, "NORM", f"max global gradient norm (default {demo.DEMO_GRAD_CLIP:g} = off, as in the seed recipe)"),
+        ("--grad-clip", float, None, "NORM", "max global gradient norm (default: the recipe's; 0 = off)"),
         ("--train-frames", int, demo.DEFAULT_TRAIN_FRAMES, "N", f"SynthCity train frames when generating (default {demo.DEFAULT_TRAIN_FRAMES})"),
         ("--val-frames", int, demo.DEFAULT_VAL_FRAMES, "N", f"SynthCity val frames when generating (default {demo.DEFAULT_VAL_FRAMES})"),
         ("--frame-size", size_arg, demo.DEFAULT_FRAME_SIZE, "HxW", f"SynthCity frame size when generating (default {h}x{w}, the official one)"),
-        ("--figure-rows", int, demo.FIGURE_ROWS, "N", f"val frames in the results figure (default {demo.FIGURE_ROWS}, as the seed)"),
+        ("--figure-rows", int, demo.FIGURE_ROWS, "N", f"val frames in the results figure (default {demo.FIGURE_ROWS})"),
     ):
         parser.add_argument(flag, type=kind, default=default, metavar=metavar, help=text)
     parser.add_argument("--workers", type=int, default=None, help="processes for generation, checks and cache")
@@ -56,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         minutes=args.minutes,
         data=args.data,
         model=args.model,
+        recipe=args.config,
         seed=args.seed,
         train_frames=args.train_frames,
         val_frames=args.val_frames,

@@ -30,13 +30,19 @@ class SegmentationModel(nn.Module):
 
     Subclasses set the class attributes of their input-size rule: H and W must be multiples of
     ``size_multiple`` and at least ``min_size``. Models tied to one size override
-    ``check_input_shape``.
+    ``check_input_shape``. A model with heads that only training uses (auxiliary, booster, boundary)
+    returns a dict of logits in training mode and names those submodules in ``training_heads``: eval
+    mode (inference, export) never runs them, and the deploy-mode parameter count leaves them out.
+    ``full_res_mode`` is how a full 1024x2048 frame is best predicted: "whole" in one forward, or
+    "slide" in windows where one forward does not fit.
     """
 
     name: str = "model"
     size_multiple: int = 1
     min_size: int = 1
     in_channels: int = 3
+    training_heads: tuple[str, ...] = ()
+    full_res_mode: str = "whole"
 
     def size_rule(self) -> str:
         """Human-readable input-size rule, e.g. 'H and W multiples of 4 and >= 60'."""

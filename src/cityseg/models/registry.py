@@ -83,9 +83,10 @@ def build_model(name: str, num_classes: int = 34, **options: Any) -> Segmentatio
     return MODELS[name].build(num_classes=num_classes, **options)
 
 
-def count_params(model: nn.Module) -> int:
-    """Trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+def count_params(model: nn.Module, deploy: bool = True) -> int:
+    """Trainable parameters; with ``deploy``, without the training-only heads (what inference runs)."""
+    heads = tuple(f"{h}." for h in getattr(model, "training_heads", ())) if deploy else ()
+    return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and not n.startswith(heads))
 
 
 def forward_gflops(model: nn.Module, size: tuple[int, int]) -> float:

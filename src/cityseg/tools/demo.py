@@ -1,5 +1,5 @@
-"""The main job, end to end on the embedded default: SynthCity -> cache -> seed training -> official
-evaluation -> predictions -> the seed's results figure, inside a wall-clock budget.
+"""The main job, end to end on the embedded default: SynthCity -> cache -> training -> official
+evaluation -> predictions -> the results figure, inside a wall-clock budget.
 
 ``run_demo(out, minutes)`` does, in ``out`` (default ``./demo``):
 
@@ -8,16 +8,18 @@ evaluation -> predictions -> the seed's results figure, inside a wall-clock budg
    dataset (real Cityscapes, say) instead. The dataset is validated and its class statistics printed.
 2. The preprocessed cache of train and val at the recipe's size (reused when up to date).
 3. ``out/runs/NNN``: a FRESH numbered run folder per invocation (earlier runs are kept, a rerun never
-   collides with "already holds a run"); ``model`` trained with the ``seed`` recipe (34 labelIds, 128x256,
-   Adam 1e-3, plain CE, no clipping) except the demo's batch size (``DEMO_BATCH_SIZE``: more updates in a
-   few minutes; the recipe file is unchanged). Training gets what the
-   budget leaves after the measured data phases and an estimate of the evaluation phases: one epoch first,
-   then as many more as the measured epoch time fills (resumed exactly with ``train(resume=True)``), so
-   every finished epoch is validated and ``best.pt`` holds the best weights seen; ``train.max_minutes``
-   guards the deadline (an epoch it cuts short is not validated and does not reach ``best.pt``).
+   collides with "already holds a run"); ``model`` (default ``ddrnet23_slim``, a real-time network that
+   trains from scratch) trained with ``recipe`` (default ``cpu-fast``: 19 trainIds at 256x512, AdamW, warmup
+   + poly, OHEM with the auxiliary head). ``--model residual_unet --config seed`` is the seed's Model A with
+   the seed recipe, except the demo's batch of 2 (``DEMO_BATCH_SIZE``: more updates in a few minutes).
+   Training gets what the budget leaves after the measured data phases and an estimate of the evaluation
+   phases. The epochs are planned from a timed probe of a few training steps, so that a decaying LR
+   schedule ends with the budget; a constant-LR recipe then fills any time left with more epochs (resumed
+   exactly with ``train(resume=True)``). Every finished epoch is validated and ``best.pt`` holds the best
+   weights seen; ``train.max_minutes`` guards the deadline (an epoch it cuts short is not validated).
 4. ``best.pt`` scored on val with the official protocol (model at its size, logits upsampled bilinearly to
    the full 1024x2048, argmax, ``evaluation.score_checkpoint``); labelId predictions (``runs/NNN/pred``,
-   test-server names) and colour maps (``runs/NNN/pred_color``); the seed's results figure
+   test-server names) and colour maps (``runs/NNN/pred_color``); the results figure with error maps
    (``runs/NNN/results.png``). The model runs once per val frame: the three consumers share its output.
 5. A summary dict (also ``runs/NNN/summary.json``): scores, paths, frame counts, time per phase.
 """
@@ -39,24 +41,22 @@ from cityseg.errors import CitysegError
 
 DEFAULT_OUT = Path("demo")
 DEFAULT_MINUTES = 10.0
-#: SynthCity frames the demo generates: training on 2 CPU cores sees only ~150 images (~2.9 s per 128x256
-#: image per step) in the budget, so more frames would only cost generation, checking and caching time; an
-#: epoch of 40 frames (~2 min) keeps the planning granular, and 10 val frames are 21 M scored pixels
-#: (validation runs every epoch, so a larger val split costs training time)
-DEFAULT_TRAIN_FRAMES = 40
-DEFAULT_VAL_FRAMES = 10
+#: SynthCity frames the demo generates: the default model sees several thousand images in the budget, and
+#: fewer frames than that are memorised rather than learnt (docs/benchmarks.md has the trade-off against
+#: the generation time); 50 val frames keep the score's noise below a point
+DEFAULT_TRAIN_FRAMES = 800
+DEFAULT_VAL_FRAMES = 50
 DEFAULT_FRAME_SIZE = (1024, 2048)
-DEFAULT_MODEL = "residual_unet"
-RECIPE = "seed"
-#: the only demo change to the seed recipe: in the budget the seed's batch of 16 gives ~10 Adam steps, which
-#: leave the model near chance; batch 2 gives 8x the updates of batch 16 on the same images at the same cost
-#: per image (docs/benchmarks.md has the comparison)
+DEFAULT_MODEL = "ddrnet23_slim"
+DEFAULT_RECIPE = "cpu-fast"
+#: the seed recipe's only demo change: in the budget its batch of 16 gives too few Adam steps to leave
+#: chance; batch 2 gives 8x the updates on the same images at the same cost per image
 DEMO_BATCH_SIZE = 2
-#: gradient clipping stays off as in the seed recipe (``--grad-clip`` turns it on): Adam's step size does
-#: not depend on the gradient's scale, so clipping does not stop the no-BN network's early loss spike
-DEMO_GRAD_CLIP = 0.0
-#: rows of the results figure (the seed's figure shows the first 32 val frames)
-FIGURE_ROWS = 32
+SEED_RECIPE = "seed"
+#: the timed probe leaves out data loading, the loss's mining and validation; this factor covers them
+PLAN_MARGIN = 1.25
+#: rows of the results figure (the seed's figure showed 32; 8 keep the picture readable at a glance)
+FIGURE_ROWS = 8
 #: seconds kept free at the end for the summary, plus a margin for a slower machine
 RESERVE_S = 15.0
 MIN_TRAIN_S = 20.0
@@ -144,7 +144,7 @@ def _check_options(
     train_frames: int,
     val_frames: int,
     frame_size,
-    batch_size: int,
+    batch_size: int | None,
     epochs: int | None,
     train_minutes: float | None,
     figure_rows: int,
@@ -155,7 +155,12 @@ def _check_options(
         raise CitysegError(f"--minutes must be a positive number, got {minutes}")
     if train_minutes is not None and (not math.isfinite(train_minutes) or train_minutes <= 0):
         raise CitysegError(f"--train-minutes must be a positive number, got {train_minutes}")
-    for name, v in (("--train-frames", train_frames), ("--val-frames", val_frames), ("--batch-size", batch_size), ("--figure-rows", figure_rows)):
+    for name, v in (
+        ("--train-frames", train_frames),
+        ("--val-frames", val_frames),
+        ("--batch-size", 1 if batch_size is None else batch_size),
+        ("--figure-rows", figure_rows),
+    ):
         if not isinstance(v, int) or v < 1:
             raise CitysegError(f"{name} must be a positive integer, got {v}")
     if epochs is not None and epochs < 1:
@@ -247,12 +252,13 @@ def run_demo(
     minutes: float = DEFAULT_MINUTES,
     data: str | os.PathLike | None = None,
     model: str = DEFAULT_MODEL,
+    recipe: str = DEFAULT_RECIPE,
     seed: int = 0,
     train_frames: int = DEFAULT_TRAIN_FRAMES,
     val_frames: int = DEFAULT_VAL_FRAMES,
     frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE,
-    batch_size: int = DEMO_BATCH_SIZE,
-    grad_clip: float = DEMO_GRAD_CLIP,
+    batch_size: int | None = None,
+    grad_clip: float | None = None,
     size: tuple[int, int] | None = None,
     epochs: int | None = None,
     train_minutes: float | None = None,
@@ -264,9 +270,11 @@ def run_demo(
     """Run the whole demo (see the module doc) and return its summary dict.
 
     ``minutes``: the wall-clock budget of the whole demo (training gets what the other phases leave);
-    ``train_minutes`` fixes the training time instead. ``epochs`` caps the epochs (default: the recipe's
-    40). ``size`` overrides the recipe's 128x256 training size; ``train_frames``, ``val_frames`` and
-    ``frame_size`` only apply when SynthCity is generated. Bad options raise ``CitysegError``.
+    ``train_minutes`` fixes the training time instead. ``recipe`` is a shipped recipe name or a TOML file;
+    ``batch_size`` and ``grad_clip`` default to the recipe's (the seed recipe's batch to ``DEMO_BATCH_SIZE``).
+    ``epochs`` caps the epochs (default: the recipe's). ``size`` overrides the recipe's training size;
+    ``train_frames``, ``val_frames`` and ``frame_size`` only apply when SynthCity is generated. Bad options
+    raise ``CitysegError``.
     """
     from cityseg.data import cache
     from cityseg.models import check_model_name
@@ -281,15 +289,22 @@ def run_demo(
     workers = default_workers() if workers is None else max(1, int(workers))
     deadline = minutes * 60.0
 
-    cfg, _ = load_recipe(RECIPE)
-    if not math.isfinite(grad_clip) or grad_clip < 0:
-        raise CitysegError(f"--grad-clip must be >= 0 (0 = off, the seed's own), got {grad_clip}")
-    flags: dict[str, Any] = {"model.name": model, "train.batch_size": batch_size, "train.seed": seed, "train.grad_clip": float(grad_clip)}
+    cfg, _ = load_recipe(recipe)
+    if batch_size is None and recipe == SEED_RECIPE:
+        batch_size = DEMO_BATCH_SIZE
+    flags: dict[str, Any] = {"model.name": model, "train.seed": seed}
+    if batch_size is not None:
+        flags["train.batch_size"] = batch_size
+    if grad_clip is not None:
+        if not math.isfinite(grad_clip) or grad_clip < 0:
+            raise CitysegError(f"--grad-clip must be >= 0 (0 = off), got {grad_clip}")
+        flags["train.grad_clip"] = float(grad_clip)
     if size is not None:
         flags["data.size"] = [int(v) for v in size]
     cfg = apply_overrides(cfg, flags, source="demo")
     epochs_cap = int(epochs) if epochs is not None else int(cfg["train"]["epochs"])
     d = cfg["data"]
+    batch_size, grad_clip = cfg["train"]["batch_size"], cfg["train"]["grad_clip"]
 
     # 1-2: dataset and cache
     root, data_info = _prepare_data(out, data, train_frames, val_frames, frame_size, seed, workers, timer, log)
@@ -310,11 +325,11 @@ def run_demo(
     else:
         budget_s = max(MIN_TRAIN_S, deadline - timer.elapsed() - post_s - RESERVE_S)
     log(
-        f"training {model} with the {RECIPE} recipe (batch {batch_size}, grad clip {grad_clip:g}) in {run_dir} for at most "
+        f"training {model} with the {recipe} recipe (batch {batch_size}, grad clip {grad_clip:g}) in {run_dir} for at most "
         f"{budget_s / 60:.1f} min (estimated evaluation {post_s:.0f} s)"
     )
     with timer.phase("train"):
-        summary = _train(cfg, root, run_dir, budget_s, epochs_cap, progress, log)
+        summary = _train(cfg, root, run_dir, budget_s, epochs_cap, data_info["frames"].get(d["train_split"], 0), progress, log)
 
     # 4: evaluation, predictions, figure
     ckpt = run_dir / "best.pt"
@@ -347,7 +362,7 @@ def run_demo(
         "scores": str(paths["scores"]),
         "data": data_info,
         "model": model,
-        "recipe": RECIPE,
+        "recipe": recipe,
         "batch_size": batch_size,
         "grad_clip": float(grad_clip),
         "train_size": list(d["size"]),
@@ -394,17 +409,45 @@ def _forward_seconds(model_name: str, size: tuple[int, int]) -> float:
     return time.monotonic() - t
 
 
-def _train(cfg: dict, root: Path, run_dir: Path, budget_s: float, epochs_cap: int, progress: bool, log) -> dict:
-    """One epoch, then as many whole epochs as fit in the rest of ``budget_s`` (resumed exactly), planned
-    again after each resumed stretch from the latest epoch's time (the first epoch is the slowest)."""
+def _seconds_per_image(cfg: dict) -> float:
+    """Seconds per training image of the recipe's model, batch, crop and fast path: the median of a few
+    timed steps on random data, times ``PLAN_MARGIN``."""
+    import torch
+
+    from cityseg.runtime import resolve_fast
+    from cityseg.tools.benchmark.measure import build, make_batch, time_fn, train_step_fn
+    from cityseg.train.run import train_crop
+
+    t = cfg["train"]
+    crop = tuple(train_crop(cfg))
+    cpu = torch.device("cpu")
+    x, y = make_batch(t["batch_size"], crop, cpu)
+    step = train_step_fn(build(cfg["model"]["name"], crop), x, y, fast=resolve_fast(t["fast"], cpu) != (False, None))
+    return time_fn(step, warmup=1, iters=2) / t["batch_size"] * PLAN_MARGIN
+
+
+def plan_epochs(budget_s: float, seconds_per_image: float, train_images: int, epochs_cap: int) -> int:
+    """Whole epochs of ``train_images`` that fit in ``budget_s`` (at least 1, at most ``epochs_cap``)."""
+    if seconds_per_image <= 0 or train_images <= 0:
+        return 1
+    return max(1, min(epochs_cap, math.floor(budget_s / (seconds_per_image * train_images))))
+
+
+def _train(cfg: dict, root: Path, run_dir: Path, budget_s: float, epochs_cap: int, train_images: int, progress: bool, log) -> dict:
+    """The epochs a timed probe says fit in ``budget_s``, as one run (so a poly schedule ends with the
+    budget); with a constant LR, as many more whole epochs as the rest of the budget holds, planned again
+    after each resumed stretch from the latest epoch's time."""
     from cityseg.train.config import apply_overrides
     from cityseg.train.run import train
 
     t0 = time.monotonic()
-    first = apply_overrides(cfg, {"train.epochs": 1, "train.max_minutes": budget_s / 60.0}, source="demo")
+    per_image = _seconds_per_image(cfg)
+    planned = plan_epochs(budget_s, per_image, train_images, epochs_cap)
+    log(f"timed probe: {1 / per_image:.1f} images/s planned: {planned} epoch(s) of {train_images} frames")
+    first = apply_overrides(cfg, {"train.epochs": planned, "train.max_minutes": budget_s / 60.0}, source="demo")
     s = train(first, root, run_dir, log=log, progress=progress)
-    done = 1
-    while s["stopped"] == "" and done < epochs_cap:
+    done = planned
+    while s["stopped"] == "" and done < epochs_cap and cfg["schedule"]["name"] == "constant":
         left = budget_s - (time.monotonic() - t0)
         last = s["history"][-1]["seconds"]
         more = plan_more_epochs(left, last, done, epochs_cap)

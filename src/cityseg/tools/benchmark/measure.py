@@ -158,7 +158,11 @@ def make_batch(batch: int, size: tuple[int, int], device: torch.device, seed: in
 
 
 def train_step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, fast: bool) -> Callable[[], float]:
-    """One training step (forward + CE + backward + Adam) as a closure; ``model`` is trained in place."""
+    """One training step (forward + CE + backward + Adam) as a closure; ``model`` is trained in place.
+    A model with training-only heads pays for them as in training: the CE is summed over every output
+    with one channel per class (a one-channel boundary head gets a BCE)."""
+    from cityseg.train.losses import as_outputs
+
     device = x.device
     channels_last, dtype = fast_path(device) if fast else (False, None)
     model.train()
@@ -172,7 +176,10 @@ def train_step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, fast
         opt.zero_grad(set_to_none=True)
         with autocast(device, dtype):
             out = model(x)
-        loss = F.cross_entropy(out.float(), y, ignore_index=255)
+        loss = sum(
+            F.cross_entropy(v.float(), y, ignore_index=255) if v.shape[1] > 1 else F.binary_cross_entropy_with_logits(v.float()[:, 0], (y > 0).float())
+            for v in as_outputs(out).values()
+        )
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
