@@ -11,14 +11,18 @@ from torch.utils.flop_counter import FlopCounterMode
 from cityseg.errors import CitysegError
 from cityseg.export import _export
 from cityseg.models.ddrnet import DDRNet23, DDRNet23Slim
+from cityseg.models.pidnet import PIDNetL, PIDNetM, PIDNetS
+from cityseg.models.realtime_blocks import PAPPM
 
 # class -> (training-only heads: output key -> module name, deploy params measured, published params,
 #           published GMACs and the input they are quoted at)
 SPECS = {
     DDRNet23Slim: ({"aux": "seghead_extra"}, 5_695_987, 5.7e6, 36.3, (1024, 2048)),
     DDRNet23: ({"aux": "seghead_extra"}, 20_148_947, 20.1e6, 143.1, (1024, 2048)),
+    PIDNetS: ({"aux": "seghead_p", "boundary": "seghead_d"}, 7_625_715, 7.6e6, 47.6, (1024, 2048)),
+    PIDNetL: ({"aux": "seghead_p", "boundary": "seghead_d"}, 36_939_571, 36.9e6, 275.8, (1024, 2048)),
 }
-FAST = [DDRNet23Slim]  # the models the forward / backward tests build (the full widths are counted only)
+FAST = [DDRNet23Slim, PIDNetS]  # the models the forward / backward tests build (the full widths are counted only)
 
 
 def deploy_params(model: nn.Module, heads) -> int:
@@ -49,11 +53,11 @@ def test_size_matches_the_paper(cls):
 def test_train_mode_returns_every_head_at_the_input_size(cls):
     heads = SPECS[cls][0]
     model = small(cls).train()
-    x = torch.rand(2, 3, 128, 256)
+    x = torch.rand(2, 3, 64, 128)
     out = model(x)
     assert set(out) == {"out", *heads}
     for key, y in out.items():
-        assert y.shape == (2, 1 if key == "boundary" else 5, 128, 256), key
+        assert y.shape == (2, 1 if key == "boundary" else 5, 64, 128), key
     sum(y.float().mean() for y in out.values()).backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -68,11 +72,11 @@ def test_eval_mode_returns_logits_and_skips_training_heads(cls):
         getattr(model, name).register_forward_hook(lambda *a, name=name: fired.append(name))
     m = model.size_multiple
     with torch.no_grad():
-        for h, w in [(128, 256), (3 * m, 5 * m), (m, m)]:
+        for h, w in [(128, 256), (3 * m, 5 * m), (m, 2 * m)]:
             y = model(torch.rand(1, 3, h, w))
             assert isinstance(y, torch.Tensor) and y.shape == (1, 5, h, w)
     assert fired == []
-    model.train()(torch.rand(2, 3, 128, 128))
+    model.train()(torch.rand(2, 3, m, m))
     assert sorted(fired) == sorted(heads.values())
 
 
@@ -91,7 +95,7 @@ def test_size_rule(cls):
 @pytest.mark.parametrize("cls", FAST, ids=lambda c: c.name)
 def test_bf16_autocast_and_channels_last(cls):
     model = small(cls).train().to(memory_format=torch.channels_last)
-    x = torch.rand(2, 3, 128, 128).contiguous(memory_format=torch.channels_last)
+    x = torch.rand(2, 3, 64, 128).contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(x)
         loss = sum(y.float().square().mean() for y in out.values())
@@ -100,7 +104,7 @@ def test_bf16_autocast_and_channels_last(cls):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         y = model.eval()(x)
-    assert y.shape == (2, 5, 128, 128) and torch.isfinite(y.float()).all()
+    assert y.shape == (2, 5, 64, 128) and torch.isfinite(y.float()).all()
 
 
 def test_official_init():
@@ -112,9 +116,18 @@ def test_official_init():
     assert conv.weight.std().item() == pytest.approx(std, rel=0.05)
 
 
+def test_pidnet_m_is_the_official_m_configuration():
+    """The paper's 34.4 M / 197.4 GMACs for PIDNet-M are not what the official M arguments build."""
+    with torch.device("meta"):
+        model = PIDNetM(num_classes=19)
+    assert deploy_params(model, SPECS[PIDNetS][0]) == 28_538_515
+    assert isinstance(model.spp, PAPPM) and model.conv1[0].out_channels == 64
+
+
 # ---- encoder_weights ----------------------------------------------------------------------------
 BACKBONES = {  # class -> (a required backbone child, a child that is not loaded)
     DDRNet23Slim: ("layer3_", "final_layer"),
+    PIDNetS: ("pag3", "seghead_d"),
 }
 
 
