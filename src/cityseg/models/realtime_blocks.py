@@ -214,7 +214,7 @@ def load_backbone_weights(model: nn.Module, path, backbone: tuple[str, ...], req
     Every tensor of the ``required`` children must be in the file; tensors of the other backbone
     children are loaded when present; keys outside the backbone (classifier, segmentation heads)
     are ignored. A missing or unreadable file, a missing required key or a shape mismatch raises
-    ``CitysegError`` naming the file. ``layout`` names the expected key layout in messages.
+    ``CitysegError`` naming the file. ``layout`` (e.g. "official DDRNet") names the key layout in messages.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -228,18 +228,18 @@ def load_backbone_weights(model: nn.Module, path, backbone: tuple[str, ...], req
             state = state[wrapper]
     state = _flatten(state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
-        raise CitysegError(f"{path}: not a {layout} state_dict (expected a dict of tensors)")
+        raise CitysegError(f"{path}: not a state_dict in the {layout} key layout (expected a dict of tensors)")
     state = {_strip(k): v for k, v in state.items()}
     own = {k: v for k, v in model.state_dict().items() if k.split(".")[0] in backbone}
     needed = [k for k in own if k.split(".")[0] in required and not k.endswith("num_batches_tracked")]
     missing = [k for k in needed if k not in state]
     if missing:
-        raise CitysegError(f"{path}: not a {layout} state_dict: missing {missing[0]} "
+        raise CitysegError(f"{path}: not in the {layout} key layout: missing {missing[0]} "
                            f"({len(missing)} of {len(needed)} backbone tensors missing)")
     found = {k: state[k] for k in own if k in state}
     for k, v in found.items():
         if tuple(v.shape) != tuple(own[k].shape):
-            raise CitysegError(f"{path}: {k} has shape {tuple(v.shape)}, {layout} needs {tuple(own[k].shape)}")
+            raise CitysegError(f"{path}: {k} has shape {tuple(v.shape)}; this {layout} model needs {tuple(own[k].shape)}")
     with torch.no_grad():
         for k, v in found.items():
             own[k].copy_(v.to(own[k].dtype))
