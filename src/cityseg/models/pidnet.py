@@ -26,8 +26,8 @@ logits are upsampled x8 to the input. Choices, and why:
   (the official code resizes to explicit sizes), but the coarse maps then no longer align with
   the 1/8 branches they are fused into.
 * Deviations from the official code: logits are upsampled to the input inside the model (the
-  official one returns 1/8 maps and resizes in the loss); ``Pag``'s similarity is a channel sum
-  of a product, as the official (not an einsum, for ONNX); ReLUs are out-of-place.
+  official one returns 1/8 maps and resizes in the loss); Pag computes ``x + sim * (y - x)``,
+  the official ``(1 - sim) * x + sim * y`` with one product fewer; ReLUs are out-of-place.
 * Size (19 classes, deploy mode, measured here): PIDNet-S 7,625,715 params (paper 7.6 M),
   47.19 GMACs = 94.39 GFLOPs at 1024x2048 by ``torch.utils.flop_counter`` (which counts
   2 x MACs); the paper's "47.6 GFLOPs" are MACs (convolutions only are counted here, hence
@@ -136,7 +136,7 @@ class PIDNet(SegmentationModel):
                         "compression3", "compression4", "pag3", "pag4", "layer3_", "layer4_", "layer5_")
             optional = ("layer3_d", "layer4_d", "layer5_d", "diff3", "diff4", "spp", "dfm")
             load_backbone_weights(self, encoder_weights, backbone=required + optional, required=required,
-                                  layout=f"official {self.name}")
+                                  layout="official PIDNet")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         self._check_input(x)
