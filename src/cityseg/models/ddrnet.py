@@ -82,7 +82,7 @@ class DDRNet(SegmentationModel):
             trunk = ("conv1", "layer1", "layer2", "layer3", "layer4", "layer5", "layer3_", "layer4_",
                      "layer5_", "compression3", "compression4", "down3", "down4")
             load_backbone_weights(self, encoder_weights, backbone=(*trunk, "spp"), required=trunk,
-                                  layout=f"official {self.name}")
+                                  layout="official DDRNet")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         self._check_input(x)
