@@ -13,10 +13,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cityseg.errors import CitysegError
 from cityseg.export import _export
+from cityseg.models.efficientnet_unet import EfficientNetUNet
 from cityseg.models.segformer import SegFormerB0, SegFormerB1
 
-ALL = [SegFormerB0, SegFormerB1]
-FAST = [SegFormerB0]  # one per design for the heavier checks
+ALL = [SegFormerB0, SegFormerB1, EfficientNetUNet]
+FAST = [SegFormerB0, EfficientNetUNet]  # one per design for the heavier checks
 
 
 def n_params(module: nn.Module) -> int:
@@ -46,12 +47,14 @@ def macs(cls, h: int, w: int) -> int:
         # SegFormer paper Table 1 / official code: B0 3.8 M (mmseg model zoo 3.72 M), B1 13.7 M, 19 classes
         (SegFormerB0, 3_719_027, 3_319_392, 3.8e6, "total"),
         (SegFormerB1, 13_682_131, 13_151_424, 13.7e6, "total"),
+        # EfficientNet paper Table 2 / torchvision: B0 5.3 M with its classifier, ~4.0 M without
+        (EfficientNetUNet, 8_453_167, 4_007_548, 4.0e6, "encoder"),
     ],
 )
 def test_parameter_counts(cls, total, encoder, published, published_what):
     model = meta(cls, num_classes=19)
     assert n_params(model) == total
-    assert n_params(model.backbone) == encoder
+    assert n_params(getattr(model, "backbone", None) or model.encoder) == encoder
     measured = total if published_what == "total" else encoder
     assert abs(measured - published) / published < 0.05
 
@@ -71,14 +74,25 @@ def test_segformer_matches_the_official_layout():
         "linear_c1", "linear_c2", "linear_c3", "linear_c4", "linear_fuse", "linear_pred"}
 
 
-@pytest.mark.parametrize("cls, expected", [(SegFormerB0, 866_025_472), (SegFormerB1, 1_688_535_040)])
+def test_efficientnet_b0_with_its_classifier_is_the_published_size():
+    encoder = meta(EfficientNetUNet).encoder
+    with_classifier = n_params(encoder) + 1280 * 1000 + 1000  # torchvision's classifier.1 Linear
+    assert with_classifier == 5_288_548 and abs(with_classifier - 5.3e6) / 5.3e6 < 0.05
+    assert [len(s) for s in encoder.blocks] == [1, 2, 2, 3, 3, 4, 1]
+    assert encoder.blocks[1][0].se.conv_reduce.out_channels == 4  # squeeze = block input (16) / 4
+    assert encoder.blocks[6][0].drop_path.p == 0.0  # no shortcut, nothing to drop
+    assert encoder.blocks[5][3].drop_path.p == pytest.approx(0.2 * 14 / 16)
+
+
+@pytest.mark.parametrize("cls, expected", [(SegFormerB0, 866_025_472), (SegFormerB1, 1_688_535_040),
+                                           (EfficientNetUNet, 1_511_468_544)])
 def test_macs_at_128x256(cls, expected):
     assert macs(cls, 128, 256) == expected
 
 
 # ---- size rule, forward and backward ----------------------------------------------------------
-SIZES = {SegFormerB0: [(32, 64), (64, 32), (96, 160)]}
-BAD = {SegFormerB0: [(48, 64), (64, 40), (16, 32)]}
+SIZES = {SegFormerB0: [(32, 64), (64, 32), (96, 160)], EfficientNetUNet: [(32, 64), (64, 32), (96, 160)]}
+BAD = {SegFormerB0: [(48, 64), (64, 40), (16, 32)], EfficientNetUNet: [(48, 64), (64, 40), (16, 32)]}
 
 
 @pytest.mark.parametrize("cls", FAST, ids=lambda c: c.name)
@@ -173,6 +187,47 @@ def test_segformer_encoder_weights_round_trip(layout, tmp_path):
     model = SegFormerB0(num_classes=19, encoder_weights=path)
     for k, v in src.state_dict().items():
         torch.testing.assert_close(model.backbone.state_dict()[k], v, rtol=0, atol=0)
+
+
+# timm MBConv module -> torchvision ``block.i[.j]`` (expand, depthwise, SE, project; no expand in stage 1)
+TV_EXPAND = {"conv_pw": "0.0", "bn1": "0.1", "conv_dw": "1.0", "bn2": "1.1", "se": "2", "conv_pwl": "3.0", "bn3": "3.1"}
+TV_DW = {"conv_dw": "0.0", "bn1": "0.1", "se": "1", "conv_pw": "2.0", "bn2": "2.1"}
+TV_TOP = {"conv_stem": "features.0.0", "bn1": "features.0.1", "conv_head": "features.8.0", "bn2": "features.8.1",
+          "classifier": "classifier.1"}
+
+
+def _timm_to_torchvision(state: dict) -> dict:
+    """torchvision's ``efficientnet_b0`` layout, written from its module structure."""
+    out = {}
+    for key, v in state.items():
+        head, _, rest = key.partition(".")
+        if head in TV_TOP:
+            out[f"{TV_TOP[head]}.{rest}"] = v
+            continue
+        s, b, name, tail = rest.split(".", 3)
+        tail = tail.replace("conv_reduce.", "fc1.").replace("conv_expand.", "fc2.")
+        out[f"features.{int(s) + 1}.{b}.block.{(TV_DW if s == '0' else TV_EXPAND)[name]}.{tail}"] = v
+    return out
+
+
+@pytest.mark.parametrize("layout", ["timm", "torchvision"])
+def test_efficientnet_encoder_weights_round_trip(layout, tmp_path):
+    torch.manual_seed(0)
+    src = EfficientNetUNet().encoder
+    state = dict(_randomised(src))
+    state["classifier.weight"], state["classifier.bias"] = torch.randn(1000, 1280), torch.randn(1000)
+    if layout == "torchvision":
+        state = _timm_to_torchvision(state)
+        for k in ("features.0.0.weight", "features.1.0.block.0.0.weight", "features.1.0.block.1.fc1.weight",
+                  "features.1.0.block.2.1.running_var", "features.2.0.block.0.0.weight",
+                  "features.2.0.block.1.0.weight", "features.2.0.block.2.fc2.bias",
+                  "features.7.0.block.3.1.weight", "features.8.1.running_mean", "classifier.1.weight"):
+            assert k in state, k
+    path = tmp_path / "efficientnet_b0.pth"
+    torch.save(state, path)
+    model = EfficientNetUNet(encoder_weights=path)
+    for k, v in src.state_dict().items():
+        torch.testing.assert_close(model.encoder.state_dict()[k], v, rtol=0, atol=0)
 
 
 def test_encoder_weights_errors(tmp_path):
