@@ -14,10 +14,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from cityseg.errors import CitysegError
 from cityseg.export import _export
 from cityseg.models.efficientnet_unet import EfficientNetUNet
+from cityseg.models.modern_blocks import FULL_RES_MODES
+from cityseg.models.residual_unet import ResidualUNet
+from cityseg.models.residual_unet_attn import BottleneckAttention, ResidualUNetAttn, sinusoidal_2d
 from cityseg.models.segformer import SegFormerB0, SegFormerB1
 
-ALL = [SegFormerB0, SegFormerB1, EfficientNetUNet]
-FAST = [SegFormerB0, EfficientNetUNet]  # one per design for the heavier checks
+FAST = [SegFormerB0, EfficientNetUNet, ResidualUNetAttn]  # one per design for the heavier checks  # one per design for the heavier checks
 
 
 def n_params(module: nn.Module) -> int:
@@ -84,6 +86,48 @@ def test_efficientnet_b0_with_its_classifier_is_the_published_size():
     assert encoder.blocks[5][3].drop_path.p == pytest.approx(0.2 * 14 / 16)
 
 
+def model_a_same(**kw):
+    return ResidualUNet(num_classes=19, padding="same", **kw)
+
+
+def test_attention_adds_to_model_a():
+    """Model A (same padding) + one attention block: +124,512 params (+1.4 %), +0.79 GMACs at 128x256."""
+    a, m = meta(model_a_same), meta(ResidualUNetAttn)
+    assert (n_params(a), n_params(m), n_params(m.e6.attn)) == (8_901_919, 9_026_431, 124_512)
+    assert n_params(meta(ResidualUNet, padding="same")) == 8_902_834  # the seed's count, 34 classes
+    assert (macs(model_a_same, 128, 256), macs(ResidualUNetAttn, 128, 256)) == (46_586_265_600, 47_374_794_752)
+    assert isinstance(m.e6, type(a.e6)) and m.name == "residual_unet_attn" and m.full_res_mode == "slide"
+
+
+def test_attention_starts_as_model_a_and_loads_its_weights(tmp_path):
+    torch.manual_seed(0)
+    a = model_a_same().eval()
+    for p in a.parameters():  # non-zero biases too, so a skipped tensor would show
+        nn.init.normal_(p, std=0.05)
+    path = tmp_path / "model_a.pt"
+    torch.save({"model": a.state_dict(), "model_name": "residual_unet_same"}, path)  # a cityseg checkpoint
+    m = ResidualUNetAttn(num_classes=19, encoder_weights=path).eval()
+    m.head.load_state_dict(a.head.state_dict())  # the classifier is not loaded (class counts may differ)
+    x = torch.rand(1, 3, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), a(x), rtol=0, atol=0)  # zero-initialised output projection
+        nn.init.normal_(m.e6.attn.out.weight, std=0.05)
+        assert not torch.allclose(m(x), a(x))
+    torch.save({k: v for k, v in a.state_dict().items() if not k.startswith("d6.")}, path)
+    with pytest.raises(CitysegError, match=r"model_a\.pt: incomplete cityseg residual_unet_same .*missing d6\."):
+        ResidualUNetAttn(encoder_weights=path)
+
+
+def test_position_encoding_is_relative_and_size_free():
+    pe = sinusoidal_2d(6, 10, 480)
+    assert pe.shape == (60, 480) and pe.abs().max() <= 1
+    assert torch.equal(sinusoidal_2d(3, 4, 480).reshape(3, 4, 480), pe.reshape(6, 10, 480)[:3, :4])
+    dots = pe @ pe.T  # the position term of q.k depends on the offset only
+    grid = dots.reshape(6, 10, 6, 10)
+    torch.testing.assert_close(grid[0, 0, 2, 3], grid[3, 5, 5, 8])
+    torch.testing.assert_close(grid[1, 1, 1, 7], grid[4, 2, 4, 8])
+
+
 @pytest.mark.parametrize("cls, expected", [(SegFormerB0, 866_025_472), (SegFormerB1, 1_688_535_040),
                                            (EfficientNetUNet, 1_511_468_544)])
 def test_macs_at_128x256(cls, expected):
@@ -91,8 +135,10 @@ def test_macs_at_128x256(cls, expected):
 
 
 # ---- size rule, forward and backward ----------------------------------------------------------
-SIZES = {SegFormerB0: [(32, 64), (64, 32), (96, 160)], EfficientNetUNet: [(32, 64), (64, 32), (96, 160)]}
-BAD = {SegFormerB0: [(48, 64), (64, 40), (16, 32)], EfficientNetUNet: [(48, 64), (64, 40), (16, 32)]}
+SIZES = {SegFormerB0: [(32, 64), (64, 32), (96, 160)], EfficientNetUNet: [(32, 64), (64, 32), (96, 160)],
+         ResidualUNetAttn: [(8, 12), (36, 20), (32, 48)]}
+BAD = {SegFormerB0: [(48, 64), (64, 40), (16, 32)], EfficientNetUNet: [(48, 64), (64, 40), (16, 32)],
+       ResidualUNetAttn: [(30, 64), (64, 62), (2, 4)]}
 
 
 @pytest.mark.parametrize("cls", FAST, ids=lambda c: c.name)
@@ -123,7 +169,7 @@ def test_size_rule_errors(cls):
             model.check_input_shape(h, w)
     with pytest.raises(CitysegError, match="expects a Bx3xHxW tensor"):
         cls()(torch.rand(1, 1, 64, 64))
-    assert model.full_res_mode in ("whole", "slide")
+    assert model.full_res_mode in FULL_RES_MODES
 
 
 @pytest.mark.parametrize("cls", FAST, ids=lambda c: c.name)
@@ -258,6 +304,9 @@ def test_onnx_export_matches_pytorch(cls, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     model = cls(num_classes=19).train()
+    for m in model.modules():  # the attention's zero-initialised output would hide it from the comparison
+        if isinstance(m, BottleneckAttention):
+            nn.init.normal_(m.out.weight, std=0.05)
     with torch.no_grad():  # BN statistics of real activations, so the logits are of order 1
         for _ in range(3):
             model(torch.rand(2, 3, 128, 256))

@@ -55,17 +55,20 @@ def read_state_dict(path, layout: str) -> dict[str, torch.Tensor]:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
-def load_encoder_weights(encoder: nn.Module, path, layouts: dict[str, Callable[[dict], dict | None]]) -> str:
+def load_encoder_weights(encoder: nn.Module, path, layouts: dict[str, Callable[[dict], dict | None]],
+                         keep: tuple[str, ...] = ()) -> str:
     """Load a local state_dict into ``encoder``; returns the name of the layout that matched.
 
     ``layouts`` maps a layout name to a converter ``state -> state in encoder's own keys`` (or
     None when the file is not in that layout); the first converter that returns a state is used.
     Keys the encoder does not have (classifier heads, decoders) are ignored; every encoder tensor
-    must be present with its shape, else ``CitysegError`` naming the file and the first problem.
+    except those under the ``keep`` prefixes (left as initialised) must be present with its shape,
+    else ``CitysegError`` naming the file and the first problem.
     """
     names = " or ".join(layouts)
     state = read_state_dict(path, names)
-    own = {k: v for k, v in encoder.state_dict().items() if not k.endswith("num_batches_tracked")}
+    own = {k: v for k, v in encoder.state_dict().items()
+           if not k.endswith("num_batches_tracked") and not k.startswith(keep)}
     for layout, convert in layouts.items():
         mapped = convert(state)
         if mapped is not None and any(k in own for k in mapped):
