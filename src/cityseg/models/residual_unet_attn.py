@@ -7,7 +7,7 @@ Choices, and why:
 * **Where**: on the output of E6 (480 channels at 1/4, the deepest and widest features; Model A
   has only two pooling levels), before the R3 reduction squeezes them to ``reduction`` channels.
   Every bottleneck position attends to every other one, the global context that the stacked
-  5x5/3x3 convs (receptive field ~70 px at 1/4) cannot give.
+  5x5/3x3 convs cannot give (E6's receptive field is about 60 input pixels).
 * **Block**: pre-norm (LayerNorm over channels) multi-head attention in the non-local form (Wang
   et al. 2018): q, k, v are 480 -> ``attn_dim`` (64) projections, ``heads`` (4) heads of 16, the
   output a 64 -> 480 projection added back to E6's output. The output projection starts at zero,
