@@ -187,9 +187,13 @@ def test_encoder_weights_errors(cls, tmp_path):
         cls(encoder_weights=missing)
     bad = tmp_path / "bad.pth"
     torch.save({"conv.weight": torch.zeros(3)}, bad)
-    with pytest.raises(CitysegError, match=r"bad\.pth: not in the .* key layout: missing "):
+    with pytest.raises(CitysegError, match=r"bad\.pth: not a .* state_dict \(no encoder key matches, e\.g\. 'conv"):
         cls(encoder_weights=bad)
     state = small(cls).state_dict()
+    part = tmp_path / "part.pth"
+    torch.save({k: v for k, v in state.items() if not k.startswith(f"{required}.")}, part)
+    with pytest.raises(CitysegError, match=rf"part\.pth: incomplete .* state_dict: missing {required}\."):
+        cls(encoder_weights=part)
     key = next(k for k in state if k.startswith(required) and k.endswith("weight"))
     state[key] = torch.zeros(7)
     wrong = tmp_path / "wrong.pth"

@@ -44,7 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import SegmentationModel
-from .realtime_blocks import load_backbone_weights, resize
+from .blocks import kaiming_init, resize
+from .weights import load_weights
 
 
 class ConvBNReLU(nn.Module):
@@ -196,20 +197,9 @@ class BiSeNetV2(SegmentationModel):
         self.aux3 = SegmentHead(32, 128, num_classes, up_factor=8)
         self.aux4 = SegmentHead(64, 128, num_classes, up_factor=16)
         self.aux5_4 = SegmentHead(128, 128, num_classes, up_factor=32)
-        self._init_weights()
+        kaiming_init(self, zero_bias=True)
         if encoder_weights is not None:
-            load_backbone_weights(self, encoder_weights, backbone=("detail", "segment"),
-                                  required=("detail", "segment"), layout="CoinCheung BiSeNetV2")
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 0.0 if getattr(m, "zero_init", False) else 1.0)
-                nn.init.zeros_(m.bias)
+            load_weights(self, encoder_weights, "CoinCheung BiSeNetV2", required=("detail", "segment"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         self._check_input(x)

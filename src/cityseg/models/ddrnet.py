@@ -41,8 +41,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import SegmentationModel
-from .realtime_blocks import (DAPPM, BasicBlock, Bottleneck, SegHead, conv_bn, kaiming_init,
-                              load_backbone_weights, make_layer, resize)
+from .blocks import kaiming_init, resize
+from .realtime_blocks import DAPPM, BasicBlock, Bottleneck, SegHead, conv_bn, make_layer
+from .weights import load_weights
 
 _HEADS = ("final_layer", "seghead_extra")
 
@@ -81,8 +82,7 @@ class DDRNet(SegmentationModel):
         if encoder_weights is not None:
             trunk = ("conv1", "layer1", "layer2", "layer3", "layer4", "layer5", "layer3_", "layer4_",
                      "layer5_", "compression3", "compression4", "down3", "down4")
-            load_backbone_weights(self, encoder_weights, backbone=(*trunk, "spp"), required=trunk,
-                                  layout="official DDRNet")
+            load_weights(self, encoder_weights, "official DDRNet", required=trunk, optional=("spp",))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         self._check_input(x)

@@ -49,9 +49,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import SegmentationModel
-from .blocks import keras_init
-from .modern_blocks import DropPath, load_encoder_weights
+from .blocks import kaiming_init, keras_init, resize
+from .modern_blocks import DropPath
 from .vgg16_unet import DecoderBlock
+from .weights import load_weights
 
 #: (expand ratio, kernel, stride, out channels, repeats) per stage: the paper's Table 1
 B0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
@@ -126,11 +127,7 @@ class EfficientNetEncoder(nn.Module):
         self.conv_head = nn.Conv2d(cin, HEAD, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(HEAD)
         self.stage_expands = tuple(s[0] != 1 for s in stages)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        kaiming_init(self, zero_bias=True)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = F.silu(self.bn1(self.conv_stem(x)))
@@ -190,7 +187,7 @@ class EfficientNetUNet(SegmentationModel):
         self.decoder = keras_init(nn.ModuleList(blocks))
         self.head = keras_init(nn.Conv2d(cin, num_classes, 1))
         if encoder_weights is not None:
-            load_encoder_weights(self.encoder, encoder_weights, {
+            load_weights(self.encoder, encoder_weights, {
                 "timm efficientnet_b0": lambda state: state,
                 "torchvision efficientnet_b0": self.encoder.torchvision_to_timm,
             })
@@ -200,4 +197,4 @@ class EfficientNetUNet(SegmentationModel):
         *skips, y = self.encoder(x)
         for block, skip in zip(self.decoder, reversed(skips)):
             y = block(y, skip, self.upsample_mode)
-        return F.interpolate(self.head(y), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return resize(self.head(y), x.shape[-2:])

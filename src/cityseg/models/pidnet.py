@@ -43,8 +43,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import SegmentationModel
-from .realtime_blocks import (DAPPM, PAPPM, BasicBlock, Bottleneck, SegHead, bn_relu_conv, conv_bn,
-                              kaiming_init, load_backbone_weights, make_layer, make_single_block, resize)
+from .blocks import kaiming_init, resize
+from .realtime_blocks import (DAPPM, PAPPM, BasicBlock, Bottleneck, SegHead, bn_relu_conv, conv_bn, make_layer,
+                              make_single_block)
+from .weights import load_weights
 
 
 class PagFM(nn.Module):
@@ -135,8 +137,7 @@ class PIDNet(SegmentationModel):
             required = ("conv1", "layer1", "layer2", "layer3", "layer4", "layer5",
                         "compression3", "compression4", "pag3", "pag4", "layer3_", "layer4_", "layer5_")
             optional = ("layer3_d", "layer4_d", "layer5_d", "diff3", "diff4", "spp", "dfm")
-            load_backbone_weights(self, encoder_weights, backbone=required + optional, required=required,
-                                  layout="official PIDNet")
+            load_weights(self, encoder_weights, "official PIDNet", required=required, optional=optional)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         self._check_input(x)

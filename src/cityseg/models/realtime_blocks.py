@@ -1,39 +1,21 @@
 """Pieces shared by the real-time networks (DDRNet, PIDNet, BiSeNetV2).
 
 ResNet ``BasicBlock`` / ``Bottleneck`` (expansion 2), ``make_layer``, the two-conv segmentation
-head, the DAPPM / PAPPM pyramid pooling modules, the official initialisation and the loading of
-local backbone weights. Module and attribute names are those of the official DDRNet and PIDNet
-code (``conv1``, ``bn1``, ``downsample``, ``scale0`` ... ``scale4``, ``compression`` ...) so that
-their checkpoints load by key. BatchNorm keeps PyTorch's defaults (momentum 0.1, eps 1e-5), which
-is what the official code sets.
+head and the DAPPM / PAPPM pyramid pooling modules; the official initialisation is
+``blocks.kaiming_init`` and backbone weights load through ``weights.load_weights``. Module and
+attribute names are those of the official DDRNet and PIDNet code (``conv1``, ``bn1``,
+``downsample``, ``scale0`` ... ``scale4``, ``compression`` ...) so that their checkpoints load by
+key. BatchNorm keeps PyTorch's defaults (momentum 0.1, eps 1e-5), which is what the official code
+sets.
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cityseg.errors import CitysegError
-
-
-def resize(x: torch.Tensor, size) -> torch.Tensor:
-    """Bilinear resize to ``size`` (H, W), align_corners=False as the official code."""
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
-
-
-def kaiming_init(module: nn.Module) -> nn.Module:
-    """The official init: Kaiming-normal (fan_out, ReLU) convs, BN weight 1 / bias 0; conv biases keep
-    PyTorch's default, as the official code leaves them."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-    return module
+from .blocks import resize
 
 
 def conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, relu: bool = False) -> nn.Sequential:
@@ -180,67 +162,3 @@ class PAPPM(_PyramidPooling):
         x0 = self.scale0(x)
         scales = self.scale_process(torch.cat([up + x0 for up in self.pooled(x)], 1))
         return self.compression(torch.cat([x0, scales], 1)) + self.shortcut(x)
-
-
-# ---- local backbone weights ------------------------------------------------------------------------
-_WRAPPERS = ("module.", "model.")  # DataParallel / the official training wrapper around the network
-
-
-def _flatten(state: dict, prefix: str = "") -> dict:
-    """``{"detail": {...}, "segment": {...}}`` (per-child files) -> flat ``detail.x`` keys."""
-    flat = {}
-    for k, v in state.items():
-        if isinstance(v, dict):
-            flat.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
-
-
-def _strip(key: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for w in _WRAPPERS:
-            if key.startswith(w):
-                key, changed = key[len(w):], True
-    return key
-
-
-def load_backbone_weights(model: nn.Module, path, backbone: tuple[str, ...], required: tuple[str, ...],
-                          layout: str) -> int:
-    """Load a local state_dict into the children ``backbone`` of ``model``; returns tensors loaded.
-
-    Every tensor of the ``required`` children must be in the file; tensors of the other backbone
-    children are loaded when present; keys outside the backbone (classifier, segmentation heads)
-    are ignored. A missing or unreadable file, a missing required key or a shape mismatch raises
-    ``CitysegError`` naming the file. ``layout`` (e.g. "official DDRNet") names the key layout in messages.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CitysegError(f"{path}: encoder weights file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file becomes one clear line
-        raise CitysegError(f"{path}: cannot read a torch state_dict ({type(e).__name__}: {e})") from None
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    state = _flatten(state) if isinstance(state, dict) else state
-    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
-        raise CitysegError(f"{path}: not a state_dict in the {layout} key layout (expected a dict of tensors)")
-    state = {_strip(k): v for k, v in state.items()}
-    own = {k: v for k, v in model.state_dict().items() if k.split(".")[0] in backbone}
-    needed = [k for k in own if k.split(".")[0] in required and not k.endswith("num_batches_tracked")]
-    missing = [k for k in needed if k not in state]
-    if missing:
-        raise CitysegError(f"{path}: not in the {layout} key layout: missing {missing[0]} "
-                           f"({len(missing)} of {len(needed)} backbone tensors missing)")
-    found = {k: state[k] for k in own if k in state}
-    for k, v in found.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise CitysegError(f"{path}: {k} has shape {tuple(v.shape)}; this {layout} model needs {tuple(own[k].shape)}")
-    with torch.no_grad():
-        for k, v in found.items():
-            own[k].copy_(v.to(own[k].dtype))
-    return len(found)

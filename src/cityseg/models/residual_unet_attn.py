@@ -52,8 +52,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import StackModule, keras_init
-from .modern_blocks import load_encoder_weights
 from .residual_unet import ResidualUNet
+from .weights import load_weights
 
 
 def sinusoidal_2d(h: int, w: int, channels: int, device=None, dtype=None) -> torch.Tensor:
@@ -123,5 +123,4 @@ class ResidualUNetAttn(ResidualUNet):
         self.name = type(self).name  # the parent names the same-padding variant after itself
         self.e6 = keras_init(AttentionStackModule(480, 240, attn_dim, heads, bn=False, padding="same"))
         if encoder_weights is not None:
-            load_encoder_weights(self, encoder_weights, {"cityseg residual_unet_same": lambda state: state},
-                                 keep=("head.", "e6.attn."))
+            load_weights(self, encoder_weights, "cityseg residual_unet_same", skip=("head.", "e6.attn."))

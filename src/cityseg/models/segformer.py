@@ -53,7 +53,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import SegmentationModel
-from .modern_blocks import DropPath, load_encoder_weights
+from .blocks import resize
+from .modern_blocks import DropPath
+from .weights import load_weights
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,7 @@ class SegFormerHead(nn.Module):
         for i in range(self.num_inputs, 0, -1):  # official concat order: c4, c3, c2, c1
             y = getattr(self, f"linear_c{i}")(feats[i - 1])
             if i > 1:
-                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+                y = resize(y, size)
             ys.append(y)
         return self.linear_pred(self.dropout(self.linear_fuse(torch.cat(ys, 1))))
 
@@ -251,10 +253,6 @@ _HF_RULES = [
     (r"\.attention\.output\.dense\.", lambda m: ".attn.proj."),
     (r"\.mlp\.dense(\d)\.", lambda m: f".mlp.fc{m[1]}."),
 ]
-
-
-def _official_layout(state: dict) -> dict:
-    return state
 
 
 def _hf_layout(state: dict) -> dict | None:
@@ -278,7 +276,7 @@ def _hf_layout(state: dict) -> dict | None:
     return out
 
 
-MIT_LAYOUTS = {"official MiT (mit_b*.pth)": _official_layout, "Hugging Face Segformer": _hf_layout}
+MIT_LAYOUTS = {"official MiT (mit_b*.pth)": lambda state: state, "Hugging Face Segformer": _hf_layout}
 
 
 class SegFormer(SegmentationModel):
@@ -295,12 +293,12 @@ class SegFormer(SegmentationModel):
         self.backbone = MixTransformer(self.config, drop_path_rate)
         self.decode_head = SegFormerHead(self.config.embed_dims, self.config.decoder_dim, num_classes)
         if encoder_weights is not None:
-            load_encoder_weights(self.backbone, encoder_weights, MIT_LAYOUTS)
+            load_weights(self.backbone, encoder_weights, MIT_LAYOUTS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         logits = self.decode_head(self.backbone(x))
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return resize(logits, x.shape[-2:])
 
 
 class SegFormerB0(SegFormer):
