@@ -378,7 +378,7 @@ def test_vgg16_encoder_weights(tmp_path):
         build_model("vgg16_unet", encoder_weights=tmp_path / "bad.pth")
     del bad["features.28.weight"]
     torch.save(bad, tmp_path / "missing.pth")
-    with pytest.raises(CitysegError, match="missing.pth: not a torchvision vgg16 state_dict: missing features.28.weight"):
+    with pytest.raises(CitysegError, match="missing.pth: incomplete torchvision vgg16 state_dict: missing features.28.weight"):
         build_model("vgg16_unet", encoder_weights=tmp_path / "missing.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CitysegError, match="junk.pth: cannot read a torch state_dict"):

@@ -1,4 +1,5 @@
-"""Shared building blocks of the seed networks, with Keras defaults.
+"""Shared building blocks: those of the seed networks, with Keras defaults, and the bilinear
+``resize`` and ``kaiming_init`` the newer networks share.
 
 Keras conventions kept everywhere, as the seed models use them: every conv has a bias, also before BN;
 BatchNorm momentum 0.99 (PyTorch ``momentum=0.01``) and ``eps=1e-3``; Glorot-uniform weights and
@@ -32,6 +33,22 @@ def keras_init(module: nn.Module) -> nn.Module:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return module
+
+
+def kaiming_init(module: nn.Module, zero_bias: bool = False) -> nn.Module:
+    """Kaiming-normal (fan_out, ReLU) convs, BN gamma 1 / beta 0: the official init of DDRNet, PIDNet,
+    BiSeNetV2 and torchvision's EfficientNet. Conv biases keep PyTorch's default unless
+    ``zero_bias``, as each official code has it; a BN marked ``zero_init`` starts at gamma 0, so
+    that its residual branch starts as the shortcut."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if zero_bias and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 0.0 if getattr(m, "zero_init", False) else 1.0)
             nn.init.zeros_(m.bias)
     return module
 
@@ -249,6 +266,11 @@ def upsample(x: torch.Tensor, mode: str = "nearest") -> torch.Tensor:
     if mode == "nearest":
         return F.interpolate(x, scale_factor=2.0, mode="nearest")
     return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+def resize(x: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear resize to ``size`` (H, W), align_corners=False as the official codes."""
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def max_pool(x: torch.Tensor) -> torch.Tensor:

@@ -19,12 +19,18 @@ from torch.utils.flop_counter import FlopCounterMode
 from cityseg.checkpoint import load_checkpoint
 from cityseg.errors import CitysegError
 from cityseg.models.base import SegmentationModel
+from cityseg.models.bisenetv2 import BiSeNetV2
 from cityseg.models.blocks import set_fused
+from cityseg.models.ddrnet import DDRNet23, DDRNet23Slim
+from cityseg.models.efficientnet_unet import EfficientNetUNet
+from cityseg.models.pidnet import PIDNetL, PIDNetM, PIDNetS
 from cityseg.models.residual_inception_unet import ResidualInceptionUNet
 from cityseg.models.residual_unet import ResidualUNet
+from cityseg.models.residual_unet_attn import ResidualUNetAttn
 from cityseg.models.segception import Segception
 from cityseg.models.segception_base import SegceptionBase
 from cityseg.models.segception_deep import SegceptionDeep
+from cityseg.models.segformer import SegFormerB0, SegFormerB1
 from cityseg.models.vgg16_unet import VGG16UNet
 
 
@@ -44,6 +50,18 @@ MODELS: dict[str, Entry] = {
     "segception_base": Entry(partial(SegceptionBase), "seed Model B 'Base SegCeption': 3-way modules, per-element PReLU, fixed input size (44 M)"),
     "vgg16_unet": Entry(partial(VGG16UNet), "VGG16 encoder (torchvision layout, loadable weights) + U-Net decoder, concatenated skips"),
     "residual_inception_unet": Entry(partial(ResidualInceptionUNet), "residual Inception U-Net (1x1/3x3/5x5 branches, BN, same padding)"),
+    "residual_unet_attn": Entry(
+        partial(ResidualUNetAttn), "Model A (same padding) + multi-head self-attention at the 1/4 bottleneck, 2-D sinusoidal positions"
+    ),
+    "ddrnet23_slim": Entry(partial(DDRNet23Slim), "DDRNet-23-slim (Hong et al. 2021): dual-resolution branches, DAPPM, aux head in training (5.7 M)"),
+    "ddrnet23": Entry(partial(DDRNet23), "DDRNet-23: the same at full width (20.1 M)"),
+    "pidnet_s": Entry(partial(PIDNetS), "PIDNet-S (Xu et al. 2023): P/I/D branches, Pag, PAPPM, Bag; aux and boundary heads in training (7.6 M)"),
+    "pidnet_m": Entry(partial(PIDNetM), "PIDNet-M: the official M widths and depths"),
+    "pidnet_l": Entry(partial(PIDNetL), "PIDNet-L: the official L widths and depths (36.9 M)"),
+    "bisenetv2": Entry(partial(BiSeNetV2), "BiSeNetV2 (Yu et al. 2021): detail + semantic branches, guided aggregation, 4 booster heads in training (3.4 M)"),
+    "segformer_b0": Entry(partial(SegFormerB0), "SegFormer-B0 (Xie et al. 2021): Mix Transformer encoder + all-MLP decoder (3.7 M)"),
+    "segformer_b1": Entry(partial(SegFormerB1), "SegFormer-B1: the same encoder at B1 width (13.7 M)"),
+    "efficientnet_unet": Entry(partial(EfficientNetUNet), "EfficientNet-B0 encoder (MBConv, SE, SiLU) + U-Net decoder with convolved skips"),
 }
 
 

@@ -24,14 +24,12 @@ decoder was ever written, so this one is designed here. Choices, and why:
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
-from cityseg.errors import CitysegError
 from cityseg.models.base import SegmentationModel, check_option
 from cityseg.models.blocks import UPSAMPLE_MODES, ConvBNAct, keras_init, upsample
+from cityseg.models.weights import load_weights
 
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 DECODER_CHANNELS = (256, 128, 64, 32, 16)
@@ -47,6 +45,14 @@ def vgg16_features() -> nn.Sequential:
             layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU(inplace=True)]
             cin = v
     return nn.Sequential(*layers)
+
+
+def _vgg16_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A full vgg16 state_dict keeps its keys; one saved from ``vgg16().features`` alone has bare
+    ``0.weight`` keys, which get their ``features.`` prefix back."""
+    if any(k.startswith("features.") for k in state):
+        return state
+    return {f"features.{k}": v for k, v in state.items()}
 
 
 class DecoderBlock(nn.Module):
@@ -80,7 +86,7 @@ class VGG16UNet(SegmentationModel):
         self.head = nn.Conv2d(cin, num_classes, 1)
         keras_init(self)
         if encoder_weights is not None:
-            load_vgg16_weights(self.features, encoder_weights)
+            load_weights(self, encoder_weights, {"torchvision vgg16": _vgg16_keys}, required=("features",), strict=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -92,31 +98,3 @@ class VGG16UNet(SegmentationModel):
         for block, skip in zip(self.decoder, reversed(skips)):
             x = block(x, skip, self.upsample_mode)
         return self.head(x)
-
-
-def load_vgg16_weights(features: nn.Sequential, path: str | os.PathLike) -> None:
-    """Load a local torchvision-style vgg16 state_dict into ``features``; CitysegError on mismatch."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CitysegError(f"{path}: encoder weights file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CitysegError(f"{path}: cannot read a torch state_dict ({type(e).__name__}: {e})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise CitysegError(f"{path}: not a vgg16 state_dict (expected a dict of tensors)")
-    own = features.state_dict()
-    if any(k.startswith("features.") for k in state):
-        state = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
-    missing = [k for k in own if k not in state]
-    if missing:
-        raise CitysegError(f"{path}: not a torchvision vgg16 state_dict: missing features.{missing[0]} ({len(missing)} of {len(own)} encoder tensors missing)")
-    extra = [k for k in state if k not in own]
-    if extra:
-        raise CitysegError(f"{path}: unexpected encoder tensor features.{extra[0]} (not a vgg16 layout)")
-    for k, v in own.items():
-        if tuple(state[k].shape) != tuple(v.shape):
-            raise CitysegError(f"{path}: features.{k} has shape {tuple(state[k].shape)}, vgg16 needs {tuple(v.shape)}")
-    features.load_state_dict({k: state[k].to(v.dtype) for k, v in own.items()})
