@@ -86,7 +86,7 @@ def load_weights(
     path = os.fspath(path)
     parts = None if required is None else required + optional
     own = {k: v for k, v in model.state_dict().items() if (parts is None or k.split(".")[0] in parts) and not k.startswith(skip)}
-    for layout, convert in layouts.items():
+    for convert in layouts.values():
         mapped = convert(state)
         if mapped is not None and any(k in own for k in mapped):
             break
