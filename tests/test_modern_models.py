@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cityseg.errors import CitysegError
-from cityseg.export import _export
+from cityseg.infer.onnx import export_model
 from cityseg.models.efficientnet_unet import EfficientNetUNet
 from cityseg.models.modern_blocks import FULL_RES_MODES
 from cityseg.models.residual_unet import ResidualUNet
@@ -323,7 +323,7 @@ def test_onnx_export_matches_pytorch(cls, tmp_path):
             model(torch.rand(2, 3, 128, 256))
     model.eval()
     path = tmp_path / "model.onnx"
-    _export(model, torch.rand(2, 3, 128, 256), path, opset=18, dynamo=True)  # the project's exporter call
+    export_model(model, torch.rand(2, 3, 128, 256), path, opset=18, dynamo=True)  # the project's exporter call
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (1, 3):
         x = torch.rand(batch, 3, 128, 256)

@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cityseg.errors import CitysegError
-from cityseg.export import _export
+from cityseg.infer.onnx import export_model
 from cityseg.models.bisenetv2 import BiSeNetV2
 from cityseg.models.ddrnet import DDRNet23, DDRNet23Slim
 from cityseg.models.pidnet import PIDNetL, PIDNetM, PIDNetS
@@ -218,7 +218,7 @@ def test_onnx_export_matches_pytorch(cls, tmp_path):
             model(torch.rand(2, 3, 128, 256))
     model.eval()
     path = tmp_path / "model.onnx"
-    _export(model, torch.rand(2, 3, 128, 256), path, opset=18, dynamo=True)  # the project's exporter call
+    export_model(model, torch.rand(2, 3, 128, 256), path, opset=18, dynamo=True)  # the project's exporter call
     graph = onnx.load(str(path)).graph
     assert len(graph.output) == 1
     heads = HEADS[cls].values()

@@ -82,7 +82,7 @@ def _quiet():
             logging.disable(logging.NOTSET)
 
 
-def _export(model: torch.nn.Module, x: torch.Tensor, path: Path, opset: int, dynamo: bool) -> None:
+def export_model(model: torch.nn.Module, x: torch.Tensor, path: Path, opset: int, dynamo: bool) -> None:
     common = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset)
     with _quiet():
         if dynamo:
@@ -131,7 +131,7 @@ def export_onnx(
         used = None
         for dynamo in tries:
             try:
-                _export(model, x, raw, opset, dynamo)
+                export_model(model, x, raw, opset, dynamo)
                 used = "dynamo" if dynamo else "torchscript"
                 break
             except Exception as e:  # exporter failures come in many types

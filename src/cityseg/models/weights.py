@@ -86,12 +86,10 @@ def load_weights(
     path = os.fspath(path)
     parts = None if required is None else required + optional
     own = {k: v for k, v in model.state_dict().items() if (parts is None or k.split(".")[0] in parts) and not k.startswith(skip)}
-    for convert in layouts.values():
-        mapped = convert(state)
-        if mapped is not None and any(k in own for k in mapped):
-            break
-    else:
+    match = next(((name, m) for name, convert in layouts.items() if (m := convert(state)) is not None and any(k in own for k in m)), None)
+    if match is None:
         raise CitysegError(f"{path}: not a {names} state_dict (no encoder key matches, e.g. {next(iter(state))!r})")
+    layout, mapped = match
     needed = [k for k in own if (required is None or k.split(".")[0] in required) and not k.endswith("num_batches_tracked")]
     missing = [k for k in needed if k not in mapped]
     if missing:
