@@ -41,7 +41,7 @@ def _check_summary(s: dict) -> None:
     for key in ("run_dir", "figure", "predictions", "predictions_color", "checkpoint", "scores"):
         assert isinstance(s[key], str) and s[key]
     assert s["n_images"] == 2
-    assert s["batch_size"] == 2 and s["grad_clip"] == demo.DEMO_GRAD_CLIP
+    assert s["batch_size"] == 2 and s["grad_clip"] == 0.0
     assert s["elapsed_s"] >= sum(v for k, v in s["seconds"].items() if k != "other") - 1.0
 
 
@@ -192,3 +192,20 @@ def test_next_run_dir(tmp_path):
     assert demo.next_run_dir(runs) == runs / "004"
     assert demo.claim_run_dir(runs) == runs / "004" and (runs / "004").is_dir()
     assert demo.claim_run_dir(runs) == runs / "005"
+
+
+def test_seed_model_and_recipe_reproduce_the_seed_demo(tmp_path):
+    """``--model residual_unet --config seed``: the seed recipe as shipped, except the demo's batch of 2."""
+    from cityseg.train.config import load_recipe
+
+    tiny = {**TINY, "batch_size": None}
+    s = demo.run_demo(tmp_path / "demo", minutes=5, model="residual_unet", recipe="seed", progress=False, log=lambda _: None, **tiny)
+    assert s["model"] == "residual_unet" and s["recipe"] == "seed" and s["batch_size"] == demo.DEMO_BATCH_SIZE == 2
+    import tomllib
+    from pathlib import Path
+
+    ran = tomllib.loads((Path(s["run_dir"]) / "config.toml").read_text())
+    seed, _ = load_recipe("seed")
+    for section in ("optim", "schedule", "augment"):
+        assert ran[section] == {k: v for k, v in seed[section].items() if k in ran[section]}, section
+    assert ran["loss"] == seed["loss"] and ran["data"]["label_mode"] == "labelIds" and ran["train"]["grad_clip"] == 0.0
