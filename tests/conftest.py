@@ -82,3 +82,29 @@ def write_tiny_dataset(root, splits=None, size=(24, 40), cities=("aachen", "brem
 def tiny_root(tmp_path):
     """A fresh writable tiny dataset: 3 train + 2 val frames of 24x40 in two cities."""
     return write_tiny_dataset(tmp_path / "tiny")
+
+
+def check_onnx_parity(model, path, size=(128, 256)):
+    """Settle ``model``'s BN statistics on real activations (logits of order 1, so atol 1e-4 is tight),
+    export it in eval mode with the project's exporter, and compare onnxruntime with PyTorch at batch 1 and
+    3 (the batch axis is dynamic). Returns the ONNX graph for further checks."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from cityseg.infer.onnx import export_model
+
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(2, 3, *size))
+    model.eval()
+    export_model(model, torch.rand(2, 3, *size), path, opset=18, dynamo=True)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        x = torch.rand(batch, 3, *size)
+        with torch.no_grad():
+            ref = model(x).numpy()
+        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        assert got.shape == ref.shape and abs(got - ref).max() < 1e-4
+    return onnx.load(str(path)).graph

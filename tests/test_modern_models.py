@@ -12,7 +12,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cityseg.errors import CitysegError
-from cityseg.infer.onnx import export_model
 from cityseg.models.efficientnet_unet import EfficientNetUNet
 from cityseg.models.modern_blocks import FULL_RES_MODES
 from cityseg.models.residual_unet import ResidualUNet
@@ -312,22 +311,11 @@ def test_encoder_weights_errors(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("cls", FAST, ids=lambda c: c.name)
 def test_onnx_export_matches_pytorch(cls, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    from conftest import check_onnx_parity
+
     torch.manual_seed(0)
-    model = cls(num_classes=19).train()
+    model = cls(num_classes=19)
     for m in model.modules():  # the attention's zero-initialised output would hide it from the comparison
         if isinstance(m, BottleneckAttention):
             nn.init.normal_(m.out.weight, std=0.05)
-    with torch.no_grad():  # BN statistics of real activations, so the logits are of order 1
-        for _ in range(3):
-            model(torch.rand(2, 3, 128, 256))
-    model.eval()
-    path = tmp_path / "model.onnx"
-    export_model(model, torch.rand(2, 3, 128, 256), path, opset=18, dynamo=True)  # the project's exporter call
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for batch in (1, 3):
-        x = torch.rand(batch, 3, 128, 256)
-        with torch.no_grad():
-            ref = model(x).numpy()
-        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-        assert got.shape == ref.shape and abs(got - ref).max() < 1e-4
+    check_onnx_parity(model, tmp_path / "model.onnx")

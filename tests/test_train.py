@@ -84,6 +84,12 @@ def tiny_cfg(recipe="seed", **over):
     return apply_overrides(cfg, base)
 
 
+def tiny_cli_args(root) -> list[str]:
+    """``cityseg train`` flags of a one-epoch tiny run on ``root`` (everything but the command and --out)."""
+    flags = "--model tiny --size 64x128 --epochs 1 --batch-size 5 --seed 3 --workers 0 --set train.fast=false --quiet"
+    return ["--data", str(root), *flags.split()]
+
+
 def weights(run_dir):
     return load_checkpoint(run_dir / "last.pt")["model"]
 
@@ -282,28 +288,7 @@ def test_cli_out_is_a_file_and_empty_split(synth64, tmp_path, capsys):
 
 def test_cli_trains_and_resumes(synth64, tmp_path, capsys):
     out = tmp_path / "run"
-    args = [
-        "train",
-        "--data",
-        str(synth64),
-        "--out",
-        str(out),
-        "--model",
-        "tiny",
-        "--size",
-        "64x128",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "5",
-        "--seed",
-        "3",
-        "--workers",
-        "0",
-        "--set",
-        "train.fast=false",
-        "--quiet",
-    ]
+    args = ["train", "--out", str(out), *tiny_cli_args(synth64)]
     assert main(args) == 0
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
     # --resume without --config takes the run's own config; --epochs extends it
@@ -362,25 +347,7 @@ def test_training_heads_dict_outputs_and_missing_output(synth64, tmp_path, monke
 def test_resume_before_the_first_checkpoint_starts_fresh(synth64, tmp_path, capsys):
     """A scheduler restarts the same command after a kill in epoch 1: no last.pt yet, so --resume starts
     the run afresh (one notice line) with the run's own config.toml, and ends where an uninterrupted run does."""
-    args = [
-        "--data",
-        str(synth64),
-        "--model",
-        "tiny",
-        "--size",
-        "64x128",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "5",
-        "--seed",
-        "3",
-        "--workers",
-        "0",
-        "--set",
-        "train.fast=false",
-        "--quiet",
-    ]
+    args = tiny_cli_args(synth64)
     assert main(["train", "--out", str(tmp_path / "ref"), *args]) == 0
     killed = tmp_path / "killed"
     killed.mkdir()

@@ -54,7 +54,7 @@ DEFAULT_RECIPE = "cpu-fast"
 DEMO_BATCH_SIZE = 2
 SEED_RECIPE = "seed"
 #: the timed probe leaves out data loading, the loss's mining and validation; this factor covers them
-PLAN_MARGIN = 1.25
+PLAN_MARGIN = 1.05
 #: rows of the results figure (the seed's figure showed 32; 8 keep the picture readable at a glance)
 FIGURE_ROWS = 8
 #: seconds kept free at the end for the summary, plus a margin for a slower machine
@@ -319,7 +319,7 @@ def run_demo(
     rows = min(figure_rows, n_val)
     forward_s = _forward_seconds(model, tuple(d["size"]))
     # per val frame: the forward pass at model size, upsampling + scoring + two PNG writes at full size
-    post_s = n_val * (forward_s + 0.6 * _megapixels(root) / 2.1) + 4.0 + 0.4 * rows
+    post_s = n_val * (forward_s + 0.25 * _megapixels(root) / 2.1) + 4.0 + 0.4 * rows
     if train_minutes is not None:
         budget_s = train_minutes * 60.0
     else:
@@ -423,7 +423,7 @@ def _seconds_per_image(cfg: dict) -> float:
     cpu = torch.device("cpu")
     x, y = make_batch(t["batch_size"], crop, cpu)
     step = train_step_fn(build(cfg["model"]["name"], crop), x, y, fast=resolve_fast(t["fast"], cpu) != (False, None))
-    return time_fn(step, warmup=1, iters=2) / t["batch_size"] * PLAN_MARGIN
+    return time_fn(step, warmup=3, iters=3) / t["batch_size"] * PLAN_MARGIN  # the first steps build kernels
 
 
 def plan_epochs(budget_s: float, seconds_per_image: float, train_images: int, epochs_cap: int) -> int:
