@@ -209,3 +209,10 @@ def test_seed_model_and_recipe_reproduce_the_seed_demo(tmp_path):
     for section in ("optim", "schedule", "augment"):
         assert ran[section] == {k: v for k, v in seed[section].items() if k in ran[section]}, section
     assert ran["loss"] == seed["loss"] and ran["data"]["label_mode"] == "labelIds" and ran["train"]["grad_clip"] == 0.0
+
+
+def test_plan_epochs():
+    assert demo.plan_epochs(300.0, 0.1, 800, 8) == 3  # 80 s an epoch: 3 whole epochs in 300 s
+    assert demo.plan_epochs(3000.0, 0.1, 800, 8) == 8  # the recipe's epochs cap it
+    assert demo.plan_epochs(10.0, 0.1, 800, 8) == 1  # at least one
+    assert demo.plan_epochs(10.0, 0.0, 800, 8) == 1

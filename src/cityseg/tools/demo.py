@@ -13,9 +13,9 @@ evaluation -> predictions -> the results figure, inside a wall-clock budget.
    + poly, OHEM with the auxiliary head). ``--model residual_unet --config seed`` is the seed's Model A with
    the seed recipe, except the demo's batch of 2 (``DEMO_BATCH_SIZE``: more updates in a few minutes).
    Training gets what the budget leaves after the measured data phases and an estimate of the evaluation
-   phases. The epochs are planned from a timed probe of a few training steps, so that a decaying LR
-   schedule ends with the budget; a constant-LR recipe then fills any time left with more epochs (resumed
-   exactly with ``train(resume=True)``). Every finished epoch is validated and ``best.pt`` holds the best
+   phases. The epochs are planned from the speed of the first ``PROBE_S`` seconds of training (stopped and
+   resumed exactly with ``train(resume=True)``), so that a decaying LR schedule ends with the budget; a
+   constant-LR recipe then fills any time left with more epochs. Every finished epoch is validated and ``best.pt`` holds the best
    weights seen; ``train.max_minutes`` guards the deadline (an epoch it cuts short is not validated).
 4. ``best.pt`` scored on val with the official protocol (model at its size, logits upsampled bilinearly to
    the full 1024x2048, argmax, ``evaluation.score_checkpoint``); labelId predictions (``runs/NNN/pred``,
@@ -53,8 +53,8 @@ DEFAULT_RECIPE = "cpu-fast"
 #: chance; batch 2 gives 8x the updates on the same images at the same cost per image
 DEMO_BATCH_SIZE = 2
 SEED_RECIPE = "seed"
-#: the timed probe leaves out data loading, the loss's mining and validation; this factor covers them
-PLAN_MARGIN = 1.05
+#: seconds of real training whose speed plans the epochs (long enough to pass the first, slower steps)
+PROBE_S = 45.0
 #: rows of the results figure (the seed's figure showed 32; 8 keep the picture readable at a glance)
 FIGURE_ROWS = 8
 #: seconds kept free at the end for the summary, plus a margin for a slower machine
@@ -409,23 +409,6 @@ def _forward_seconds(model_name: str, size: tuple[int, int]) -> float:
     return time.monotonic() - t
 
 
-def _seconds_per_image(cfg: dict) -> float:
-    """Seconds per training image of the recipe's model, batch, crop and fast path: the median of a few
-    timed steps on random data, times ``PLAN_MARGIN``."""
-    import torch
-
-    from cityseg.runtime import resolve_fast
-    from cityseg.tools.benchmark.measure import build, make_batch, time_fn, train_step_fn
-    from cityseg.train.run import train_crop
-
-    t = cfg["train"]
-    crop = tuple(train_crop(cfg))
-    cpu = torch.device("cpu")
-    x, y = make_batch(t["batch_size"], crop, cpu)
-    step = train_step_fn(build(cfg["model"]["name"], crop), x, y, fast=resolve_fast(t["fast"], cpu) != (False, None))
-    return time_fn(step, warmup=3, iters=3) / t["batch_size"] * PLAN_MARGIN  # the first steps build kernels
-
-
 def plan_epochs(budget_s: float, seconds_per_image: float, train_images: int, epochs_cap: int) -> int:
     """Whole epochs of ``train_images`` that fit in ``budget_s`` (at least 1, at most ``epochs_cap``)."""
     if seconds_per_image <= 0 or train_images <= 0:
@@ -434,19 +417,27 @@ def plan_epochs(budget_s: float, seconds_per_image: float, train_images: int, ep
 
 
 def _train(cfg: dict, root: Path, run_dir: Path, budget_s: float, epochs_cap: int, train_images: int, progress: bool, log) -> dict:
-    """The epochs a timed probe says fit in ``budget_s``, as one run (so a poly schedule ends with the
-    budget); with a constant LR, as many more whole epochs as the rest of the budget holds, planned again
-    after each resumed stretch from the latest epoch's time."""
+    """Train for ``budget_s``. The first ``PROBE_S`` seconds are real training whose speed plans the run:
+    they stop resumably, and the run resumes (exactly) with the epochs that fit, so a decaying LR schedule
+    ends with the budget (the first stretch, inside the warmup, is planned for the recipe's epochs). With
+    a constant LR, whole epochs are added while the rest of the budget holds one, planned again after each
+    stretch from the latest epoch's time."""
     from cityseg.train.config import apply_overrides
     from cityseg.train.run import train
 
+    def stretch(epochs: int, seconds: float, resume: bool) -> dict:
+        over = {"train.epochs": epochs, "train.max_minutes": max(seconds, 1.0) / 60.0}
+        return train(apply_overrides(cfg, over, source="demo"), root, run_dir, resume=resume, log=log, progress=progress)
+
     t0 = time.monotonic()
-    per_image = _seconds_per_image(cfg)
-    planned = plan_epochs(budget_s, per_image, train_images, epochs_cap)
-    log(f"timed probe: {1 / per_image:.1f} images/s planned: {planned} epoch(s) of {train_images} frames")
-    first = apply_overrides(cfg, {"train.epochs": planned, "train.max_minutes": budget_s / 60.0}, source="demo")
-    s = train(first, root, run_dir, log=log, progress=progress)
-    done = planned
+    done = epochs_cap
+    s = stretch(epochs_cap, min(budget_s, PROBE_S), resume=False)
+    seen = s["epoch"] * train_images + s["step"] * cfg["train"]["batch_size"]
+    if s["stopped"] == "time limit" and seen > 0:
+        per_image = (time.monotonic() - t0) / seen
+        done = plan_epochs(budget_s, per_image, train_images, epochs_cap)
+        log(f"{seen} images in the first {time.monotonic() - t0:.0f} s ({1 / per_image:.1f} images/s): {done} epoch(s) of {train_images} frames fit")
+        s = stretch(done, budget_s - (time.monotonic() - t0), resume=True)
     while s["stopped"] == "" and done < epochs_cap and cfg["schedule"]["name"] == "constant":
         left = budget_s - (time.monotonic() - t0)
         last = s["history"][-1]["seconds"]
@@ -454,8 +445,7 @@ def _train(cfg: dict, root: Path, run_dir: Path, budget_s: float, epochs_cap: in
         if not more:
             break
         log(f"last epoch took {last:.0f} s: {more} more epoch(s) for the remaining {left:.0f} s")
-        rest = apply_overrides(cfg, {"train.epochs": done + more, "train.max_minutes": max(left, 1.0) / 60.0}, source="demo")
-        s = train(rest, root, run_dir, resume=True, log=log, progress=progress)
+        s = stretch(done + more, left, resume=True)
         done += more
     return s
 
