@@ -12,8 +12,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cityseg.errors import CitysegError
+from cityseg.models.base import FULL_RES_MODES
 from cityseg.models.efficientnet_unet import EfficientNetUNet
-from cityseg.models.modern_blocks import FULL_RES_MODES
 from cityseg.models.residual_unet import ResidualUNet
 from cityseg.models.residual_unet_attn import BottleneckAttention, ResidualUNetAttn, sinusoidal_2d
 from cityseg.models.segformer import SegFormerB0, SegFormerB1

@@ -25,6 +25,10 @@ def check_option(model: str, key: str, value: Any, choices: Sequence[Any] | None
         raise CitysegError(f"model {model!r}: {key} must be a positive integer; got {value!r}")
 
 
+#: how a model is best run on a full 1024x2048 frame: in one piece, or in sliding windows
+FULL_RES_MODES = ("whole", "slide")
+
+
 class SegmentationModel(nn.Module):
     """Base class: ``forward(x: Bx3xHxW) -> logits BxCxHxW`` at the input's H and W (no softmax).
 

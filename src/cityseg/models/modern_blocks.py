@@ -1,16 +1,12 @@
 """Pieces shared by the SegFormer, EfficientNet-U-Net and attention U-Net models.
 
-Stochastic depth and the ``full_res_mode`` values the inference code reads; encoder weights load
-through ``weights.load_weights``.
+Stochastic depth; encoder weights load through ``weights.load_weights``.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-#: how a model should be run on a full 1024x2048 frame: in one piece, or in sliding windows
-FULL_RES_MODES = ("whole", "slide")
 
 
 class DropPath(nn.Module):

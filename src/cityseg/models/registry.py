@@ -101,9 +101,9 @@ def build_model(name: str, num_classes: int = 34, **options: Any) -> Segmentatio
     return MODELS[name].build(num_classes=num_classes, **options)
 
 
-def count_params(model: nn.Module, deploy: bool = True) -> int:
-    """Trainable parameters; with ``deploy``, without the training-only heads (what inference runs)."""
-    heads = tuple(f"{h}." for h in getattr(model, "training_heads", ())) if deploy else ()
+def count_params(model: nn.Module) -> int:
+    """Trainable parameters of the deployed model: without the training-only heads (what inference runs)."""
+    heads = tuple(f"{h}." for h in getattr(model, "training_heads", ()))
     return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and not n.startswith(heads))
 
 
