@@ -173,17 +173,6 @@ def test_bad_input_is_one_line_exit_2(case, tmp_path, capsys):
         assert not (out / "runs").exists()
 
 
-def test_plan_more_epochs():
-    assert demo.plan_more_epochs(100.0, 10.0, 1, 40) == 10
-    assert demo.plan_more_epochs(104.0, 10.0, 1, 40) == 10  # 0.4 of an epoch left over: not started
-    assert demo.plan_more_epochs(106.0, 10.0, 1, 40) == 11  # 0.6 of it fits: tried (the time limit guards it)
-    assert demo.plan_more_epochs(100.0, 10.0, 38, 40) == 2  # the epoch cap
-    assert demo.plan_more_epochs(4.0, 10.0, 1, 40) == 0
-    assert demo.plan_more_epochs(6.0, 10.0, 1, 40) == 1
-    assert demo.plan_more_epochs(-1.0, 10.0, 1, 40) == 0
-    assert demo.plan_more_epochs(100.0, 0.0, 1, 40) == 0
-
-
 def test_next_run_dir(tmp_path):
     runs = tmp_path / "runs"
     assert demo.next_run_dir(runs) == runs / "001"
@@ -211,8 +200,10 @@ def test_seed_model_and_recipe_reproduce_the_seed_demo(tmp_path):
     assert ran["loss"] == seed["loss"] and ran["data"]["label_mode"] == "labelIds" and ran["train"]["grad_clip"] == 0.0
 
 
-def test_plan_epochs():
-    assert demo.plan_epochs(300.0, 0.1, 800, 8) == 3  # 80 s an epoch: 3 whole epochs in 300 s
-    assert demo.plan_epochs(3000.0, 0.1, 800, 8) == 8  # the recipe's epochs cap it
-    assert demo.plan_epochs(10.0, 0.1, 800, 8) == 1  # at least one
-    assert demo.plan_epochs(10.0, 0.0, 800, 8) == 1
+def test_plan_steps():
+    # 100 s left at 0.5 s a step after 40 steps: 2% of the time stays free -> 196 more
+    assert demo.plan_steps(100.0, 0.5, 40, 10_000) == 236
+    assert demo.plan_steps(100.0, 0.5, 40, 100) == 100  # the recipe's epochs cap it
+    assert demo.plan_steps(0.1, 0.5, 40, 100) == 41  # at least one more step
+    assert demo.plan_steps(-5.0, 0.5, 40, 100) == 41
+    assert demo.plan_steps(100.0, 0.0, 40, 100) == 100  # no speed measured: the cap

@@ -122,6 +122,30 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(synth64, tmp_path):
         assert {k: v for k, v in ra.items() if k != "seconds"} == {k: v for k, v in rb.items() if k != "seconds"}
 
 
+def test_iters_ends_inside_an_epoch_and_resumes_exactly(synth64, tmp_path):
+    """``train.iters`` = 8 with 3 steps an epoch: epochs of 3, 3 and 2 steps, the LR schedule spans the 8
+    steps (not ``train.epochs``), the partial last epoch is validated, and a run interrupted inside it
+    resumes to the same weights."""
+    from cityseg.train.schedule import lr_factor
+
+    over = {"train.iters": 8, "train.epochs": 40, "train.drop_last": False, "data.label_mode": "labelIds", "augment.enabled": False, "loss": [{"name": "ce"}]}
+    cfg = tiny_cfg("standard", **over)
+    full = train(cfg, synth64, tmp_path / "full", progress=False)
+    assert full["stopped"] == "" and full["epoch"] == 3 and full["steps_done"] == 8
+    assert [row["epoch"] for row in full["history"]] == [1, 2, 3] and "miou_34" in full["history"][-1]
+    ck = load_checkpoint(tmp_path / "full" / "last.pt")
+    s = cfg["schedule"]
+    end_lr = cfg["optim"]["lr"] * lr_factor(8, 8, s["name"], s["power"], s["warmup_iters"], s["warmup_factor"])
+    assert ck["scheduler"]["last_epoch"] == 8 and ck["optimizer"]["param_groups"][0]["lr"] == pytest.approx(end_lr)
+    TinyNet.calls, TinyNet.hooks = 0, {7: "sigint"}  # Ctrl-C at the first step of the last (2-step) epoch
+    part = train(cfg, synth64, tmp_path / "resumed", progress=False)
+    assert part["stopped"] == "interrupted" and (part["epoch"], part["step"], part["steps_done"]) == (2, 1, 7)
+    TinyNet.hooks = {}
+    done = train(cfg, synth64, tmp_path / "resumed", resume=True, progress=False)
+    assert done["epoch"] == 3 and done["steps_done"] == 8
+    assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "resumed"))
+
+
 def test_epoch_boundary_resume_after_kill_equals_uninterrupted(synth64, tmp_path):
     """A SIGKILL leaves last.pt of the last finished epoch; resuming from it must reach the same weights."""
     cfg = tiny_cfg(**{"train.epochs": 2, "train.seed": 7})

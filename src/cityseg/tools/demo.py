@@ -13,10 +13,11 @@ evaluation -> predictions -> the results figure, inside a wall-clock budget.
    + poly, OHEM with the auxiliary head). ``--model residual_unet --config seed`` is the seed's Model A with
    the seed recipe, except the demo's batch of 2 (``DEMO_BATCH_SIZE``: more updates in a few minutes).
    Training gets what the budget leaves after the measured data phases and an estimate of the evaluation
-   phases. The epochs are planned from the speed of the first ``PROBE_S`` seconds of training (stopped and
-   resumed exactly with ``train(resume=True)``), so that a decaying LR schedule ends with the budget; a
-   constant-LR recipe then fills any time left with more epochs. Every finished epoch is validated and ``best.pt`` holds the best
-   weights seen; ``train.max_minutes`` guards the deadline (an epoch it cuts short is not validated).
+   phases. The run's length in steps (``train.iters``) is planned from the speed of the first ``PROBE_S``
+   seconds of training (stopped and resumed exactly with ``train(resume=True)``) and planned again at
+   ``REPLAN_AT`` of the budget, so that the LR schedule ends with the budget; the last epoch may be
+   partial. Every epoch is validated and ``best.pt`` holds the best weights seen; ``train.max_minutes``
+   guards the deadline (an epoch it cuts short is not validated).
 4. ``best.pt`` scored on val with the official protocol (model at its size, logits upsampled bilinearly to
    the full 1024x2048, argmax, ``evaluation.score_checkpoint``); labelId predictions (``runs/NNN/pred``,
    test-server names) and colour maps (``runs/NNN/pred_color``); the results figure with error maps
@@ -55,6 +56,10 @@ DEMO_BATCH_SIZE = 2
 SEED_RECIPE = "seed"
 #: seconds of real training whose speed plans the epochs (long enough to pass the first, slower steps)
 PROBE_S = 45.0
+#: the fraction of the training budget at which the length of the run is planned again
+REPLAN_AT = 0.6
+#: the fraction of the remaining time a plan leaves free
+PLAN_MARGIN = 0.02
 #: rows of the results figure (the seed's figure showed 32; 8 keep the picture readable at a glance)
 FIGURE_ROWS = 8
 #: seconds kept free at the end for the summary, plus a margin for a slower machine
@@ -125,17 +130,6 @@ def claim_run_dir(runs: Path) -> Path:
             return run_dir
         except FileExistsError:
             continue
-
-
-def plan_more_epochs(seconds_left: float, epoch_seconds: float, epochs_done: int, epochs_cap: int) -> int:
-    """Epochs to add so that training fills ``seconds_left`` at ``epoch_seconds`` each, capped so that
-    ``epochs_done`` + the result stays within ``epochs_cap``. A last epoch is planned when at least half of
-    it fits: the time limit may then cut it (its steps are not validated, ``best.pt`` keeps the earlier
-    epochs), which costs nothing but time the budget leaves idle anyway."""
-    if epoch_seconds <= 0 or not math.isfinite(epoch_seconds) or seconds_left <= 0:
-        return 0
-    fit = math.floor(seconds_left / epoch_seconds + 0.5)
-    return max(0, min(fit, epochs_cap - epochs_done))
 
 
 def _check_options(
@@ -343,8 +337,7 @@ def run_demo(
     phases = {k: round(v, 1) for k, v in timer.phases.items()}
     phases["other"] = round(max(0.0, total - sum(timer.phases.values())), 1)
     hist = summary["history"]
-    n_train = data_info["frames"].get(d["train_split"], 0)
-    steps = summary["epoch"] * math.ceil(n_train / batch_size) + summary["step"]
+    steps = summary["steps_done"]
     result = {
         "mIoU": results["mIoU"],
         "mIoU_34": results["mIoU_34"],
@@ -368,7 +361,7 @@ def run_demo(
         "train_size": list(d["size"]),
         "epochs": summary["epoch"],
         "steps": steps,
-        "images_seen": summary["epoch"] * n_train + summary["step"] * batch_size,
+        "images_seen": steps * batch_size,
         "stopped": summary["stopped"] or "epochs done",
         "val_model_size": {k: hist[-1][k] for k in ("miou_19", "miou_34", "pixel_acc") if hist and k in hist[-1]},
         "minutes": minutes,
@@ -409,44 +402,45 @@ def _forward_seconds(model_name: str, size: tuple[int, int]) -> float:
     return time.monotonic() - t
 
 
-def plan_epochs(budget_s: float, seconds_per_image: float, train_images: int, epochs_cap: int) -> int:
-    """Whole epochs of ``train_images`` that fit in ``budget_s`` (at least 1, at most ``epochs_cap``)."""
-    if seconds_per_image <= 0 or train_images <= 0:
-        return 1
-    return max(1, min(epochs_cap, math.floor(budget_s / (seconds_per_image * train_images))))
+def plan_steps(seconds_left: float, seconds_per_step: float, steps_done: int, steps_cap: int) -> int:
+    """The run's total optimiser steps when ``seconds_left`` are spent at ``seconds_per_step`` (a step's
+    share of the validations and restarts included) after ``steps_done``; at most ``steps_cap``, at least
+    one more. The plan keeps ``PLAN_MARGIN`` of the time free, because a run cut by the time limit ends
+    with its LR above the schedule's floor and its last epoch unvalidated."""
+    if seconds_per_step <= 0 or not math.isfinite(seconds_per_step):
+        return steps_cap
+    more = math.floor(max(0.0, seconds_left) * (1.0 - PLAN_MARGIN) / seconds_per_step)
+    return max(steps_done + 1, min(steps_cap, steps_done + more))
 
 
 def _train(cfg: dict, root: Path, run_dir: Path, budget_s: float, epochs_cap: int, train_images: int, progress: bool, log) -> dict:
-    """Train for ``budget_s``. The first ``PROBE_S`` seconds are real training whose speed plans the run:
-    they stop resumably, and the run resumes (exactly) with the epochs that fit, so a decaying LR schedule
-    ends with the budget (the first stretch, inside the warmup, is planned for the recipe's epochs). With
-    a constant LR, whole epochs are added while the rest of the budget holds one, planned again after each
-    stretch from the latest epoch's time."""
+    """Train for ``budget_s``, in stretches that stop resumably and continue exactly (``train(resume=True)``).
+    The first ``PROBE_S`` seconds are real training whose speed plans the run's length in steps
+    (``train.iters``), so that the LR schedule ends with the budget; at ``REPLAN_AT`` of the budget the plan
+    is made again from the speed of the stretch since (a longer, steadier measurement)."""
     from cityseg.train.config import apply_overrides
     from cityseg.train.run import train
 
-    def stretch(epochs: int, seconds: float, resume: bool) -> dict:
-        over = {"train.epochs": epochs, "train.max_minutes": max(seconds, 1.0) / 60.0}
+    def stretch(iters: int, until_s: float, resume: bool) -> dict:
+        seconds = max(until_s - (time.monotonic() - t0), 1.0)
+        over = {"train.iters": iters, "train.max_minutes": seconds / 60.0}
         return train(apply_overrides(cfg, over, source="demo"), root, run_dir, resume=resume, log=log, progress=progress)
 
+    t = cfg["train"]
+    per_epoch = train_images // t["batch_size"] if t["drop_last"] else -(-train_images // t["batch_size"])
+    cap = epochs_cap * max(1, per_epoch)
     t0 = time.monotonic()
-    done = epochs_cap
-    s = stretch(epochs_cap, min(budget_s, PROBE_S), resume=False)
-    seen = s["epoch"] * train_images + s["step"] * cfg["train"]["batch_size"]
-    if s["stopped"] == "time limit" and seen > 0:
-        per_image = (time.monotonic() - t0) / seen
-        done = plan_epochs(budget_s, per_image, train_images, epochs_cap)
-        log(f"{seen} images in the first {time.monotonic() - t0:.0f} s ({1 / per_image:.1f} images/s): {done} epoch(s) of {train_images} frames fit")
-        s = stretch(done, budget_s - (time.monotonic() - t0), resume=True)
-    while s["stopped"] == "" and done < epochs_cap and cfg["schedule"]["name"] == "constant":
-        left = budget_s - (time.monotonic() - t0)
-        last = s["history"][-1]["seconds"]
-        more = plan_more_epochs(left, last, done, epochs_cap)
-        if not more:
+    s = stretch(cap, min(budget_s, PROBE_S), resume=False)
+    mark, done = 0.0, 0
+    for until in (budget_s * REPLAN_AT, budget_s):
+        if s["stopped"] != "time limit" or s["steps_done"] <= done:
             break
-        log(f"last epoch took {last:.0f} s: {more} more epoch(s) for the remaining {left:.0f} s")
-        s = stretch(done + more, left, resume=True)
-        done += more
+        now = time.monotonic() - t0
+        per_step = (now - mark) / (s["steps_done"] - done)
+        mark, done = now, s["steps_done"]
+        iters = plan_steps(budget_s - now, per_step, done, cap)
+        log(f"{done} steps in {now:.0f} s ({per_step:.2f} s/step): {iters} steps planned in all")
+        s = stretch(iters, until, resume=True)
     return s
 
 

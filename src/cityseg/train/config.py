@@ -63,6 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "loss": [{"name": "ce", "weight": 1.0}],
     "train": {
         "epochs": 40,
+        "iters": 0,  # when > 0: the run is this many optimiser steps (the schedule spans them, the last epoch ends early); epochs is ignored
         "batch_size": 16,  # GLOBAL batch: split evenly across torchrun processes
         "eval_batch_size": 4,  # per process; small batches are faster on CPU
         "seed": 0,
@@ -254,6 +255,7 @@ def validate(cfg: dict[str, Any], source: str = "config") -> dict[str, Any]:
         "train.grad_clip": t["grad_clip"],
         "train.max_minutes": t["max_minutes"],
         "train.checkpoint_every": t["checkpoint_every"],
+        "train.iters": t["iters"],
         "optim.weight_decay": o["weight_decay"],
         "optim.eps": o["eps"],
         "schedule.warmup_iters": s["warmup_iters"],

@@ -14,6 +14,7 @@ validation pass; this module builds their parts, resumes, and saves.
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -258,10 +259,25 @@ def setup(cfg: dict[str, Any], root: Path, out: Path, info: D.DistInfo, say: Cal
     channels_last, amp_dtype = resolve_fast(t["fast"], info.device)
     net = _wrap_model(model, cfg, info, channels_last)
     optimizer = build_optimizer(model, cfg["optim"])
-    scheduler = build_scheduler(optimizer, cfg["schedule"], t["epochs"] * len(sampler), cfg["optim"]["lr"])
+    scheduler = build_scheduler(optimizer, cfg["schedule"], total_steps(t, len(sampler)), cfg["optim"]["lr"])
     scaler = torch.amp.GradScaler(info.device.type, enabled=info.device.type == "cuda" and amp_dtype == torch.float16)
     ctx = StepContext(net, criterion, optimizer, scheduler, scaler, info, channels_last, amp_dtype, float(t["grad_clip"]), t["nan_policy"], out / LAST)
     return Run(cfg, out, label_mode, ctx, train_ds, val_loader, sampler, say)
+
+
+def total_steps(t: dict[str, Any], steps_per_epoch: int) -> int:
+    """Optimiser steps of the whole run: ``train.iters`` when set, else whole epochs."""
+    return int(t["iters"]) if t["iters"] > 0 else int(t["epochs"]) * steps_per_epoch
+
+
+def planned_epochs(t: dict[str, Any], steps_per_epoch: int) -> int:
+    """Epochs the run spans; with ``train.iters`` the last one may be partial."""
+    return -(-total_steps(t, steps_per_epoch) // steps_per_epoch)
+
+
+def epoch_steps(t: dict[str, Any], steps_per_epoch: int, epoch: int) -> int:
+    """Steps of epoch ``epoch`` (0-based): a full epoch, or what ``train.iters`` leaves for the last one."""
+    return min(steps_per_epoch, total_steps(t, steps_per_epoch) - epoch * steps_per_epoch)
 
 
 def resume(run: Run, ckpt: dict[str, Any]) -> None:
@@ -314,7 +330,7 @@ def end_epoch(run: Run, epoch: int, tb: TensorBoard, show: bool) -> None:
         raise CitysegError(f"epoch {epoch + 1}: every step was skipped (non-finite loss); stopping")
     row = {"epoch": epoch + 1, "train_loss": run.running["loss_sum"] / run.running["steps"], "lr": run.ctx.optimizer.param_groups[0]["lr"]}
     tick = time.monotonic()
-    if (epoch + 1) % t["val_every"] == 0 or epoch + 1 == t["epochs"]:
+    if (epoch + 1) % t["val_every"] == 0 or epoch + 1 == planned_epochs(t, len(run.sampler)):
         row.update(evaluate(run.ctx, run.val_loader, run.label_mode, show))
         run.metrics = {k: float(v) for k, v in row.items() if k in ("pixel_acc", "miou_19", "miou_34", "val_loss")}
     row["seconds"] = round(run.running["seconds"] + time.monotonic() - tick, 3)
@@ -356,14 +372,16 @@ def fit(run: Run, progress: bool) -> tuple[str, str]:
             def should_stop() -> list[bool]:
                 return [stop.requested, limit_s > 0 and time.monotonic() - t0 > limit_s]
 
-            for epoch in range(run.epoch, t["epochs"]):
-                loader = _epoch_loader(run, epoch)
-                bar = tqdm(total=steps, initial=run.step, desc=f"epoch {epoch + 1}/{t['epochs']}", disable=not show, dynamic_ncols=True, unit="step")
+            epochs = planned_epochs(t, steps)
+            for epoch in range(run.epoch, epochs):
+                n = epoch_steps(t, steps, epoch)
+                loader = itertools.islice(_epoch_loader(run, epoch), n - run.step)
+                bar = tqdm(total=n, initial=run.step, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, dynamic_ncols=True, unit="step")
                 run.step, flags = train_one_epoch(run.ctx, loader, epoch, run.step, run.running, should_stop, after_step, bar, run.say)
                 bar.close()
                 if any(flags):
                     stopped = "interrupted" if flags[0] else "time limit"
-                if stopped and run.step < steps:
+                if stopped and run.step < n:
                     run.save(LAST)  # resumable mid-epoch
                     break
                 end_epoch(run, epoch, tb, show)
@@ -383,7 +401,7 @@ def train(
 ) -> dict[str, Any]:
     """Train ``cfg["model"]["name"]`` with the recipe ``cfg`` on ``data_root``; files go to ``out_dir``.
 
-    Returns a summary: ``{"run_dir", "epoch", "step", "best_miou", "metrics", "stopped", "history"}``
+    Returns a summary: ``{"run_dir", "epoch", "step", "steps_done", "best_miou", "metrics", "stopped", "history"}``
     where ``stopped`` is "" (all epochs done), "interrupted" or "time limit".
     """
     cfg = validate(copy.deepcopy(cfg))
@@ -425,6 +443,7 @@ def _train(cfg: dict[str, Any], root: Path, out: Path, resume_run: bool, info: D
         "run_dir": str(out),
         "epoch": run.epoch,
         "step": run.step,
+        "steps_done": sum(epoch_steps(cfg["train"], len(run.sampler), e) for e in range(run.epoch)) + run.step,
         "best_miou": run.best,
         "metrics": run.metrics,
         "stopped": stopped,
