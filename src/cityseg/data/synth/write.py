@@ -16,7 +16,7 @@ import numpy as np
 from cityseg import labels
 from cityseg.data import layout
 from cityseg.data.synth.render import render_frame
-from cityseg.data.synth.spec import CITIES, DEFAULT_COUNTS, DEFAULT_SIZE, FILE_KINDS, FRAME_ID, MARKER, SPLITS
+from cityseg.data.synth.spec import CITIES, DEFAULT_COUNTS, DEFAULT_SIZE, FILE_KINDS, FRAME_ID, MARKER, SPLITS, VERSION
 from cityseg.errors import CitysegError
 from cityseg.io import atomic_write_json, atomic_write_text, write_png
 
@@ -121,7 +121,7 @@ def generate(
         raise CitysegError(f"invalid size {h}x{w}: larger than 4096x8192")
     ours = _check_out(out)
     out.mkdir(parents=True, exist_ok=True)
-    info = {"generator": "SynthCity", "seed": int(seed), "size": [h, w], "counts": counts, "complete": False}
+    info = {"generator": "SynthCity", "version": VERSION, "seed": int(seed), "size": [h, w], "counts": counts, "complete": False}
     atomic_write_json(out / MARKER, info)
     workers = 1 if workers is None else max(1, int(workers))
     for split in SPLITS:
