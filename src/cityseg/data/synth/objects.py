@@ -168,7 +168,7 @@ class StreetObjects:
     # ---- vehicles
     def traffic(self):
         rng = self.rng
-        tram = rng.random() < 0.04
+        tram = rng.random() < 0.06
         for lane in range(self.lanes):
             xc = self.lanes_x0 + (lane + 0.5) * self.lane_w
             oncoming = self.lanes >= 2 and lane < self.lanes // 2
