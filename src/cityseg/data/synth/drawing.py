@@ -57,12 +57,12 @@ class Canvas:
         out = []
         for p in polys:
             p = np.asarray(p, np.float64).reshape(-1, 2)
-            if len(p) < 3 or not np.isfinite(p).all():
+            if len(p) < 3 or not np.isfinite(p.sum()):
                 continue
-            lo, hi = p.min(0), p.max(0)
-            if hi[0] < 0 or hi[1] < 0 or lo[0] > self.w - 1 or lo[1] > self.h - 1:
+            x, y, bw, bh = cv2.boundingRect(p.astype(np.float32))  # one C call instead of min/max reductions
+            if x + bw < 1 or y + bh < 1 or x > self.w - 1 or y > self.h - 1:
                 continue
-            if lo[0] < 0 or lo[1] < 0 or hi[0] > self.w - 1 or hi[1] > self.h - 1:
+            if x < 0 or y < 0 or x + bw > self.w - 1 or y + bh > self.h - 1:
                 p = _clip_polygon(p, 0, 0, self.w - 1, self.h - 1)
             if len(p) >= 3:
                 out.append(np.round(p).astype(np.int32))

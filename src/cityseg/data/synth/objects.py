@@ -168,7 +168,7 @@ class StreetObjects:
     # ---- vehicles
     def traffic(self):
         rng = self.rng
-        tram = rng.random() < 0.06
+        tram = rng.random() < 0.03
         for lane in range(self.lanes):
             xc = self.lanes_x0 + (lane + 0.5) * self.lane_w
             oncoming = self.lanes >= 2 and lane < self.lanes // 2
@@ -182,7 +182,7 @@ class StreetObjects:
                 continue
             z = rng.uniform(7, 22)
             while z < 90:
-                if rng.random() < 0.3 and not self.in_cross(z, 3):
+                if rng.random() < 0.2 and not self.in_cross(z, 3):
                     kind = rng.choice(["car", "truck", "bus", "rider"], p=[0.84, 0.025, 0.025, 0.11])
                     x = xc + rng.uniform(-0.4, 0.4)
                     if kind == "rider":
@@ -194,8 +194,8 @@ class StreetObjects:
                     z += dims[0] + rng.uniform(2, 25)
                 else:
                     z += rng.uniform(5, 25)
-        if rng.random() < 0.35:  # cyclists along the kerb on the right
-            for _ in range(rng.integers(1, 3)):
+        if rng.random() < 0.5:  # cyclists along the kerb on the right
+            for _ in range(rng.integers(1, 4)):
                 z = rng.uniform(8, 40)
                 x = self.edge(1) - rng.uniform(0.6, 1.0) - 2.2 * self.parking_lane[1]
                 self.add(z, lambda x=x, z=z: self.cyclist(x, z, on_road=True, motor=False))
@@ -208,7 +208,7 @@ class StreetObjects:
                 if self.in_cross(z, 6):
                     z += 4
                     continue
-                if rng.random() < 0.6:
+                if rng.random() < 0.42:
                     kind = rng.choice(["car", "truck", "motorcycle"], p=[0.92, 0.02, 0.06])
                     if kind == "motorcycle":
                         self.add(z, lambda x=x, z=z: self.cyclist(x + side * 0.4, z, on_road=False, motor=True))
@@ -365,7 +365,7 @@ class StreetObjects:
         for side in (-1, 1):  # pedestrians on the sidewalks, sometimes in groups
             for _ in range(rng.integers(0, 7)):
                 z = rng.uniform(5, 60)
-                for _ in range(1 if rng.random() < 0.6 else rng.integers(2, 5)):
+                for _ in range(1 if rng.random() < 0.7 else rng.integers(2, 4)):
                     x = self.edge(side) + side * rng.uniform(0.3, self.sidewalk_w[side] - 0.2)
                     zz = z + rng.uniform(-1.5, 1.5)
                     self.add(zz, lambda x=x, z=zz: self.draw_person(x, z, L["person"], rng.uniform(-1, 1), lift=self.kerb))

@@ -20,7 +20,7 @@ from cityseg.data.synth.spec import L
 
 #: per street kind: (building share of the zones, building heights (m), street-tree probability, lanes)
 KINDS = {
-    "centre": ((0.8, 0.05, 0.06, 0.09), (14, 28), 0.3, (2, 2, 3, 4)),
+    "centre": ((0.78, 0.05, 0.08, 0.09), (14, 28), 0.3, (2, 2, 3, 4)),
     "residential": ((0.66, 0.16, 0.07, 0.11), (10, 20), 0.5, (2, 2, 2, 3)),
     "industrial": ((0.45, 0.2, 0.15, 0.2), (6, 16), 0.35, (2, 2, 3)),
 }
@@ -57,7 +57,7 @@ class Scene(StreetObjects):
         self.lanes = lanes
         self.sky_color = self.pal.sky(self.overcast)
         self.sidewalk_w = {s: rng.uniform(2.5, 5.5) for s in (-1, 1)}
-        self.verge = {s: rng.uniform(0.8, 2.0) if rng.random() < 0.3 else 0.0 for s in (-1, 1)}  # grass strip at the kerb
+        self.verge = {s: rng.uniform(0.8, 2.0) if rng.random() < 0.2 else 0.0 for s in (-1, 1)}  # grass strip at the kerb
         self.kerb = rng.uniform(0.08, 0.16)
         self.parking = {s: rng.random() < 0.12 for s in (-1, 1)}  # a marked parking strip (void "parking")
         self.cross = None  # (z0, z1) of a cross street

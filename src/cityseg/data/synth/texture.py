@@ -57,7 +57,9 @@ def tiles(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def sky(image: np.ndarray, label: np.ndarray, horizon: float, base, rng: np.random.Generator, overcast: bool) -> None:
-    """Repaint the sky pixels: brighter towards the horizon, with clouds from the blotch tile."""
+    """Repaint the sky pixels: brighter towards the horizon, with clouds from the blotch tile.
+
+    Computed at a quarter of the resolution and scaled up: sky and clouds are smooth."""
     ys, _ = np.nonzero(label[:, :: max(1, label.shape[1] // 256)] == L["sky"])
     if len(ys) == 0:
         return
@@ -65,19 +67,25 @@ def sky(image: np.ndarray, label: np.ndarray, horizon: float, base, rng: np.rand
     y1 = int(ys.max()) + 2
     _, blotch, _ = tiles(h, w)
     oy, ox = rng.integers(0, PAD, 2)
-    t = np.clip(np.arange(y1, dtype=np.float32) / max(horizon, 1.0), 0, 1)[:, None, None]
+    sh, sw = max(1, y1 // 4), max(1, w // 4)
+    t = np.clip((np.arange(sh, dtype=np.float32) + 0.5) * (y1 / sh) / max(horizon, 1.0), 0, 1)[:, None, None]
     base = np.asarray(base, np.float32)
     top = base * np.array([0.8, 0.88, 1.0], np.float32) * (0.92 if overcast else 0.75)
     grad = top * (1 - t) + np.minimum(base * 1.08 + 8, 255) * t
-    cloud = np.clip((blotch[oy : oy + y1, ox : ox + w] - rng.uniform(-0.2, 1.2)) * rng.uniform(0.3, 0.8), 0, 1)[..., None]
+    clouds = cv2.resize(blotch[oy : oy + y1, ox : ox + w], (sw, sh), interpolation=cv2.INTER_AREA)
+    cloud = np.clip((clouds - rng.uniform(-0.2, 1.2)) * rng.uniform(0.3, 0.8), 0, 1)[..., None]
     white = np.float32(rng.uniform(200, 250)) if not overcast else base.mean() * 1.05
-    sky_img = np.clip(grad * (1 - cloud) + white * cloud, 0, 255).astype(np.uint8)
+    small = np.clip(grad * (1 - cloud) + white * cloud, 0, 255).astype(np.uint8)
+    sky_img = cv2.resize(small, (w, y1), interpolation=cv2.INTER_LINEAR)
     mask = (label[:y1] == L["sky"]).astype(np.uint8)
     cv2.copyTo(sky_img, mask, image[:y1])
 
 
 def finish(image: np.ndarray, label: np.ndarray, shade: np.ndarray, rng: np.random.Generator, randomize: bool = False) -> np.ndarray:
-    """Texture, shadows, lighting, vignetting, exposure and white balance, blur and sensor noise -> uint8 RGB."""
+    """Texture, shadows, lighting, vignetting, exposure and white balance, blur and sensor noise -> uint8 RGB.
+
+    The per-pixel factor (texture x shadow x lighting x vignetting) is applied in 8-bit fixed point and the
+    per-channel exposure as a lookup table: 8-bit operations keep this step fast."""
     h, w = label.shape
     fine, blotch, sensor = tiles(h, w)
     oy, ox, oy2, ox2 = rng.integers(0, PAD, 4)
@@ -91,26 +99,22 @@ def finish(image: np.ndarray, label: np.ndarray, shade: np.ndarray, rng: np.rand
         shade = cv2.blur(shade, (3, 3))
     light = cv2.resize(rng.uniform(0.85, 1.15, (3, 6)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
     light = cv2.multiply(light, _vignette(h, w, rng.uniform(0.0, 0.35)))
-    light = cv2.multiply(light, shade, dtype=cv2.CV_32F, scale=1 / 255)
-    mod = cv2.add(cv2.multiply(mod, light), light)  # (1 + texture) * light
+    light = cv2.multiply(light, shade, dtype=cv2.CV_32F, scale=128 / 255)
+    mod8 = cv2.convertScaleAbs(cv2.add(cv2.multiply(mod, light), light))  # (1 + texture) * light, 128 = 1
+    img = cv2.multiply(image, cv2.merge([mod8, mod8, mod8]), scale=1 / 128)
     # exposure and white balance: per-channel affine towards a per-frame target near the real statistics
-    sub = image[::8, ::8].astype(np.float32) * mod[::8, ::8, None]
-    m, s = sub.reshape(-1, 3).mean(0) / 255, sub.reshape(-1, 3).std(0) / 255 + 1e-3
+    sub = img[::8, ::8].reshape(-1, 3).astype(np.float32)
+    m, s = sub.mean(0) / 255, sub.std(0) / 255 + 1e-3
     if randomize:
         target_m = np.clip(rng.normal(REAL_MEAN.mean(), 0.08) + rng.normal(0, 0.05, 3), 0.12, 0.6)
         target_s = np.clip(rng.normal(0.18, 0.05, 3), 0.08, 0.3)
     else:
-        target_m = REAL_MEAN + rng.normal(0, 0.035) + rng.normal(0, 0.01, 3) + 0.01
+        target_m = REAL_MEAN + rng.normal(0, 0.035) + rng.normal(0, 0.01, 3)
         target_s = REAL_STD * rng.normal(1.03, 0.08) * rng.normal(1.0, 0.02, 3)
     a = np.clip(target_s / s, 0.4, 2.5)
     b = (target_m - a * m) * 255
-    lut = (np.arange(256, dtype=np.float32)[:, None] * a[None, :].astype(np.float32)).reshape(256, 1, 3)
-    img = cv2.LUT(image, lut)  # a * image, per channel
-    img = cv2.multiply(img, cv2.merge([mod, mod, mod]))
-    img = cv2.add(img, tuple(float(v) for v in b) + (0.0,))
-    out = np.empty((h, w, 3), np.uint8)
-    np.clip(img, 0, 255, out=img)
-    out[:] = img
+    lut = np.clip(np.arange(256)[:, None] * a[None, :] + b[None, :], 0, 255).astype(np.uint8).reshape(256, 1, 3)
+    out = cv2.LUT(img, lut)
     if min(h, w) >= 64:
         out = cv2.GaussianBlur(out, (3, 3), rng.uniform(0.5, 1.0))
     noise = cv2.multiply(sensor[oy : oy + h, ox2 : ox2 + w], 1.0, dtype=cv2.CV_16S, scale=rng.uniform(1.5, 5.0) / 32)
