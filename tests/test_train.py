@@ -146,6 +146,23 @@ def test_iters_ends_inside_an_epoch_and_resumes_exactly(synth64, tmp_path):
     assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "resumed"))
 
 
+def test_loss_terms_see_the_fraction_of_the_run_done(synth64, tmp_path, monkeypatch):
+    """Step k of a 6-step run evaluates the loss at progress k/6 (what a `during` window is checked against)."""
+    from cityseg.train.losses import CombinedLoss
+
+    seen = []
+    forward = CombinedLoss.forward
+
+    def spy(self, outputs, target, progress=None):
+        seen.append(progress)
+        return forward(self, outputs, target, progress)
+
+    monkeypatch.setattr(CombinedLoss, "forward", spy)
+    cfg = tiny_cfg(**{"train.epochs": 2, "loss": [{"name": "ce", "during": [0.0, 0.5]}, {"name": "dice", "during": [0.5, 1.0]}]})
+    train(cfg, synth64, tmp_path / "run", progress=False)
+    assert seen == pytest.approx([k / 6 for k in range(6)])
+
+
 def test_epoch_boundary_resume_after_kill_equals_uninterrupted(synth64, tmp_path):
     """A SIGKILL leaves last.pt of the last finished epoch; resuming from it must reach the same weights."""
     cfg = tiny_cfg(**{"train.epochs": 2, "train.seed": 7})

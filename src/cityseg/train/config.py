@@ -96,8 +96,12 @@ def recipe_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files(RECIPES_PACKAGE).iterdir() if p.name.endswith(".toml"))
 
 
-def load_recipe(name_or_path: str | os.PathLike) -> tuple[dict[str, Any], str]:
-    """A shipped recipe name (``seed``, ``standard``) or a TOML file path -> (validated config, source)."""
+def load_recipe(name_or_path: str | os.PathLike, _chain: tuple[str, ...] = ()) -> tuple[dict[str, Any], str]:
+    """A shipped recipe name (``seed``, ``standard``) or a TOML file path -> (validated config, source).
+
+    A top-level ``base = "NAME"`` (a shipped recipe, or a TOML path relative to the file) starts from that
+    recipe, and the file's tables replace its keys: a variant states only what differs.
+    """
     text = str(name_or_path)
     shipped = resources.files(RECIPES_PACKAGE) / f"{text}.toml"
     if os.sep not in text and not text.endswith(".toml") and shipped.is_file():
@@ -120,7 +124,16 @@ def load_recipe(name_or_path: str | os.PathLike) -> tuple[dict[str, Any], str]:
         data = tomllib.loads(raw)
     except tomllib.TOMLDecodeError as e:
         raise CitysegError(f"{source}: invalid TOML ({e})") from None
-    return merge(DEFAULTS, data, source), source
+    base = DEFAULTS
+    if "base" in data:
+        name = data.pop("base")
+        if not isinstance(name, str) or not name:
+            raise CitysegError(f"{source}: base must name a recipe, got {name!r}")
+        if source in _chain:
+            raise CitysegError(f"{source}: recipes name each other as base ({' -> '.join((*_chain, source))})")
+        relative = Path(text).parent / name if source == str(Path(text)) else None
+        base, _ = load_recipe(relative if relative is not None and relative.is_file() else name, (*_chain, source))
+    return merge(base, data, source), source
 
 
 def merge(base: dict[str, Any], update: dict[str, Any], source: str) -> dict[str, Any]:
@@ -192,7 +205,16 @@ def check_losses(value: Any, source: str) -> list[dict[str, Any]]:
     """The recipe's ``loss`` list, each entry checked against its loss's options (``losses.loss_options``)."""
     if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
         raise CitysegError(f'{source}: loss must be a non-empty list of tables, e.g. [{{name = "ce", weight = 1.0}}]')
-    return [_check_loss(i, spec, source) for i, spec in enumerate(value)]
+    entries = [_check_loss(i, spec, source) for i, spec in enumerate(value)]
+    windows = sorted(tuple(e.get("during", (0.0, 1.0))) for e in entries)
+    covered = 0.0
+    for start, end in windows:
+        if start > covered:
+            break
+        covered = max(covered, end)
+    if covered < 1.0:
+        raise CitysegError(f"{source}: no loss term counts from {100 * covered:g}% of the run on; the terms' `during` windows must cover [0, 1]")
+    return entries
 
 
 def _check_loss(i: int, spec: dict[str, Any], source: str) -> dict[str, Any]:
@@ -215,8 +237,12 @@ def _check_loss(i: int, spec: dict[str, Any], source: str) -> dict[str, Any]:
                     f'{source}: {where} must name a model output, e.g. "{MAIN_OUTPUT}", "aux" or "aux*" (every output whose name starts with aux); got {v!r}'
                 )
             entry[k] = v
+        elif k == "during":
+            if not (isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v) and 0 <= v[0] < v[1] <= 1):
+                raise CitysegError(f"{source}: {where} must be [start, end], fractions of the run with 0 <= start < end <= 1; got {v!r}")
+            entry[k] = [float(x) for x in v]
         elif k not in options:
-            raise CitysegError(f"{source}: unknown config key {where!r} for loss {name!r} (options: weight, output, {', '.join(options)})")
+            raise CitysegError(f"{source}: unknown config key {where!r} for loss {name!r} (options: weight, output, during, {', '.join(options)})")
         elif k == "class_weights":
             if v in ("none", "auto"):
                 entry[k] = v

@@ -261,7 +261,20 @@ def setup(cfg: dict[str, Any], root: Path, out: Path, info: D.DistInfo, say: Cal
     optimizer = build_optimizer(model, cfg["optim"])
     scheduler = build_scheduler(optimizer, cfg["schedule"], total_steps(t, len(sampler)), cfg["optim"]["lr"])
     scaler = torch.amp.GradScaler(info.device.type, enabled=info.device.type == "cuda" and amp_dtype == torch.float16)
-    ctx = StepContext(net, criterion, optimizer, scheduler, scaler, info, channels_last, amp_dtype, float(t["grad_clip"]), t["nan_policy"], out / LAST)
+    ctx = StepContext(
+        net,
+        criterion,
+        optimizer,
+        scheduler,
+        scaler,
+        info,
+        channels_last,
+        amp_dtype,
+        float(t["grad_clip"]),
+        t["nan_policy"],
+        out / LAST,
+        total_steps(t, len(sampler)),
+    )
     return Run(cfg, out, label_mode, ctx, train_ds, val_loader, sampler, say)
 
 
