@@ -122,6 +122,14 @@ def test_damaged_or_incomplete_synthcity_is_regenerated(tmp_path):
     _, info = demo._prepare_data(tmp_path / "demo", None, 1, 1, (64, 128), 0, 1, timer, lines.append)
     assert info["source"] == "reused" and info["frames"] == {"train": 1, "val": 1}
 
+    from cityseg.data.synth import VERSION
+
+    (root / MARKER).write_text(json.dumps({**marker, "complete": True, "version": VERSION - 1}))  # an older generator's frames
+    lines.clear()
+    _, info = demo._prepare_data(tmp_path / "demo", None, 1, 1, (64, 128), 0, 1, timer, lines.append)
+    assert info["source"] == "generated" and json.loads((root / MARKER).read_text())["version"] == VERSION
+    assert any(f"generator version {VERSION - 1}, this is version {VERSION}; regenerating" in line for line in lines)
+
 
 @pytest.mark.parametrize(
     "case",

@@ -3,8 +3,9 @@ evaluation -> predictions -> the results figure, inside a wall-clock budget.
 
 ``run_demo(out, minutes)`` does, in ``out`` (default ``./demo``):
 
-1. ``out/data``: SynthCity at the official 1024x2048, generated only when absent or incomplete (a complete,
-   valid SynthCity folder is reused as it is, whatever its frame counts); ``data=ROOT`` uses an existing
+1. ``out/data``: SynthCity at the official 1024x2048, generated only when absent, incomplete or made by
+   another generator version (a complete, valid SynthCity folder of this version is reused as it is,
+   whatever its frame counts); ``data=ROOT`` uses an existing
    dataset (real Cityscapes, say) instead. The dataset is validated and its class statistics printed.
 2. The preprocessed cache of train and val at the recipe's size (reused when up to date).
 3. ``out/runs/NNN``: a FRESH numbered run folder per invocation (earlier runs are kept, a rerun never
@@ -206,6 +207,7 @@ def _dataset_line(stats) -> str:
 
 def _prepare_data(out: Path, data, train_frames: int, val_frames: int, frame_size, seed: int, workers: int, timer: _Timer, log) -> tuple[Path, dict[str, Any]]:
     """Dataset root ready for training (generated, reused or given) and what was found."""
+    from cityseg.data import synth
     from cityseg.data.check import check_dataset
     from cityseg.data.layout import check_root, resolve_root
 
@@ -219,7 +221,9 @@ def _prepare_data(out: Path, data, train_frames: int, val_frames: int, frame_siz
         root = out / "data"
         marker = _read_marker(root)
         stats = None
-        if marker is not None and marker.get("complete") is True:
+        if marker is not None and marker.get("complete") is True and marker.get("version") != synth.VERSION:
+            log(f"SynthCity in {root} was made by generator version {marker.get('version', 1)}, this is version {synth.VERSION}; regenerating it")
+        elif marker is not None and marker.get("complete") is True:
             with timer.phase("check"):
                 try:
                     stats = check_dataset(root, ["train", "val"], workers=workers, fail_fast=True)
