@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "score a checkpoint or a folder of labelId PNGs like the official script",
     "predict": "write labelId / colour / overlay predictions (test-server ready)",
     "figure": "draw the seed's results figure: input / ground truth / prediction rows",
+    "report": "write a run's report: one offline web page with scores, curves, classes, worst frames",
     "export": "export a checkpoint to ONNX",
     "benchmark": "measure training, inference and loading speed",
 }
