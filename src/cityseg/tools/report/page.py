@@ -127,7 +127,7 @@ def _classes(data: dict[str, Any]) -> str:
     colors = {c["name"]: c["color"] for c in data["classes"]}
     rows = [(name, colors[name]) for name in data["confusion"]["rows"]]
     matrix = heatmap(norm, counts.astype(np.int64), rows, data["confusion"]["cols"], "Confusion, rows normalised (% of each class's pixels)")
-    return f"<section id='classes'><h2>Per class</h2><div class='charts two'><div>{bars}</div><div>{matrix}</div></div></section>"
+    return f"<section id='classes'><h2>Per class</h2><div class='charts two'><div>{bars}</div><div class='scroll'>{matrix}</div></div></section>"
 
 
 def _gallery(data: dict[str, Any]) -> str:
