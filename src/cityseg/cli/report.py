@@ -13,7 +13,7 @@ from cityseg.tools.report import DEFAULT_FRAMES
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by `cityseg train` or `cityseg demo` (metrics.csv, config.toml, best.pt)")
     add_data_argument(parser)
-    parser.description += " --data defaults to the dataset the run was trained on when the run recorded it."
+    parser.epilog = "--data defaults to the dataset the run recorded (its environment.json, or the demo's summary.json)."
     parser.add_argument("--split", default="val", help="split to score and show (default: val)")
     parser.add_argument(
         "--out", metavar="FILE.html", default=None, help="the page (default: RUN_DIR/report/index.html; pictures go to <name>_files/ beside it)"
