@@ -69,8 +69,9 @@ def read_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
 def read_history(path: Path) -> list[dict[str, float | None]]:
     """The rows of ``metrics.csv`` as numbers (empty or NaN cells as None), one dict per epoch."""
     text = _read_text(path, "the per-epoch metrics the curves are drawn from")
-    rows = list(csv.DictReader(text.splitlines()))
-    header = set(rows[0]) if rows else set(text.splitlines()[0].split(",")) if text.strip() else set()
+    reader = csv.DictReader(text.splitlines())
+    header = set(reader.fieldnames or ())
+    rows = list(reader)
     missing = [c for c in ("epoch", "train_loss") if c not in header]
     if missing:
         raise CitysegError(f"{path}: not a cityseg metrics file (no {', '.join(missing)} column; expected {','.join(CSV_COLUMNS)})")
