@@ -1,7 +1,7 @@
 """Headless Chromium for the report's browser test and the README screenshot.
 
 Only the system browser is used (Debian ``chromium`` and ``chromium-driver``); nothing downloads a build.
-``python tests/browser.py PAGE.html OUT.png [--width 1400] [--height N]`` writes a screenshot of a page.
+``python tests/browser.py PAGE.html OUT.png [--width 1400] [--height N] [--colors N]`` writes a screenshot.
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=None, help="keep only the top N pixels")
+    parser.add_argument("--colors", type=int, default=None, help="reduce the PNG to N colours (a small file for the docs)")
     args = parser.parse_args()
     reason = missing()
     if reason:
@@ -99,7 +100,13 @@ def main() -> None:
     try:
         set_width(driver, args.width, mobile=args.width < 600)
         driver.get(args.page.resolve().as_uri())
-        print(screenshot(driver, args.out, args.height))
+        shot = screenshot(driver, args.out, args.height)
+        if args.colors:
+            from PIL import Image
+
+            with Image.open(shot) as im:
+                im.convert("RGB").quantize(colors=args.colors, method=Image.Quantize.MEDIANCUT).save(shot, optimize=True)
+        print(shot)
     finally:
         driver.quit()
 

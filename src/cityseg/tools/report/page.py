@@ -78,7 +78,8 @@ def _summary(data: dict[str, Any]) -> str:
         f"<div class='k'>{escape(name)}</div><div class='n'>{escape(note)}</div></div>"
         for key, name, note in SCORE_TILES
     )
-    best = "–" if r["best_epoch"] is None else f"epoch {r['best_epoch']} ({r['best_key']} {pct(r['best_value'])} at model size)"
+    which = "mIoU" if r["best_key"] == "miou_19" else "mIoU_34"
+    best = "–" if r["best_epoch"] is None else f"epoch {r['best_epoch']} (val {which} {pct(r['best_value'])} at the training size)"
     size = "×".join(str(v) for v in r["train_size"] or [])
     facts = (
         ("Model", f"{r['model']} ({r['label_mode']}, {size})"),
