@@ -79,6 +79,10 @@ def test_demo_end_to_end_then_rerun_reuses_data(tmp_path, capsys):
     assert math.isclose(again["pixel_acc"], s1["pixel_acc"], abs_tol=1e-12)
     text = "\n".join(lines)
     assert "mIoU (19 classes)" in text and s1["figure"] in text and "dataset:" in text
+    # the run report, from the demo's own evaluation, printed last
+    assert lines[-1].split()[-1] == s1["report"] == str(run1 / "report" / "index.html")
+    page = json.loads((run1 / "report" / "index.json").read_text())
+    assert page["scores"]["mIoU"] == s1["mIoU"] and len(page["frames"]) == 2 and page["run"]["recipe"] == "cpu-fast"
 
     # second run, same --out, through the CLI: data reused (not rewritten), a fresh run folder, JSON written
     marker_mtime = (out / "data" / MARKER).stat().st_mtime_ns
@@ -88,6 +92,7 @@ def test_demo_end_to_end_then_rerun_reuses_data(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--minutes", "5", "--json", str(summary), *TINY_ARGS]) == 0
     printed = capsys.readouterr().out
     assert "reusing SynthCity" in printed and "generating" not in printed
+    assert printed.strip().splitlines()[-1].split()[-1] == str(out / "runs" / "002" / "report" / "index.html")
     s2 = json.loads(summary.read_text())
     _check_summary(s2)
     assert s2["run_dir"] == str(out / "runs" / "002") and s2["data"]["source"] == "reused"

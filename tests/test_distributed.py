@@ -137,7 +137,7 @@ def test_two_gloo_processes_match_one_process(synth_ddp, tmp_path, monkeypatch):
             assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
         # only rank 0 wrote files: exactly one set, no stray temp files
         names = sorted(p.name for p in (tmp_path / f"ddp_{name}").iterdir())
-        assert names == ["best.pt", "config.toml", "curves.png", "last.pt", "metrics.csv"]
+        assert names == ["best.pt", "config.toml", "curves.png", "environment.json", "last.pt", "metrics.csv"]
     # the official-protocol evaluator sums its confusion matrix and instance statistics over the ranks
     got, want = np.load(tmp_path / "evaluator.npz"), _evaluator(0, 1)
     np.testing.assert_array_equal(got["mat"], want.mat)

@@ -103,7 +103,7 @@ if __name__ == "__main__":  # the subprocess wrapper: python tests/test_faults.p
 from cityseg.checkpoint import load_checkpoint  # noqa: E402
 from cityseg.cli import main  # noqa: E402
 
-RUN_FILES = {"last.pt", "best.pt", "metrics.csv", "curves.png", "config.toml"}
+RUN_FILES = {"last.pt", "best.pt", "metrics.csv", "curves.png", "config.toml", "environment.json"}
 
 
 def train_args(data, out, *extra):

@@ -7,6 +7,7 @@ tests; data is SynthCity at 64x128.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import signal
@@ -190,8 +191,10 @@ def test_seed_changes_and_repeats_the_run(synth64, tmp_path):
 def test_checkpoint_contents_files_and_rebuild(synth64, tmp_path):
     run = tmp_path / "run"
     summary = train(tiny_cfg(), synth64, run, progress=False)
-    for name in ("last.pt", "best.pt", "metrics.csv", "curves.png", "config.toml"):
+    for name in ("last.pt", "best.pt", "metrics.csv", "curves.png", "config.toml", "environment.json"):
         assert (run / name).is_file(), name
+    env = json.loads((run / "environment.json").read_text())
+    assert env["data_root"] == str(synth64) and env["packages"]["torch"] and env["cpu"]
     ck = load_checkpoint(run / "last.pt")
     for key in (
         "model",

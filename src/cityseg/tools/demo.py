@@ -24,6 +24,8 @@ evaluation -> predictions -> the results figure, inside a wall-clock budget.
    test-server names) and colour maps (``runs/NNN/pred_color``); the results figure with error maps
    (``runs/NNN/results.png``). The model runs once per val frame: the three consumers share its output.
 5. A summary dict (also ``runs/NNN/summary.json``): scores, paths, frame counts, time per phase.
+6. The run report (``runs/NNN/report/index.html``, see ``tools.report``), drawn from the same evaluation;
+   its path is the summary's last line.
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ REPLAN_AT = 0.6
 PLAN_MARGIN = 0.02
 #: rows of the results figure (the seed's figure showed 32; 8 keep the picture readable at a glance)
 FIGURE_ROWS = 8
+#: frames in the report's gallery, worst first (the demo's val split is 50 frames)
+REPORT_FRAMES = 48
+#: seconds the report takes per gallery frame (read the frame again, draw and compress four pictures)
+REPORT_FRAME_S = 0.15
 #: seconds kept free at the end for the summary, plus a margin for a slower machine
 RESERVE_S = 15.0
 MIN_TRAIN_S = 20.0
@@ -261,6 +267,8 @@ def run_demo(
     epochs: int | None = None,
     train_minutes: float | None = None,
     figure_rows: int = FIGURE_ROWS,
+    report_frames: int = REPORT_FRAMES,
+    json_path: str | os.PathLike | None = None,
     workers: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -271,8 +279,9 @@ def run_demo(
     ``train_minutes`` fixes the training time instead. ``recipe`` is a shipped recipe name or a TOML file;
     ``batch_size`` and ``grad_clip`` default to the recipe's (the seed recipe's batch to ``DEMO_BATCH_SIZE``).
     ``epochs`` caps the epochs (default: the recipe's). ``size`` overrides the recipe's training size;
-    ``train_frames``, ``val_frames`` and ``frame_size`` only apply when SynthCity is generated. Bad options
-    raise ``CitysegError``.
+    ``train_frames``, ``val_frames`` and ``frame_size`` only apply when SynthCity is generated.
+    ``report_frames`` worst val frames go into the report's gallery; ``json_path`` gets a copy of the
+    summary. Bad options raise ``CitysegError``.
     """
     from cityseg.data import cache
     from cityseg.models import check_model_name
@@ -283,6 +292,8 @@ def run_demo(
     out = Path(out)
     frame_size = tuple(int(v) for v in frame_size)
     _check_options(out, minutes, train_frames, val_frames, frame_size, batch_size, epochs, train_minutes, figure_rows)
+    if not isinstance(report_frames, int) or report_frames < 1:
+        raise CitysegError(f"--report-frames must be a positive integer, got {report_frames}")
     check_model_name(model)
     workers = default_workers() if workers is None else max(1, int(workers))
     deadline = minutes * 60.0
@@ -317,7 +328,7 @@ def run_demo(
     rows = min(figure_rows, n_val)
     forward_s = _forward_seconds(model, tuple(d["size"]))
     # per val frame: the forward pass at model size, upsampling + scoring + two PNG writes at full size
-    post_s = n_val * (forward_s + 0.25 * _megapixels(root) / 2.1) + 4.0 + 0.4 * rows
+    post_s = n_val * (forward_s + 0.25 * _megapixels(root) / 2.1) + 4.0 + 0.4 * rows + REPORT_FRAME_S * min(report_frames, n_val)
     if train_minutes is not None:
         budget_s = train_minutes * 60.0
     else:
@@ -334,7 +345,7 @@ def run_demo(
     if not ckpt.is_file():  # the time ran out inside the first epoch: no validated checkpoint yet
         ckpt = run_dir / "last.pt"
         log(f"no epoch finished in the time: evaluating {ckpt} (the weights at the time limit)")
-    results, paths = _evaluate(ckpt, root, run_dir, rows, timer, progress, log)
+    results, paths, scored = _evaluate(ckpt, root, run_dir, rows, timer, progress, log)
 
     # 5: summary
     total = timer.elapsed()
@@ -373,8 +384,16 @@ def run_demo(
         "elapsed_s": round(total, 1),
     }
     from cityseg.io import atomic_write_json
+    from cityseg.tools.report import report_path, write_report
 
+    result["report"] = str(report_path(run_dir))
+    if json_path is not None:
+        result["json"] = str(json_path)
     atomic_write_json(run_dir / "summary.json", result)
+    if json_path is not None:
+        atomic_write_json(json_path, result)
+    with timer.phase("report"):  # after summary.json, which the report reads; its time is not in the summary
+        write_report(run_dir, data=root, checkpoint=ckpt, n=report_frames, scored=scored, log=log)
     for line in format_summary(result):
         log(line)
     return result
@@ -455,10 +474,12 @@ def _evaluate(ckpt: Path, root: Path, run_dir: Path, rows: int, timer: _Timer, p
     from cityseg.infer.outputs import predict_files
     from cityseg.infer.predictor import Predictor
     from cityseg.io import atomic_write_json
+    from cityseg.tools.report import FrameCollector
 
     predictor = MemoPredictor(Predictor.from_checkpoint(ckpt, channels_last=True))
+    frames = FrameCollector()
     with timer.phase("evaluate"):
-        full, _, _ = score_checkpoint(root, "val", None, predictor=predictor, progress=progress)
+        full, _, _ = score_checkpoint(root, "val", None, predictor=predictor, progress=progress, on_frame=frames)
         results = full.results()
         scores = run_dir / "val_scores.json"
         atomic_write_json(scores, results)
@@ -470,7 +491,7 @@ def _evaluate(ckpt: Path, root: Path, run_dir: Path, rows: int, timer: _Timer, p
     figure = run_dir / "results.png"
     with timer.phase("figure"):
         results_figure(predictor, root, figure, split="val", n=rows)
-    return results, {"figure": figure, "pred": pred, "color": color, "scores": scores}
+    return results, {"figure": figure, "pred": pred, "color": color, "scores": scores}, (full, frames)
 
 
 def format_summary(s: dict[str, Any]) -> list[str]:
@@ -490,4 +511,6 @@ def format_summary(s: dict[str, Any]) -> list[str]:
         f"  predictions  {s['predictions']}  (labelIds)  and  {s['predictions_color']}  (colour)",
         f"  figure       {s['figure']}",
         f"  time         {s['elapsed_s']:.0f} s of a {s['minutes']:g} min budget: {split}",
+        *([f"  summary JSON {s['json']}"] if s.get("json") else []),
+        f"  report       {s['report']}",
     ]

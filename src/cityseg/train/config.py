@@ -18,7 +18,6 @@ from typing import Any
 
 from cityseg.errors import CitysegError
 from cityseg.labels import LABEL_MODES
-from cityseg.train.losses import LOSSES, MAIN_OUTPUT, loss_options
 
 #: every recipe key with its default (the defaults are the seed recipe's values where it has one)
 DEFAULTS: dict[str, Any] = {
@@ -218,6 +217,9 @@ def check_losses(value: Any, source: str) -> list[dict[str, Any]]:
 
 
 def _check_loss(i: int, spec: dict[str, Any], source: str) -> dict[str, Any]:
+    # the losses need torch; importing them here keeps reading a recipe (and ``cityseg train --help``) torch-free
+    from cityseg.train.losses import LOSSES, MAIN_OUTPUT, loss_options
+
     name = spec.get("name")
     if name not in LOSSES:
         raise CitysegError(f"{source}: loss[{i}].name = {name!r} is not one of {', '.join(LOSSES)}")

@@ -30,9 +30,9 @@ from cityseg.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from cityseg.data.dataset import CityscapesDataset
 from cityseg.data.transforms import train_transform
 from cityseg.errors import CitysegError
-from cityseg.io import atomic_write_text
+from cityseg.io import atomic_write_json, atomic_write_text
 from cityseg.models import build_model
-from cityseg.runtime import resolve_fast
+from cityseg.runtime import environment, resolve_fast
 from cityseg.train import distributed as D
 from cityseg.train.config import dump_toml, validate
 from cityseg.train.loop import StepContext, evaluate, new_running, train_one_epoch
@@ -71,7 +71,7 @@ def remove_stale_temp_files(out: Path) -> None:
     """Delete temp files a killed run left mid-write (``.last.pt.XXXX.tmp`` etc.; see ``io.atomic_path``)."""
     if out.is_dir():
         for tmp in out.glob(".*.tmp"):
-            if tmp.is_file() and tmp.name.split(".")[1] in ("last", "best", "metrics", "curves", "config"):
+            if tmp.is_file() and tmp.name.split(".")[1] in ("last", "best", "metrics", "curves", "config", "environment"):
                 tmp.unlink(missing_ok=True)
 
 
@@ -441,6 +441,7 @@ def _train(cfg: dict[str, Any], root: Path, out: Path, resume_run: bool, info: D
     if info.is_main:
         remove_stale_temp_files(out)
         atomic_write_text(out / "config.toml", dump_toml(cfg))  # creates RUN_DIR (lazily, here)
+        atomic_write_json(out / "environment.json", environment(root))
         if run.history:
             write_metrics_csv(out / "metrics.csv", run.history)
     say(_start_line(run))
