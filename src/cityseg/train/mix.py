@@ -34,7 +34,7 @@ def weighted_order(seed: int, epoch: int, lengths: Sequence[int], weights: Seque
     probability ``weights[k] / sum(weights)``."""
     if not lengths or len(lengths) != len(weights) or min(lengths) <= 0 or min(weights) <= 0:
         raise CitysegError(f"weighted sampling needs non-empty sources with positive weights, got lengths {list(lengths)} and weights {list(weights)}")
-    if len(lengths) == 1:
+    if len(lengths) == 1 or n == 0:
         source = torch.zeros(n, dtype=torch.long)
     else:
         gs = torch.Generator().manual_seed(epoch_seed(seed, epoch, SOURCE_SALT))
