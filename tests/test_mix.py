@@ -175,6 +175,15 @@ def test_bad_mix_config_is_one_line_naming_the_key(over, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+def test_cli_bad_source_weight_is_one_line_exit_2(roots, tmp_path, capsys):
+    from cityseg.cli import main
+
+    bad = f'data.sources=[{{root="{roots[1]}", weight=-1}}]'
+    code = main(["train", "--data", str(roots[0]), "--out", str(tmp_path / "run"), "--model", "mixnet", "--set", bad])
+    err = capsys.readouterr().err
+    assert code == 2 and "data.sources[0].weight must be a positive number" in err and len(err.strip().splitlines()) == 1
+
+
 def test_set_parses_sources_as_toml_and_a_missing_root_names_its_key(roots, tmp_path):
     cfg = apply_overrides(cfg_with(), [f'data.sources=[{{root="{roots[0]}", weight=0.7}}, {{root="{tmp_path / "nope"}", weight=0.3}}]'])
     assert cfg["data"]["sources"][0] == {"root": str(roots[0]), "weight": 0.7}
