@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
         "workers": 0,
         "train_split": "train",
         "val_split": "val",
+        "sources": [],  # [{root = "...", weight = 0.7}, ...]: train on these roots at these weights; [] = --data only
     },
     "augment": {
         "enabled": False,
@@ -43,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
         "crop": [],  # [H, W] of the training crop; [] = data.size
         "hflip": 0.5,  # probability
         "photometric": True,  # brightness/contrast/saturation/hue jitter
+        "classmix": 0.0,  # probability of pasting half the classes of a second training frame (ClassMix)
     },
     "optim": {
         "name": "adam",  # adam | adamw | sgd
@@ -75,6 +77,7 @@ DEFAULTS: dict[str, Any] = {
         "val_every": 1,
         "deterministic": False,  # torch.use_deterministic_algorithms
         "tensorboard": False,
+        "init_from": "",  # a cityseg checkpoint whose model weights start a fresh run (fine-tuning); "" = random init
     },
 }
 
@@ -169,6 +172,8 @@ def _type_name(v: Any) -> str:
 
 
 def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
+    if key == "data.sources":
+        return check_sources(value, source)
     if key == "train.fast":  # "auto" or a boolean
         if isinstance(value, bool) or value == "auto":
             return value
@@ -198,6 +203,25 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
     if not ok:
         raise CitysegError(f"{source}: {key} must be {_type_name(default)}, got {value!r}")
     return copy.deepcopy(value)
+
+
+def check_sources(value: Any, source: str) -> list[dict[str, Any]]:
+    """``data.sources``: a list of ``{root = "PATH", weight = W}`` tables, W a positive finite number."""
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise CitysegError(f'{source}: data.sources must be a list of tables, e.g. [{{root = "data/cityscapes", weight = 0.7}}], got {value!r}')
+    out = []
+    for k, spec in enumerate(value):
+        where = f"data.sources[{k}]"
+        unknown = sorted(set(spec) - {"root", "weight"})
+        if unknown:
+            raise CitysegError(f"{source}: unknown config key {where}.{unknown[0]!r} (a source has root and weight)")
+        root, weight = spec.get("root"), spec.get("weight", 1.0)
+        if not isinstance(root, str) or not root:
+            raise CitysegError(f"{source}: {where}.root must be a dataset folder, got {root!r}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
+            raise CitysegError(f"{source}: {where}.weight must be a positive number, got {weight!r}")
+        out.append({"root": root, "weight": float(weight)})
+    return out
 
 
 def check_losses(value: Any, source: str) -> list[dict[str, Any]]:
@@ -300,6 +324,10 @@ def validate(cfg: dict[str, Any], source: str = "config") -> dict[str, Any]:
         raise CitysegError(f"{source}: augment.crop must be [] (= data.size) or [H, W] with positive values, got {crop}")
     if not 0.0 <= cfg["augment"]["hflip"] <= 1.0:
         raise CitysegError(f"{source}: augment.hflip is a probability in [0, 1]")
+    if not 0.0 <= cfg["augment"]["classmix"] <= 1.0:
+        raise CitysegError(f"{source}: augment.classmix is a probability in [0, 1]")
+    if cfg["augment"]["classmix"] > 0 and not cfg["augment"]["enabled"]:
+        raise CitysegError(f"{source}: augment.classmix needs augment.enabled = true")
     if not 0.0 < s["warmup_factor"] <= 1.0:
         raise CitysegError(f"{source}: schedule.warmup_factor must be in (0, 1]")
     return cfg

@@ -28,6 +28,7 @@ from torch import nn
 from cityseg import labels as L
 from cityseg.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from cityseg.data.dataset import CityscapesDataset
+from cityseg.data.mix import MixedDataset
 from cityseg.data.transforms import train_transform
 from cityseg.errors import CitysegError
 from cityseg.io import atomic_write_json, atomic_write_text
@@ -35,8 +36,10 @@ from cityseg.models import build_model
 from cityseg.runtime import environment, resolve_fast
 from cityseg.train import distributed as D
 from cityseg.train.config import dump_toml, validate
+from cityseg.train.init import init_from_checkpoint
 from cityseg.train.loop import StepContext, evaluate, new_running, train_one_epoch
 from cityseg.train.losses import build_loss
+from cityseg.train.mix import source_roots, train_sampler
 from cityseg.train.report import TensorBoard, epoch_line, plot_curves, write_metrics_csv
 from cityseg.train.sampler import EpochBatchSampler, epoch_seed
 from cityseg.train.schedule import build_scheduler
@@ -204,13 +207,24 @@ def load_resume_checkpoint(cfg: dict[str, Any], out: Path, label_mode: str) -> d
     return ckpt
 
 
+def build_train_set(cfg: dict[str, Any], root: Path, label_mode: str) -> CityscapesDataset | MixedDataset:
+    """The training set: ``root``'s train split as before, or the ``data.sources`` roots (validation stays on
+    ``root``) as one ``MixedDataset``, which also carries ClassMix (``augment.classmix``)."""
+    d, seed = cfg["data"], int(cfg["train"]["seed"])
+    if not d["sources"] and not cfg["augment"]["classmix"]:
+        return build_dataset(cfg, root, d["train_split"], label_mode, train=True, seed=seed)
+    parts = [build_dataset(cfg, r, d["train_split"], label_mode, train=True, seed=seed) for r in source_roots(cfg) or [root]]
+    # ClassMix never pastes the void value: padding and "unlabeled" keep the first frame
+    return MixedDataset(parts, seed, cfg["augment"]["classmix"], ignore_value=L.IGNORE_INDEX if label_mode == "trainIds" else 0)
+
+
 def _datasets(cfg: dict[str, Any], root: Path, label_mode: str, info: D.DistInfo):
     """Training and validation splits; rank 0 builds the caches first, the other processes then read them."""
     d = cfg["data"]
     if info.distributed and not info.is_main:
         D.barrier(info)
     try:
-        train_ds = build_dataset(cfg, root, d["train_split"], label_mode, train=True, seed=int(cfg["train"]["seed"]))
+        train_ds = build_train_set(cfg, root, label_mode)
         val_ds = build_dataset(cfg, root, d["val_split"], "labelIds")
     finally:
         if info.distributed and info.is_main:
@@ -246,12 +260,12 @@ def setup(cfg: dict[str, Any], root: Path, out: Path, info: D.DistInfo, say: Cal
     model = build_model(cfg["model"]["name"], num_classes=num_classes, **cfg["model"]["options"])
     model.check_input_shape(*cfg["data"]["size"])
     model.check_input_shape(*train_crop(cfg))
+    if t["init_from"]:
+        init_from_checkpoint(model, t["init_from"])
     train_ds, val_ds = _datasets(cfg, root, label_mode, info)
     counts = class_pixel_counts(train_ds, num_classes) if any(s.get("class_weights") == "auto" for s in cfg["loss"]) else None
     criterion = build_loss(cfg["loss"], num_classes, ignore_index=L.IGNORE_INDEX, class_counts=counts).to(info.device)
-    sampler = EpochBatchSampler(
-        len(train_ds), t["batch_size"], seed=int(t["seed"]), rank=info.rank, world_size=info.world_size, shuffle=True, drop_last=t["drop_last"]
-    )
+    sampler = train_sampler(cfg, getattr(train_ds, "lengths", [len(train_ds)]), info)
     if len(sampler) == 0:
         raise CitysegError(f"{root}: split {cfg['data']['train_split']!r} has {len(train_ds)} images, fewer than one batch of {t['batch_size']} (drop_last)")
     val_subset = torch.utils.data.Subset(val_ds, list(range(info.rank, len(val_ds), info.world_size)))
