@@ -214,8 +214,8 @@ def test_seed_model_and_recipe_reproduce_the_seed_demo(tmp_path):
 
 
 def test_plan_steps():
-    # 100 s left at 0.5 s a step after 40 steps: 2% of the time stays free -> 196 more
-    assert demo.plan_steps(100.0, 0.5, 40, 10_000) == 236
+    # 108 s left at 0.5 s a step after 40 steps: 8 s for the restart, then 3% of the rest stays free -> 194 more
+    assert demo.plan_steps(108.0, 0.5, 40, 10_000) == 234
     assert demo.plan_steps(100.0, 0.5, 40, 100) == 100  # the recipe's epochs cap it
     assert demo.plan_steps(0.1, 0.5, 40, 100) == 41  # at least one more step
     assert demo.plan_steps(-5.0, 0.5, 40, 100) == 41

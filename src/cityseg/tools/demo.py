@@ -61,8 +61,11 @@ SEED_RECIPE = "seed"
 PROBE_S = 45.0
 #: the fraction of the training budget at which the length of the run is planned again
 REPLAN_AT = 0.6
-#: the fraction of the remaining time a plan leaves free
-PLAN_MARGIN = 0.02
+#: the fraction of the remaining time a plan leaves free, and the seconds a restart costs (the run is set up
+#: again, the loader starts, the first steps are slow): a plan that overruns is cut by the time limit
+#: just before its end, its last epoch unvalidated
+PLAN_MARGIN = 0.03
+RESTART_S = 8.0
 #: rows of the results figure (the seed's figure showed 32; 8 keep the picture readable at a glance)
 FIGURE_ROWS = 8
 #: frames in the report's gallery, worst first (the demo's val split is 50 frames)
@@ -427,12 +430,12 @@ def _forward_seconds(model_name: str, size: tuple[int, int]) -> float:
 
 def plan_steps(seconds_left: float, seconds_per_step: float, steps_done: int, steps_cap: int) -> int:
     """The run's total optimiser steps when ``seconds_left`` are spent at ``seconds_per_step`` (a step's
-    share of the validations and restarts included) after ``steps_done``; at most ``steps_cap``, at least
-    one more. The plan keeps ``PLAN_MARGIN`` of the time free, because a run cut by the time limit ends
-    with its LR above the schedule's floor and its last epoch unvalidated."""
+    share of the validations included) after ``steps_done``; at most ``steps_cap``, at least one more. The
+    plan keeps ``RESTART_S`` and then ``PLAN_MARGIN`` of the time free, because a run cut by the time limit
+    ends with its LR above the schedule's floor and its last epoch unvalidated."""
     if seconds_per_step <= 0 or not math.isfinite(seconds_per_step):
         return steps_cap
-    more = math.floor(max(0.0, seconds_left) * (1.0 - PLAN_MARGIN) / seconds_per_step)
+    more = math.floor(max(0.0, seconds_left - RESTART_S) * (1.0 - PLAN_MARGIN) / seconds_per_step)
     return max(steps_done + 1, min(steps_cap, steps_done + more))
 
 
