@@ -182,30 +182,20 @@ def test_parallel_decoding_matches_serial(tmp_path, monkeypatch):
     assert_matches_sources(entry, root)
 
 
-def test_read_only_root_falls_back_to_user_cache(tiny_root, tmp_path, monkeypatch):
-    from test_bad_input import _make_readonly, _make_writable
-
+def test_read_only_root_falls_back_to_user_cache(tiny_root, tmp_path, monkeypatch, make_read_only):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    _make_readonly(tiny_root)
-    try:
-        ds = CityscapesDataset(tiny_root, "train", size=SIZE)
-        assert tmp_path / "xdg" in ds._entry.folder.parents
-        assert not (tiny_root / ".cityseg_cache").exists()
-        assert len(ds) == 3 and ds[2][0].shape == (3, 12, 20)
-    finally:
-        _make_writable(tiny_root)
+    make_read_only(tiny_root)
+    ds = CityscapesDataset(tiny_root, "train", size=SIZE)
+    assert tmp_path / "xdg" in ds._entry.folder.parents
+    assert not (tiny_root / ".cityseg_cache").exists()
+    assert len(ds) == 3 and ds[2][0].shape == (3, 12, 20)
 
 
-def test_valid_cache_in_read_only_dir_is_used(tiny_root, tmp_path):
-    from test_bad_input import _make_readonly, _make_writable
-
+def test_valid_cache_in_read_only_dir_is_used(tiny_root, tmp_path, make_read_only):
     entry = cache.prepare(tiny_root, "train", size=SIZE, cache_dir=tmp_path / "c")
-    _make_readonly(entry.folder)
-    try:
-        again = cache.prepare(tiny_root, "train", size=SIZE, cache_dir=tmp_path / "c")
-        assert again.images_path == entry.images_path
-    finally:
-        _make_writable(entry.folder)
+    make_read_only(entry.folder)
+    again = cache.prepare(tiny_root, "train", size=SIZE, cache_dir=tmp_path / "c")
+    assert again.images_path == entry.images_path
 
 
 def test_prepare_cli(tiny_root, capsys):
