@@ -54,6 +54,12 @@ def resize_nearest(label: np.ndarray, size) -> np.ndarray:
     return label[np.floor(np.arange(h) * H / h).astype(int)][:, np.floor(np.arange(w) * W / w).astype(int)]
 
 
+def split_pairs(root, split: str) -> list[tuple]:
+    """(image, labelIds) paths of a split by the official naming, in sorted order of the image paths."""
+    images = sorted((root / "leftImg8bit" / split).glob("*/*_leftImg8bit.png"))
+    return [(p, root / "gtFine" / split / p.parent.name / p.name.replace("_leftImg8bit.png", "_gtFine_labelIds.png")) for p in images]
+
+
 def frame(image_path, label_path, size=None, interpolation: str = "area") -> tuple[np.ndarray, np.ndarray]:
     """What the cache and the dataset must hold for one frame: (image, labelIds) decoded and resized here."""
     return resize_image(decode(image_path), size, interpolation), resize_nearest(decode(label_path), size)

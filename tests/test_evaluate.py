@@ -312,7 +312,7 @@ def test_checkpoint_protocol_equals_pred_dir_of_its_own_predictions(synth_small,
     """Default protocol = Predictor.predict (bilinear logits to full size, argmax, trainIds -> labelIds),
     scored at full size: identical to writing those predictions out and scoring the folder. At model
     size: the model-resolution argmax against nearest-downsampled labelIds and instanceIds."""
-    from cityseg.data.transforms import resize_label
+    import references
     from cityseg.eval.evaluate import score_checkpoint
     from cityseg.eval.metrics import CityscapesEvaluator
     from cityseg.io import read_image
@@ -327,7 +327,7 @@ def test_checkpoint_protocol_equals_pred_dir_of_its_own_predictions(synth_small,
         write_png(tmp_path / "preds" / f"{s.stem}.png", pred)
         low = predictor.predict_model_size(image)
         assert low.shape == (64, 128)
-        expect_small.add(low, resize_label(read_label(s.label), (64, 128)), resize_label(read_instance(s.instance).astype(np.uint16), (64, 128)))
+        expect_small.add(low, references.resize_nearest(read_label(s.label), (64, 128)), references.resize_nearest(read_instance(s.instance), (64, 128)))
     assert full.results() == evaluate_pred_dir(synth_small, "val", tmp_path / "preds")
     np.testing.assert_array_equal(small.mat, expect_small.mat)
     assert small.results() == expect_small.results()

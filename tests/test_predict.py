@@ -11,11 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
+import references
 from cityseg import io, labels
 from cityseg.checkpoint import save_checkpoint
 from cityseg.cli import main
 from cityseg.data import layout
-from cityseg.infer.outputs import collect_inputs, overlay
+from cityseg.infer.outputs import collect_inputs
 from cityseg.infer.predictor import Predictor
 
 MODEL = "residual_unet_same"
@@ -77,8 +78,8 @@ def test_predict_writes_submission_files_the_official_script_finds(ckpt, tiny_ro
             assert im.mode == "L" and im.size == (image.shape[1], image.shape[0])
         pred = io.read_label(out / f"{s.stem}_labelIds.png", max_value=33)
         np.testing.assert_array_equal(pred, predictor.predict(image))
-        np.testing.assert_array_equal(io.read_image(vis / f"{s.stem}_color.png"), labels.LABELID_PALETTE[pred])
-        np.testing.assert_array_equal(io.read_image(vis / f"{s.stem}_overlay.png"), overlay(image, pred))
+        np.testing.assert_array_equal(io.read_image(vis / f"{s.stem}_color.png"), references.official_colors(pred))
+        np.testing.assert_array_equal(io.read_image(vis / f"{s.stem}_overlay.png"), references.overlay(image, pred, quarters=2))
     # the official evaluator's own lookup finds exactly our file for every ground-truth frame
     from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as cs
 
@@ -206,8 +207,8 @@ def test_results_figure_rows_are_first_n_sorted_frames_in_the_official_palette(c
         image = io.read_image(sample.image)  # 256x512: drawn as is (no display shrink)
         gt, pred = io.read_label(sample.label), predictor.predict(image)
         np.testing.assert_array_equal(drawn[4 * r], image)
-        np.testing.assert_array_equal(drawn[4 * r + 1], labels.LABELID_PALETTE[gt])
-        np.testing.assert_array_equal(drawn[4 * r + 2], labels.LABELID_PALETTE[pred])
+        np.testing.assert_array_equal(drawn[4 * r + 1], references.official_colors(gt))
+        np.testing.assert_array_equal(drawn[4 * r + 2], references.official_colors(pred))
         # error panel, checked pixel class by pixel class against the official evaluated-id list
         errors = drawn[4 * r + 3]
         scored = np.isin(gt, labels.EVAL_LABEL_IDS)
