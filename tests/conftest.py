@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import builtins
+import contextlib
+import importlib
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -196,3 +201,92 @@ def oracle_report(synth_small, tmp_path_factory):
     run = write_run(tmp_path_factory.mktemp("oracle_run"), synth_small)
     page = write_report(run, predictor=DegradedOracle(synth_small), log=lambda *_: None)
     return page, run
+
+
+# ---- outside oracles -----------------------------------------------------------------------------
+def require_oracle(module: str):
+    """Import an outside test oracle. A missing oracle fails the suite; it never skips tests silently."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        pytest.fail(f"test oracle {module} is missing ({e}); `make test` installs it (pip install --no-deps cityscapesscripts)", pytrace=False)
+
+
+# ---- unwritable folders ---------------------------------------------------------------------------
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+def _refuse_writes_inside(folder: Path, monkeypatch) -> None:
+    """Make the OS calls that create, replace or remove files refuse with EACCES inside ``folder``."""
+    inside_of = os.path.realpath(folder)
+
+    def inside(path) -> bool:
+        if isinstance(path, int):
+            return False
+        real = os.path.realpath(os.fsdecode(path))
+        return real == inside_of or real.startswith(inside_of + os.sep)
+
+    def refuse(path):
+        raise PermissionError(13, "Permission denied", os.fsdecode(path))
+
+    def guard(real, writes=lambda *a, **k: True):
+        def call(path, *a, **k):
+            if inside(path) and writes(*a, **k):
+                refuse(path)
+            return real(path, *a, **k)
+
+        return call
+
+    def rename_guard(real):
+        def call(src, dst, *a, **k):
+            for path in (src, dst):
+                if inside(path):
+                    refuse(path)
+            return real(src, dst, *a, **k)
+
+        return call
+
+    monkeypatch.setattr(os, "open", guard(os.open, lambda flags, *a, **k: bool(flags & _WRITE_FLAGS)))
+    monkeypatch.setattr(builtins, "open", guard(builtins.open, lambda mode="r", *a, **k: any(c in mode for c in "wax+")))
+    for name in ("mkdir", "unlink", "remove", "rmdir"):
+        monkeypatch.setattr(os, name, guard(getattr(os, name)))
+    for name in ("replace", "rename"):
+        monkeypatch.setattr(os, name, rename_guard(getattr(os, name)))
+
+
+def _still_writable(folder: Path) -> bool:
+    probe = folder / ".probe"
+    try:
+        probe.touch()
+    except OSError:
+        return False
+    probe.unlink()
+    return True
+
+
+@pytest.fixture
+def make_read_only(monkeypatch):
+    """``make_read_only(folder)``: nothing can be created, replaced or removed in ``folder`` until the test
+    ends. chmod for a normal user; root ignores modes, so as root the immutable flag (chattr +i). Where
+    neither takes effect (no CAP_LINUX_IMMUTABLE, no chattr, a filesystem without modes), the OS calls
+    that write refuse with EACCES inside the folder instead, so the test runs everywhere."""
+    made: list[Path] = []
+    flagged: list[Path] = []
+
+    def make(folder) -> None:
+        folder = Path(folder)
+        made.append(folder)
+        if os.geteuid() != 0:
+            folder.chmod(0o555)
+        else:
+            with contextlib.suppress(OSError):
+                if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
+                    flagged.append(folder)
+        if _still_writable(folder):
+            _refuse_writes_inside(folder, monkeypatch)
+
+    yield make
+    for folder in flagged:
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+    for folder in made:
+        folder.chmod(0o755)
