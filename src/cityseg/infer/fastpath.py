@@ -11,7 +11,7 @@ never slower, so every candidate runs folded. A broken cache file is ignored and
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import json
 import os
 import statistics
@@ -156,8 +156,6 @@ def choose(
     best, times = trial(model, shape, device, timer=timer)
     data = read_cache(path)  # another process may have written meanwhile
     data[key] = {"choice": asdict(best), "seconds": {k: round(v, 6) for k, v in times.items()}, "date": time.strftime("%Y-%m-%d %H:%M")}
-    try:
+    with contextlib.suppress(OSError):  # a read-only cache folder costs a trial per run, not the prediction
         atomic_write_json(path, data)
-    except OSError:
-        pass  # a read-only cache folder costs a trial per run, not the prediction
     return best

@@ -59,9 +59,7 @@ class FrameReader(CalibrationDataReader):
         self._it = iter(self.images)
 
 
-def quantize_onnx(
-    fp32: str | os.PathLike, out: str | os.PathLike, data: str | os.PathLike | None, split: str = "train", frames: int = 16
-) -> dict[str, Any]:
+def quantize_onnx(fp32: str | os.PathLike, out: str | os.PathLike, data: str | os.PathLike | None, split: str = "train", frames: int = 16) -> dict[str, Any]:
     """Write the int8 version of the cityseg ONNX file ``fp32`` to ``out`` (atomically); returns
     {"path", "frames"}. ``data`` is the dataset root (default: ``$CITYSCAPES_DATASET``)."""
     import onnx

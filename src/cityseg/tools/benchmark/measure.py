@@ -240,8 +240,13 @@ def int8_rates(path: Path, shared: dict[str, Any], xi: torch.Tensor, rate: Calla
         out["infer_img_s_onnx_int8"] = rate(xi.shape[0], lambda: onnx_infer_fn(int8, xi))
         if shared.get("fullres_image") is not None:
             image = np.load(shared["fullres_image"])
-            a, b = (Predictor.from_onnx(p).predict_model_size(image) for p in (path, int8))
-            out["int8_argmax_agreement"] = float((a == b).mean())
+        else:
+            from cityseg import io
+            from cityseg.data import layout
+
+            image = io.read_image(layout.find_samples(shared["calib_root"], shared.get("calib_split", "train"), require_labels=False)[-1].image)
+        a, b = (Predictor.from_onnx(p).predict_model_size(image) for p in (path, int8))
+        out["int8_argmax_agreement"] = float((a == b).mean())
     finally:
         with contextlib.suppress(OSError):
             int8.unlink()
