@@ -90,6 +90,9 @@ def test_json_schema_and_sane_numbers(smoke):
     assert _positive(m[B.ONNX_FULLRES_KEY])  # full-res prediction on onnxruntime too
     # multi-branch model: the fused alternative was measured too
     assert _positive(m["train_img_s_fast_fused"]) and _positive(m["infer_img_s_fast_fused"])
+    # int8 onnxruntime next to fp32, and every inference variant with the one the measured fast path picks
+    assert _positive(m["infer_img_s_onnx_int8"]) and 0 < m["int8_argmax_agreement"] <= 1
+    assert m["infer_variant_pick"] in m["infer_variants_img_s"] and len(m["infer_variants_img_s"]) >= 4
     ev = res["eval_pred_dir"]
     assert ev["images"] == 2 and ev["same_miou"] is True and 0 < ev["miou_cityseg"] < 1
     assert _positive(ev["cityseg_s"]) and _positive(ev["official_s"])

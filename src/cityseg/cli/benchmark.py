@@ -50,6 +50,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also split a fast-path train step's time by operator type (torch.profiler) for each "
         "model; models with multi-branch blocks are profiled fused and per-branch",
     )
+    parser.add_argument(
+        "--int8-checkpoints",
+        type=_csv,
+        default=[],
+        metavar="A.pt,B.pt",
+        help="trained checkpoints whose int8 export is scored against fp32 onnxruntime (val mIoU change, img/s) on --int8-data",
+    )
+    parser.add_argument(
+        "--int8-data", metavar="ROOT", default=None, help="dataset for --int8-checkpoints: train calibrates, val scores (default: $CITYSCAPES_DATASET)"
+    )
+    parser.add_argument("--int8-limit", type=int, default=None, metavar="N", help="val frames scored for --int8-checkpoints (default: all)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -76,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
         isolate=args.isolate,
         work_dir=args.work_dir,
         roof_max_n=args.roof_size,
+        int8_checkpoints=args.int8_checkpoints,
+        int8_data=args.int8_data,
+        int8_limit=args.int8_limit,
     )
     if args.roof_size is not None and args.roof_size < 64:
         raise CitysegError(f"--roof-size must be >= 64; got {args.roof_size}")

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stride", default=None, metavar="HxW", help="slide stride (default: 2/3 of the window)")
     parser.add_argument("--batch-size", type=int, default=1, help="windows per forward pass in slide mode")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast + channels_last (CPU)")
+    parser.add_argument(
+        "--fast", choices=("auto", "off"), default="off", help="auto: the variant a short timed trial picks for this model and CPU (cached; BN folded)"
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--expect-model", default=None, metavar="NAME", help="fail unless the checkpoint holds this model")
     parser.add_argument("--expect-label-mode", choices=("labelIds", "trainIds"), default=None, help="fail unless the checkpoint was trained on this label mode")
@@ -58,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     if args.onnx:
         predictor = Predictor.from_onnx(args.onnx, **options)
     else:
-        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, bf16=args.bf16, channels_last=args.bf16, **options)
+        fast = "auto" if args.fast == "auto" else None
+        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, bf16=args.bf16, channels_last=args.bf16, fast=fast, **options)
     progress = None
     if not args.quiet:
         from tqdm import tqdm

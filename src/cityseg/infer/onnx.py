@@ -65,7 +65,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     if missing:
         raise CitysegError(f"{path}: not a cityseg ONNX export (metadata lacks {', '.join(missing)})")
     try:
-        return {k: json.loads(v) for k, v in props.items() if k in METADATA_KEYS or k in ("exporter", "cityseg_version")}
+        return {k: json.loads(v) for k, v in props.items() if k in METADATA_KEYS or k in ("exporter", "cityseg_version", "quantization")}
     except json.JSONDecodeError:
         raise CitysegError(f"{path}: corrupt cityseg metadata in the ONNX file") from None
 
@@ -101,7 +101,12 @@ def export_model(model: torch.nn.Module, x: torch.Tensor, path: Path, opset: int
 
 
 def export_onnx(
-    checkpoint: dict[str, Any] | str | os.PathLike, out: str | os.PathLike, opset: int = 18, size: Sequence[int] | None = None, exporter: str = "auto"
+    checkpoint: dict[str, Any] | str | os.PathLike,
+    out: str | os.PathLike,
+    opset: int = 18,
+    size: Sequence[int] | None = None,
+    exporter: str = "auto",
+    fold_bn: bool = True,
 ) -> dict[str, Any]:
     """Export ``checkpoint`` to ``out`` (written atomically).
 
@@ -109,11 +114,14 @@ def export_onnx(
     written (the dynamo exporter starts at 18 and keeps 18 when it cannot convert down).
 
     ``exporter``: "auto" (dynamo, then TorchScript on failure), "dynamo" or "torchscript".
-    ``size`` defaults to the checkpoint's training size; only the batch axis is dynamic.
+    ``size`` defaults to the checkpoint's training size; only the batch axis is dynamic. ``fold_bn`` folds
+    every Conv->BN pair first (``cityseg.models.fold``), so the graph, and an int8 version of it, holds
+    no BatchNormalization a convolution can absorb.
     """
     import onnx
 
     from cityseg.models import model_from_checkpoint
+    from cityseg.models.fold import fold_batchnorm
 
     if exporter not in ("auto", "dynamo", "torchscript"):
         raise CitysegError(f"unknown exporter {exporter!r}: choose auto, dynamo or torchscript")
@@ -122,6 +130,8 @@ def export_onnx(
     check = getattr(model, "check_input_shape", None)
     if check is not None:
         check(h, w)
+    if fold_bn:
+        model = fold_batchnorm(model, (h, w))
     x = torch.rand(2, 3, h, w)  # batch 2, so no exporter specialises the batch axis to 1
     tries = {"auto": [True, False], "dynamo": [True], "torchscript": [False]}[exporter]
     fallback_reason = None

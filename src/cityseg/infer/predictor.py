@@ -39,6 +39,8 @@ def _check_image(image: np.ndarray) -> np.ndarray:
 class Predictor:
     """Full-resolution inference with the preprocessing a checkpoint was trained with.
 
+    ``fast="auto"`` runs the variant (BN folded; layout, bf16, fused blocks) that a timed trial on this CPU
+    picked for this model and input shape (``cityseg.infer.fastpath``; cached, so the trial runs once).
     ``mode="whole"`` resizes the image to ``input_size`` x scale and runs the model once per scale (and
     flip). ``mode="slide"`` resizes the image to its full size x scale and runs ``window``-sized crops
     every ``stride`` pixels (defaults: ``input_size`` and 2/3 of it), averaging overlapping logits with a
@@ -64,6 +66,7 @@ class Predictor:
         channels_last: bool = False,
         bf16: bool = False,
         num_classes: int | None = None,
+        fast: str | None = None,
     ):
         self.label_mode = labels.check_label_mode(label_mode)
         self.num_classes = int(num_classes) if num_classes is not None else labels.num_classes(label_mode)
@@ -91,12 +94,30 @@ class Predictor:
         self.bf16 = bool(bf16)
         self.channels_last = bool(channels_last)
         self.onnx = is_onnx_session(model)
+        if fast not in (None, "auto"):
+            raise CitysegError(f"unknown fast setting {fast!r}: choose auto or leave it unset")
+        self.fast_choice = None
         if self.onnx:
             self.model = OnnxModel(model)
+        elif fast == "auto":
+            self.model = self._auto_fast(model.to(self.device).eval())
         else:
             self.model = model.to(self.device).eval()
             if self.channels_last:
                 self.model = self.model.to(memory_format=torch.channels_last)
+
+    def _auto_fast(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The variant ``cityseg.infer.fastpath`` measured fastest for this model, shape and CPU (cached)."""
+        from cityseg.infer import fastpath
+
+        shape = (1, 3, *self.input_size) if self.mode == "whole" else (self.batch_size, 3, *self.window)
+        if self.device.type == "cpu":
+            choice = fastpath.choose(model, shape, self.device)
+        else:
+            choice = fastpath.Choice(channels_last=True)
+        self.fast_choice = choice
+        self.channels_last, self.bf16 = choice.channels_last, choice.bf16
+        return fastpath.prepare(model, choice, shape[-2:]).to(self.device)
 
     # -- construction from files ---------------------------------------------------------------
     @classmethod

@@ -28,10 +28,14 @@ MODEL_KEYS = (
 FUSED_KEYS = ("train_img_s_fast_fused", "infer_img_s_fast_fused")
 #: extra per-model key: full-resolution prediction with the model exported to ONNX (onnxruntime)
 ONNX_FULLRES_KEY = "fullres_s_per_img_onnx"
+#: extra per-model keys: the statically quantised int8 ONNX model on onnxruntime (img/s, and the fraction of
+#: pixels whose class it keeps against fp32 onnxruntime on the benchmark frame), and every inference variant
+#: the measured fast path (``cityseg.infer.fastpath``) chooses from ({label: img/s}) with the one it picks
+PERF_KEYS = ("infer_img_s_onnx_int8", "int8_argmax_agreement", "infer_variants_img_s", "infer_variant_pick")
 #: every per-model key the JSON holds
-ALL_KEYS = MODEL_KEYS + FUSED_KEYS + (ONNX_FULLRES_KEY,)
+ALL_KEYS = MODEL_KEYS + FUSED_KEYS + (ONNX_FULLRES_KEY,) + PERF_KEYS
 #: what ``skip`` may name
-SKIPPABLE = ("train", "infer", "onnx", "fullres", "loader", "fused", "eval")
+SKIPPABLE = ("train", "infer", "onnx", "fullres", "loader", "fused", "eval", "int8", "variants")
 #: the models docs/benchmarks.md reports, in its order
 DEFAULT_MODELS = ("residual_unet", "segception", "segception_deep", "vgg16_unet", "residual_inception_unet")
 FULLRES = (1024, 2048)
@@ -57,6 +61,9 @@ class BenchConfig:
     isolate: bool = True
     work_dir: str | None = None  # where synthetic data, caches and ONNX files go (a temp dir by default)
     roof_max_n: int | None = None  # largest matmul side for the roof (None: 4096 CPU, 8192 CUDA)
+    int8_checkpoints: Sequence[str] = ()  # trained checkpoints whose int8 val mIoU change is measured
+    int8_data: str | None = None  # their dataset (train split calibrates, val split scores)
+    int8_limit: int | None = None  # val frames scored (None: all)
 
     def check(self) -> BenchConfig:
         self.models = list(self.models)

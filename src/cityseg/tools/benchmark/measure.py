@@ -229,6 +229,37 @@ def onnx_infer_fn(path: Path, x: torch.Tensor) -> Callable[[], Any]:
     return lambda: session.run(None, feed)
 
 
+def int8_rates(path: Path, shared: dict[str, Any], xi: torch.Tensor, rate: Callable, out: dict[str, Any]) -> None:
+    """Quantise the fp32 export ``path`` (calibrated on the benchmark's frames) and time it like fp32 ORT;
+    the argmax agreement with fp32 is taken on the full-resolution benchmark frame at the model's size."""
+    from cityseg.infer.predictor import Predictor
+    from cityseg.infer.quantize import quantize_onnx
+
+    int8 = quantize_onnx(path, path.with_name(path.stem + "-int8.onnx"), shared["calib_root"], shared.get("calib_split", "train"), 8)["path"]
+    try:
+        out["infer_img_s_onnx_int8"] = rate(xi.shape[0], lambda: onnx_infer_fn(int8, xi))
+        if shared.get("fullres_image") is not None:
+            image = np.load(shared["fullres_image"])
+        else:
+            from cityseg import io
+            from cityseg.data import layout
+
+            image = io.read_image(layout.find_samples(shared["calib_root"], shared.get("calib_split", "train"), require_labels=False)[-1].image)
+        a, b = (Predictor.from_onnx(p).predict_model_size(image) for p in (path, int8))
+        out["int8_argmax_agreement"] = float((a == b).mean())
+    finally:
+        with contextlib.suppress(OSError):
+            int8.unlink()
+
+
+def variant_rates(model: torch.nn.Module, x: torch.Tensor, iters: int) -> tuple[dict[str, float], str]:
+    """img/s of every inference variant the measured fast path chooses from, and its pick (wall clock)."""
+    from cityseg.infer import fastpath
+
+    pick, times = fastpath.trial(model, tuple(x.shape), x.device, rounds=iters, timer=time.perf_counter)
+    return {k: x.shape[0] / v for k, v in times.items()}, pick.label()
+
+
 def fullres_fn(model: torch.nn.Module, size: tuple[int, int], image: np.ndarray, device: torch.device):
     """Full-resolution prediction with the fast path (``Predictor.predict``: resize, model, upsample, argmax)."""
     from cityseg.infer.predictor import Predictor
@@ -337,6 +368,10 @@ def bench_model(name: str, cfg: dict[str, Any], shared: dict[str, Any]) -> dict[
     if "infer" not in skip:
         out["infer_img_s_fp32"] = guard(errors, "infer_fp32", lambda: rate(infer_batch, lambda: infer_fn(copy.deepcopy(model), xi, fast=False)))
         out["infer_img_s_fast"] = guard(errors, "infer_fast", lambda: rate(infer_batch, lambda: infer_fn(copy.deepcopy(model), xi, fast=True)))
+    if "variants" not in skip and "infer" not in skip:
+        got = guard(errors, "variants", lambda: variant_rates(model, xi, iters))
+        if got:
+            out["infer_variants_img_s"], out["infer_variant_pick"] = got
     if "fused" not in skip and has_fused_path(model):
         if "train" not in skip:
             out["train_img_s_fast_fused"] = guard(errors, "train_fast_fused", lambda: rate(batch, lambda: train_step_fn(fused(model), x, y, fast=True)))
@@ -351,6 +386,8 @@ def bench_model(name: str, cfg: dict[str, Any], shared: dict[str, Any]) -> dict[
                 path = export_for_ort(name, model.cpu(), size, Path(shared["work_dir"]))
                 try:
                     out["infer_img_s_onnx"] = rate(infer_batch, lambda: onnx_infer_fn(path, xi))
+                    if "int8" not in skip and shared.get("calib_root"):
+                        guard(errors, "int8", lambda: int8_rates(path, shared, xi, rate, out))
                     if "fullres" not in skip and shared.get("fullres_image") is not None:
                         image = np.load(shared["fullres_image"])
                         out[ONNX_FULLRES_KEY] = time_fn(fullres_onnx_fn(path, image), warmup, iters)

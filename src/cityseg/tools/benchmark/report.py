@@ -18,6 +18,7 @@ def result_json(result: dict[str, Any]) -> dict[str, Any]:
         "device": result["device"],
         "models": {n: {k: m.get(k) for k in ALL_KEYS} for n, m in result["models"].items()},
         "eval_pred_dir": result.get("eval_pred_dir"),
+        "int8_quality": result.get("int8_quality") or [],
     }
 
 
@@ -111,6 +112,7 @@ def markdown(result: dict[str, Any], plot: str | None = None) -> str:
                 f" | {gain('train_img_s_fast_fused', 'train_img_s_fast')} | {_f(m['infer_img_s_fast'])} | "
                 f"{_f(m.get('infer_img_s_fast_fused'))} | {gain('infer_img_s_fast_fused', 'infer_img_s_fast')} |"
             )
+    lines += perf_lines(result)
     lines += [
         "",
         f"Data loading ({meta.get('data')}, {meta.get('loader_images')} images resized to {h}x{w}, "
@@ -136,6 +138,54 @@ def markdown(result: dict[str, Any], plot: str | None = None) -> str:
     if plot:
         lines += ["", f"![throughput per model, baseline vs fast path]({plot})"]
     return "\n".join(lines) + "\n"
+
+
+def perf_lines(result: dict[str, Any]) -> list[str]:
+    """The int8 table and the inference variants the measured fast path chooses from (with its pick)."""
+    lines: list[str] = []
+    rows = [(n, m) for n, m in result["models"].items() if m.get("infer_img_s_onnx_int8")]
+    if rows:
+        lines += [
+            "",
+            "Static int8 ONNX (`cityseg export --int8`: QDQ, uint8 activations, per-channel int8 weights, calibrated on the"
+            " benchmark's frames) vs fp32 on onnxruntime; agreement = pixels whose class int8 keeps on the benchmark frame:",
+            "",
+            "| model | ORT fp32 img/s | ORT int8 img/s | int8/fp32 | argmax agreement |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for n, m in rows:
+            ratio = m["infer_img_s_onnx_int8"] / m["infer_img_s_onnx"] if m.get("infer_img_s_onnx") else None
+            agree = m.get("int8_argmax_agreement")
+            lines.append(
+                f"| {n} | {_f(m.get('infer_img_s_onnx'))} | {_f(m['infer_img_s_onnx_int8'])} | {_f(ratio, '{:.2f}x')} | {_f(agree and 100 * agree, '{:.1f}%')} |"
+            )
+    quality = result.get("int8_quality") or []
+    if quality:
+        lines += ["", "Trained checkpoints, int8 vs fp32 onnxruntime (val mIoU in points):", ""]
+        lines += ["| model | mIoU fp32 | mIoU int8 | change | img/s fp32 | img/s int8 | int8/fp32 |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for q in quality:
+            pct = [None if q.get(k) is None else 100 * q[k] for k in ("miou_fp32", "miou_int8")]
+            lines.append(
+                f"| {q['model']} | {_f(pct[0], '{:.2f}')} | {_f(pct[1], '{:.2f}')} | {_f(q.get('miou_delta_points'), '{:+.2f}')} | "
+                f"{_f(q.get('img_s_fp32'))} | {_f(q.get('img_s_int8'))} | {_f(q.get('speedup'), '{:.2f}x')} |"
+            )
+    variants = [(n, m) for n, m in result["models"].items() if m.get("infer_variants_img_s")]
+    if variants:
+        labels = sorted({k for _, m in variants for k in m["infer_variants_img_s"]})
+        lines += [
+            "",
+            'Inference variants (img/s; BN folded in all), as `Predictor(fast="auto")` / `predict --fast auto` times them; **bold** = the one it picks:',
+            "",
+            "| model | " + " | ".join(labels) + " |",
+            "|---|" + "---:|" * len(labels),
+        ]
+        for n, m in variants:
+            cells = []
+            for k in labels:
+                v = m["infer_variants_img_s"].get(k)
+                cells.append(("**{}**" if k == m.get("infer_variant_pick") else "{}").format(_f(v)) if v is not None else "—")
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_markdown(path: str | os.PathLike, text: str, title: str = "# Benchmarks") -> None:

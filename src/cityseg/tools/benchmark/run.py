@@ -66,7 +66,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda s: No
         log(f"roof: fp32 {roof['fp32']:.0f} GFLOP/s, bf16 {roof['bf16']:.1f} GFLOP/s")
         shared: dict[str, Any] = {"device": str(device), "infer_batch": infer_batch, "work_dir": str(work)}
         run_errors: dict[str, str] = {}
-        need_frames = "loader" not in cfg.skip or "fullres" not in cfg.skip
+        need_frames = "loader" not in cfg.skip or "fullres" not in cfg.skip or "int8" not in cfg.skip
         data_root = None
         if need_frames:
             if cfg.data_root:
@@ -106,6 +106,8 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda s: No
                 image = cv2.resize(image, FULLRES[::-1], interpolation=cv2.INTER_LINEAR)
             shared["fullres_image"] = str(work / "fullres.npy")
             np.save(shared["fullres_image"], image)
+        if data_root is not None and "int8" not in cfg.skip:
+            shared["calib_root"], shared["calib_split"] = str(data_root), loader_split
         plain = {k: (sorted(v) if isinstance(v, frozenset) else v) for k, v in asdict(cfg).items()}
         plain["size"] = list(size)
         models: dict[str, dict[str, Any]] = {}
@@ -129,6 +131,15 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda s: No
             errors[name] = res.pop("errors", {})
             models[name] = {k: rounded(res.get(k)) for k in ALL_KEYS}
             log(f"  {name}: " + ", ".join(f"{k}={models[name][k]}" for k in MODEL_KEYS))
+        int8_quality = []
+        for ckpt in cfg.int8_checkpoints:
+            from cityseg.tools.benchmark.int8 import int8_quality as quality
+
+            log(f"int8 vs fp32 onnxruntime: {ckpt} on {cfg.int8_data or 'the default dataset'} ...")
+            got = guard(run_errors, f"int8 {ckpt}", lambda ckpt=ckpt: quality(ckpt, cfg.int8_data, work, limit=cfg.int8_limit, iters=cfg.iters))
+            if got:
+                int8_quality.append(got)
+                log(f"  {got['model']}: mIoU {got['miou_fp32']} -> {got['miou_int8']}, {got['img_s_fp32']:.1f} -> {got['img_s_int8']:.1f} img/s")
         evaluation = None
         if "eval" not in cfg.skip:
             log(f"timing `cityseg evaluate --pred-dir` vs the official script on {cfg.eval_images} full-size frames ...")
@@ -164,6 +175,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda s: No
         "device": device_name(device),
         "models": models,
         "eval_pred_dir": evaluation,
+        "int8_quality": int8_quality,
         "meta": meta,
     }
 
