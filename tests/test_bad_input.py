@@ -268,7 +268,7 @@ def _make_readonly(path: Path) -> None:
     import subprocess
 
     if os.geteuid() == 0:
-        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        if subprocess.run(["chattr", "+i", str(path)], capture_output=True, timeout=60).returncode != 0:
             pytest.skip("cannot make a folder read-only as root here")
     else:
         path.chmod(0o555)
@@ -284,7 +284,7 @@ def _make_writable(path: Path) -> None:
     import subprocess
 
     if os.geteuid() == 0:
-        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True, timeout=60)
     path.chmod(0o755)
 
 

@@ -2,7 +2,9 @@
 
 Runs alone or under torchrun. Everything needed to continue exactly lives in ``RUN_DIR/last.pt``:
 weights, optimizer, LR scheduler, grad scaler, epoch and step within the epoch, the metric history and
-the RNG states. Data order and augmentation are functions of ``(seed, epoch, index)``, and the global
+the RNG states. It is rewritten (atomically) at every epoch end and, inside an epoch, once
+``train.checkpoint_minutes`` have passed since the last save (or every ``train.checkpoint_every`` steps),
+so a preempted job loses at most that much work. Data order and augmentation are functions of ``(seed, epoch, index)``, and the global
 RNGs are reseeded from ``(seed, epoch, rank)`` at every epoch start, so a run killed at any point and
 resumed from its last checkpoint reaches the same weights as one that never stopped.
 
@@ -36,7 +38,7 @@ from cityseg.train import distributed as D
 from cityseg.train.config import dump_toml, validate
 from cityseg.train.loop import StepContext, evaluate, new_running, train_one_epoch
 from cityseg.train.losses import build_loss
-from cityseg.train.report import TensorBoard, epoch_line, plot_curves, write_metrics_csv
+from cityseg.train.report import TensorBoard, check_tensorboard, epoch_line, plot_curves, write_metrics_csv
 from cityseg.train.sampler import EpochBatchSampler, epoch_seed
 from cityseg.train.schedule import build_scheduler
 from cityseg.train.state import StopRequest, get_rng_state, seed_everything, set_rng_state
@@ -341,32 +343,42 @@ def fit(run: Run, progress: bool) -> tuple[str, str]:
 
     t, info = run.cfg["train"], run.info
     show = progress and info.is_main
-    tb = TensorBoard(run.out / "tensorboard", bool(t["tensorboard"]) and info.is_main, log=run.say)
+    tb = TensorBoard(run.out / "tensorboard", bool(t["tensorboard"]) and info.is_main)
     t0, limit_s, stopped = time.monotonic(), t["max_minutes"] * 60.0, ""
+    every_s = t["checkpoint_minutes"] * 60.0
+    saved_at = t0
     steps = len(run.sampler)
 
-    def after_step(step: int) -> None:
+    def save_last() -> None:
+        nonlocal saved_at
+        run.save(LAST)
+        saved_at = time.monotonic()
+
+    def after_step(step: int, save_due: bool) -> None:
+        # a mid-epoch last.pt is the same state a Ctrl-C saves: --resume continues from it exactly
         run.step = step
-        if t["checkpoint_every"] and step % t["checkpoint_every"] == 0 and step < steps:
-            run.save(LAST)
+        if (save_due or (t["checkpoint_every"] and step % t["checkpoint_every"] == 0)) and step < steps:
+            save_last()
 
     try:
         with StopRequest() as stop:
 
-            def should_stop() -> list[bool]:
-                return [stop.requested, limit_s > 0 and time.monotonic() - t0 > limit_s]
+            def poll() -> list[bool]:
+                now = time.monotonic()
+                return [stop.requested, limit_s > 0 and now - t0 > limit_s, every_s > 0 and now - saved_at > every_s]
 
             for epoch in range(run.epoch, t["epochs"]):
                 loader = _epoch_loader(run, epoch)
                 bar = tqdm(total=steps, initial=run.step, desc=f"epoch {epoch + 1}/{t['epochs']}", disable=not show, dynamic_ncols=True, unit="step")
-                run.step, flags = train_one_epoch(run.ctx, loader, epoch, run.step, run.running, should_stop, after_step, bar, run.say)
+                run.step, flags = train_one_epoch(run.ctx, loader, epoch, run.step, run.running, poll, after_step, bar, run.say)
                 bar.close()
                 if any(flags):
                     stopped = "interrupted" if flags[0] else "time limit"
                 if stopped and run.step < steps:
                     run.save(LAST)  # resumable mid-epoch
                     break
-                end_epoch(run, epoch, tb, show)
+                end_epoch(run, epoch, tb, show)  # writes last.pt
+                saved_at = time.monotonic()
                 if stopped:
                     break
     except KeyboardInterrupt:
@@ -389,6 +401,8 @@ def train(
     cfg = validate(copy.deepcopy(cfg))
     if not cfg["model"]["name"]:
         raise CitysegError("no model given (--model NAME)")
+    if cfg["train"]["tensorboard"]:
+        check_tensorboard()
     out = Path(out_dir)
     if resume and not check_run_dir(out, resume):
         log(f"{out}: no checkpoint to resume yet; starting a fresh run")
