@@ -375,7 +375,7 @@ def test_full_disk_during_checkpoint_write_is_one_line_and_keeps_checkpoints(dat
     before = tree(out)
     limit = (out / "config.toml").stat().st_size + 4096  # config.toml fits, a checkpoint does not
     argv = train_args(data, out, "--resume", "--epochs", str(TOTAL_EPOCHS + 1))
-    proc = subprocess.run([sys.executable, str(HERE / "test_faults.py"), *argv], env=env(), capture_output=True, text=True, preexec_fn=_limit_file_size(limit), timeout=WAIT_S)
+    proc = run(argv, env(), preexec_fn=_limit_file_size(limit))
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
