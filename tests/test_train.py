@@ -359,3 +359,73 @@ def test_resume_before_the_first_checkpoint_starts_fresh(synth64, tmp_path, caps
     # the same with the full command line on a folder that does not exist yet
     assert main(["train", "--out", str(tmp_path / "new"), "--resume", *args]) == 0
     assert_same_weights(weights(tmp_path / "ref"), weights(tmp_path / "new"))
+
+
+class BNNet(TinyNet):
+    """TinyNet with BatchNorm: running statistics are state that a resumed run must carry over too.
+    Training forwards record the dtype of the logits (bf16 under autocast)."""
+
+    name = "bn"
+    dtypes: list = []
+
+    def __init__(self, num_classes: int = 34, width: int = 8):
+        super().__init__(num_classes, width)
+        conv = partial(nn.Conv2d, kernel_size=3, padding=1)
+        self.body = nn.Sequential(conv(3, width), nn.BatchNorm2d(width), nn.ReLU(), nn.Dropout2d(0.2), conv(width, width), nn.BatchNorm2d(width), nn.ReLU())
+
+    def forward(self, x):
+        out = super().forward(x)
+        if self.training:
+            BNNet.dtypes.append(out.dtype)
+        return out
+
+
+def standard_cfg(**over):
+    """The standard recipe on the tiny data: augmentation, 2 workers, warmup + poly, AdamW, OHEM with class
+    weights + Lovász, grad clipping, BatchNorm, and bf16 autocast where the CPU has it natively."""
+    from cityseg.runtime import native_bf16
+
+    base = {"model.name": "bn", "train.epochs": 2, "train.batch_size": 4, "data.workers": 2, "schedule.warmup_iters": 2, "train.fast": native_bf16()}
+    cfg = tiny_cfg("standard", **{**base, **over})
+    cfg["loss"] = cfg["loss"][:1]  # the recipe's OHEM term; the Lovász term adds time, not coverage
+    assert cfg["augment"]["enabled"] and cfg["optim"]["name"] == "adamw" and cfg["schedule"]["name"] == "poly" and cfg["train"]["grad_clip"] > 0
+    assert cfg["loss"][0]["name"] == "ohem" and cfg["loss"][0]["class_weights"] == "auto"
+    return cfg
+
+
+def test_standard_recipe_interrupted_and_resumed_equals_uninterrupted(synth64, tmp_path, monkeypatch):
+    """Bitwise: every source of randomness is restored or a function of (seed, epoch, index), and the CPU
+    kernels (bf16 autocast included) give the same bits for the same inputs in one process."""
+    monkeypatch.setitem(models.MODELS, "bn", models.Entry(partial(BNNet), "BatchNorm test net"))
+    cfg = standard_cfg()  # 10 images, batch 4, drop_last: 2 steps per epoch
+    train(cfg, synth64, tmp_path / "full", progress=False)
+    TinyNet.calls, TinyNet.hooks = 0, {3: "sigint"}  # epoch 2, step 1 of 2
+    part = train(cfg, synth64, tmp_path / "resumed", progress=False)
+    assert part["stopped"] == "interrupted" and (part["epoch"], part["step"]) == (1, 1)
+    TinyNet.hooks = {}
+    assert train(cfg, synth64, tmp_path / "resumed", resume=True, progress=False)["stopped"] == ""
+    a, b = (load_checkpoint(tmp_path / name / "last.pt") for name in ("full", "resumed"))
+    assert_same_weights(a["model"], b["model"])
+    assert any(k.endswith("running_var") for k in a["model"])
+    for k, state in a["optimizer"]["state"].items():
+        assert_same_weights(state, b["optimizer"]["state"][k])
+    assert a["scheduler"] == b["scheduler"]
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(a["history"]) == strip(b["history"])
+
+
+def test_bf16_autocast_training_is_finite_and_learns(synth64, tmp_path, monkeypatch):
+    monkeypatch.setitem(models.MODELS, "bn", models.Entry(partial(BNNet), "BatchNorm test net"))
+    BNNet.dtypes = []
+    cfg = tiny_cfg(**{"model.name": "bn", "train.epochs": 1, "train.fast": True})
+    out = train(cfg, synth64, tmp_path / "bf16", progress=False)
+    assert BNNet.dtypes and set(BNNet.dtypes) == {torch.bfloat16}
+    from cityseg.train.state import seed_everything
+
+    seed_everything(cfg["train"]["seed"])  # the run's initial weights
+    before = BNNet().state_dict()
+    ck = load_checkpoint(tmp_path / "bf16" / "last.pt")
+    assert math.isfinite(out["history"][0]["train_loss"]) and math.isfinite(out["metrics"]["val_loss"])
+    for k, v in ck["model"].items():
+        assert v.dtype == before[k].dtype and (not v.is_floating_point() or bool(torch.isfinite(v).all())), k
+    assert not torch.equal(before["head.weight"], ck["model"]["head.weight"])
