@@ -429,3 +429,34 @@ def test_bf16_autocast_training_is_finite_and_learns(synth64, tmp_path, monkeypa
     for k, v in ck["model"].items():
         assert v.dtype == before[k].dtype and (not v.is_floating_point() or bool(torch.isfinite(v).all())), k
     assert not torch.equal(before["head.weight"], ck["model"]["head.weight"])
+
+
+@pytest.mark.parametrize(("label_mode", "best_epoch"), [("trainIds", 2), ("labelIds", 1)])
+def test_best_checkpoint_holds_the_weights_of_the_best_epoch(synth64, tmp_path, monkeypatch, label_mode, best_epoch):
+    """best.pt is selected by miou_19 for trainIds runs and miou_34 for labelIds runs (scores patched so the
+    two, and pixel accuracy, peak at different epochs, with worse epochs after the peak)."""
+    import cityseg.train.run as run_module
+
+    scores = {"miou_19": [0.2, 0.6, 0.4], "miou_34": [0.5, 0.3, 0.4], "pixel_acc": [0.1, 0.2, 0.9]}
+    epoch_weights = {}
+    save = run_module.save_checkpoint
+
+    def fake_evaluate(ctx, loader, mode, show=False):
+        e = len(epoch_weights)  # the epochs recorded so far
+        return {**{k: v[e] for k, v in scores.items()}, "val_loss": 1.0}
+
+    def spy_save(path, ckpt):
+        if path.name == "last.pt" and ckpt.step == 0:
+            epoch_weights[ckpt.epoch] = {k: v.clone() for k, v in ckpt.model.items()}
+        save(path, ckpt)
+
+    monkeypatch.setattr(run_module, "evaluate", fake_evaluate)
+    monkeypatch.setattr(run_module, "save_checkpoint", spy_save)
+    monkeypatch.setattr(run_module, "plot_curves", lambda *a: None)
+    train(tiny_cfg(**{"train.epochs": 3, "data.label_mode": label_mode}), synth64, tmp_path / "run", progress=False)
+    assert sorted(epoch_weights) == [1, 2, 3]
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    key = "miou_19" if label_mode == "trainIds" else "miou_34"
+    assert best["epoch"] == best_epoch and best["best_miou"] == scores[key][best_epoch - 1] == best["metrics"][key]
+    assert_same_weights(best["model"], epoch_weights[best_epoch])
+    assert not torch.equal(best["model"]["head.weight"], epoch_weights[3]["head.weight"])  # later epochs differ
