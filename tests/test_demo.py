@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 
 import numpy as np
 import pytest
+import torch
 
 from cityseg.cli import main
+from cityseg.models.base import SegmentationModel
 from cityseg.tools import demo
 
 #: SynthCity at 128x256 (2 train, 2 val), trained at 64x128 for one epoch: seconds, not minutes
@@ -216,3 +219,64 @@ def test_plan_epochs():
     assert demo.plan_epochs(3000.0, 0.1, 800, 8) == 8  # the recipe's epochs cap it
     assert demo.plan_epochs(10.0, 0.1, 800, 8) == 1  # at least one
     assert demo.plan_epochs(10.0, 0.0, 800, 8) == 1
+
+
+class ClockNet(SegmentationModel):
+    """A two-conv net; each training forward advances the fake clock (the first ``slow_steps`` by twice as much,
+    as real first steps are slower), so the demo's planning sees a known speed."""
+
+    name = "clock"
+    size_multiple = 4
+    min_size = 8
+    now = 0.0
+    steps = 0
+    slow_steps = 3
+
+    def __init__(self, num_classes: int = 34):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, num_classes, 1))
+
+    def forward(self, x):
+        if self.training:
+            ClockNet.steps += 1
+            ClockNet.now += 2.0 if ClockNet.steps <= ClockNet.slow_steps else 1.0
+        return self.net(x)
+
+
+def test_demo_training_stretches_plan_from_the_probe_and_resume_exactly(tmp_path, monkeypatch):
+    """A 20 s training budget on a fake clock (2 s per step for 3 steps, then 1 s; 3 steps per epoch):
+    the 5 s probe ends with epoch 1 (6 s, 0.6 s per image), which plans 3 epochs; they take 6 s more, and
+    the constant-LR loop adds floor(8 / 3 + 0.5) = 3 epochs for the 8 s left, which the time limit
+    cuts at the end of epoch 6. Three stretches, resumed exactly: the weights of one 6-epoch run."""
+    from types import SimpleNamespace
+
+    import cityseg.train.loop as loop_module
+    import cityseg.train.run as run_module
+    from cityseg import models
+    from cityseg.checkpoint import load_checkpoint
+    from cityseg.data.synth import generate
+    from cityseg.train.config import apply_overrides, load_recipe
+    from cityseg.train.run import train
+
+    root = tmp_path / "data"
+    generate(root, train=10, val=2, test=0, size=(64, 128), seed=3)
+    monkeypatch.setitem(models.MODELS, "clock", models.Entry(partial(ClockNet), "fake-clock test net"))
+    clock = SimpleNamespace(monotonic=lambda: ClockNet.now)
+    for module in (demo, run_module, loop_module):
+        monkeypatch.setattr(module, "time", clock)
+    monkeypatch.setattr(demo, "PROBE_S", 5.0)
+    monkeypatch.setattr(run_module, "plot_curves", lambda *a: None)  # time the test does not need
+    cfg, _ = load_recipe("seed")
+    over = {"model.name": "clock", "data.size": [64, 128], "train.batch_size": 4, "train.eval_batch_size": 2, "train.fast": False, "data.workers": 0}
+    cfg = apply_overrides(cfg, over)
+    lines: list[str] = []
+    ClockNet.now, ClockNet.steps = 0.0, 0
+    s = demo._train(cfg, root, tmp_path / "run", budget_s=20.0, epochs_cap=8, train_images=10, progress=False, log=lines.append)
+    assert (s["epoch"], s["step"], s["stopped"]) == (6, 0, "time limit") and ClockNet.steps == 18
+    assert any("3 epoch(s) of 10 frames fit" in line for line in lines)
+    assert any("3 more epoch(s) for the remaining 8 s" in line for line in lines)
+    assert sum(line.startswith("resuming") for line in lines) == 2
+    ref = train(apply_overrides(cfg, {"train.epochs": 6}), root, tmp_path / "ref", progress=False, log=lambda _: None)
+    assert ref["epoch"] == 6
+    a, b = (load_checkpoint(tmp_path / name / "last.pt")["model"] for name in ("ref", "run"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

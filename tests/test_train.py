@@ -452,7 +452,7 @@ def test_best_checkpoint_holds_the_weights_of_the_best_epoch(synth64, tmp_path, 
 
     monkeypatch.setattr(run_module, "evaluate", fake_evaluate)
     monkeypatch.setattr(run_module, "save_checkpoint", spy_save)
-    monkeypatch.setattr(run_module, "plot_curves", lambda *a: None)
+    monkeypatch.setattr(run_module, "plot_curves", lambda *a: None)  # time the test does not need
     train(tiny_cfg(**{"train.epochs": 3, "data.label_mode": label_mode}), synth64, tmp_path / "run", progress=False)
     assert sorted(epoch_weights) == [1, 2, 3]
     best = load_checkpoint(tmp_path / "run" / "best.pt")
@@ -460,3 +460,71 @@ def test_best_checkpoint_holds_the_weights_of_the_best_epoch(synth64, tmp_path, 
     assert best["epoch"] == best_epoch and best["best_miou"] == scores[key][best_epoch - 1] == best["metrics"][key]
     assert_same_weights(best["model"], epoch_weights[best_epoch])
     assert not torch.equal(best["model"]["head.weight"], epoch_weights[3]["head.weight"])  # later epochs differ
+
+
+def test_max_minutes_cuts_training_at_the_deadline_and_resumes_exactly(synth64, tmp_path, monkeypatch):
+    """A clock that advances one minute per training forward: with ``max_minutes = 1.5`` each invocation
+    stops after the step during which the deadline passed (the second), resumably, mid-epoch or not."""
+    from types import SimpleNamespace
+
+    import cityseg.train.run as run_module
+
+    cfg = tiny_cfg(**{"train.epochs": 2, "train.checkpoint_minutes": 0.0})  # 3 steps per epoch
+    train(cfg, synth64, tmp_path / "full", progress=False)
+    TinyNet.calls = 0
+    monkeypatch.setattr(run_module, "time", SimpleNamespace(monotonic=lambda: 60.0 * TinyNet.calls))
+    monkeypatch.setattr(run_module, "plot_curves", lambda *a: None)  # time the test does not need
+    limited = apply_overrides(cfg, {"train.max_minutes": 1.5})
+    lines: list[str] = []
+    stops = []
+    for resume in (False, True, True):
+        s = train(limited, synth64, tmp_path / "cut", resume=resume, progress=False, log=lines.append)
+        stops.append((s["stopped"], s["epoch"], s["step"]))
+    # steps 1-2; then step 3 (ends epoch 1) and 4; then 5 and 6 (the last: the run is complete)
+    assert stops == [("time limit", 0, 2), ("time limit", 1, 1), ("time limit", 2, 0)]
+    assert sum("time limit of 1.5 min reached" in line for line in lines) == 3
+    assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "cut"))
+
+
+def test_tensorboard_writes_scalars_or_refuses_with_one_line(synth64, tmp_path, monkeypatch, capsys):
+    """Without the tensorboard package, ``--tensorboard`` is a one-line error (exit 2) before any training;
+    with it, every epoch's scalars go to RUN_DIR/tensorboard (a stand-in SummaryWriter records them here)."""
+    import sys
+    import types
+
+    cfg = tiny_cfg(**{"train.epochs": 2, "train.tensorboard": True})
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # the import fails as if not installed
+    with pytest.raises(CitysegError, match="needs the tensorboard package"):
+        train(cfg, synth64, tmp_path / "missing", progress=False)
+    code, err = _cli(capsys, "train", "--out", str(tmp_path / "cli"), *tiny_cli_args(synth64), "--tensorboard")
+    assert code == 2 and "pip install tensorboard" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "missing").exists() and not (tmp_path / "cli").exists()
+
+    class Writer:
+        made: list = []
+
+        def __init__(self, log_dir):
+            self.log_dir, self.scalars, self.closed = log_dir, [], False
+            Writer.made.append(self)
+
+        def add_scalar(self, tag, value, step):
+            self.scalars.append((tag, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    train(cfg, synth64, tmp_path / "tb", progress=False)
+    (w,) = Writer.made
+    assert w.log_dir == str(tmp_path / "tb" / "tensorboard") and w.closed
+    for tag in ("train_loss", "val_loss", "miou_34", "lr"):
+        assert [step for t, step in w.scalars if t == tag] == [1, 2], tag
+
+
+def test_tensorboard_event_files(synth64, tmp_path):
+    pytest.importorskip("tensorboard")
+    train(tiny_cfg(**{"train.epochs": 1, "train.tensorboard": True}), synth64, tmp_path / "tb", progress=False)
+    assert list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))

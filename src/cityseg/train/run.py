@@ -33,7 +33,7 @@ from cityseg.data.transforms import train_transform
 from cityseg.errors import CitysegError
 from cityseg.io import atomic_write_text
 from cityseg.models import build_model
-from cityseg.runtime import resolve_fast
+from cityseg.runtime import process_context, resolve_fast
 from cityseg.train import distributed as D
 from cityseg.train.config import dump_toml, validate
 from cityseg.train.loop import StepContext, evaluate, new_running, train_one_epoch
@@ -129,6 +129,13 @@ def class_pixel_counts(ds: CityscapesDataset, num_classes: int) -> torch.Tensor:
         y = torch.from_numpy(np.asarray(ds.load(i)[1], dtype=np.int64).reshape(-1))  # before augmentation
         counts += torch.bincount(y[y < num_classes], minlength=num_classes).double()
     return counts
+
+
+def loader_workers(cfg: dict[str, Any]) -> dict[str, Any]:
+    """DataLoader worker options: ``data.workers`` processes started the runtime's way (fork where the
+    platform has it), also in a process that was itself spawned (``mp.spawn`` makes spawn its default)."""
+    n = cfg["data"]["workers"]
+    return {"num_workers": n, "multiprocessing_context": process_context() if n > 0 else None}
 
 
 @dataclass
@@ -256,7 +263,7 @@ def setup(cfg: dict[str, Any], root: Path, out: Path, info: D.DistInfo, say: Cal
     if len(sampler) == 0:
         raise CitysegError(f"{root}: split {cfg['data']['train_split']!r} has {len(train_ds)} images, fewer than one batch of {t['batch_size']} (drop_last)")
     val_subset = torch.utils.data.Subset(val_ds, list(range(info.rank, len(val_ds), info.world_size)))
-    val_loader = torch.utils.data.DataLoader(val_subset, batch_size=t["eval_batch_size"], shuffle=False, num_workers=cfg["data"]["workers"])
+    val_loader = torch.utils.data.DataLoader(val_subset, batch_size=t["eval_batch_size"], shuffle=False, **loader_workers(cfg))
     channels_last, amp_dtype = resolve_fast(t["fast"], info.device)
     net = _wrap_model(model, cfg, info, channels_last)
     optimizer = build_optimizer(model, cfg["optim"])
@@ -299,7 +306,7 @@ def _epoch_loader(run: Run, epoch: int) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(
         run.train_ds,
         batch_sampler=run.sampler,
-        num_workers=run.cfg["data"]["workers"],
+        **loader_workers(run.cfg),
         pin_memory=info.device.type == "cuda",
         generator=torch.Generator().manual_seed(epoch_seed(seed, epoch, 2)),
     )
