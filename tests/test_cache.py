@@ -150,7 +150,7 @@ def test_sigkill_mid_build_then_rebuild(tmp_path):
 
 
 def _racer(root, barrier, out):
-    barrier.wait()
+    barrier.wait(60)
     entry = cache.prepare(root, "train", size=SIZE, workers=1)
     out.put(entry.images_path.name)
 
