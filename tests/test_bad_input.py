@@ -263,43 +263,15 @@ def test_non_ascii_and_space_names_work(tmp_path, capsys, cities):
     assert rc == 0, out
 
 
-def _make_readonly(path: Path) -> None:
-    """chmod for normal users; root ignores modes, so use the immutable flag (or skip)."""
-    import subprocess
-
-    if os.geteuid() == 0:
-        if subprocess.run(["chattr", "+i", str(path)], capture_output=True, timeout=60).returncode != 0:
-            pytest.skip("cannot make a folder read-only as root here")
-    else:
-        path.chmod(0o555)
-    try:
-        (path / ".probe").touch()
-    except OSError:
-        return
-    (path / ".probe").unlink()
-    pytest.skip("folder still writable")
-
-
-def _make_writable(path: Path) -> None:
-    import subprocess
-
-    if os.geteuid() == 0:
-        subprocess.run(["chattr", "-i", str(path)], capture_output=True, timeout=60)
-    path.chmod(0o755)
-
-
-def test_read_only_cache_dir(tiny_root, tmp_path, capsys):
+def test_read_only_cache_dir(tiny_root, tmp_path, capsys, make_read_only):
     ro = tmp_path / "ro_cache"
     ro.mkdir()
-    _make_readonly(ro)
-    try:
-        with pytest.raises(CitysegError, match="cache directory is not writable") as exc:
-            prepare(tiny_root, "train", size=(12, 20), cache_dir=ro)
-        assert str(ro) in str(exc.value)
-        rc, _, err = cli(capsys, "prepare", "--data", str(tiny_root), "--size", "12x20", "--cache-dir", str(ro))
-        assert rc == 2 and str(ro) in err and len(err.strip().splitlines()) == 1
-    finally:
-        _make_writable(ro)
+    make_read_only(ro)
+    with pytest.raises(CitysegError, match="cache directory is not writable") as exc:
+        prepare(tiny_root, "train", size=(12, 20), cache_dir=ro)
+    assert str(ro) in str(exc.value)
+    rc, _, err = cli(capsys, "prepare", "--data", str(tiny_root), "--size", "12x20", "--cache-dir", str(ro))
+    assert rc == 2 and str(ro) in err and len(err.strip().splitlines()) == 1
 
 
 # ---- property tests: the readers never raise anything but CitysegError ------------------------------------

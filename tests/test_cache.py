@@ -12,18 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import references
 from cityseg import io
 from cityseg.cli import main
 from cityseg.data import cache, layout
 from cityseg.data.dataset import CityscapesDataset
-from cityseg.data.readers import read_pair
 from conftest import write_tiny_dataset
 
 SIZE = (12, 20)
 
 
 def expected_arrays(root, split="train", size=SIZE, interpolation="area"):
-    pairs = [read_pair(s.image, s.label, size, interpolation) for s in layout.find_samples(root, split)]
+    """Every frame of the split decoded by PIL and resized by NumPy, in sorted file order (not cityseg's readers)."""
+    pairs = [references.frame(image, label, size, interpolation) for image, label in references.split_pairs(root, split)]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
@@ -47,13 +48,24 @@ def test_prepare_contents_and_manifest(tiny_root):
     # up to date: reused, not rebuilt
     again = cache.prepare(tiny_root, "train", size=SIZE)
     assert again.images_path == entry.images_path
-    # bilinear and full resolution are separate caches with their own contents
-    bil = cache.prepare(tiny_root, "train", size=SIZE, interpolation="bilinear")
+    # bilinear and full resolution are separate caches with their own contents (at a factor of 4, where
+    # bilinear is not the block mean)
+    bil = cache.prepare(tiny_root, "train", size=(6, 10), interpolation="bilinear")
     assert bil.folder != entry.folder
-    assert_matches_sources(bil, tiny_root, interpolation="bilinear")
+    assert_matches_sources(bil, tiny_root, size=(6, 10), interpolation="bilinear")
     full = cache.prepare(tiny_root, "val", size=None)
     assert full.shape == (24, 40)
     assert_matches_sources(full, tiny_root, "val", None)
+
+
+def test_labels_take_the_nearest_source_pixel(tmp_path):
+    """Per-pixel random labels: the tiny dataset's 4x4 blocks would hide a half-pixel shift of nearest."""
+    root = write_tiny_dataset(tmp_path / "r", {"train": 2})
+    rng = np.random.default_rng(3)
+    for s in layout.find_samples(root, "train"):
+        io.write_png(s.label, rng.integers(0, 34, (24, 40), dtype=np.uint8))
+    for size in (SIZE, (6, 10)):
+        assert_matches_sources(cache.prepare(root, "train", size=size, interpolation="bilinear"), root, size=size, interpolation="bilinear")
 
 
 def _touch_newer(path: Path) -> None:
@@ -61,7 +73,7 @@ def _touch_newer(path: Path) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
 
 
-@pytest.mark.parametrize("change", ["modify", "add", "remove"])
+@pytest.mark.parametrize("change", ["modify", "modify_image", "add", "remove"])
 def test_stale_cache_is_rebuilt(tmp_path, change):
     root = write_tiny_dataset(tmp_path / "r", {"train": 3})
     old = cache.prepare(root, "train", size=SIZE)
@@ -70,6 +82,10 @@ def test_stale_cache_is_rebuilt(tmp_path, change):
         label = io.read_label(samples[1].label)
         io.write_png(samples[1].label, (label + 1) % 34)
         _touch_newer(samples[1].label)
+    elif change == "modify_image":
+        image = io.read_image(samples[1].image)
+        io.write_png(samples[1].image, 255 - image)
+        _touch_newer(samples[1].image)
     elif change == "add":
         write_tiny_dataset(tmp_path / "extra", {"train": 1}, cities=("zagreb",), seed=5)
         for kind in ("leftImg8bit", "gtFine"):
@@ -81,10 +97,20 @@ def test_stale_cache_is_rebuilt(tmp_path, change):
     assert cache.load(root, "train", size=SIZE) is None
     new = cache.prepare(root, "train", size=SIZE)
     assert new.images_path != old.images_path
-    assert len(new) == {"modify": 3, "add": 4, "remove": 2}[change]
+    assert len(new) == {"modify": 3, "modify_image": 3, "add": 4, "remove": 2}[change]
     assert_matches_sources(new, root)
     # the superseded arrays are gone; only the new generation remains
     assert sorted(p.name for p in new.folder.glob("*.npy")) == sorted([new.images_path.name, new.labels_path.name])
+
+
+def test_cache_of_another_version_is_rebuilt(tiny_root, monkeypatch):
+    old = cache.prepare(tiny_root, "train", size=SIZE)
+    monkeypatch.setattr(cache, "CACHE_VERSION", cache.CACHE_VERSION + 1)
+    assert cache.load(tiny_root, "train", size=SIZE) is None
+    new = cache.prepare(tiny_root, "train", size=SIZE)
+    assert new.images_path != old.images_path and new.manifest["version"] == cache.CACHE_VERSION
+    assert_matches_sources(new, tiny_root)
+    assert cache.load(tiny_root, "train", size=SIZE).images_path == new.images_path
 
 
 def test_partial_or_damaged_cache_is_rebuilt(tiny_root):
@@ -182,30 +208,20 @@ def test_parallel_decoding_matches_serial(tmp_path, monkeypatch):
     assert_matches_sources(entry, root)
 
 
-def test_read_only_root_falls_back_to_user_cache(tiny_root, tmp_path, monkeypatch):
-    from test_bad_input import _make_readonly, _make_writable
-
+def test_read_only_root_falls_back_to_user_cache(tiny_root, tmp_path, monkeypatch, make_read_only):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    _make_readonly(tiny_root)
-    try:
-        ds = CityscapesDataset(tiny_root, "train", size=SIZE)
-        assert tmp_path / "xdg" in ds._entry.folder.parents
-        assert not (tiny_root / ".cityseg_cache").exists()
-        assert len(ds) == 3 and ds[2][0].shape == (3, 12, 20)
-    finally:
-        _make_writable(tiny_root)
+    make_read_only(tiny_root)
+    ds = CityscapesDataset(tiny_root, "train", size=SIZE)
+    assert tmp_path / "xdg" in ds._entry.folder.parents
+    assert not (tiny_root / ".cityseg_cache").exists()
+    assert len(ds) == 3 and ds[2][0].shape == (3, 12, 20)
 
 
-def test_valid_cache_in_read_only_dir_is_used(tiny_root, tmp_path):
-    from test_bad_input import _make_readonly, _make_writable
-
+def test_valid_cache_in_read_only_dir_is_used(tiny_root, tmp_path, make_read_only):
     entry = cache.prepare(tiny_root, "train", size=SIZE, cache_dir=tmp_path / "c")
-    _make_readonly(entry.folder)
-    try:
-        again = cache.prepare(tiny_root, "train", size=SIZE, cache_dir=tmp_path / "c")
-        assert again.images_path == entry.images_path
-    finally:
-        _make_writable(entry.folder)
+    make_read_only(entry.folder)
+    again = cache.prepare(tiny_root, "train", size=SIZE, cache_dir=tmp_path / "c")
+    assert again.images_path == entry.images_path
 
 
 def test_prepare_cli(tiny_root, capsys):

@@ -15,6 +15,28 @@ def test_help_lists_every_command(capsys):
         assert name in out
 
 
+def test_help_opens_with_what_the_tool_does(capsys):
+    assert main([]) == 0
+    first = capsys.readouterr().out.split("\n\n")[1]
+    assert first.startswith("Semantic segmentation of Cityscapes") and "``" not in first
+
+
+def test_models_counts_once_then_reads_the_cache(tmp_path, monkeypatch, capsys):
+    from cityseg.models import info_cache
+
+    calls = []
+    real = info_cache.model_info
+    monkeypatch.setattr(info_cache, "model_info", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert main(["models", "bisenetv2", "--json", str(tmp_path / "a.json")]) == 0
+    first = capsys.readouterr().out
+    assert main(["models", "bisenetv2", "--json", str(tmp_path / "b.json")]) == 0
+    assert capsys.readouterr().out == first and len(calls) == 1
+    assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+    (tmp_path / "cityseg" / info_cache.CACHE_FILE).write_text("{not json")  # a damaged cache is counted again
+    assert main(["models", "bisenetv2"]) == 0 and len(calls) == 2
+
+
 def test_unknown_command_exits_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["frobnicate"])

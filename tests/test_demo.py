@@ -82,6 +82,10 @@ def test_demo_end_to_end_then_rerun_reuses_data(tmp_path, capsys):
     assert math.isclose(again["pixel_acc"], s1["pixel_acc"], abs_tol=1e-12)
     text = "\n".join(lines)
     assert "mIoU (19 classes)" in text and s1["figure"] in text and "dataset:" in text
+    # the run report, from the demo's own evaluation, printed last
+    assert lines[-1].split()[-1] == s1["report"] == str(run1 / "report" / "index.html")
+    page = json.loads((run1 / "report" / "index.json").read_text())
+    assert page["scores"]["mIoU"] == s1["mIoU"] and len(page["frames"]) == 2 and page["run"]["recipe"] == "cpu-fast"
 
     # second run, same --out, through the CLI: data reused (not rewritten), a fresh run folder, JSON written
     marker_mtime = (out / "data" / MARKER).stat().st_mtime_ns
@@ -91,6 +95,7 @@ def test_demo_end_to_end_then_rerun_reuses_data(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--minutes", "5", "--json", str(summary), *TINY_ARGS]) == 0
     printed = capsys.readouterr().out
     assert "reusing SynthCity" in printed and "generating" not in printed
+    assert printed.strip().splitlines()[-1].split()[-1] == str(out / "runs" / "002" / "report" / "index.html")
     s2 = json.loads(summary.read_text())
     _check_summary(s2)
     assert s2["run_dir"] == str(out / "runs" / "002") and s2["data"]["source"] == "reused"
@@ -124,6 +129,14 @@ def test_damaged_or_incomplete_synthcity_is_regenerated(tmp_path):
 
     _, info = demo._prepare_data(tmp_path / "demo", None, 1, 1, (64, 128), 0, 1, timer, lines.append)
     assert info["source"] == "reused" and info["frames"] == {"train": 1, "val": 1}
+
+    from cityseg.data.synth import VERSION
+
+    (root / MARKER).write_text(json.dumps({**marker, "complete": True, "version": VERSION - 1}))  # an older generator's frames
+    lines.clear()
+    _, info = demo._prepare_data(tmp_path / "demo", None, 1, 1, (64, 128), 0, 1, timer, lines.append)
+    assert info["source"] == "generated" and json.loads((root / MARKER).read_text())["version"] == VERSION
+    assert any(f"generator version {VERSION - 1}, this is version {VERSION}; regenerating" in line for line in lines)
 
 
 @pytest.mark.parametrize(
@@ -176,17 +189,6 @@ def test_bad_input_is_one_line_exit_2(case, tmp_path, capsys):
         assert not (out / "runs").exists()
 
 
-def test_plan_more_epochs():
-    assert demo.plan_more_epochs(100.0, 10.0, 1, 40) == 10
-    assert demo.plan_more_epochs(104.0, 10.0, 1, 40) == 10  # 0.4 of an epoch left over: not started
-    assert demo.plan_more_epochs(106.0, 10.0, 1, 40) == 11  # 0.6 of it fits: tried (the time limit guards it)
-    assert demo.plan_more_epochs(100.0, 10.0, 38, 40) == 2  # the epoch cap
-    assert demo.plan_more_epochs(4.0, 10.0, 1, 40) == 0
-    assert demo.plan_more_epochs(6.0, 10.0, 1, 40) == 1
-    assert demo.plan_more_epochs(-1.0, 10.0, 1, 40) == 0
-    assert demo.plan_more_epochs(100.0, 0.0, 1, 40) == 0
-
-
 def test_next_run_dir(tmp_path):
     runs = tmp_path / "runs"
     assert demo.next_run_dir(runs) == runs / "001"
@@ -214,23 +216,25 @@ def test_seed_model_and_recipe_reproduce_the_seed_demo(tmp_path):
     assert ran["loss"] == seed["loss"] and ran["data"]["label_mode"] == "labelIds" and ran["train"]["grad_clip"] == 0.0
 
 
-def test_plan_epochs():
-    assert demo.plan_epochs(300.0, 0.1, 800, 8) == 3  # 80 s an epoch: 3 whole epochs in 300 s
-    assert demo.plan_epochs(3000.0, 0.1, 800, 8) == 8  # the recipe's epochs cap it
-    assert demo.plan_epochs(10.0, 0.1, 800, 8) == 1  # at least one
-    assert demo.plan_epochs(10.0, 0.0, 800, 8) == 1
+def test_plan_steps():
+    # 108 s left at 0.5 s a step after 40 steps: 8 s for the restart, then 3% of the rest stays free -> 194 more
+    assert demo.plan_steps(108.0, 0.5, 40, 10_000) == 234
+    assert demo.plan_steps(100.0, 0.5, 40, 100) == 100  # the recipe's epochs cap it
+    assert demo.plan_steps(0.1, 0.5, 40, 100) == 41  # at least one more step
+    assert demo.plan_steps(-5.0, 0.5, 40, 100) == 41
+    assert demo.plan_steps(100.0, 0.0, 40, 100) == 100  # no speed measured: the cap
 
 
 class ClockNet(SegmentationModel):
-    """A two-conv net; each training forward advances the fake clock (the first ``slow_steps`` by twice as much,
-    as real first steps are slower), so the demo's planning sees a known speed."""
+    """A two-conv net; each training forward advances the fake clock by 1 s for the first ``fast_steps``,
+    then by 2 s (a machine that slows down), so the demo's planning sees a known, changing speed."""
 
     name = "clock"
     size_multiple = 4
     min_size = 8
     now = 0.0
     steps = 0
-    slow_steps = 3
+    fast_steps = 3
 
     def __init__(self, num_classes: int = 34):
         super().__init__()
@@ -239,15 +243,15 @@ class ClockNet(SegmentationModel):
     def forward(self, x):
         if self.training:
             ClockNet.steps += 1
-            ClockNet.now += 2.0 if ClockNet.steps <= ClockNet.slow_steps else 1.0
+            ClockNet.now += 1.0 if ClockNet.steps <= ClockNet.fast_steps else 2.0
         return self.net(x)
 
 
 def test_demo_training_stretches_plan_from_the_probe_and_resume_exactly(tmp_path, monkeypatch):
-    """A 20 s training budget on a fake clock (2 s per step for 3 steps, then 1 s; 3 steps per epoch):
-    the 5 s probe ends with epoch 1 (6 s, 0.6 s per image), which plans 3 epochs; they take 6 s more, and
-    the constant-LR loop adds floor(8 / 3 + 0.5) = 3 epochs for the 8 s left, which the time limit
-    cuts at the end of epoch 6. Three stretches, resumed exactly: the weights of one 6-epoch run."""
+    """A 30 s training budget on a fake clock (3 steps per epoch; 1 s a step, then 2 s), no restart time or
+    margin: the 5 s probe stops in step 5 (7 s: 1.4 s/step), which plans 21 steps; the time limit at 60%
+    of the budget cuts that stretch after step 11 (19 s), whose 2 s/step plan 16 steps for the 11 s
+    left. Three stretches, resumed exactly, mid-epoch: the weights of one uninterrupted 16-step run."""
     from types import SimpleNamespace
 
     import cityseg.train.loop as loop_module
@@ -264,19 +268,19 @@ def test_demo_training_stretches_plan_from_the_probe_and_resume_exactly(tmp_path
     clock = SimpleNamespace(monotonic=lambda: ClockNet.now)
     for module in (demo, run_module, loop_module):
         monkeypatch.setattr(module, "time", clock)
-    monkeypatch.setattr(demo, "PROBE_S", 5.0)
+    for name, value in (("PROBE_S", 5.0), ("REPLAN_AT", 0.6), ("RESTART_S", 0.0), ("PLAN_MARGIN", 0.0)):
+        monkeypatch.setattr(demo, name, value)
     monkeypatch.setattr(run_module, "plot_curves", lambda *a: None)  # time the test does not need
     cfg, _ = load_recipe("seed")
     over = {"model.name": "clock", "data.size": [64, 128], "train.batch_size": 4, "train.eval_batch_size": 2, "train.fast": False, "data.workers": 0}
     cfg = apply_overrides(cfg, over)
     lines: list[str] = []
     ClockNet.now, ClockNet.steps = 0.0, 0
-    s = demo._train(cfg, root, tmp_path / "run", budget_s=20.0, epochs_cap=8, train_images=10, progress=False, log=lines.append)
-    assert (s["epoch"], s["step"], s["stopped"]) == (6, 0, "time limit") and ClockNet.steps == 18
-    assert any("3 epoch(s) of 10 frames fit" in line for line in lines)
-    assert any("3 more epoch(s) for the remaining 8 s" in line for line in lines)
-    assert sum(line.startswith("resuming") for line in lines) == 2
-    ref = train(apply_overrides(cfg, {"train.epochs": 6}), root, tmp_path / "ref", progress=False, log=lambda _: None)
-    assert ref["epoch"] == 6
+    s = demo._train(cfg, root, tmp_path / "run", budget_s=30.0, epochs_cap=8, train_images=10, progress=False, log=lines.append)
+    assert (s["steps_done"], s["stopped"]) == (16, "") and ClockNet.steps == 16
+    assert "5 steps in 7 s (1.40 s/step): 21 steps planned in all" in lines
+    assert "11 steps in 19 s (2.00 s/step): 16 steps planned in all" in lines
+    assert [line.split(":")[1] for line in lines if line.startswith("resuming")] == [" epoch 2, step 2/3", " epoch 4, step 2/3"]
+    train(apply_overrides(cfg, {"train.iters": 16}), root, tmp_path / "ref", progress=False, log=lambda _: None)
     a, b = (load_checkpoint(tmp_path / name / "last.pt")["model"] for name in ("ref", "run"))
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -216,7 +216,7 @@ def test_two_gloo_processes_match_one_process(synth_ddp, tmp_path, monkeypatch):
             assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
         # only rank 0 wrote files: exactly one set, no stray temp files
         names = sorted(p.name for p in (tmp_path / f"ddp_{name}").iterdir())
-        assert names == ["best.pt", "config.toml", "curves.png", "last.pt", "metrics.csv"]
+        assert names == ["best.pt", "config.toml", "curves.png", "environment.json", "last.pt", "metrics.csv"]
     assert "running_mean" in " ".join(one["model"])  # the last config has BatchNorm
     # DDP + mid-epoch resume
     assert list(np.load(tmp_path / "stopped_at.npy")) == [1, 1]  # epoch 2, step 1 of 2

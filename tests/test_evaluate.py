@@ -84,7 +84,8 @@ def write_predictions(root: Path, out: Path, make, seed: int = 0, subfolders: bo
 
 @pytest.fixture(scope="module")
 def oracle(tmp_path_factory):
-    """cityscapesScripts' evaluator, called in-process with the arguments its CLI would use."""
+    """cityscapesScripts' evaluator, called in-process with the arguments its CLI would use; returns its
+    result dict (per-image pixel counts included, see ``official_pixel_accuracy``)."""
     tmp = tmp_path_factory.mktemp("oracle")
     saved = os.environ.get("CITYSCAPES_DATASET")
     os.environ["CITYSCAPES_DATASET"] = str(tmp)  # read once, when the module is imported
@@ -97,27 +98,62 @@ def oracle(tmp_path_factory):
             os.environ["CITYSCAPES_DATASET"] = saved
 
     ev.args.evalInstLevelScore = True
-    ev.args.evalPixelAccuracy = False
+    ev.args.evalPixelAccuracy = True
     ev.args.quiet = True
     ev.args.colorized = False
     ev.args.bold = ev.args.nocol = ""
-    ev.args.JSONOutput = True
+    ev.args.JSONOutput = False  # its JSON writer cannot serialise the per-image counts (NumPy ints); the returned dict has it all
     added = not hasattr(np, "in1d")
     if added:  # NumPy 2.4 removed np.in1d, which the oracle (2.3.0) still calls; same semantics
         np.in1d = lambda a, b, invert=False: np.isin(np.asarray(a).ravel(), b, invert=invert)
 
-    def run(root: Path, pred_dir: Path, out_json: Path) -> dict:
-        ev.args.exportFile = str(out_json)
+    def run(root: Path, pred_dir: Path) -> dict:
         ev.args.predictionPath = str(pred_dir)
         ev.args.predictionWalk = None  # the module caches its walk of the prediction folder
         gts = sorted(str(s.label) for s in layout.find_samples(root, "val"))
         preds = [ev.getPrediction(ev.args, g) for g in gts]
-        ev.evaluateImgLists(preds, gts, ev.args)
-        return json.loads(out_json.read_text())
+        return ev.evaluateImgLists(preds, gts, ev.args)
 
     yield run
     if added:
         del np.in1d
+
+
+def official_pixel_accuracy(ref: dict) -> tuple[float, float]:
+    """(pixel accuracy over evaluated pixels, over all pixels) from the official script's own counts.
+
+    With ``evalPixelAccuracy`` it stores two counts per image whose names say the opposite of what they
+    hold (its mask is built with ``invert=True``): "nbNotIgnoredPixels" counts the pixels whose ground truth
+    is ignored, "nbCorrectPixels" the wrong predictions on those. The evaluated pixels are the rest, and
+    their correct predictions are the diagonal of its confusion matrix over the evaluated labelIds.
+    """
+    from cityscapesscripts.helpers.labels import labels as cs_labels
+
+    conf = np.array(ref["confMatrix"], dtype=np.int64)
+    evaluated = [lab.id for lab in cs_labels if lab.id >= 0 and not lab.ignoreInEval]
+    total = int(conf.sum())
+    ignored = sum(int(v["nbNotIgnoredPixels"]) for v in ref["perImageScores"].values())
+    wrong_on_ignored = sum(int(v["nbCorrectPixels"]) for v in ref["perImageScores"].values())
+    assert ignored == total - int(conf[evaluated].sum()), "the official per-image counts changed meaning"
+    n_eval = total - ignored
+    correct_eval = int(conf[evaluated, evaluated].sum())
+    return correct_eval / n_eval, (total - (n_eval - correct_eval) - wrong_on_ignored) / total
+
+
+def seed_reference(pairs: list[tuple[Path, Path]]) -> tuple[float, float]:
+    """The seed's mIoU over the 34 labelIds and pixel accuracy over all pixels, from the PNGs (the official
+    script has no such numbers): per id TP = pixels where both maps hold it, union = GT count + prediction
+    count - TP; ids with an empty union are left out of the mean."""
+    from PIL import Image
+
+    tp, n_gt, n_pred = np.zeros(34), np.zeros(34), np.zeros(34)
+    for gt_path, pred_path in pairs:
+        gt, pred = (np.asarray(Image.open(p)).ravel() for p in (gt_path, pred_path))
+        tp += np.bincount(gt[gt == pred], minlength=34)
+        n_gt += np.bincount(gt, minlength=34)
+        n_pred += np.bincount(pred, minlength=34)
+    union = n_gt + n_pred - tp
+    return float(np.mean(tp[union > 0] / union[union > 0])), float(tp.sum() / n_gt.sum())
 
 
 def assert_equal_to_oracle(ours, ref):
@@ -138,9 +174,15 @@ def assert_equal_to_oracle(ours, ref):
 def _check_set(name, make, synth_full, tmp_path, oracle):
     pred_dir = write_predictions(synth_full, tmp_path / name, make)
     ours = score_pred_dir(synth_full, "val", pred_dir)
-    ref = oracle(synth_full, pred_dir, tmp_path / f"{name}.json")
+    ref = oracle(synth_full, pred_dir)
     assert ours.n_images == 3
     assert_equal_to_oracle(ours, ref)
+    scores = ours.scores()
+    pixel_acc, pixel_acc_34 = official_pixel_accuracy(ref)
+    assert same(scores["pixel_acc"], pixel_acc) and same(scores["pixel_acc_34"], pixel_acc_34)
+    pairs = [(frame.label, next(pred_dir.rglob(f"{frame.stem}_pred.png"))) for frame in layout.find_samples(synth_full, "val")]
+    miou_34, acc_34 = seed_reference(pairs)
+    assert same(scores["mIoU_34"], miou_34) and same(scores["pixel_acc_34"], acc_34)
     return ours
 
 
@@ -270,7 +312,7 @@ def test_checkpoint_protocol_equals_pred_dir_of_its_own_predictions(synth_small,
     """Default protocol = Predictor.predict (bilinear logits to full size, argmax, trainIds -> labelIds),
     scored at full size: identical to writing those predictions out and scoring the folder. At model
     size: the model-resolution argmax against nearest-downsampled labelIds and instanceIds."""
-    from cityseg.data.transforms import resize_label
+    import references
     from cityseg.eval.evaluate import score_checkpoint
     from cityseg.eval.metrics import CityscapesEvaluator
     from cityseg.io import read_image
@@ -285,7 +327,7 @@ def test_checkpoint_protocol_equals_pred_dir_of_its_own_predictions(synth_small,
         write_png(tmp_path / "preds" / f"{s.stem}.png", pred)
         low = predictor.predict_model_size(image)
         assert low.shape == (64, 128)
-        expect_small.add(low, resize_label(read_label(s.label), (64, 128)), resize_label(read_instance(s.instance).astype(np.uint16), (64, 128)))
+        expect_small.add(low, references.resize_nearest(read_label(s.label), (64, 128)), references.resize_nearest(read_instance(s.instance), (64, 128)))
     assert full.results() == evaluate_pred_dir(synth_small, "val", tmp_path / "preds")
     np.testing.assert_array_equal(small.mat, expect_small.mat)
     assert small.results() == expect_small.results()

@@ -105,7 +105,7 @@ if __name__ == "__main__":  # the subprocess wrapper: python tests/test_faults.p
 from cityseg.checkpoint import load_checkpoint  # noqa: E402
 from cityseg.cli import main  # noqa: E402
 
-RUN_FILES = {"last.pt", "best.pt", "metrics.csv", "curves.png", "config.toml"}
+RUN_FILES = {"last.pt", "best.pt", "metrics.csv", "curves.png", "config.toml", "environment.json"}
 
 
 def train_args(data, out, *extra):
@@ -437,8 +437,8 @@ def test_full_disk_while_preparing_keeps_the_previous_cache(tmp_path):
 def test_two_prepare_commands_at_once_do_not_corrupt_the_cache(tmp_path):
     import numpy as np
 
-    from cityseg.data import cache, layout
-    from cityseg.data.readers import read_pair
+    import references
+    from cityseg.data import cache
     from conftest import write_tiny_dataset
 
     root = write_tiny_dataset(tmp_path / "r", {"train": 12, "val": 3}, size=(48, 96))
@@ -450,8 +450,8 @@ def test_two_prepare_commands_at_once_do_not_corrupt_the_cache(tmp_path):
         entry = cache.load(root, split, size=(24, 48))
         assert entry is not None and len(entry) == n
         images, labs = entry.open()
-        for i, s in enumerate(layout.find_samples(root, split)):
-            image, label = read_pair(s.image, s.label, (24, 48), "area")
+        for i, (image_path, label_path) in enumerate(references.split_pairs(root, split)):
+            image, label = references.frame(image_path, label_path, (24, 48), "area")
             assert np.array_equal(images[i], image) and np.array_equal(labs[i], label)
         assert len(list(entry.folder.glob("*.npy"))) == 2 and not list(entry.folder.glob(".*.tmp"))
 

@@ -276,3 +276,21 @@ def test_prefix_output_sums_every_matching_head_and_tolerates_none():
     assert loss({"out": out, "aux2": zero, "aux3": zero}, target).item() == pytest.approx(ce_out + 0.5 * 2 * ce_zero, rel=1e-6)
     assert loss({"out": out, "boundary": zero[:, :1]}, target).item() == pytest.approx(ce_out, rel=1e-6)
     assert loss(out, target).item() == pytest.approx(ce_out, rel=1e-6)
+
+
+def test_terms_count_only_inside_their_during_window():
+    """CE on [0, 0.8), Lovász on [0.8, 1]: at 0.5 the total is the CE alone, at 0.8 and at the last step
+    (progress 1.0) the Lovász alone; without a progress (None) both count."""
+    logits, target = case(seed=3)
+    loss = build_loss([{"name": "ce", "during": [0.0, 0.8]}, {"name": "lovasz", "during": [0.8, 1.0]}], num_classes=4)
+    ce = F.cross_entropy(logits, target, ignore_index=255)
+    lovasz = LovaszSoftmaxLoss()(logits, target)
+    assert loss(logits, target, 0.5).item() == pytest.approx(ce.item(), rel=1e-6)
+    assert loss(logits, target, 0.8).item() == pytest.approx(lovasz.item(), rel=1e-6)
+    assert loss(logits, target, 1.0).item() == pytest.approx(lovasz.item(), rel=1e-6)
+    assert loss(logits, target).item() == pytest.approx((ce + lovasz).item(), rel=1e-6)
+    assert loss.validation_loss(logits, target, 0.9).item() == pytest.approx(lovasz.item(), rel=1e-6)
+    gap = build_loss([{"name": "ce", "during": [0.0, 0.5]}, {"name": "dice", "during": [0.0, 1.0]}], num_classes=4)
+    gap.terms[1].during = (0.0, 0.5)  # config.check_losses refuses this; the loss still says it plainly
+    with pytest.raises(CitysegError, match="no loss term is active at 60.0% of the run"):
+        gap(logits, target, 0.6)

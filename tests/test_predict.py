@@ -11,11 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
+import references
 from cityseg import io, labels
 from cityseg.checkpoint import save_checkpoint
 from cityseg.cli import main
 from cityseg.data import layout
-from cityseg.infer.outputs import collect_inputs, overlay
+from cityseg.infer.outputs import collect_inputs
 from cityseg.infer.predictor import Predictor
 
 MODEL = "residual_unet_same"
@@ -77,8 +78,8 @@ def test_predict_writes_submission_files_the_official_script_finds(ckpt, tiny_ro
             assert im.mode == "L" and im.size == (image.shape[1], image.shape[0])
         pred = io.read_label(out / f"{s.stem}_labelIds.png", max_value=33)
         np.testing.assert_array_equal(pred, predictor.predict(image))
-        np.testing.assert_array_equal(io.read_image(vis / f"{s.stem}_color.png"), labels.LABELID_PALETTE[pred])
-        np.testing.assert_array_equal(io.read_image(vis / f"{s.stem}_overlay.png"), overlay(image, pred))
+        np.testing.assert_array_equal(io.read_image(vis / f"{s.stem}_color.png"), references.official_colors(pred))
+        np.testing.assert_array_equal(io.read_image(vis / f"{s.stem}_overlay.png"), references.overlay(image, pred, quarters=2))
     # the official evaluator's own lookup finds exactly our file for every ground-truth frame
     from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as cs
 
@@ -206,8 +207,8 @@ def test_results_figure_rows_are_first_n_sorted_frames_in_the_official_palette(c
         image = io.read_image(sample.image)  # 256x512: drawn as is (no display shrink)
         gt, pred = io.read_label(sample.label), predictor.predict(image)
         np.testing.assert_array_equal(drawn[4 * r], image)
-        np.testing.assert_array_equal(drawn[4 * r + 1], labels.LABELID_PALETTE[gt])
-        np.testing.assert_array_equal(drawn[4 * r + 2], labels.LABELID_PALETTE[pred])
+        np.testing.assert_array_equal(drawn[4 * r + 1], references.official_colors(gt))
+        np.testing.assert_array_equal(drawn[4 * r + 2], references.official_colors(pred))
         # error panel, checked pixel class by pixel class against the official evaluated-id list
         errors = drawn[4 * r + 3]
         scored = np.isin(gt, labels.EVAL_LABEL_IDS)
@@ -252,6 +253,9 @@ def test_export_has_dynamic_batch_and_matches_pytorch(ckpt_train, onnx_export):
         assert [d.dim_value for d in dims[1:]] == [3 if value is proto.graph.input[0] else 19, *SIZE]
     meta = read_metadata(onnx_file)
     assert meta["label_mode"] == "trainIds" and meta["input_size"] == list(SIZE) and meta["num_classes"] == 19
+    # the dynamo exporter wrote it: a fallback to TorchScript would say so here and in the printed line
+    assert meta["exporter"] == "dynamo" and "failed" not in printed, printed
+    assert printed.startswith(f"wrote {onnx_file}: {MODEL}, input Bx3x{SIZE[0]}x{SIZE[1]}, opset 18, exporter dynamo\n"), printed
     assert meta["mean"] == [0.3, 0.3, 0.3] and meta["model_name"] == MODEL
 
     model, _ = model_from_checkpoint(ckpt_train)
@@ -275,6 +279,47 @@ def test_export_has_dynamic_batch_and_matches_pytorch(ckpt_train, onnx_export):
     checks = re.findall(r"check batch (\d+): max \|logit diff\| (\S+), argmax agreement ([\d.]+)%", printed)
     assert [c[0] for c in checks] == ["1", "3"], printed
     assert all(float(d) < 1e-3 and float(a) >= 99.9 for _, d, a in checks), printed
+
+
+def test_export_opset_and_size_options(ckpt_train, tmp_path, capsys):
+    """--opset is the opset written, --size the input (and output) shape; the command's own check runs there."""
+    import onnx
+
+    from cityseg.infer.onnx import read_metadata
+
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(ckpt_train), "--out", str(out), "--opset", "17", "--size", "48x96"]) == 0
+    printed = capsys.readouterr().out
+    proto = onnx.load(str(out))
+    assert [(o.domain, o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [("", 17)]
+    for value, channels in ((proto.graph.input[0], 3), (proto.graph.output[0], 19)):
+        assert [d.dim_value for d in value.type.tensor_type.shape.dim[1:]] == [channels, 48, 96], value.name
+    meta = read_metadata(out)
+    assert meta["input_size"] == [48, 96] and meta["exporter"] == "dynamo"
+    assert "input Bx3x48x96, opset 17, exporter dynamo\n" in printed and printed.count("check batch") == 2, printed
+
+
+def test_exporter_fallback_is_reported_with_its_reason(ckpt_train, tmp_path, capsys, monkeypatch):
+    """When the dynamo exporter fails, auto falls back to TorchScript and says so (result, metadata, printed
+    line); with --exporter dynamo the failure is the one-line error."""
+    from cityseg.infer.onnx import export_onnx, read_metadata
+
+    real_export = torch.onnx.export
+
+    def no_dynamo(*args, dynamo=True, **kwargs):
+        if dynamo:
+            raise RuntimeError("dynamo exporter unavailable\nsecond line")
+        return real_export(*args, dynamo=dynamo, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", no_dynamo)
+    info = export_onnx(ckpt_train, tmp_path / "a.onnx")
+    assert info["exporter"] == "torchscript" and info["fallback_reason"] == "RuntimeError: dynamo exporter unavailable"
+    assert read_metadata(tmp_path / "a.onnx")["exporter"] == "torchscript"
+    assert main(["export", "--checkpoint", str(ckpt_train), "--out", str(tmp_path / "b.onnx"), "--no-check"]) == 0
+    assert "exporter torchscript (dynamo exporter failed: RuntimeError: dynamo exporter unavailable)" in capsys.readouterr().out
+    assert main(["export", "--checkpoint", str(ckpt_train), "--out", str(tmp_path / "c.onnx"), "--exporter", "dynamo", "--no-check"]) == 2
+    assert "ONNX export failed (RuntimeError: dynamo exporter unavailable)" in one_line_error(capsys)
+    assert not (tmp_path / "c.onnx").exists()
 
 
 def test_predict_onnx_runs_on_onnxruntime_and_equals_checkpoint(ckpt_train, onnx_file, tiny_root, tmp_path, monkeypatch):
@@ -344,6 +389,7 @@ def test_every_registered_model_exports_to_onnx(name, tmp_path):
         "std": None,
     }
     info = export_onnx(ckpt, tmp_path / f"{name}.onnx")
+    assert info["exporter"] == "dynamo", info["fallback_reason"]  # no silent fallback to TorchScript
     for batch, r in compare_onnx(model, info["path"], size, batches=(1, 3)).items():
         assert r["argmax_agreement"] >= 0.999 and r["max_abs_diff"] < 1e-3, (batch, r)
 

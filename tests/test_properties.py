@@ -26,8 +26,9 @@ from hypothesis import strategies as st
 from cityseg import io
 from cityseg.errors import CitysegError
 from cityseg.eval.metrics import CityscapesEvaluator, class_iou, pixel_accuracy
+from conftest import require_oracle
 
-cs_labels = pytest.importorskip("cityscapesscripts.helpers.labels")
+cs_labels = require_oracle("cityscapesscripts.helpers.labels")
 
 FIXTURE_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 

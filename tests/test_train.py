@@ -7,6 +7,7 @@ tests; data is SynthCity at 64x128.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import signal
@@ -122,6 +123,47 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(synth64, tmp_path):
         assert {k: v for k, v in ra.items() if k != "seconds"} == {k: v for k, v in rb.items() if k != "seconds"}
 
 
+def test_iters_ends_inside_an_epoch_and_resumes_exactly(synth64, tmp_path):
+    """``train.iters`` = 8 with 3 steps an epoch: epochs of 3, 3 and 2 steps, the LR schedule spans the 8
+    steps (not ``train.epochs``), the partial last epoch is validated, and a run interrupted inside it
+    resumes to the same weights."""
+    from cityseg.train.schedule import lr_factor
+
+    over = {"train.iters": 8, "train.epochs": 40, "train.drop_last": False, "data.label_mode": "labelIds", "augment.enabled": False, "loss": [{"name": "ce"}]}
+    cfg = tiny_cfg("standard", **over)
+    full = train(cfg, synth64, tmp_path / "full", progress=False)
+    assert full["stopped"] == "" and full["epoch"] == 3 and full["steps_done"] == 8
+    assert [row["epoch"] for row in full["history"]] == [1, 2, 3] and "miou_34" in full["history"][-1]
+    ck = load_checkpoint(tmp_path / "full" / "last.pt")
+    s = cfg["schedule"]
+    end_lr = cfg["optim"]["lr"] * lr_factor(8, 8, s["name"], s["power"], s["warmup_iters"], s["warmup_factor"])
+    assert ck["scheduler"]["last_epoch"] == 8 and ck["optimizer"]["param_groups"][0]["lr"] == pytest.approx(end_lr)
+    TinyNet.calls, TinyNet.hooks = 0, {7: "sigint"}  # Ctrl-C at the first step of the last (2-step) epoch
+    part = train(cfg, synth64, tmp_path / "resumed", progress=False)
+    assert part["stopped"] == "interrupted" and (part["epoch"], part["step"], part["steps_done"]) == (2, 1, 7)
+    TinyNet.hooks = {}
+    done = train(cfg, synth64, tmp_path / "resumed", resume=True, progress=False)
+    assert done["epoch"] == 3 and done["steps_done"] == 8
+    assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "resumed"))
+
+
+def test_loss_terms_see_the_fraction_of_the_run_done(synth64, tmp_path, monkeypatch):
+    """Step k of a 6-step run evaluates the loss at progress k/6 (what a `during` window is checked against)."""
+    from cityseg.train.losses import CombinedLoss
+
+    seen = []
+    forward = CombinedLoss.forward
+
+    def spy(self, outputs, target, progress=None):
+        seen.append(progress)
+        return forward(self, outputs, target, progress)
+
+    monkeypatch.setattr(CombinedLoss, "forward", spy)
+    cfg = tiny_cfg(**{"train.epochs": 2, "loss": [{"name": "ce", "during": [0.0, 0.5]}, {"name": "dice", "during": [0.5, 1.0]}]})
+    train(cfg, synth64, tmp_path / "run", progress=False)
+    assert seen == pytest.approx([k / 6 for k in range(6)])
+
+
 def test_epoch_boundary_resume_after_kill_equals_uninterrupted(synth64, tmp_path):
     """A SIGKILL leaves last.pt of the last finished epoch; resuming from it must reach the same weights."""
     cfg = tiny_cfg(**{"train.epochs": 2, "train.seed": 7})
@@ -149,8 +191,10 @@ def test_seed_changes_and_repeats_the_run(synth64, tmp_path):
 def test_checkpoint_contents_files_and_rebuild(synth64, tmp_path):
     run = tmp_path / "run"
     summary = train(tiny_cfg(), synth64, run, progress=False)
-    for name in ("last.pt", "best.pt", "metrics.csv", "curves.png", "config.toml"):
+    for name in ("last.pt", "best.pt", "metrics.csv", "curves.png", "config.toml", "environment.json"):
         assert (run / name).is_file(), name
+    env = json.loads((run / "environment.json").read_text())
+    assert env["data_root"] == str(synth64) and env["packages"]["torch"] and env["cpu"]
     ck = load_checkpoint(run / "last.pt")
     for key in (
         "model",

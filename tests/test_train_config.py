@@ -162,3 +162,35 @@ def test_loss_output_key_is_checked():
     assert out["loss"][1]["output"] == "aux" and "output" not in out["loss"][0]
     with pytest.raises(CitysegError, match=r"loss\[0\].output must name a model output"):
         apply_overrides(cfg, ['loss=[{name="ce", output=3}]'])
+
+
+def test_loss_during_windows_are_checked():
+    cfg, _ = load_recipe("standard")
+    with pytest.raises(CitysegError, match=r"loss\[0\].during must be \[start, end\]"):
+        apply_overrides(cfg, ['loss=[{name="ce", during=[0.5, 0.2]}]'])
+    with pytest.raises(CitysegError, match="no loss term counts from 80% of the run on"):
+        apply_overrides(cfg, ['loss=[{name="ce", during=[0, 0.8]}]'])
+    with pytest.raises(CitysegError, match="no loss term counts from 50% of the run on"):
+        apply_overrides(cfg, ['loss=[{name="ce", during=[0, 0.5]}, {name="dice", during=[0.6, 1]}]'])
+    ok = apply_overrides(cfg, ['loss=[{name="ce", during=[0, 0.6]}, {name="dice", during=[0.5, 1]}]'])
+    assert ok["loss"][1]["during"] == [0.5, 1.0]
+
+
+def test_a_recipe_based_on_another_states_only_what_differs(tmp_path):
+    fast, _ = load_recipe("cpu-fast")
+    iou, _ = load_recipe("cpu-fast-iou")
+    assert {k: v for k, v in iou.items() if k != "loss"} == {k: v for k, v in fast.items() if k != "loss"}
+    assert [(e["name"], e.get("during")) for e in iou["loss"]] == [("ohem", [0.0, 0.8]), ("lovasz", [0.8, 1.0]), ("ohem", None)]
+    (tmp_path / "a.toml").write_text('base = "b.toml"\n[train]\nepochs = 3\n')
+    (tmp_path / "b.toml").write_text('base = "standard"\n[train]\nepochs = 5\nbatch_size = 4\n')
+    a, _ = load_recipe(tmp_path / "a.toml")
+    assert a["train"]["epochs"] == 3 and a["train"]["batch_size"] == 4 and a["optim"]["name"] == "adamw"
+    (tmp_path / "b.toml").write_text('base = "a.toml"\n')
+    with pytest.raises(CitysegError, match="recipes name each other as base"):
+        load_recipe(tmp_path / "a.toml")
+    (tmp_path / "c.toml").write_text("base = 3\n")
+    with pytest.raises(CitysegError, match="base must name a recipe"):
+        load_recipe(tmp_path / "c.toml")
+    (tmp_path / "d.toml").write_text('base = "nonesuch"\n')
+    with pytest.raises(CitysegError, match="nonesuch: no such config file"):
+        load_recipe(tmp_path / "d.toml")

@@ -27,6 +27,11 @@ cv2.setNumThreads(1)
 MAX_PIXELS = 8192 * 8192
 
 
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/cityseg`` (default ``~/.cache/cityseg``): per-user files that may be deleted at any time."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cityseg"
+
+
 # ---- atomic writes ---------------------------------------------------------------------------
 def prepare_target(path: str | os.PathLike, what: str = "a file") -> Path:
     """``path`` as a Path whose folder exists; a one-line error if it is a folder or its folder cannot be made."""

@@ -73,3 +73,44 @@ def default_workers(limit: int = 4) -> int:
 def process_context() -> multiprocessing.context.BaseContext:
     """Start method for worker processes: fork where the platform has it (no re-import), else spawn."""
     return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+
+
+def environment(data_root: str | os.PathLike | None = None) -> dict[str, object]:
+    """What a run was made with, for ``environment.json`` and the run report: the command line, package
+    versions and the CPU / GPU names (the hardware explains the speed and the bf16 path)."""
+    import platform
+    import sys
+    from importlib import metadata
+
+    import torch
+
+    versions = {}
+    for name in ("cityseg", "torch", "numpy", "opencv-python-headless", "pillow", "matplotlib", "onnxruntime"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    if program == "__main__.py":  # ``python -m cityseg`` runs the same command as the console script
+        program = "cityseg"
+    return {
+        "command": " ".join([program, *sys.argv[1:]]),
+        "data_root": None if data_root is None else os.fspath(data_root),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "native_bf16": native_bf16(),
+        "gpus": gpus,
+        "packages": versions,
+    }
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, ``platform.processor()`` elsewhere)."""
+    import platform
+
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"

@@ -12,8 +12,8 @@ from cityseg.data import layout
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_argument(parser)
     parser.add_argument("--split", action="append", choices=layout.SPLITS, default=None, help="split to check (repeatable; default: every split present)")
-    parser.add_argument("--annotation", choices=layout.ANNOTATIONS, default="gtFine")
-    parser.add_argument("--workers", type=int, default=2, help="decoding processes (default 2)")
+    parser.add_argument("--annotation", choices=layout.ANNOTATIONS, default="gtFine", help="fine or coarse annotations (default gtFine)")
+    parser.add_argument("--workers", type=int, default=2, metavar="N", help="decoding processes (default 2)")
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the statistics as JSON")
 
 

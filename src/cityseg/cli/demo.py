@@ -3,7 +3,7 @@
 SynthCity into OUT/data (reused when already there), cache, training (ddrnet23_slim with the cpu-fast recipe
 by default; ``--model residual_unet --config seed`` is the seed's Model A and recipe) in a fresh run folder
 OUT/runs/NNN (every invocation gets a new one; earlier runs are kept), official full-resolution evaluation on
-val, labelId + colour predictions, the results figure and a summary.
+val, labelId + colour predictions, the results figure, a summary and the run report (its path printed last).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("--val-frames", int, demo.DEFAULT_VAL_FRAMES, "N", f"SynthCity val frames when generating (default {demo.DEFAULT_VAL_FRAMES})"),
         ("--frame-size", size_arg, demo.DEFAULT_FRAME_SIZE, "HxW", f"SynthCity frame size when generating (default {h}x{w}, the official one)"),
         ("--figure-rows", int, demo.FIGURE_ROWS, "N", f"val frames in the results figure (default {demo.FIGURE_ROWS})"),
+        ("--report-frames", int, demo.REPORT_FRAMES, "N", f"worst val frames in the report's gallery (default {demo.REPORT_FRAMES})"),
     ):
         parser.add_argument(flag, type=kind, default=default, metavar=metavar, help=text)
     parser.add_argument("--workers", type=int, default=None, help="processes for generation, checks and cache")
@@ -52,13 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cityseg.io import atomic_write_json
-
     if not math.isfinite(args.minutes) or args.minutes <= 0:
         raise CitysegError(f"--minutes must be a positive number, got {args.minutes:g}")
     if args.json and Path(args.json).is_dir():  # fail now, not after the whole run
         raise CitysegError(f"{args.json}: --json is a folder, expected a file path")
-    summary = demo.run_demo(
+    demo.run_demo(
         out=args.out,
         minutes=args.minutes,
         data=args.data,
@@ -74,11 +73,10 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         train_minutes=args.train_minutes,
         figure_rows=args.figure_rows,
+        report_frames=args.report_frames,
+        json_path=args.json,
         workers=args.workers,
         progress=not args.quiet,
         log=lambda line: print(line, flush=True),
     )
-    if args.json:
-        atomic_write_json(args.json, summary)
-        print(f"  summary JSON {args.json}")
     return 0

@@ -1,7 +1,8 @@
 """``cityseg evaluate``: official Cityscapes scores of a checkpoint or of a folder of labelId PNGs.
 
 Prints a table (per-class IoU/iIoU, categories, means, the seed's 34-labelId numbers), writes the stable
-JSON (``--json``) and ``confusion.png`` (row-normalised heatmap) next to it, both atomically.
+JSON (``--json``) and ``confusion.png`` (row-normalised heatmap) next to it, both atomically. ``--report DIR``
+also writes the run report of the checkpoint's run folder from the same evaluation.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device for --checkpoint (default: cpu)")
     parser.add_argument("--workers", type=int, default=None, help="PNG decoding threads (default: up to 4)")
     parser.add_argument("--no-confusion", action="store_true", help="do not draw confusion.png")
+    parser.add_argument(
+        "--report", metavar="DIR", default=None, help="also write the run report (DIR/index.html) of the checkpoint's run folder, as `cityseg report` does"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +51,15 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint is None and (args.at_model_size or args.flip or args.scales != (1.0,) or args.mode != "whole"):
         raise CitysegError("--at-model-size, --flip, --scales and --mode need --checkpoint (a model to run)")
     progress = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+    frames = None
+    if args.report is not None:
+        from cityseg.tools.report import FrameCollector
+        from cityseg.tools.report.run_files import read_run
+
+        if args.checkpoint is None:
+            raise CitysegError("--report needs --checkpoint (a checkpoint in its training run folder)")
+        read_run(Path(args.checkpoint).parent, args.checkpoint)  # a folder that is no run fails now, not after scoring
+        frames = FrameCollector()
 
     small = None
     if args.checkpoint is not None:
@@ -61,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             workers=args.workers,
             progress=progress,
+            on_frame=frames,
         )
         source = f"{args.checkpoint} ({predictor!r})"
     else:
@@ -87,4 +101,9 @@ def run(args: argparse.Namespace) -> int:
             io.atomic_write_json(extra, json_safe(small.results()))
             written.append(str(extra))
         print(f"wrote {', '.join(written)}", file=sys.stderr)
+    if frames is not None:
+        from cityseg.tools.report import write_report
+
+        page = write_report(Path(args.checkpoint).parent, data=args.data, split=args.split, out=args.report, checkpoint=args.checkpoint, scored=(full, frames))
+        print(f"report {page}", file=sys.stderr)
     return 0

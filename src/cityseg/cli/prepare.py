@@ -22,9 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--interpolation", choices=("area", "bilinear"), default="area", help="image resize: area (seed README, default) or bilinear (seed code)"
     )
-    parser.add_argument("--annotation", choices=layout.ANNOTATIONS, default="gtFine")
+    parser.add_argument("--annotation", choices=layout.ANNOTATIONS, default="gtFine", help="fine or coarse annotations (default gtFine)")
     parser.add_argument("--cache-dir", metavar="DIR", default=None, help="cache location (default ROOT/.cityseg_cache, or the user cache if ROOT is read-only)")
-    parser.add_argument("--workers", type=int, default=2, help="decoding processes (default 2)")
+    parser.add_argument("--workers", type=int, default=2, metavar="N", help="decoding processes (default 2)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
 
 

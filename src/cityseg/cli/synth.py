@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=size_arg, default=synth.DEFAULT_SIZE, metavar="HxW", help=f"frame size (default {h}x{w}, the official resolution)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default 0)")
     parser.add_argument(
+        "--randomize", action="store_true", help="domain randomisation: random material colours, textures and exposure instead of real-looking ones"
+    )
+    parser.add_argument(
         "--workers", type=int, default=None, metavar="W", help="worker processes (default: up to 4, one per CPU core; output does not depend on it)"
     )
 
@@ -39,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
             start["t"] = time.perf_counter()
 
     h, w = args.size
-    counts = synth.generate(args.out, train=args.train, val=args.val, test=args.test, size=(h, w), seed=args.seed, workers=workers, progress=progress)
+    counts = synth.generate(
+        args.out, train=args.train, val=args.val, test=args.test, size=(h, w), seed=args.seed, workers=workers, progress=progress, randomize=args.randomize
+    )
     for split, n in counts.items():
         if n == 0:
             print(f"{split}: 0 frames", flush=True)

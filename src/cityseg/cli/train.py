@@ -13,21 +13,23 @@ from cityseg.errors import CitysegError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from cityseg.train.config import recipe_names
+
     add_data_argument(parser)
     parser.add_argument("--model", metavar="NAME", help="registered model (`cityseg models`); default with --resume: the run's")
-    parser.add_argument("--out", metavar="RUN_DIR", required=True, help="run folder: last.pt, best.pt, metrics.csv, curves.png, config.toml")
+    parser.add_argument("--out", metavar="RUN_DIR", required=True, help="run folder: last.pt, best.pt, metrics.csv, curves.png, config.toml, environment.json")
     parser.add_argument(
         "--config",
         metavar="RECIPE",
         default=None,
-        help="shipped recipe name (seed, standard) or a TOML file (default: seed; with --resume the run's own config)",
+        help=f"shipped recipe ({', '.join(recipe_names())}) or a TOML file (default: seed; with --resume the run's own config)",
     )
-    parser.add_argument("--epochs", type=int, help="train.epochs")
-    parser.add_argument("--batch-size", type=int, help="train.batch_size: the GLOBAL batch (split across torchrun processes)")
-    parser.add_argument("--size", type=size_arg, metavar="HxW", help="data.size, e.g. 128x256")
-    parser.add_argument("--lr", type=float, help="optim.lr")
-    parser.add_argument("--seed", type=int, help="train.seed (data order, augmentation and init are functions of it)")
-    parser.add_argument("--workers", type=int, help="data.workers (DataLoader processes)")
+    parser.add_argument("--epochs", type=int, metavar="N", help="epochs to train (recipe key train.epochs)")
+    parser.add_argument("--batch-size", type=int, metavar="N", help="the GLOBAL batch, split across torchrun processes (train.batch_size)")
+    parser.add_argument("--size", type=size_arg, metavar="HxW", help="training size, e.g. 128x256 (data.size)")
+    parser.add_argument("--lr", type=float, help="learning rate (optim.lr)")
+    parser.add_argument("--seed", type=int, help="data order, augmentation and initial weights are functions of it (train.seed)")
+    parser.add_argument("--workers", type=int, metavar="N", help="DataLoader processes (data.workers)")
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -37,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override any recipe key, e.g. --set optim.name=adamw --set 'loss=[{name=\"dice\"}]' (repeatable)",
     )
     parser.add_argument("--resume", action="store_true", help="continue RUN_DIR/last.pt exactly (LR position, data order, RNG)")
-    parser.add_argument("--max-minutes", type=float, help="train.max_minutes: stop resumably after this much time")
+    parser.add_argument("--max-minutes", type=float, metavar="N", help="stop resumably after N minutes (train.max_minutes)")
     parser.add_argument("--tensorboard", action="store_true", help="also log scalars to RUN_DIR/tensorboard")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

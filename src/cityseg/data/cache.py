@@ -81,9 +81,8 @@ def cache_key(split: str, size: Sequence[int] | None, interpolation: str, annota
 
 def user_cache_root(root: Path) -> Path:
     """Per-user fallback for read-only dataset roots: ``$XDG_CACHE_HOME/cityseg/<hash of the root>``."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     digest = hashlib.sha1(str(Path(root).resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    return base / "cityseg" / digest
+    return io.user_cache_dir() / digest
 
 
 def candidate_roots(root: Path, cache_dir: str | os.PathLike | None = None) -> list[Path]:

@@ -3,7 +3,9 @@
 Every image, labelIds, instanceIds file is read with the validated readers (8-bit RGB images, labelIds
 within 0..33, 16-bit instanceIds that agree with the labelIds, equal sizes, pairing by stem) and colour
 annotations are probed. ``check_dataset`` returns a ``DatasetStats`` with the pair count and the per-labelId
-pixel count of each split; problems raise ``CitysegError`` (``fail_fast=True``) or are collected.
+pixel count of each split, and the images' colour mean and std; problems raise ``CitysegError``
+(``fail_fast=True``) or are collected. The report prints them next to real Cityscapes' (``CITYSCAPES_SHARES``,
+``CITYSCAPES_RGB``), so a synthetic or converted dataset can be compared with the real one at a glance.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from cityseg import io, labels
@@ -23,6 +26,18 @@ from cityseg.errors import CitysegError
 from cityseg.runtime import process_context
 
 N_IDS = labels.NUM_LABEL_IDS
+
+#: Approximate pixel share of each evaluated class over all pixels of the 2975 gtFine train frames, as
+#: commonly published (derived from the class pixel counts of Cordts et al., "The Cityscapes Dataset for
+#: Semantic Urban Scene Understanding", CVPR 2016, Fig. 1); the remaining ~11% are void pixels.
+CITYSCAPES_SHARES = {
+    "road": 0.3265, "sidewalk": 0.0539, "building": 0.2019, "wall": 0.0058, "fence": 0.0078, "pole": 0.0109,
+    "traffic light": 0.0018, "traffic sign": 0.0049, "vegetation": 0.1410, "terrain": 0.0103, "sky": 0.0356,
+    "person": 0.0108, "rider": 0.0012, "car": 0.0620, "truck": 0.0024, "bus": 0.0021, "train": 0.0021,
+    "motorcycle": 0.0009, "bicycle": 0.0037,
+}  # fmt: skip
+#: per-channel RGB mean and std (0..1) of real Cityscapes leftImg8bit frames
+CITYSCAPES_RGB = ((0.287, 0.325, 0.284), (0.176, 0.181, 0.178))
 
 
 @dataclass
@@ -35,6 +50,16 @@ class SplitStats:
     instances: int = 0  # frames with an instanceIds file
     sizes: dict[str, int] = field(default_factory=dict)  # "HxW" -> frames
     pixels: np.ndarray = field(default_factory=lambda: np.zeros(N_IDS, np.int64))  # per labelId
+    rgb_sum: np.ndarray = field(default_factory=lambda: np.zeros(3))  # sum of pixel values (0..1), per channel
+    rgb_sq: np.ndarray = field(default_factory=lambda: np.zeros(3))  # sum of squares
+    rgb_n: int = 0  # pixels summed
+
+    def rgb_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel RGB mean and std (0..1) over every pixel of the split's images."""
+        if not self.rgb_n:
+            return np.zeros(3), np.zeros(3)
+        mean = self.rgb_sum / self.rgb_n
+        return mean, np.sqrt(np.maximum(self.rgb_sq / self.rgb_n - mean**2, 0))
 
     def shares(self) -> np.ndarray:
         """Pixel share of each of the 34 labelIds (fractions summing to 1; zeros if unlabelled)."""
@@ -48,6 +73,8 @@ class SplitStats:
             "instances": self.instances,
             "sizes": dict(self.sizes),
             "pixels": {labels.LABELID_NAMES[i]: int(v) for i, v in enumerate(self.pixels)},
+            "rgb_mean": [round(float(v), 4) for v in self.rgb_stats()[0]],
+            "rgb_std": [round(float(v), 4) for v in self.rgb_stats()[1]],
         }
 
 
@@ -86,17 +113,24 @@ class DatasetStats:
             sizes = ", ".join(f"{k} x{v}" for k, v in sorted(s.sizes.items()))
             what = f"{s.pairs} pairs" if s.pairs or not s.images else f"{s.images} images, no labels"
             lines.append(f"  {name + ':':<13}{what:<22} {s.instances} with instanceIds; sizes {sizes or '-'}")
+        for name, s in self.splits.items():
+            if s.rgb_n:
+                m, sd = s.rgb_stats()
+                lines.append(f"  {name + ':':<13}RGB mean {_rgb(m)}  std {_rgb(sd)}")
+        m, sd = CITYSCAPES_RGB
+        lines.append(f"  {'Cityscapes:':<13}RGB mean {_rgb(m)}  std {_rgb(sd)}  (real train frames)")
         labelled = [n for n, s in self.splits.items() if s.pixels.sum()]
         if labelled:
-            lines.append("pixel share per labelId (* = one of the 19 evaluated classes, with its trainId)")
-            lines.append(f"  {'id':>3}  {'name':<22}{'trainId':>8}" + "".join(f"{n:>12}" for n in labelled))
+            lines.append("pixel share per labelId (* = one of the 19 evaluated classes, with its trainId; Cityscapes: published train shares)")
+            lines.append(f"  {'id':>3}  {'name':<22}{'trainId':>8}" + "".join(f"{n:>12}" for n in labelled) + f"{'Cityscapes':>12}")
             shares = {n: self.splits[n].shares() for n in labelled}
             for i in range(N_IDS):
                 t = int(labels.LABELID_TO_TRAINID[i])
                 mark = f"* {t:>2}" if t != labels.IGNORE_INDEX else "-"
                 row = f"  {i:>3}  {labels.LABELID_NAMES[i]:<22}{mark:>8}"
                 row += "".join(f"{100 * shares[n][i]:>11.2f}%" for n in labelled)
-                lines.append(row)
+                ref = CITYSCAPES_SHARES.get(labels.LABELID_NAMES[i])
+                lines.append(row + (f"{100 * ref:>11.2f}%" if ref is not None else ""))
             lines.append(f"evaluated classes present: {len(self.present_eval_classes())}/19")
         if self.problems:
             lines.append(f"{len(self.problems)} problem(s):")
@@ -104,13 +138,26 @@ class DatasetStats:
         return "\n".join(lines)
 
 
-def check_sample(sample: layout.Sample) -> tuple[tuple[int, int], np.ndarray | None, bool]:
-    """Validate one frame: ((H, W), labelId pixel counts or None, has instanceIds). Raises ``CitysegError``."""
+def _rgb(v) -> str:
+    return "(" + ", ".join(f"{float(x):.3f}" for x in v) + ")"
+
+
+def _colour_sums(image: np.ndarray) -> np.ndarray:
+    """(2, 3): per-channel sum and sum of squares of the pixel values (0..1)."""
+    mean, std = (np.asarray(v, np.float64).ravel()[:3] / 255 for v in cv2.meanStdDev(image))
+    n = image.shape[0] * image.shape[1]
+    return np.stack([mean * n, (std**2 + mean**2) * n])
+
+
+def check_sample(sample: layout.Sample) -> tuple[tuple[int, int], np.ndarray | None, bool, np.ndarray]:
+    """Validate one frame: ((H, W), labelId pixel counts or None, has instanceIds, RGB sums (``_colour_sums``)).
+    Raises ``CitysegError``."""
     if sample.label is None:
-        h, w = io.read_image(sample.image).shape[:2]
-        return (h, w), None, False
+        image = io.read_image(sample.image)
+        return image.shape[:2], None, False, _colour_sums(image)
     image, label, inst = readers.read_frame(sample)
     h, w = image.shape[:2]
+    sums = _colour_sums(image)
     del image
     counts = np.bincount(label.ravel(), minlength=N_IDS)[:N_IDS].astype(np.int64)
     if inst is not None:
@@ -122,7 +169,7 @@ def check_sample(sample: layout.Sample) -> tuple[tuple[int, int], np.ndarray | N
         ch, cw, mode = io.probe_image(sample.color)
         if (ch, cw) != (h, w) or mode not in ("RGB", "RGBA"):
             raise CitysegError(f"{sample.color}: colour annotation is {cw}x{ch} {mode}, expected {w}x{h} RGB(A)")
-    return (h, w), counts, sample.instance is not None
+    return (h, w), counts, sample.instance is not None, sums
 
 
 def _check_safe(sample: layout.Sample):
@@ -164,8 +211,11 @@ def check_dataset(
                     raise CitysegError(res)
                 stats.problems.append(res)
                 continue
-            (h, w), counts, has_instance = res
+            (h, w), counts, has_instance, sums = res
             st.images += 1
+            st.rgb_sum += sums[0]
+            st.rgb_sq += sums[1]
+            st.rgb_n += h * w
             st.sizes[f"{h}x{w}"] = st.sizes.get(f"{h}x{w}", 0) + 1
             st.instances += int(has_instance)
             if counts is not None:

@@ -127,14 +127,21 @@ class CityscapesDataset(Dataset):
             label = labels.LABELID_TO_TRAINID[label]
         return image, label
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def augmented(self, index: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Sample ``index`` as uint8 arrays after ``transform``; ``rng``, when given, replaces the per-sample
+        generator of the module doc (a caller that owns the sample's randomness, e.g. ``MixedDataset``)."""
         image, label = self.load(index)
-        if self.transform is not None:
-            if self.seed is not None and self._transform_takes_rng:
+        if self.transform is None:
+            return image, label
+        if self._transform_takes_rng:
+            if rng is None and self.seed is not None:
                 rng = np.random.default_rng([int(self.seed), self.epoch, int(index) % len(self)])
-                image, label = self.transform(image, label, rng=rng)
-            else:
-                image, label = self.transform(image, label)
+            if rng is not None:
+                return self.transform(image, label, rng=rng)
+        return self.transform(image, label)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, label = self.augmented(index)
         return image_to_tensor(image, self.mean, self.std), label_to_tensor(label)
 
     def __repr__(self) -> str:

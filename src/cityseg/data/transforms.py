@@ -241,6 +241,25 @@ def _gray(x: np.ndarray) -> np.ndarray:
     return 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
 
 
+def classmix(
+    image: np.ndarray, label: np.ndarray, image2: np.ndarray, label2: np.ndarray, rng: np.random.Generator, ignore_value: int = 255
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ClassMix (Olsson et al., WACV 2021) with ground-truth labels: paste every pixel of half of the
+    classes present in ``label2`` (rounded up, chosen by ``rng``), image and label alike, onto copies of
+    ``image`` / ``label``. ``ignore_value`` (void or padding) is never a class to paste, so its pixels keep
+    the first frame. Returns (image, label, the pasted class values, sorted)."""
+    if image.shape != image2.shape or label.shape != label2.shape:
+        raise CitysegError(f"classmix needs frames of one size, got {image.shape} and {image2.shape}")
+    present = np.unique(label2)
+    present = present[present != ignore_value]
+    chosen = np.sort(rng.choice(present, size=(len(present) + 1) // 2, replace=False)) if len(present) else present
+    mask = np.isin(label2, chosen)
+    image, label = image.copy(), label.copy()
+    image[mask] = image2[mask]
+    label[mask] = label2[mask]
+    return image, label, chosen
+
+
 def train_transform(crop: Sequence[int], scale: Sequence[float] = (0.5, 2.0), flip: float = 0.5, photometric: bool = True, ignore_index: int = 255) -> Compose:
     """The training recipes' paired augmentation: random scale + crop, h-flip (``flip`` > 0), photometric
     jitter (``photometric``). ``ignore_index`` fills the label where a down-scaled image is padded."""

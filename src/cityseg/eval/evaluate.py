@@ -14,6 +14,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,18 @@ from cityseg.data.readers import read_frame, read_ground_truth, read_prediction
 from cityseg.errors import CitysegError
 from cityseg.eval.metrics import CityscapesEvaluator
 from cityseg.runtime import default_workers
+
+
+@dataclass
+class FrameResult:
+    """One scored frame: its sample, the image, labelId ground truth and prediction at full size, and the
+    frame's own evaluator (per-image scores by the official definitions)."""
+
+    sample: layout.Sample
+    image: np.ndarray
+    gt: np.ndarray
+    pred: np.ndarray
+    scores: CityscapesEvaluator
 
 
 # ---- finding predictions ------------------------------------------------------------------------
@@ -140,10 +153,12 @@ def score_checkpoint(
     progress: bool = False,
     limit: int | None = None,
     predictor: Any = None,
+    on_frame: Callable[[FrameResult], None] | None = None,
 ) -> tuple[CityscapesEvaluator, CityscapesEvaluator | None, Any]:
     """Default protocol: the model at its training resolution, logits upsampled bilinearly to the GT's full
     size, argmax, scored at full size. Returns ``(full, at_model_size or None, predictor)``; ``predictor``
-    may be passed in ready-made (then ``checkpoint``, ``flip``, ``scales``, ``mode`` are not used)."""
+    may be passed in ready-made (then ``checkpoint``, ``flip``, ``scales``, ``mode`` are not used).
+    ``on_frame`` receives each frame's ``FrameResult``: its own evaluator, of which ``full`` is the sum."""
     from cityseg.data.transforms import resize_label
     from cityseg.infer.predictor import Predictor
 
@@ -155,8 +170,14 @@ def score_checkpoint(
     workers = default_workers() if workers is None else max(1, int(workers))
 
     full, small = CityscapesEvaluator(), CityscapesEvaluator()
-    for image, gt, inst in _progress(_prefetch(samples, read_frame, workers), len(samples), "evaluate", progress):
-        full.add(predictor.predict(image), gt, inst)
+    frames = _prefetch(samples, read_frame, workers)
+    for sample, (image, gt, inst) in zip(samples, _progress(frames, len(samples), "evaluate", progress)):
+        pred = predictor.predict(image)
+        one = CityscapesEvaluator()
+        one.add(pred, gt, inst)
+        full.merge(one)  # adding to zeros and merging gives the very sums that adding to ``full`` would
+        if on_frame is not None:
+            on_frame(FrameResult(sample, image, gt, pred, one))
         if at_model_size:
             pred_small = predictor.predict_model_size(image)
             size = pred_small.shape[:2]

@@ -37,6 +37,20 @@ def format_table(scores: dict[str, Any], title: str = "") -> str:
     return "\n".join(lines)
 
 
+def confusion_rows(mat34: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 19 evaluated classes' rows of a 34x34 labelId confusion matrix, with one last "void" column for
+    predictions of ignored labelIds: (counts 19x20 int64, row-normalised float64 with NaN for empty rows)."""
+    from cityseg.eval.metrics import EVAL_IDS, EVALUATED
+
+    m = np.asarray(mat34, dtype=np.int64)
+    rows = m[EVAL_IDS]
+    counts = np.concatenate([rows[:, EVAL_IDS], rows[:, ~EVALUATED].sum(1, keepdims=True)], axis=1)
+    total = counts.sum(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm = np.where(total > 0, counts / np.where(total > 0, total, 1), np.nan)
+    return counts, norm
+
+
 def confusion_figure(mat34: np.ndarray, path: str | os.PathLike, title: str = "") -> None:
     """Row-normalised confusion heatmap of the 19 evaluated classes (+ a 'void' column for predictions of
     ignored labelIds), written atomically as PNG."""
@@ -45,14 +59,7 @@ def confusion_figure(mat34: np.ndarray, path: str | os.PathLike, title: str = ""
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cityseg.eval.metrics import EVAL_IDS, EVALUATED
-
-    m = np.asarray(mat34, dtype=np.float64)
-    rows = m[EVAL_IDS]
-    mat = np.concatenate([rows[:, EVAL_IDS], rows[:, ~EVALUATED].sum(1, keepdims=True)], axis=1)
-    total = mat.sum(1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        norm = np.where(total > 0, mat / np.where(total > 0, total, 1), np.nan)
+    _, norm = confusion_rows(mat34)
     names = list(labels.TRAINID_NAMES)
     fig, ax = plt.subplots(figsize=(10, 8.5), dpi=100)
     im = ax.imshow(norm, cmap="viridis", vmin=0, vmax=1)

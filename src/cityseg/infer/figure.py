@@ -29,14 +29,15 @@ _PANEL_IN = 3.0
 _LEGEND_IN = 0.55
 ERROR_COLOR = np.array([230, 25, 25], np.uint8)
 #: widest image drawn (pixels); a 300-pixel-wide panel never shows more, and it keeps savefig fast
-_DISPLAY_WIDTH = 512
+DISPLAY_WIDTH = 512
 
 
-def _shrink(array: np.ndarray, nearest: bool) -> np.ndarray:
+def shrink(array: np.ndarray, nearest: bool, width: int = DISPLAY_WIDTH) -> np.ndarray:
+    """``array`` resized to at most ``width`` pixels wide, aspect kept: nearest for label maps, area for images."""
     h, w = array.shape[:2]
-    if w <= _DISPLAY_WIDTH:
+    if w <= width:
         return array
-    size = (_DISPLAY_WIDTH, max(1, round(h * _DISPLAY_WIDTH / w)))
+    size = (width, max(1, round(h * width / w)))
     return cv2.resize(array, size, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
 
 
@@ -93,8 +94,8 @@ def results_figure(
         for r, sample in enumerate(progress(samples) if progress else samples):
             image, gt, _ = read_frame(sample)
             pred = predictor.predict(image)
-            small_gt, small_pred = _shrink(gt, nearest=True), _shrink(pred, nearest=True)
-            small_image = _shrink(image, nearest=False)
+            small_gt, small_pred = shrink(gt, nearest=True), shrink(pred, nearest=True)
+            small_image = shrink(image, nearest=False)
             panels = (small_image, labels.colorize(small_gt, "labelIds"), labels.colorize(small_pred, "labelIds"), error_map(small_image, small_gt, small_pred))
             for c, (ax, panel) in enumerate(zip(axes[r], panels)):
                 ax.imshow(panel, interpolation="nearest" if c else "antialiased", aspect="auto")

@@ -3,8 +3,9 @@ evaluation -> predictions -> the results figure, inside a wall-clock budget.
 
 ``run_demo(out, minutes)`` does, in ``out`` (default ``./demo``):
 
-1. ``out/data``: SynthCity at the official 1024x2048, generated only when absent or incomplete (a complete,
-   valid SynthCity folder is reused as it is, whatever its frame counts); ``data=ROOT`` uses an existing
+1. ``out/data``: SynthCity at the official 1024x2048, generated only when absent, incomplete or made by
+   another generator version (a complete, valid SynthCity folder of this version is reused as it is,
+   whatever its frame counts); ``data=ROOT`` uses an existing
    dataset (real Cityscapes, say) instead. The dataset is validated and its class statistics printed.
 2. The preprocessed cache of train and val at the recipe's size (reused when up to date).
 3. ``out/runs/NNN``: a FRESH numbered run folder per invocation (earlier runs are kept, a rerun never
@@ -13,15 +14,18 @@ evaluation -> predictions -> the results figure, inside a wall-clock budget.
    + poly, OHEM with the auxiliary head). ``--model residual_unet --config seed`` is the seed's Model A with
    the seed recipe, except the demo's batch of 2 (``DEMO_BATCH_SIZE``: more updates in a few minutes).
    Training gets what the budget leaves after the measured data phases and an estimate of the evaluation
-   phases. The epochs are planned from the speed of the first ``PROBE_S`` seconds of training (stopped and
-   resumed exactly with ``train(resume=True)``), so that a decaying LR schedule ends with the budget; a
-   constant-LR recipe then fills any time left with more epochs. Every finished epoch is validated and ``best.pt`` holds the best
-   weights seen; ``train.max_minutes`` guards the deadline (an epoch it cuts short is not validated).
+   phases. The run's length in steps (``train.iters``) is planned from the speed of the first ``PROBE_S``
+   seconds of training (stopped and resumed exactly with ``train(resume=True)``) and planned again at
+   ``REPLAN_AT`` of the budget, so that the LR schedule ends with the budget; the last epoch may be
+   partial. Every epoch is validated and ``best.pt`` holds the best weights seen; ``train.max_minutes``
+   guards the deadline (an epoch it cuts short is not validated).
 4. ``best.pt`` scored on val with the official protocol (model at its size, logits upsampled bilinearly to
    the full 1024x2048, argmax, ``evaluation.score_checkpoint``); labelId predictions (``runs/NNN/pred``,
    test-server names) and colour maps (``runs/NNN/pred_color``); the results figure with error maps
    (``runs/NNN/results.png``). The model runs once per val frame: the three consumers share its output.
 5. A summary dict (also ``runs/NNN/summary.json``): scores, paths, frame counts, time per phase.
+6. The run report (``runs/NNN/report/index.html``, see ``tools.report``), drawn from the same evaluation;
+   its path is the summary's last line.
 """
 
 from __future__ import annotations
@@ -55,8 +59,19 @@ DEMO_BATCH_SIZE = 2
 SEED_RECIPE = "seed"
 #: seconds of real training whose speed plans the epochs (long enough to pass the first, slower steps)
 PROBE_S = 45.0
+#: the fraction of the training budget at which the length of the run is planned again
+REPLAN_AT = 0.6
+#: the fraction of the remaining time a plan leaves free, and the seconds a restart costs (the run is set up
+#: again, the loader starts, the first steps are slow): a plan that overruns is cut by the time limit
+#: just before its end, its last epoch unvalidated
+PLAN_MARGIN = 0.03
+RESTART_S = 8.0
 #: rows of the results figure (the seed's figure showed 32; 8 keep the picture readable at a glance)
 FIGURE_ROWS = 8
+#: frames in the report's gallery, worst first (the demo's val split is 50 frames)
+REPORT_FRAMES = 48
+#: seconds the report takes per gallery frame (read the frame again, draw and compress four pictures)
+REPORT_FRAME_S = 0.15
 #: seconds kept free at the end for the summary, plus a margin for a slower machine
 RESERVE_S = 15.0
 MIN_TRAIN_S = 20.0
@@ -125,17 +140,6 @@ def claim_run_dir(runs: Path) -> Path:
             return run_dir
         except FileExistsError:
             continue
-
-
-def plan_more_epochs(seconds_left: float, epoch_seconds: float, epochs_done: int, epochs_cap: int) -> int:
-    """Epochs to add so that training fills ``seconds_left`` at ``epoch_seconds`` each, capped so that
-    ``epochs_done`` + the result stays within ``epochs_cap``. A last epoch is planned when at least half of
-    it fits: the time limit may then cut it (its steps are not validated, ``best.pt`` keeps the earlier
-    epochs), which costs nothing but time the budget leaves idle anyway."""
-    if epoch_seconds <= 0 or not math.isfinite(epoch_seconds) or seconds_left <= 0:
-        return 0
-    fit = math.floor(seconds_left / epoch_seconds + 0.5)
-    return max(0, min(fit, epochs_cap - epochs_done))
 
 
 def _check_options(
@@ -212,6 +216,7 @@ def _dataset_line(stats) -> str:
 
 def _prepare_data(out: Path, data, train_frames: int, val_frames: int, frame_size, seed: int, workers: int, timer: _Timer, log) -> tuple[Path, dict[str, Any]]:
     """Dataset root ready for training (generated, reused or given) and what was found."""
+    from cityseg.data import synth
     from cityseg.data.check import check_dataset
     from cityseg.data.layout import check_root, resolve_root
 
@@ -225,7 +230,9 @@ def _prepare_data(out: Path, data, train_frames: int, val_frames: int, frame_siz
         root = out / "data"
         marker = _read_marker(root)
         stats = None
-        if marker is not None and marker.get("complete") is True:
+        if marker is not None and marker.get("complete") is True and marker.get("version") != synth.VERSION:
+            log(f"SynthCity in {root} was made by generator version {marker.get('version', 1)}, this is version {synth.VERSION}; regenerating it")
+        elif marker is not None and marker.get("complete") is True:
             with timer.phase("check"):
                 try:
                     stats = check_dataset(root, ["train", "val"], workers=workers, fail_fast=True)
@@ -263,6 +270,8 @@ def run_demo(
     epochs: int | None = None,
     train_minutes: float | None = None,
     figure_rows: int = FIGURE_ROWS,
+    report_frames: int = REPORT_FRAMES,
+    json_path: str | os.PathLike | None = None,
     workers: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -273,8 +282,9 @@ def run_demo(
     ``train_minutes`` fixes the training time instead. ``recipe`` is a shipped recipe name or a TOML file;
     ``batch_size`` and ``grad_clip`` default to the recipe's (the seed recipe's batch to ``DEMO_BATCH_SIZE``).
     ``epochs`` caps the epochs (default: the recipe's). ``size`` overrides the recipe's training size;
-    ``train_frames``, ``val_frames`` and ``frame_size`` only apply when SynthCity is generated. Bad options
-    raise ``CitysegError``.
+    ``train_frames``, ``val_frames`` and ``frame_size`` only apply when SynthCity is generated.
+    ``report_frames`` worst val frames go into the report's gallery; ``json_path`` gets a copy of the
+    summary. Bad options raise ``CitysegError``.
     """
     from cityseg.data import cache
     from cityseg.models import check_model_name
@@ -285,6 +295,8 @@ def run_demo(
     out = Path(out)
     frame_size = tuple(int(v) for v in frame_size)
     _check_options(out, minutes, train_frames, val_frames, frame_size, batch_size, epochs, train_minutes, figure_rows)
+    if not isinstance(report_frames, int) or report_frames < 1:
+        raise CitysegError(f"--report-frames must be a positive integer, got {report_frames}")
     check_model_name(model)
     workers = default_workers() if workers is None else max(1, int(workers))
     deadline = minutes * 60.0
@@ -319,7 +331,7 @@ def run_demo(
     rows = min(figure_rows, n_val)
     forward_s = _forward_seconds(model, tuple(d["size"]))
     # per val frame: the forward pass at model size, upsampling + scoring + two PNG writes at full size
-    post_s = n_val * (forward_s + 0.25 * _megapixels(root) / 2.1) + 4.0 + 0.4 * rows
+    post_s = n_val * (forward_s + 0.25 * _megapixels(root) / 2.1) + 4.0 + 0.4 * rows + REPORT_FRAME_S * min(report_frames, n_val)
     if train_minutes is not None:
         budget_s = train_minutes * 60.0
     else:
@@ -336,15 +348,14 @@ def run_demo(
     if not ckpt.is_file():  # the time ran out inside the first epoch: no validated checkpoint yet
         ckpt = run_dir / "last.pt"
         log(f"no epoch finished in the time: evaluating {ckpt} (the weights at the time limit)")
-    results, paths = _evaluate(ckpt, root, run_dir, rows, timer, progress, log)
+    results, paths, scored = _evaluate(ckpt, root, run_dir, rows, timer, progress, log)
 
     # 5: summary
     total = timer.elapsed()
     phases = {k: round(v, 1) for k, v in timer.phases.items()}
     phases["other"] = round(max(0.0, total - sum(timer.phases.values())), 1)
     hist = summary["history"]
-    n_train = data_info["frames"].get(d["train_split"], 0)
-    steps = summary["epoch"] * math.ceil(n_train / batch_size) + summary["step"]
+    steps = summary["steps_done"]
     result = {
         "mIoU": results["mIoU"],
         "mIoU_34": results["mIoU_34"],
@@ -368,7 +379,7 @@ def run_demo(
         "train_size": list(d["size"]),
         "epochs": summary["epoch"],
         "steps": steps,
-        "images_seen": summary["epoch"] * n_train + summary["step"] * batch_size,
+        "images_seen": steps * batch_size,
         "stopped": summary["stopped"] or "epochs done",
         "val_model_size": {k: hist[-1][k] for k in ("miou_19", "miou_34", "pixel_acc") if hist and k in hist[-1]},
         "minutes": minutes,
@@ -376,8 +387,16 @@ def run_demo(
         "elapsed_s": round(total, 1),
     }
     from cityseg.io import atomic_write_json
+    from cityseg.tools.report import report_path, write_report
 
+    result["report"] = str(report_path(run_dir))
+    if json_path is not None:
+        result["json"] = str(json_path)
     atomic_write_json(run_dir / "summary.json", result)
+    if json_path is not None:
+        atomic_write_json(json_path, result)
+    with timer.phase("report"):  # after summary.json, which the report reads; its time is not in the summary
+        write_report(run_dir, data=root, checkpoint=ckpt, n=report_frames, scored=scored, log=log)
     for line in format_summary(result):
         log(line)
     return result
@@ -409,44 +428,45 @@ def _forward_seconds(model_name: str, size: tuple[int, int]) -> float:
     return time.monotonic() - t
 
 
-def plan_epochs(budget_s: float, seconds_per_image: float, train_images: int, epochs_cap: int) -> int:
-    """Whole epochs of ``train_images`` that fit in ``budget_s`` (at least 1, at most ``epochs_cap``)."""
-    if seconds_per_image <= 0 or train_images <= 0:
-        return 1
-    return max(1, min(epochs_cap, math.floor(budget_s / (seconds_per_image * train_images))))
+def plan_steps(seconds_left: float, seconds_per_step: float, steps_done: int, steps_cap: int) -> int:
+    """The run's total optimiser steps when ``seconds_left`` are spent at ``seconds_per_step`` (a step's
+    share of the validations included) after ``steps_done``; at most ``steps_cap``, at least one more. The
+    plan keeps ``RESTART_S`` and then ``PLAN_MARGIN`` of the time free, because a run cut by the time limit
+    ends with its LR above the schedule's floor and its last epoch unvalidated."""
+    if seconds_per_step <= 0 or not math.isfinite(seconds_per_step):
+        return steps_cap
+    more = math.floor(max(0.0, seconds_left - RESTART_S) * (1.0 - PLAN_MARGIN) / seconds_per_step)
+    return max(steps_done + 1, min(steps_cap, steps_done + more))
 
 
 def _train(cfg: dict, root: Path, run_dir: Path, budget_s: float, epochs_cap: int, train_images: int, progress: bool, log) -> dict:
-    """Train for ``budget_s``. The first ``PROBE_S`` seconds are real training whose speed plans the run:
-    they stop resumably, and the run resumes (exactly) with the epochs that fit, so a decaying LR schedule
-    ends with the budget (the first stretch, inside the warmup, is planned for the recipe's epochs). With
-    a constant LR, whole epochs are added while the rest of the budget holds one, planned again after each
-    stretch from the latest epoch's time."""
+    """Train for ``budget_s``, in stretches that stop resumably and continue exactly (``train(resume=True)``).
+    The first ``PROBE_S`` seconds are real training whose speed plans the run's length in steps
+    (``train.iters``), so that the LR schedule ends with the budget; at ``REPLAN_AT`` of the budget the plan
+    is made again from the speed of the stretch since (a longer, steadier measurement)."""
     from cityseg.train.config import apply_overrides
     from cityseg.train.run import train
 
-    def stretch(epochs: int, seconds: float, resume: bool) -> dict:
-        over = {"train.epochs": epochs, "train.max_minutes": max(seconds, 1.0) / 60.0}
+    def stretch(iters: int, until_s: float, resume: bool) -> dict:
+        seconds = max(until_s - (time.monotonic() - t0), 1.0)
+        over = {"train.iters": iters, "train.max_minutes": seconds / 60.0}
         return train(apply_overrides(cfg, over, source="demo"), root, run_dir, resume=resume, log=log, progress=progress)
 
+    t = cfg["train"]
+    per_epoch = train_images // t["batch_size"] if t["drop_last"] else -(-train_images // t["batch_size"])
+    cap = epochs_cap * max(1, per_epoch)
     t0 = time.monotonic()
-    done = epochs_cap
-    s = stretch(epochs_cap, min(budget_s, PROBE_S), resume=False)
-    seen = s["epoch"] * train_images + s["step"] * cfg["train"]["batch_size"]
-    if s["stopped"] == "time limit" and seen > 0:
-        per_image = (time.monotonic() - t0) / seen
-        done = plan_epochs(budget_s, per_image, train_images, epochs_cap)
-        log(f"{seen} images in the first {time.monotonic() - t0:.0f} s ({1 / per_image:.1f} images/s): {done} epoch(s) of {train_images} frames fit")
-        s = stretch(done, budget_s - (time.monotonic() - t0), resume=True)
-    while s["stopped"] == "" and done < epochs_cap and cfg["schedule"]["name"] == "constant":
-        left = budget_s - (time.monotonic() - t0)
-        last = s["history"][-1]["seconds"]
-        more = plan_more_epochs(left, last, done, epochs_cap)
-        if not more:
+    s = stretch(cap, min(budget_s, PROBE_S), resume=False)
+    mark, done = 0.0, 0
+    for until in (budget_s * REPLAN_AT, budget_s):
+        if s["stopped"] != "time limit" or s["steps_done"] <= done:
             break
-        log(f"last epoch took {last:.0f} s: {more} more epoch(s) for the remaining {left:.0f} s")
-        s = stretch(done + more, left, resume=True)
-        done += more
+        now = time.monotonic() - t0
+        per_step = (now - mark) / (s["steps_done"] - done)
+        mark, done = now, s["steps_done"]
+        iters = plan_steps(budget_s - now, per_step, done, cap)
+        log(f"{done} steps in {now:.0f} s ({per_step:.2f} s/step): {iters} steps planned in all")
+        s = stretch(iters, until, resume=True)
     return s
 
 
@@ -457,10 +477,12 @@ def _evaluate(ckpt: Path, root: Path, run_dir: Path, rows: int, timer: _Timer, p
     from cityseg.infer.outputs import predict_files
     from cityseg.infer.predictor import Predictor
     from cityseg.io import atomic_write_json
+    from cityseg.tools.report import FrameCollector
 
     predictor = MemoPredictor(Predictor.from_checkpoint(ckpt, channels_last=True))
+    frames = FrameCollector()
     with timer.phase("evaluate"):
-        full, _, _ = score_checkpoint(root, "val", None, predictor=predictor, progress=progress)
+        full, _, _ = score_checkpoint(root, "val", None, predictor=predictor, progress=progress, on_frame=frames)
         results = full.results()
         scores = run_dir / "val_scores.json"
         atomic_write_json(scores, results)
@@ -472,7 +494,7 @@ def _evaluate(ckpt: Path, root: Path, run_dir: Path, rows: int, timer: _Timer, p
     figure = run_dir / "results.png"
     with timer.phase("figure"):
         results_figure(predictor, root, figure, split="val", n=rows)
-    return results, {"figure": figure, "pred": pred, "color": color, "scores": scores}
+    return results, {"figure": figure, "pred": pred, "color": color, "scores": scores}, (full, frames)
 
 
 def format_summary(s: dict[str, Any]) -> list[str]:
@@ -492,4 +514,6 @@ def format_summary(s: dict[str, Any]) -> list[str]:
         f"  predictions  {s['predictions']}  (labelIds)  and  {s['predictions_color']}  (colour)",
         f"  figure       {s['figure']}",
         f"  time         {s['elapsed_s']:.0f} s of a {s['minutes']:g} min budget: {split}",
+        *([f"  summary JSON {s['json']}"] if s.get("json") else []),
+        f"  report       {s['report']}",
     ]

@@ -18,7 +18,6 @@ from typing import Any
 
 from cityseg.errors import CitysegError
 from cityseg.labels import LABEL_MODES
-from cityseg.train.losses import LOSSES, MAIN_OUTPUT, loss_options
 
 #: every recipe key with its default (the defaults are the seed recipe's values where it has one)
 DEFAULTS: dict[str, Any] = {
@@ -37,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
         "workers": 0,
         "train_split": "train",
         "val_split": "val",
+        "sources": [],  # [{root = "...", weight = 0.7}, ...]: train on these roots at these weights; [] = --data only
     },
     "augment": {
         "enabled": False,
@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
         "crop": [],  # [H, W] of the training crop; [] = data.size
         "hflip": 0.5,  # probability
         "photometric": True,  # brightness/contrast/saturation/hue jitter
+        "classmix": 0.0,  # probability of pasting half the classes of a second training frame (ClassMix)
     },
     "optim": {
         "name": "adam",  # adam | adamw | sgd
@@ -63,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "loss": [{"name": "ce", "weight": 1.0}],
     "train": {
         "epochs": 40,
+        "iters": 0,  # when > 0: the run is this many optimiser steps (the schedule spans them, the last epoch ends early); epochs is ignored
         "batch_size": 16,  # GLOBAL batch: split evenly across torchrun processes
         "eval_batch_size": 4,  # per process; small batches are faster on CPU
         "seed": 0,
@@ -76,6 +78,7 @@ DEFAULTS: dict[str, Any] = {
         "val_every": 1,
         "deterministic": False,  # torch.use_deterministic_algorithms
         "tensorboard": False,
+        "init_from": "",  # a cityseg checkpoint whose model weights start a fresh run (fine-tuning); "" = random init
     },
 }
 
@@ -96,8 +99,12 @@ def recipe_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files(RECIPES_PACKAGE).iterdir() if p.name.endswith(".toml"))
 
 
-def load_recipe(name_or_path: str | os.PathLike) -> tuple[dict[str, Any], str]:
-    """A shipped recipe name (``seed``, ``standard``) or a TOML file path -> (validated config, source)."""
+def load_recipe(name_or_path: str | os.PathLike, _chain: tuple[str, ...] = ()) -> tuple[dict[str, Any], str]:
+    """A shipped recipe name (``seed``, ``standard``) or a TOML file path -> (validated config, source).
+
+    A top-level ``base = "NAME"`` (a shipped recipe, or a TOML path relative to the file) starts from that
+    recipe, and the file's tables replace its keys: a variant states only what differs.
+    """
     text = str(name_or_path)
     shipped = resources.files(RECIPES_PACKAGE) / f"{text}.toml"
     if os.sep not in text and not text.endswith(".toml") and shipped.is_file():
@@ -120,7 +127,16 @@ def load_recipe(name_or_path: str | os.PathLike) -> tuple[dict[str, Any], str]:
         data = tomllib.loads(raw)
     except tomllib.TOMLDecodeError as e:
         raise CitysegError(f"{source}: invalid TOML ({e})") from None
-    return merge(DEFAULTS, data, source), source
+    base = DEFAULTS
+    if "base" in data:
+        name = data.pop("base")
+        if not isinstance(name, str) or not name:
+            raise CitysegError(f"{source}: base must name a recipe, got {name!r}")
+        if source in _chain:
+            raise CitysegError(f"{source}: recipes name each other as base ({' -> '.join((*_chain, source))})")
+        relative = Path(text).parent / name if source == str(Path(text)) else None
+        base, _ = load_recipe(relative if relative is not None and relative.is_file() else name, (*_chain, source))
+    return merge(base, data, source), source
 
 
 def merge(base: dict[str, Any], update: dict[str, Any], source: str) -> dict[str, Any]:
@@ -157,6 +173,8 @@ def _type_name(v: Any) -> str:
 
 
 def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
+    if key == "data.sources":
+        return check_sources(value, source)
     if key == "train.fast":  # "auto" or a boolean
         if isinstance(value, bool) or value == "auto":
             return value
@@ -188,14 +206,45 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
     return copy.deepcopy(value)
 
 
+def check_sources(value: Any, source: str) -> list[dict[str, Any]]:
+    """``data.sources``: a list of ``{root = "PATH", weight = W}`` tables, W a positive finite number."""
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise CitysegError(f'{source}: data.sources must be a list of tables, e.g. [{{root = "data/cityscapes", weight = 0.7}}], got {value!r}')
+    out = []
+    for k, spec in enumerate(value):
+        where = f"data.sources[{k}]"
+        unknown = sorted(set(spec) - {"root", "weight"})
+        if unknown:
+            raise CitysegError(f"{source}: unknown config key {where}.{unknown[0]!r} (a source has root and weight)")
+        root, weight = spec.get("root"), spec.get("weight", 1.0)
+        if not isinstance(root, str) or not root:
+            raise CitysegError(f"{source}: {where}.root must be a dataset folder, got {root!r}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
+            raise CitysegError(f"{source}: {where}.weight must be a positive number, got {weight!r}")
+        out.append({"root": root, "weight": float(weight)})
+    return out
+
+
 def check_losses(value: Any, source: str) -> list[dict[str, Any]]:
     """The recipe's ``loss`` list, each entry checked against its loss's options (``losses.loss_options``)."""
     if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
         raise CitysegError(f'{source}: loss must be a non-empty list of tables, e.g. [{{name = "ce", weight = 1.0}}]')
-    return [_check_loss(i, spec, source) for i, spec in enumerate(value)]
+    entries = [_check_loss(i, spec, source) for i, spec in enumerate(value)]
+    windows = sorted(tuple(e.get("during", (0.0, 1.0))) for e in entries)
+    covered = 0.0
+    for start, end in windows:
+        if start > covered:
+            break
+        covered = max(covered, end)
+    if covered < 1.0:
+        raise CitysegError(f"{source}: no loss term counts from {100 * covered:g}% of the run on; the terms' `during` windows must cover [0, 1]")
+    return entries
 
 
 def _check_loss(i: int, spec: dict[str, Any], source: str) -> dict[str, Any]:
+    # the losses need torch; importing them here keeps reading a recipe (and ``cityseg train --help``) torch-free
+    from cityseg.train.losses import LOSSES, MAIN_OUTPUT, loss_options
+
     name = spec.get("name")
     if name not in LOSSES:
         raise CitysegError(f"{source}: loss[{i}].name = {name!r} is not one of {', '.join(LOSSES)}")
@@ -215,8 +264,12 @@ def _check_loss(i: int, spec: dict[str, Any], source: str) -> dict[str, Any]:
                     f'{source}: {where} must name a model output, e.g. "{MAIN_OUTPUT}", "aux" or "aux*" (every output whose name starts with aux); got {v!r}'
                 )
             entry[k] = v
+        elif k == "during":
+            if not (isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v) and 0 <= v[0] < v[1] <= 1):
+                raise CitysegError(f"{source}: {where} must be [start, end], fractions of the run with 0 <= start < end <= 1; got {v!r}")
+            entry[k] = [float(x) for x in v]
         elif k not in options:
-            raise CitysegError(f"{source}: unknown config key {where!r} for loss {name!r} (options: weight, output, {', '.join(options)})")
+            raise CitysegError(f"{source}: unknown config key {where!r} for loss {name!r} (options: weight, output, during, {', '.join(options)})")
         elif k == "class_weights":
             if v in ("none", "auto"):
                 entry[k] = v
@@ -256,6 +309,7 @@ def validate(cfg: dict[str, Any], source: str = "config") -> dict[str, Any]:
         "train.max_minutes": t["max_minutes"],
         "train.checkpoint_every": t["checkpoint_every"],
         "train.checkpoint_minutes": t["checkpoint_minutes"],
+        "train.iters": t["iters"],
         "optim.weight_decay": o["weight_decay"],
         "optim.eps": o["eps"],
         "schedule.warmup_iters": s["warmup_iters"],
@@ -272,6 +326,10 @@ def validate(cfg: dict[str, Any], source: str = "config") -> dict[str, Any]:
         raise CitysegError(f"{source}: augment.crop must be [] (= data.size) or [H, W] with positive values, got {crop}")
     if not 0.0 <= cfg["augment"]["hflip"] <= 1.0:
         raise CitysegError(f"{source}: augment.hflip is a probability in [0, 1]")
+    if not 0.0 <= cfg["augment"]["classmix"] <= 1.0:
+        raise CitysegError(f"{source}: augment.classmix is a probability in [0, 1]")
+    if cfg["augment"]["classmix"] > 0 and not cfg["augment"]["enabled"]:
+        raise CitysegError(f"{source}: augment.classmix needs augment.enabled = true")
     if not 0.0 < s["warmup_factor"] <= 1.0:
         raise CitysegError(f"{source}: schedule.warmup_factor must be in (0, 1]")
     return cfg

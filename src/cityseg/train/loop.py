@@ -44,6 +44,12 @@ class StepContext:
     grad_clip: float
     nan_policy: str  # "stop" | "skip"
     last_path: Path  # named in errors: the checkpoint that stays when training stops
+    total_steps: int = 0  # of the whole run: loss terms with a `during` window read the progress from it
+
+    @property
+    def progress(self) -> float | None:
+        """The fraction of the run's steps done (None when the run's length is unknown)."""
+        return self.scheduler.last_epoch / self.total_steps if self.total_steps > 0 else None
 
     @property
     def model(self) -> nn.Module:
@@ -82,7 +88,7 @@ def train_step(
 ) -> tuple[list[bool], str]:
     """One optimiser step, or a skipped one under ``nan_policy = "skip"``; returns ``poll()``'s flags agreed
     over all processes (one collective with the loss check) and what was skipped ("" for a normal step)."""
-    loss = ctx.criterion(_as_float32(ctx.forward(x)), y.to(ctx.info.device, non_blocking=True))
+    loss = ctx.criterion(_as_float32(ctx.forward(x)), y.to(ctx.info.device, non_blocking=True), ctx.progress)
     flags = D.all_flags([not bool(torch.isfinite(loss)), *poll()], ctx.info)
     bad = flags[0] or _backward(ctx, loss)
     if bad:
@@ -156,7 +162,7 @@ def evaluate(ctx: StepContext, loader: Iterable, label_mode: str, show: bool = F
         logits = main_output(ctx.forward(x)).float()
         gt = gt.to(device)
         target = LUT_L2T.to(device)[gt] if label_mode == "trainIds" else gt
-        loss = float(ctx.criterion.validation_loss(logits, target))
+        loss = float(ctx.criterion.validation_loss(logits, target, ctx.progress))
         loss_sum += torch.tensor([loss * x.shape[0], x.shape[0]], dtype=torch.float64)
         pred = logits.argmax(1)
         pred = LUT_T2L.to(device)[pred] if label_mode == "trainIds" else pred.to(torch.uint8)

@@ -285,12 +285,21 @@ class LossTerm(nn.Module):
 
     An ``output`` ending in ``*`` is a prefix: the term is the sum of the loss over every output whose
     name starts with it (``"aux*"``: aux, aux2 ... aux5), and nothing for a model that has none, so one
-    recipe serves models with one, several or no auxiliary heads.
+    recipe serves models with one, several or no auxiliary heads. ``during = (start, end)`` is the part
+    of the run, as fractions of its steps, in which the term counts (``start <= progress < end``; the
+    last step counts as inside an ``end`` of 1): cross-entropy first and Lovász-softmax after it is
+    Berman et al.'s schedule for training towards IoU.
     """
 
-    def __init__(self, name: str, weight: float, loss: nn.Module, output: str = MAIN_OUTPUT):
+    def __init__(self, name: str, weight: float, loss: nn.Module, output: str = MAIN_OUTPUT, during: Sequence[float] = (0.0, 1.0)):
         super().__init__()
         self.name, self.weight, self.loss, self.output = name, float(weight), loss, output
+        self.during = (float(during[0]), float(during[1]))
+
+    def active(self, progress: float | None) -> bool:
+        """Whether the term counts at ``progress`` (the fraction of the run's steps done; None: always)."""
+        start, end = self.during
+        return progress is None or start <= progress < end or (end >= 1.0 and progress >= 1.0)
 
     @property
     def reads(self) -> tuple[str, ...]:
@@ -334,16 +343,20 @@ class CombinedLoss(nn.Module):
                     f"loss[{i}] ({term.name}) reads model output {missing[0]!r}, but the model returns only {', '.join(repr(k) for k in available)} in training"
                 )
 
-    def forward(self, outputs: Outputs, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, outputs: Outputs, target: torch.Tensor, progress: float | None = None) -> torch.Tensor:
+        """The loss at ``progress`` (fraction of the run's steps done; None: every term counts)."""
         outputs = as_outputs(outputs)
         self.check_outputs(outputs)
-        return sum((term(outputs, target) for term in self.terms[1:]), self.terms[0](outputs, target))
+        parts = [term(outputs, target) for term in self.terms if term.active(progress)]
+        if not parts:
+            raise CitysegError(f"no loss term is active at {100 * progress:.1f}% of the run; the terms' `during` windows must cover the whole run")
+        return sum(parts[1:], parts[0])
 
-    def validation_loss(self, outputs: Outputs, target: torch.Tensor) -> torch.Tensor:
-        """The sum of the terms whose outputs the model returns in eval mode (training-only heads are
-        absent there); NaN when no term is left."""
+    def validation_loss(self, outputs: Outputs, target: torch.Tensor, progress: float | None = None) -> torch.Tensor:
+        """The sum of the terms active at ``progress`` whose outputs the model returns in eval mode
+        (training-only heads are absent there); NaN when no term is left."""
         outputs = as_outputs(outputs)
-        parts = [term(outputs, target) for term in self.terms if all(k in outputs for k in term.reads)]
+        parts = [term(outputs, target) for term in self.terms if term.active(progress) and all(k in outputs for k in term.reads)]
         if not parts:
             return torch.tensor(math.nan)
         return sum(parts[1:], parts[0])
@@ -385,7 +398,8 @@ def build_loss(specs: Sequence[Mapping[str, Any]], num_classes: int, ignore_inde
             raise CitysegError(f"unknown loss {name!r}: choose one of {', '.join(LOSSES)}")
         weight = float(spec.pop("weight", 1.0))
         output = spec.pop("output", MAIN_OUTPUT)
+        during = spec.pop("during", (0.0, 1.0))
         if "class_weights" in spec:
             spec["class_weights"] = _class_weights(name, spec["class_weights"], num_classes, class_counts)
-        terms.append(LossTerm(name, weight, LOSSES[name](ignore_index=ignore_index, **spec), output))
+        terms.append(LossTerm(name, weight, LOSSES[name](ignore_index=ignore_index, **spec), output, during))
     return CombinedLoss(terms)

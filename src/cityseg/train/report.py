@@ -35,7 +35,7 @@ def _fmt(v: Any) -> str:
 
 
 def plot_curves(path: str | os.PathLike, history: list[dict[str, Any]]) -> None:
-    """curves.png: train/val loss (left) and val mIoU over 19 classes and 34 ids (right) per epoch."""
+    """curves.png: train/val loss (left, log scale) and val mIoU over 19 classes and 34 ids (right) per epoch."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -48,6 +48,10 @@ def plot_curves(path: str | os.PathLike, history: list[dict[str, Any]]) -> None:
     ax1.plot(ep, [_nan(r.get("val_loss")) for r in history], "s-", label="val loss")
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("loss")
+    losses = [v for r in history for v in (r["train_loss"], _nan(r.get("val_loss"))) if math.isfinite(v)]
+    if losses and min(losses) > 0:
+        # the first epoch's loss is often ten times the rest; a log axis keeps the later epochs readable
+        ax1.set_yscale("log")
     ax1.legend()
     ax1.grid(alpha=0.3)
     ax2.plot(ep, [_nan(r.get("miou_19")) for r in history], "o-", label="val mIoU (19 classes)")

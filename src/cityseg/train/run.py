@@ -16,6 +16,7 @@ validation pass; this module builds their parts, resumes, and saves.
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,15 +30,18 @@ from torch import nn
 from cityseg import labels as L
 from cityseg.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from cityseg.data.dataset import CityscapesDataset
+from cityseg.data.mix import MixedDataset
 from cityseg.data.transforms import train_transform
 from cityseg.errors import CitysegError
-from cityseg.io import atomic_write_text
+from cityseg.io import atomic_write_json, atomic_write_text
 from cityseg.models import build_model
-from cityseg.runtime import process_context, resolve_fast
+from cityseg.runtime import environment, process_context, resolve_fast
 from cityseg.train import distributed as D
 from cityseg.train.config import dump_toml, validate
+from cityseg.train.init import init_from_checkpoint
 from cityseg.train.loop import StepContext, evaluate, new_running, train_one_epoch
 from cityseg.train.losses import build_loss
+from cityseg.train.mix import source_roots, train_sampler
 from cityseg.train.report import TensorBoard, check_tensorboard, epoch_line, plot_curves, write_metrics_csv
 from cityseg.train.sampler import EpochBatchSampler, epoch_seed
 from cityseg.train.schedule import build_scheduler
@@ -72,7 +76,7 @@ def remove_stale_temp_files(out: Path) -> None:
     """Delete temp files a killed run left mid-write (``.last.pt.XXXX.tmp`` etc.; see ``io.atomic_path``)."""
     if out.is_dir():
         for tmp in out.glob(".*.tmp"):
-            if tmp.is_file() and tmp.name.split(".")[1] in ("last", "best", "metrics", "curves", "config"):
+            if tmp.is_file() and tmp.name.split(".")[1] in ("last", "best", "metrics", "curves", "config", "environment"):
                 tmp.unlink(missing_ok=True)
 
 
@@ -212,13 +216,24 @@ def load_resume_checkpoint(cfg: dict[str, Any], out: Path, label_mode: str) -> d
     return ckpt
 
 
+def build_train_set(cfg: dict[str, Any], root: Path, label_mode: str) -> CityscapesDataset | MixedDataset:
+    """The training set: ``root``'s train split as before, or the ``data.sources`` roots (validation stays on
+    ``root``) as one ``MixedDataset``, which also carries ClassMix (``augment.classmix``)."""
+    d, seed = cfg["data"], int(cfg["train"]["seed"])
+    if not d["sources"] and not cfg["augment"]["classmix"]:
+        return build_dataset(cfg, root, d["train_split"], label_mode, train=True, seed=seed)
+    parts = [build_dataset(cfg, r, d["train_split"], label_mode, train=True, seed=seed) for r in source_roots(cfg) or [root]]
+    # ClassMix never pastes the void value: padding and "unlabeled" keep the first frame
+    return MixedDataset(parts, seed, cfg["augment"]["classmix"], ignore_value=L.IGNORE_INDEX if label_mode == "trainIds" else 0)
+
+
 def _datasets(cfg: dict[str, Any], root: Path, label_mode: str, info: D.DistInfo):
     """Training and validation splits; rank 0 builds the caches first, the other processes then read them."""
     d = cfg["data"]
     if info.distributed and not info.is_main:
         D.barrier(info)
     try:
-        train_ds = build_dataset(cfg, root, d["train_split"], label_mode, train=True, seed=int(cfg["train"]["seed"]))
+        train_ds = build_train_set(cfg, root, label_mode)
         val_ds = build_dataset(cfg, root, d["val_split"], "labelIds")
     finally:
         if info.distributed and info.is_main:
@@ -254,12 +269,12 @@ def setup(cfg: dict[str, Any], root: Path, out: Path, info: D.DistInfo, say: Cal
     model = build_model(cfg["model"]["name"], num_classes=num_classes, **cfg["model"]["options"])
     model.check_input_shape(*cfg["data"]["size"])
     model.check_input_shape(*train_crop(cfg))
+    if t["init_from"]:
+        init_from_checkpoint(model, t["init_from"])
     train_ds, val_ds = _datasets(cfg, root, label_mode, info)
     counts = class_pixel_counts(train_ds, num_classes) if any(s.get("class_weights") == "auto" for s in cfg["loss"]) else None
     criterion = build_loss(cfg["loss"], num_classes, ignore_index=L.IGNORE_INDEX, class_counts=counts).to(info.device)
-    sampler = EpochBatchSampler(
-        len(train_ds), t["batch_size"], seed=int(t["seed"]), rank=info.rank, world_size=info.world_size, shuffle=True, drop_last=t["drop_last"]
-    )
+    sampler = train_sampler(cfg, getattr(train_ds, "lengths", [len(train_ds)]), info)
     if len(sampler) == 0:
         raise CitysegError(f"{root}: split {cfg['data']['train_split']!r} has {len(train_ds)} images, fewer than one batch of {t['batch_size']} (drop_last)")
     val_subset = torch.utils.data.Subset(val_ds, list(range(info.rank, len(val_ds), info.world_size)))
@@ -267,10 +282,38 @@ def setup(cfg: dict[str, Any], root: Path, out: Path, info: D.DistInfo, say: Cal
     channels_last, amp_dtype = resolve_fast(t["fast"], info.device)
     net = _wrap_model(model, cfg, info, channels_last)
     optimizer = build_optimizer(model, cfg["optim"])
-    scheduler = build_scheduler(optimizer, cfg["schedule"], t["epochs"] * len(sampler), cfg["optim"]["lr"])
+    scheduler = build_scheduler(optimizer, cfg["schedule"], total_steps(t, len(sampler)), cfg["optim"]["lr"])
     scaler = torch.amp.GradScaler(info.device.type, enabled=info.device.type == "cuda" and amp_dtype == torch.float16)
-    ctx = StepContext(net, criterion, optimizer, scheduler, scaler, info, channels_last, amp_dtype, float(t["grad_clip"]), t["nan_policy"], out / LAST)
+    ctx = StepContext(
+        net,
+        criterion,
+        optimizer,
+        scheduler,
+        scaler,
+        info,
+        channels_last,
+        amp_dtype,
+        float(t["grad_clip"]),
+        t["nan_policy"],
+        out / LAST,
+        total_steps(t, len(sampler)),
+    )
     return Run(cfg, out, label_mode, ctx, train_ds, val_loader, sampler, say)
+
+
+def total_steps(t: dict[str, Any], steps_per_epoch: int) -> int:
+    """Optimiser steps of the whole run: ``train.iters`` when set, else whole epochs."""
+    return int(t["iters"]) if t["iters"] > 0 else int(t["epochs"]) * steps_per_epoch
+
+
+def planned_epochs(t: dict[str, Any], steps_per_epoch: int) -> int:
+    """Epochs the run spans; with ``train.iters`` the last one may be partial."""
+    return -(-total_steps(t, steps_per_epoch) // steps_per_epoch)
+
+
+def epoch_steps(t: dict[str, Any], steps_per_epoch: int, epoch: int) -> int:
+    """Steps of epoch ``epoch`` (0-based): a full epoch, or what ``train.iters`` leaves for the last one."""
+    return min(steps_per_epoch, total_steps(t, steps_per_epoch) - epoch * steps_per_epoch)
 
 
 def resume(run: Run, ckpt: dict[str, Any]) -> None:
@@ -323,7 +366,7 @@ def end_epoch(run: Run, epoch: int, tb: TensorBoard, show: bool) -> None:
         raise CitysegError(f"epoch {epoch + 1}: every step was skipped (non-finite loss); stopping")
     row = {"epoch": epoch + 1, "train_loss": run.running["loss_sum"] / run.running["steps"], "lr": run.ctx.optimizer.param_groups[0]["lr"]}
     tick = time.monotonic()
-    if (epoch + 1) % t["val_every"] == 0 or epoch + 1 == t["epochs"]:
+    if (epoch + 1) % t["val_every"] == 0 or epoch + 1 == planned_epochs(t, len(run.sampler)):
         row.update(evaluate(run.ctx, run.val_loader, run.label_mode, show))
         run.metrics = {k: float(v) for k, v in row.items() if k in ("pixel_acc", "miou_19", "miou_34", "val_loss")}
     row["seconds"] = round(run.running["seconds"] + time.monotonic() - tick, 3)
@@ -364,7 +407,7 @@ def fit(run: Run, progress: bool) -> tuple[str, str]:
     def after_step(step: int, save_due: bool) -> None:
         # a mid-epoch last.pt is the same state a Ctrl-C saves: --resume continues from it exactly
         run.step = step
-        if (save_due or (t["checkpoint_every"] and step % t["checkpoint_every"] == 0)) and step < steps:
+        if (save_due or (t["checkpoint_every"] and step % t["checkpoint_every"] == 0)) and step < n:  # n: this epoch's steps
             save_last()
 
     try:
@@ -374,14 +417,16 @@ def fit(run: Run, progress: bool) -> tuple[str, str]:
                 now = time.monotonic()
                 return [stop.requested, limit_s > 0 and now - t0 > limit_s, every_s > 0 and now - saved_at > every_s]
 
-            for epoch in range(run.epoch, t["epochs"]):
-                loader = _epoch_loader(run, epoch)
-                bar = tqdm(total=steps, initial=run.step, desc=f"epoch {epoch + 1}/{t['epochs']}", disable=not show, dynamic_ncols=True, unit="step")
+            epochs = planned_epochs(t, steps)
+            for epoch in range(run.epoch, epochs):
+                n = epoch_steps(t, steps, epoch)
+                loader = itertools.islice(_epoch_loader(run, epoch), n - run.step)
+                bar = tqdm(total=n, initial=run.step, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, dynamic_ncols=True, unit="step")
                 run.step, flags = train_one_epoch(run.ctx, loader, epoch, run.step, run.running, poll, after_step, bar, run.say)
                 bar.close()
                 if any(flags):
                     stopped = "interrupted" if flags[0] else "time limit"
-                if stopped and run.step < steps:
+                if stopped and run.step < n:
                     run.save(LAST)  # resumable mid-epoch
                     break
                 end_epoch(run, epoch, tb, show)  # writes last.pt
@@ -402,7 +447,7 @@ def train(
 ) -> dict[str, Any]:
     """Train ``cfg["model"]["name"]`` with the recipe ``cfg`` on ``data_root``; files go to ``out_dir``.
 
-    Returns a summary: ``{"run_dir", "epoch", "step", "best_miou", "metrics", "stopped", "history"}``
+    Returns a summary: ``{"run_dir", "epoch", "step", "steps_done", "best_miou", "metrics", "stopped", "history"}``
     where ``stopped`` is "" (all epochs done), "interrupted" or "time limit".
     """
     cfg = validate(copy.deepcopy(cfg))
@@ -431,6 +476,7 @@ def _train(cfg: dict[str, Any], root: Path, out: Path, resume_run: bool, info: D
     if info.is_main:
         remove_stale_temp_files(out)
         atomic_write_text(out / "config.toml", dump_toml(cfg))  # creates RUN_DIR (lazily, here)
+        atomic_write_json(out / "environment.json", environment(root))
         if run.history:
             write_metrics_csv(out / "metrics.csv", run.history)
     say(_start_line(run))
@@ -446,6 +492,7 @@ def _train(cfg: dict[str, Any], root: Path, out: Path, resume_run: bool, info: D
         "run_dir": str(out),
         "epoch": run.epoch,
         "step": run.step,
+        "steps_done": sum(epoch_steps(cfg["train"], len(run.sampler), e) for e in range(run.epoch)) + run.step,
         "best_miou": run.best,
         "metrics": run.metrics,
         "stopped": stopped,

@@ -38,12 +38,15 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         self.epoch, self.start_step = int(epoch), int(start_step)
 
-    def global_batches(self) -> list[list[int]]:
+    def epoch_order(self) -> list[int]:
+        """The ``n`` dataset indices of this epoch, in training order (a function of ``(seed, epoch)``)."""
         if self.shuffle:
             g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
+            return torch.randperm(self.n, generator=g).tolist()
+        return list(range(self.n))
+
+    def global_batches(self) -> list[list[int]]:
+        order = self.epoch_order()
         batches = [order[i : i + self.batch_size] for i in range(0, self.n, self.batch_size)]
         if batches and len(batches[-1]) < self.batch_size:
             # a partial last batch is kept only if it still splits evenly across the processes

@@ -1,18 +1,18 @@
 """SynthCity: procedurally generated street scenes in the exact official Cityscapes layout.
 
-Every frame is a perspective street view built in world coordinates (metres) and projected through
-a pinhole camera whose height, focal length, horizon and vanishing point vary per frame. Labels and
-image come from the same polygons (drawn with ``cv2.fillPoly`` at full resolution, far to near, so
-nearer objects occlude farther ones): sky, road with lane markings and crosswalks, parking strips,
-sidewalks with kerbs, buildings with windows on both sides, walls, fences, terrain, vegetation,
-poles with traffic lights and signs, cars / trucks / buses / trams, persons, riders on bicycles and
-motorcycles, parked bicycles, static / dynamic clutter, and the void regions of real frames (ego
-vehicle at the bottom, rectification border, out-of-roi corners).
+Every frame is a street built in world coordinates (metres) and projected through the Cityscapes
+camera (its intrinsics, height and pitch, jittered a little per frame): ``camera``. Labels and image
+come from the same polygons (``drawing``, ``cv2.fillPoly`` at full resolution, far to near so nearer
+objects occlude farther ones): road with lanes, markings, crossings and sometimes a cross street,
+kerbs, sidewalks, grass verges, buildings with windows, walls, fences, terrain, trees and hedges
+(``scene``); poles with lights and signs, cars of several shapes, trucks, buses, trams, persons,
+riders on bicycles and motorcycles, parked bicycles and motorcycles, clutter (``objects``); the void
+regions of real frames (ego-vehicle bonnet, rectification border, out-of-roi corners). Street kind,
+weather and sun vary per frame; class pixel shares come out near the published Cityscapes ones.
 
-Colours are drawn from overlapping material distributions (grey cars on grey roads in front of grey
-buildings under a grey sky, green fences next to green bushes, random vehicle and clothing colours),
-then shaded by a per-scene low-frequency lighting field, cast shadows, a colour tint and pixel noise:
-a per-pixel colour lookup cannot recover the labels, shape and context can.
+Materials are drawn from overlapping colour distributions (``palette``), then ``texture`` adds grain
+and blotches per material, sky gradient and clouds, cast shadows, lighting, vignetting, blur and
+sensor noise, and maps each frame's colour statistics near those of real Cityscapes frames.
 
 Each frame is generated from its own RNG seeded by ``(seed, split, index)``, so the output does not
 depend on the number of workers. Per frame five files are written (``_leftImg8bit.png`` and the
@@ -21,7 +21,7 @@ atomically, ground truth first and image last; a frame interrupted half-way is r
 """
 
 from cityseg.data.synth.render import render_frame
-from cityseg.data.synth.spec import DEFAULT_COUNTS, DEFAULT_SIZE, MARKER, SPLITS
+from cityseg.data.synth.spec import DEFAULT_COUNTS, DEFAULT_SIZE, MARKER, SPLITS, VERSION
 from cityseg.data.synth.write import frame_stem, generate
 
-__all__ = ["DEFAULT_COUNTS", "DEFAULT_SIZE", "MARKER", "SPLITS", "frame_stem", "generate", "render_frame"]
+__all__ = ["DEFAULT_COUNTS", "DEFAULT_SIZE", "MARKER", "SPLITS", "VERSION", "frame_stem", "generate", "render_frame"]

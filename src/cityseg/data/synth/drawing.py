@@ -1,4 +1,4 @@
-"""The drawing surface (labels, instances and image from the same polygons) and the colour distributions."""
+"""The drawing surface: labels, instances, image and shadows from the same polygons."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ class Canvas:
         self.image = np.zeros((height, width, 3), np.uint8)
         self.label = np.zeros((height, width), np.uint8)
         self.instance = np.zeros((height, width), np.uint16)
+        self.shade = np.full((height, width), 255, np.uint8)  # 255 lit; cast shadows are darker
         self.objects: list[dict] = []
         self._next_k: dict[int, int] = {}
 
@@ -56,19 +57,21 @@ class Canvas:
         out = []
         for p in polys:
             p = np.asarray(p, np.float64).reshape(-1, 2)
-            if len(p) < 3 or not np.isfinite(p).all():
+            if len(p) < 3 or not np.isfinite(p.sum()):
                 continue
-            lo, hi = p.min(0), p.max(0)
-            if hi[0] < 0 or hi[1] < 0 or lo[0] > self.w - 1 or lo[1] > self.h - 1:
+            x, y, bw, bh = cv2.boundingRect(p.astype(np.float32))  # one C call instead of min/max reductions
+            if x + bw < 1 or y + bh < 1 or x > self.w - 1 or y > self.h - 1:
                 continue
-            if lo[0] < 0 or lo[1] < 0 or hi[0] > self.w - 1 or hi[1] > self.h - 1:
+            if x < 0 or y < 0 or x + bw > self.w - 1 or y + bh > self.h - 1:
                 p = _clip_polygon(p, 0, 0, self.w - 1, self.h - 1)
             if len(p) >= 3:
                 out.append(np.round(p).astype(np.int32))
         return out
 
     def fill(self, polys, label_id: int, color, instance: int | None = None) -> None:
-        """Fill ``polys`` in image (``color``) and labels; record them in the polygon list."""
+        """Fill ``polys`` in image (``color``) and labels; record them in the polygon list.
+
+        A filled polygon is in front of every shadow drawn before it, so it clears the shade map."""
         pts = self._prepare(polys)
         if not pts:
             return
@@ -77,6 +80,7 @@ class Canvas:
             cv2.fillPoly(self.label, [p], int(label_id))
             cv2.fillPoly(self.instance, [p], inst)
             cv2.fillPoly(self.image, [p], col)
+            cv2.fillPoly(self.shade, [p], 255)
         name = labels.ID_TO_LABEL[label_id].name
         self.objects.extend({"label": name, "polygon": p.tolist()} for p in pts)
 
@@ -85,6 +89,12 @@ class Canvas:
         col = _col(color)
         for p in self._prepare(polys):
             cv2.fillPoly(self.image, [p], col)
+
+    def shadow(self, polys, darkness: float) -> None:
+        """A cast shadow: the shade map (not the labels) falls to ``1 - darkness`` inside ``polys``."""
+        v = int(255 * (1 - darkness))
+        for p in self._prepare(polys):
+            cv2.fillPoly(self.shade, [p], v)
 
 
 def _col(c) -> tuple[int, int, int]:
@@ -104,93 +114,3 @@ def segment(p, q, width: float) -> np.ndarray:
     d = q - p
     n = np.array([-d[1], d[0]]) / (np.hypot(*d) + 1e-9) * max(width, 1.0) / 2
     return np.array([p + n, q + n, q - n, p - n])
-
-
-# ---- colours ---------------------------------------------------------------------------------
-class Palette:
-    """Material colour samplers with deliberately overlapping distributions."""
-
-    def __init__(self, rng: np.random.Generator):
-        self.rng = rng
-
-    def grey(self, lo=60, hi=190, tint=8):
-        return self.rng.uniform(lo, hi) + self.rng.normal(0, tint, 3)
-
-    def pick(self, *options):
-        """options: (weight, sampler) pairs."""
-        w = np.array([o[0] for o in options], float)
-        return options[self.rng.choice(len(options), p=w / w.sum())][1]()
-
-    def jitter(self, c, amount=12):
-        return np.asarray(c, float) + self.rng.normal(0, amount, 3)
-
-    def beige(self):
-        return np.array([190, 170, 140]) * self.rng.uniform(0.55, 1.15) + self.rng.normal(0, 10, 3)
-
-    def brick(self):
-        return np.array([150, 85, 65]) * self.rng.uniform(0.6, 1.25) + self.rng.normal(0, 10, 3)
-
-    def green(self, dark=False):
-        base = np.array([70, 110, 50]) if not dark else np.array([45, 75, 40])
-        return base * self.rng.uniform(0.6, 1.4) + self.rng.normal(0, 12, 3)
-
-    def pastel(self):
-        return self.rng.uniform(140, 230, 3)
-
-    def vivid(self):
-        c = self.rng.uniform(0, 80, 3)
-        c[self.rng.integers(3)] = self.rng.uniform(130, 230)
-        return c
-
-    def road(self):
-        return self.pick((5, lambda: self.grey(55, 140, 5)), (1, lambda: self.grey(70, 120, 5) + [8, 0, 10]))
-
-    def sidewalk(self):
-        return self.pick((4, lambda: self.grey(85, 185, 6)), (2, self.beige), (1, self.brick))
-
-    def building(self):
-        return self.pick((4, lambda: self.grey(60, 215, 6)), (3, self.beige), (2, self.brick), (2, self.pastel))
-
-    def wall(self):
-        return self.pick((4, lambda: self.grey(70, 200, 6)), (2, self.beige), (1, self.brick), (1, lambda: self.green(True)))
-
-    def fence(self):
-        return self.pick(
-            (3, lambda: self.green(True)), (3, lambda: self.grey(50, 190, 6)), (2, lambda: self.beige() * 0.7), (1, lambda: self.grey(200, 240, 4))
-        )
-
-    def pole(self):
-        return self.pick((5, lambda: self.grey(50, 170, 5)), (2, lambda: self.green(True) * 0.8), (1, lambda: self.grey(20, 50, 3)))
-
-    def vegetation(self):
-        return self.pick((6, lambda: self.green()), (3, lambda: self.green(True)), (1, lambda: np.array([150, 130, 60]) * self.rng.uniform(0.6, 1.1)))
-
-    def terrain(self):
-        return self.pick(
-            (4, lambda: self.green()),
-            (3, lambda: np.array([140, 130, 80]) * self.rng.uniform(0.6, 1.2)),
-            (2, lambda: np.array([120, 95, 70]) * self.rng.uniform(0.6, 1.2)),
-        )
-
-    def sky(self):
-        return self.pick(
-            (5, lambda: self.grey(150, 240, 5) + [0, 3, 10]),
-            (3, lambda: np.array([110, 150, 200]) * self.rng.uniform(0.8, 1.2)),
-            (1, lambda: np.array([200, 180, 160]) * self.rng.uniform(0.8, 1.15)),
-        )
-
-    # fmt: off
-    def vehicle(self):
-        return self.pick((4, lambda: self.grey(25, 230, 4)), (2, self.vivid), (1, self.beige), (1, lambda: self.green(True)),
-                         (1, lambda: np.array([30, 40, 90]) * self.rng.uniform(0.7, 1.6)))
-
-    def cloth(self):
-        return self.pick((4, lambda: self.grey(20, 200, 8)), (3, self.vivid), (2, self.beige), (1, lambda: self.green(True)),
-                         (2, lambda: np.array([40, 50, 100]) * self.rng.uniform(0.6, 1.5)))
-    # fmt: on
-
-    def skin(self):
-        return np.array([225, 180, 150]) * self.rng.uniform(0.4, 1.05) + self.rng.normal(0, 6, 3)
-
-    def glass(self, sky):
-        return self.pick((3, lambda: self.grey(20, 70, 5) + [0, 5, 12]), (1, lambda: np.asarray(sky) * self.rng.uniform(0.5, 0.9)))

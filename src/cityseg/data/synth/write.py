@@ -16,7 +16,7 @@ import numpy as np
 from cityseg import labels
 from cityseg.data import layout
 from cityseg.data.synth.render import render_frame
-from cityseg.data.synth.spec import CITIES, DEFAULT_COUNTS, DEFAULT_SIZE, FILE_KINDS, FRAME_ID, MARKER, SPLITS
+from cityseg.data.synth.spec import CITIES, DEFAULT_COUNTS, DEFAULT_SIZE, FILE_KINDS, FRAME_ID, MARKER, SPLITS, VERSION
 from cityseg.errors import CitysegError
 from cityseg.io import atomic_write_json, atomic_write_text, write_png
 
@@ -36,10 +36,10 @@ def frame_paths(root: Path, split: str, stem: str) -> list[Path]:
     return [layout.annotation_path(root, split, stem, k) for k in FILE_KINDS] + [layout.image_path(root, split, stem)]
 
 
-def write_frame(root: Path, split: str, index: int, count: int, size=DEFAULT_SIZE, seed: int = 0) -> str:
+def write_frame(root: Path, split: str, index: int, count: int, size=DEFAULT_SIZE, seed: int = 0, randomize: bool = False) -> str:
     """Render and write one frame; on any error no file of the frame is left behind."""
     stem = frame_stem(split, index, count)
-    image, label, instance, polygons = render_frame(seed, split, index, size)
+    image, label, instance, polygons = render_frame(seed, split, index, size, randomize)
     paths = frame_paths(Path(root), split, stem)
     p_lab, p_inst, p_col, p_train, p_poly, p_img = paths
     try:
@@ -103,11 +103,13 @@ def generate(
     seed: int = 0,
     workers: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    randomize: bool = False,
 ) -> dict[str, int]:
     """Write SynthCity to ``out`` in the official layout; returns the frame count per split.
 
     ``workers``: processes (None or 1: in this process). ``progress(split, done, total)`` is called
-    after every frame. Rerunning into an existing SynthCity folder replaces its frames.
+    after every frame. ``randomize``: domain randomisation (random material colours, texture strengths
+    and exposure instead of real-looking ones). Rerunning into an existing SynthCity folder replaces its frames.
     """
     out = Path(out)
     counts = {"train": train, "val": val, "test": test}
@@ -121,12 +123,12 @@ def generate(
         raise CitysegError(f"invalid size {h}x{w}: larger than 4096x8192")
     ours = _check_out(out)
     out.mkdir(parents=True, exist_ok=True)
-    info = {"generator": "SynthCity", "seed": int(seed), "size": [h, w], "counts": counts, "complete": False}
+    info = {"generator": "SynthCity", "version": VERSION, "seed": int(seed), "size": [h, w], "counts": counts, "randomize": bool(randomize), "complete": False}
     atomic_write_json(out / MARKER, info)
     workers = 1 if workers is None else max(1, int(workers))
     for split in SPLITS:
         n = counts[split]
-        jobs = [(out, split, i, n, (h, w), int(seed)) for i in range(n)]
+        jobs = [(out, split, i, n, (h, w), int(seed), bool(randomize)) for i in range(n)]
         stems = set()
         if workers > 1 and n > 1:
             with ProcessPoolExecutor(min(workers, n)) as pool:

@@ -1,0 +1,56 @@
+"""``model_info`` remembered in the user's cache, so ``cityseg models`` counts each model's FLOPs once.
+
+Counting runs every network once (on the meta device) and takes seconds for the whole registry; the counts
+only change with the models' code, torch or the arguments. The cache key holds all of them: a hash of the
+``cityseg.models`` sources, the cityseg and torch versions, the model name, the input size and the class
+count. The cache is one JSON file; an unreadable or unwritable one is ignored and the figures are counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cityseg import __version__
+from cityseg.io import atomic_write_json, user_cache_dir
+from cityseg.models.registry import describe, model_info
+
+CACHE_FILE = "model_info.json"
+
+
+@cache
+def code_fingerprint() -> str:
+    """A hash of the model code, cityseg's and torch's versions: any change to them counts again."""
+    h = hashlib.blake2b(f"{__version__} {torch.__version__}".encode(), digest_size=12)
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def cached_model_info(names: list[str], size: tuple[int, int], num_classes: int, cache_file: Path | None = None) -> list[dict[str, Any]]:
+    """``model_info`` of each name, from the cache where it holds the same key, counted (and stored) otherwise."""
+    path = cache_file or user_cache_dir() / CACHE_FILE
+    stored: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(stored, dict) or stored.get("fingerprint") != code_fingerprint():
+        stored = {"fingerprint": code_fingerprint(), "models": {}}
+    known = stored.setdefault("models", {})
+    rows, counted = [], False
+    for name in names:
+        key = f"{name}|{size[0]}x{size[1]}|{num_classes}"
+        if key not in known:
+            known[key] = model_info(name, size, num_classes)
+            counted = True
+        rows.append({**known[key], "description": describe(name)})  # the description is text, never cached stale
+    if counted:
+        with contextlib.suppress(OSError):  # a read-only home only costs the next call its counting
+            atomic_write_json(path, stored)
+    return rows

@@ -1,0 +1,121 @@
+"""What a training run folder holds, read and checked: ``config.toml``, ``metrics.csv``, the checkpoint, and
+``environment.json`` / ``summary.json`` when the run wrote them. A missing or unreadable required file is one
+``CitysegError`` line naming it, so the report is written whole or not at all."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cityseg.errors import CitysegError
+from cityseg.train.report import CSV_COLUMNS
+
+METRICS = "metrics.csv"
+CONFIG = "config.toml"
+ENVIRONMENT = "environment.json"
+SUMMARY = "summary.json"
+#: checkpoints a report scores, in order of preference: the best validated weights, else the latest
+CHECKPOINTS = ("best.pt", "last.pt")
+
+
+@dataclass
+class RunFiles:
+    """A run folder's contents; ``environment`` and ``summary`` are None when the run did not write them."""
+
+    folder: Path
+    config_text: str
+    config: dict[str, Any]
+    history: list[dict[str, float | None]]
+    checkpoint: Path
+    environment: dict[str, Any] | None
+    summary: dict[str, Any] | None
+
+
+def read_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> RunFiles:
+    """Read ``run_dir``; ``checkpoint`` overrides the one found there (``best.pt``, else ``last.pt``)."""
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        raise CitysegError(f"{folder}: run folder not found")
+    if checkpoint is None:
+        found = [folder / name for name in CHECKPOINTS if (folder / name).is_file()]
+        if not found:
+            raise CitysegError(f"{folder}: no checkpoint ({' or '.join(CHECKPOINTS)}) in the run folder")
+        checkpoint = found[0]
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise CitysegError(f"{checkpoint}: checkpoint not found")
+    config_text = _read_text(folder / CONFIG, "the run's resolved config")
+    try:
+        config = tomllib.loads(config_text)
+    except tomllib.TOMLDecodeError as e:
+        raise CitysegError(f"{folder / CONFIG}: invalid TOML ({e})") from None
+    return RunFiles(
+        folder=folder,
+        config_text=config_text,
+        config=config,
+        history=read_history(folder / METRICS),
+        checkpoint=checkpoint,
+        environment=_read_json(folder / ENVIRONMENT),
+        summary=_read_json(folder / SUMMARY),
+    )
+
+
+def read_history(path: Path) -> list[dict[str, float | None]]:
+    """The rows of ``metrics.csv`` as numbers (empty or NaN cells as None), one dict per epoch."""
+    text = _read_text(path, "the per-epoch metrics the curves are drawn from")
+    reader = csv.DictReader(text.splitlines())
+    header = set(reader.fieldnames or ())
+    rows = list(reader)
+    missing = [c for c in ("epoch", "train_loss") if c not in header]
+    if missing:
+        raise CitysegError(f"{path}: not a cityseg metrics file (no {', '.join(missing)} column; expected {','.join(CSV_COLUMNS)})")
+    if not rows:
+        raise CitysegError(f"{path}: no epoch recorded yet (the run has not finished its first epoch)")
+    history = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            history.append({k: _number(v) for k, v in row.items() if k})
+        except ValueError:
+            raise CitysegError(f"{path}: line {line} holds a value that is not a number") from None
+    return history
+
+
+def best_epoch(history: list[dict[str, float | None]], key: str) -> dict[str, float | None] | None:
+    """The row with the highest ``key`` (the first of equals, as training keeps ``best.pt``), or None."""
+    scored = [r for r in history if r.get(key) is not None]
+    return max(scored, key=lambda r: r[key]) if scored else None
+
+
+def _number(text: str | None) -> float | None:
+    if text is None or not text.strip():
+        return None
+    value = float(text)
+    return None if math.isnan(value) else value
+
+
+def _read_text(path: Path, what: str) -> str:
+    if not path.is_file():
+        raise CitysegError(f"{path}: missing ({what}); is this a run folder written by `cityseg train`?")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CitysegError(f"{path}: cannot read ({e.__class__.__name__})") from None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """An optional JSON file: None when absent; an unreadable one is an error rather than a silent gap."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CitysegError(f"{path}: not readable JSON ({e.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise CitysegError(f"{path}: expected a JSON object")
+    return data
