@@ -280,13 +280,13 @@ def make_read_only(monkeypatch):
             folder.chmod(0o555)
         else:
             with contextlib.suppress(OSError):
-                if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
+                if subprocess.run(["chattr", "+i", str(folder)], capture_output=True, timeout=60).returncode == 0:
                     flagged.append(folder)
         if _still_writable(folder):
             _refuse_writes_inside(folder, monkeypatch)
 
     yield make
     for folder in flagged:
-        subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True, timeout=60)
     for folder in made:
         folder.chmod(0o755)

@@ -164,7 +164,7 @@ def test_sigkill_mid_build_then_rebuild(tmp_path):
     assert started.wait(60)
     time.sleep(0.2)
     os.kill(child.pid, signal.SIGKILL)
-    child.join()
+    child.join(60)
     assert child.exitcode == -signal.SIGKILL
     folder = root / ".cityseg_cache" / "gtFine-train-12x20-area"
     assert list(folder.glob(".images-*.tmp")), "the kill should have hit a build in progress"
@@ -176,7 +176,7 @@ def test_sigkill_mid_build_then_rebuild(tmp_path):
 
 
 def _racer(root, barrier, out):
-    barrier.wait()
+    barrier.wait(60)
     entry = cache.prepare(root, "train", size=SIZE, workers=1)
     out.put(entry.images_path.name)
 
@@ -190,7 +190,7 @@ def test_concurrent_prepare(tmp_path):
         p.start()
     names = [out.get(timeout=120) for _ in procs]
     for p in procs:
-        p.join()
+        p.join(120)
         assert p.exitcode == 0
     assert names[0] == names[1]  # the second waited on the lock and reused the first one's build
     entry = cache.load(root, "train", size=SIZE)

@@ -54,7 +54,7 @@ def test_every_command_has_help(name, capsys):
 
 def test_console_script_error_is_one_line_without_traceback(tmp_path):
     missing = tmp_path / "no_such_root"
-    proc = subprocess.run([sys.executable, "-m", "cityseg", "check", "--data", str(missing)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "cityseg", "check", "--data", str(missing)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(missing) in lines[0] and "Traceback" not in proc.stderr

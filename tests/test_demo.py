@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 
 import numpy as np
 import pytest
+import torch
 
 from cityseg.cli import main
+from cityseg.models.base import SegmentationModel
 from cityseg.tools import demo
 
 #: SynthCity at 128x256 (2 train, 2 val), trained at 64x128 for one epoch: seconds, not minutes
@@ -220,3 +223,64 @@ def test_plan_steps():
     assert demo.plan_steps(0.1, 0.5, 40, 100) == 41  # at least one more step
     assert demo.plan_steps(-5.0, 0.5, 40, 100) == 41
     assert demo.plan_steps(100.0, 0.0, 40, 100) == 100  # no speed measured: the cap
+
+
+class ClockNet(SegmentationModel):
+    """A two-conv net; each training forward advances the fake clock by 1 s for the first ``fast_steps``,
+    then by 2 s (a machine that slows down), so the demo's planning sees a known, changing speed."""
+
+    name = "clock"
+    size_multiple = 4
+    min_size = 8
+    now = 0.0
+    steps = 0
+    fast_steps = 3
+
+    def __init__(self, num_classes: int = 34):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, num_classes, 1))
+
+    def forward(self, x):
+        if self.training:
+            ClockNet.steps += 1
+            ClockNet.now += 1.0 if ClockNet.steps <= ClockNet.fast_steps else 2.0
+        return self.net(x)
+
+
+def test_demo_training_stretches_plan_from_the_probe_and_resume_exactly(tmp_path, monkeypatch):
+    """A 30 s training budget on a fake clock (3 steps per epoch; 1 s a step, then 2 s), no restart time or
+    margin: the 5 s probe stops in step 5 (7 s: 1.4 s/step), which plans 21 steps; the time limit at 60%
+    of the budget cuts that stretch after step 11 (19 s), whose 2 s/step plan 16 steps for the 11 s
+    left. Three stretches, resumed exactly, mid-epoch: the weights of one uninterrupted 16-step run."""
+    from types import SimpleNamespace
+
+    import cityseg.train.loop as loop_module
+    import cityseg.train.run as run_module
+    from cityseg import models
+    from cityseg.checkpoint import load_checkpoint
+    from cityseg.data.synth import generate
+    from cityseg.train.config import apply_overrides, load_recipe
+    from cityseg.train.run import train
+
+    root = tmp_path / "data"
+    generate(root, train=10, val=2, test=0, size=(64, 128), seed=3)
+    monkeypatch.setitem(models.MODELS, "clock", models.Entry(partial(ClockNet), "fake-clock test net"))
+    clock = SimpleNamespace(monotonic=lambda: ClockNet.now)
+    for module in (demo, run_module, loop_module):
+        monkeypatch.setattr(module, "time", clock)
+    for name, value in (("PROBE_S", 5.0), ("REPLAN_AT", 0.6), ("RESTART_S", 0.0), ("PLAN_MARGIN", 0.0)):
+        monkeypatch.setattr(demo, name, value)
+    monkeypatch.setattr(run_module, "plot_curves", lambda *a: None)  # time the test does not need
+    cfg, _ = load_recipe("seed")
+    over = {"model.name": "clock", "data.size": [64, 128], "train.batch_size": 4, "train.eval_batch_size": 2, "train.fast": False, "data.workers": 0}
+    cfg = apply_overrides(cfg, over)
+    lines: list[str] = []
+    ClockNet.now, ClockNet.steps = 0.0, 0
+    s = demo._train(cfg, root, tmp_path / "run", budget_s=30.0, epochs_cap=8, train_images=10, progress=False, log=lines.append)
+    assert (s["steps_done"], s["stopped"]) == (16, "") and ClockNet.steps == 16
+    assert "5 steps in 7 s (1.40 s/step): 21 steps planned in all" in lines
+    assert "11 steps in 19 s (2.00 s/step): 16 steps planned in all" in lines
+    assert [line.split(":")[1] for line in lines if line.startswith("resuming")] == [" epoch 2, step 2/3", " epoch 4, step 2/3"]
+    train(apply_overrides(cfg, {"train.iters": 16}), root, tmp_path / "ref", progress=False, log=lambda _: None)
+    a, b = (load_checkpoint(tmp_path / name / "last.pt")["model"] for name in ("ref", "run"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -242,7 +242,7 @@ def test_pred_dir_scoring_never_imports_torch(synth_small, small_preds, tmp_path
         "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
         "assert not loaded, loaded[:5]\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((tmp_path / "r.json").read_text())["n_images"] == 4
 

@@ -31,6 +31,8 @@ from cityseg.models.base import SegmentationModel
 
 HERE = Path(__file__).resolve().parent
 TOTAL_EPOCHS = 5  # 10 train images, batch 4 -> 3 steps per epoch (last partial): 15 steps
+#: a hang guard for every subprocess wait (a healthy run of the tiny net takes a small fraction of it)
+WAIT_S = 300
 
 
 # ---- the tiny model and fault hooks (used in-process and by the subprocess wrapper) --------------------------
@@ -153,6 +155,7 @@ def start(argv, environ) -> subprocess.Popen:
 
 
 def run(argv, environ, **kw) -> subprocess.CompletedProcess:
+    kw.setdefault("timeout", WAIT_S)
     return subprocess.run([sys.executable, str(HERE / "test_faults.py"), *argv], env=environ, capture_output=True, text=True, **kw)
 
 
@@ -260,10 +263,10 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(data, referen
             proc = start(argv, env(events, save_sleep=0.3))
             hit = wait_for(events, lambda ls: sum(ln.startswith("saving") for ln in ls) >= n, proc)
         if not hit:  # the run ended before the chosen point
-            _, err = proc.communicate()
+            _, err = proc.communicate(timeout=WAIT_S)
             pytest.fail(f"cycle {cycle}: run finished before the {mode} kill point: {err[-500:]}")
         os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate()
+        proc.communicate(timeout=WAIT_S)
         assert proc.returncode == -signal.SIGKILL
         kills[mode] += 1
         if mode == "save":
@@ -290,6 +293,38 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(data, referen
     assert {p.name for p in out.iterdir()} == {p.name for p in reference.iterdir()}
 
 
+def test_sigkill_with_timed_step_checkpoints_then_resume_equals_uninterrupted(data, reference, tmp_path):
+    """``train.checkpoint_minutes`` alone (no step-count saves), at an interval below one step: five SIGKILLs
+    at random moments, each followed by the same command with --resume, end on the uninterrupted run's
+    weights bit for bit; the kills find mid-epoch checkpoints, and the saved position never goes back."""
+    rng = random.Random(20251130)
+    out = tmp_path / "run"
+    timed = ("--set", "train.checkpoint_every=0", "--set", "train.checkpoint_minutes=1e-6")
+    positions = [(0, 0)]
+    for cycle in range(5):
+        events = tmp_path / f"events{cycle}.log"
+        argv = train_args(data, out, *timed, *(["--resume"] if (out / "last.pt").exists() else []))
+        n = rng.randint(1, 3)
+        proc = start(argv, env(events, step_sleep=0.02))
+        if not wait_for(events, lambda ls: sum(ln.startswith("step") for ln in ls) >= n, proc):
+            _, err = proc.communicate(timeout=WAIT_S)
+            pytest.fail(f"cycle {cycle}: run finished before the kill point: {err[-500:]}")
+        time.sleep(rng.uniform(0.0, 0.1))  # anywhere in the step, the save after it, or the next step
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=WAIT_S)
+        assert proc.returncode == -signal.SIGKILL
+        if (out / "last.pt").exists():  # a kill inside the first step finds none yet: --resume starts afresh
+            ck = load_checkpoint(out / "last.pt")
+            positions.append((ck["epoch"], ck["step"]))
+    assert positions == sorted(positions), positions
+    assert any(step > 0 for _, step in positions), f"no kill found a mid-epoch checkpoint: {positions}"
+    assert positions[-1] < (TOTAL_EPOCHS, 0), "the kills should have left work to resume"
+    proc = run(train_args(data, out, *timed, "--resume"), env())
+    assert proc.returncode == 0, proc.stderr
+    assert_same_run(reference, out)
+    assert {p.name for p in out.iterdir()} == {p.name for p in reference.iterdir()}
+
+
 # ---- Ctrl-C -------------------------------------------------------------------------------------------------
 def test_sigint_saves_resumable_checkpoint_and_exits_cleanly(data, reference, tmp_path):
     out = tmp_path / "run"
@@ -297,7 +332,7 @@ def test_sigint_saves_resumable_checkpoint_and_exits_cleanly(data, reference, tm
     proc = start(train_args(data, out, "--set", "train.checkpoint_every=0"), env(events, step_sleep=0.05))
     assert wait_for(events, lambda ls: "step 5" in ls, proc)  # epoch 2, step 2 of 3 is running
     os.kill(proc.pid, signal.SIGINT)
-    stdout, stderr = proc.communicate()
+    stdout, stderr = proc.communicate(timeout=WAIT_S)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr + stdout
     assert "interrupted (SIGINT): saved" in stdout and "--resume" in stdout
@@ -317,7 +352,7 @@ def test_second_sigint_aborts_at_once_and_keeps_last_checkpoint(data, tmp_path):
     os.kill(proc.pid, signal.SIGINT)  # first: finish the step, then save
     time.sleep(0.05)
     os.kill(proc.pid, signal.SIGINT)  # second, while the checkpoint is being written: abort now
-    stdout, stderr = proc.communicate()
+    stdout, stderr = proc.communicate(timeout=WAIT_S)
     assert proc.returncode == 130
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "cityseg train: interrupted"
     ck = load_checkpoint(out / "last.pt")  # the first checkpoint, intact
@@ -340,7 +375,7 @@ def test_full_disk_during_checkpoint_write_is_one_line_and_keeps_checkpoints(dat
     before = tree(out)
     limit = (out / "config.toml").stat().st_size + 4096  # config.toml fits, a checkpoint does not
     argv = train_args(data, out, "--resume", "--epochs", str(TOTAL_EPOCHS + 1))
-    proc = subprocess.run([sys.executable, str(HERE / "test_faults.py"), *argv], env=env(), capture_output=True, text=True, preexec_fn=_limit_file_size(limit))
+    proc = run(argv, env(), preexec_fn=_limit_file_size(limit))
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -388,6 +423,7 @@ def test_full_disk_while_preparing_keeps_the_previous_cache(tmp_path):
         capture_output=True,
         text=True,
         preexec_fn=_limit_file_size(4096),
+        timeout=WAIT_S,
     )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -408,7 +444,7 @@ def test_two_prepare_commands_at_once_do_not_corrupt_the_cache(tmp_path):
     root = write_tiny_dataset(tmp_path / "r", {"train": 12, "val": 3}, size=(48, 96))
     argv = [sys.executable, "-m", "cityseg", "prepare", "--data", str(root), "--size", "24x48", "--workers", "1"]
     procs = [subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    results = [p.communicate() for p in procs]
+    results = [p.communicate(timeout=WAIT_S) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
     for split, n in (("train", 12), ("val", 3)):
         entry = cache.load(root, split, size=(24, 48))

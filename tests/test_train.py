@@ -403,3 +403,172 @@ def test_resume_before_the_first_checkpoint_starts_fresh(synth64, tmp_path, caps
     # the same with the full command line on a folder that does not exist yet
     assert main(["train", "--out", str(tmp_path / "new"), "--resume", *args]) == 0
     assert_same_weights(weights(tmp_path / "ref"), weights(tmp_path / "new"))
+
+
+class BNNet(TinyNet):
+    """TinyNet with BatchNorm: running statistics are state that a resumed run must carry over too.
+    Training forwards record the dtype of the logits (bf16 under autocast)."""
+
+    name = "bn"
+    dtypes: list = []
+
+    def __init__(self, num_classes: int = 34, width: int = 8):
+        super().__init__(num_classes, width)
+        conv = partial(nn.Conv2d, kernel_size=3, padding=1)
+        self.body = nn.Sequential(conv(3, width), nn.BatchNorm2d(width), nn.ReLU(), nn.Dropout2d(0.2), conv(width, width), nn.BatchNorm2d(width), nn.ReLU())
+
+    def forward(self, x):
+        out = super().forward(x)
+        if self.training:
+            BNNet.dtypes.append(out.dtype)
+        return out
+
+
+def standard_cfg(**over):
+    """The standard recipe on the tiny data: augmentation, 2 workers, warmup + poly, AdamW, OHEM with class
+    weights + Lovász, grad clipping, BatchNorm, and bf16 autocast where the CPU has it natively."""
+    from cityseg.runtime import native_bf16
+
+    base = {"model.name": "bn", "train.epochs": 2, "train.batch_size": 4, "data.workers": 2, "schedule.warmup_iters": 2, "train.fast": native_bf16()}
+    cfg = tiny_cfg("standard", **{**base, **over})
+    cfg["loss"] = cfg["loss"][:1]  # the recipe's OHEM term; the Lovász term adds time, not coverage
+    assert cfg["augment"]["enabled"] and cfg["optim"]["name"] == "adamw" and cfg["schedule"]["name"] == "poly" and cfg["train"]["grad_clip"] > 0
+    assert cfg["loss"][0]["name"] == "ohem" and cfg["loss"][0]["class_weights"] == "auto"
+    return cfg
+
+
+def test_standard_recipe_interrupted_and_resumed_equals_uninterrupted(synth64, tmp_path, monkeypatch):
+    """Bitwise: every source of randomness is restored or a function of (seed, epoch, index), and the CPU
+    kernels (bf16 autocast included) give the same bits for the same inputs in one process."""
+    monkeypatch.setitem(models.MODELS, "bn", models.Entry(partial(BNNet), "BatchNorm test net"))
+    cfg = standard_cfg()  # 10 images, batch 4, drop_last: 2 steps per epoch
+    train(cfg, synth64, tmp_path / "full", progress=False)
+    TinyNet.calls, TinyNet.hooks = 0, {3: "sigint"}  # epoch 2, step 1 of 2
+    part = train(cfg, synth64, tmp_path / "resumed", progress=False)
+    assert part["stopped"] == "interrupted" and (part["epoch"], part["step"]) == (1, 1)
+    TinyNet.hooks = {}
+    assert train(cfg, synth64, tmp_path / "resumed", resume=True, progress=False)["stopped"] == ""
+    a, b = (load_checkpoint(tmp_path / name / "last.pt") for name in ("full", "resumed"))
+    assert_same_weights(a["model"], b["model"])
+    assert any(k.endswith("running_var") for k in a["model"])
+    for k, state in a["optimizer"]["state"].items():
+        assert_same_weights(state, b["optimizer"]["state"][k])
+    assert a["scheduler"] == b["scheduler"]
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(a["history"]) == strip(b["history"])
+
+
+def test_bf16_autocast_training_is_finite_and_learns(synth64, tmp_path, monkeypatch):
+    monkeypatch.setitem(models.MODELS, "bn", models.Entry(partial(BNNet), "BatchNorm test net"))
+    BNNet.dtypes = []
+    cfg = tiny_cfg(**{"model.name": "bn", "train.epochs": 1, "train.fast": True})
+    out = train(cfg, synth64, tmp_path / "bf16", progress=False)
+    assert BNNet.dtypes and set(BNNet.dtypes) == {torch.bfloat16}
+    from cityseg.train.state import seed_everything
+
+    seed_everything(cfg["train"]["seed"])  # the run's initial weights
+    before = BNNet().state_dict()
+    ck = load_checkpoint(tmp_path / "bf16" / "last.pt")
+    assert math.isfinite(out["history"][0]["train_loss"]) and math.isfinite(out["metrics"]["val_loss"])
+    for k, v in ck["model"].items():
+        assert v.dtype == before[k].dtype and (not v.is_floating_point() or bool(torch.isfinite(v).all())), k
+    assert not torch.equal(before["head.weight"], ck["model"]["head.weight"])
+
+
+@pytest.mark.parametrize(("label_mode", "best_epoch"), [("trainIds", 2), ("labelIds", 1)])
+def test_best_checkpoint_holds_the_weights_of_the_best_epoch(synth64, tmp_path, monkeypatch, label_mode, best_epoch):
+    """best.pt is selected by miou_19 for trainIds runs and miou_34 for labelIds runs (scores patched so the
+    two, and pixel accuracy, peak at different epochs, with worse epochs after the peak)."""
+    import cityseg.train.run as run_module
+
+    scores = {"miou_19": [0.2, 0.6, 0.4], "miou_34": [0.5, 0.3, 0.4], "pixel_acc": [0.1, 0.2, 0.9]}
+    epoch_weights = {}
+    save = run_module.save_checkpoint
+
+    def fake_evaluate(ctx, loader, mode, show=False):
+        e = len(epoch_weights)  # the epochs recorded so far
+        return {**{k: v[e] for k, v in scores.items()}, "val_loss": 1.0}
+
+    def spy_save(path, ckpt):
+        if path.name == "last.pt" and ckpt.step == 0:
+            epoch_weights[ckpt.epoch] = {k: v.clone() for k, v in ckpt.model.items()}
+        save(path, ckpt)
+
+    monkeypatch.setattr(run_module, "evaluate", fake_evaluate)
+    monkeypatch.setattr(run_module, "save_checkpoint", spy_save)
+    monkeypatch.setattr(run_module, "plot_curves", lambda *a: None)  # time the test does not need
+    train(tiny_cfg(**{"train.epochs": 3, "data.label_mode": label_mode}), synth64, tmp_path / "run", progress=False)
+    assert sorted(epoch_weights) == [1, 2, 3]
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    key = "miou_19" if label_mode == "trainIds" else "miou_34"
+    assert best["epoch"] == best_epoch and best["best_miou"] == scores[key][best_epoch - 1] == best["metrics"][key]
+    assert_same_weights(best["model"], epoch_weights[best_epoch])
+    assert not torch.equal(best["model"]["head.weight"], epoch_weights[3]["head.weight"])  # later epochs differ
+
+
+def test_max_minutes_cuts_training_at_the_deadline_and_resumes_exactly(synth64, tmp_path, monkeypatch):
+    """A clock that advances one minute per training forward: with ``max_minutes = 1.5`` each invocation
+    stops after the step during which the deadline passed (the second), resumably, mid-epoch or not."""
+    from types import SimpleNamespace
+
+    import cityseg.train.run as run_module
+
+    cfg = tiny_cfg(**{"train.epochs": 2, "train.checkpoint_minutes": 0.0})  # 3 steps per epoch
+    train(cfg, synth64, tmp_path / "full", progress=False)
+    TinyNet.calls = 0
+    monkeypatch.setattr(run_module, "time", SimpleNamespace(monotonic=lambda: 60.0 * TinyNet.calls))
+    monkeypatch.setattr(run_module, "plot_curves", lambda *a: None)  # time the test does not need
+    limited = apply_overrides(cfg, {"train.max_minutes": 1.5})
+    lines: list[str] = []
+    stops = []
+    for resume in (False, True, True):
+        s = train(limited, synth64, tmp_path / "cut", resume=resume, progress=False, log=lines.append)
+        stops.append((s["stopped"], s["epoch"], s["step"]))
+    # steps 1-2; then step 3 (ends epoch 1) and 4; then 5 and 6 (the last: the run is complete)
+    assert stops == [("time limit", 0, 2), ("time limit", 1, 1), ("time limit", 2, 0)]
+    assert sum("time limit of 1.5 min reached" in line for line in lines) == 3
+    assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "cut"))
+
+
+def test_tensorboard_writes_scalars_or_refuses_with_one_line(synth64, tmp_path, monkeypatch, capsys):
+    """Without the tensorboard package, ``--tensorboard`` is a one-line error (exit 2) before any training;
+    with it, every epoch's scalars go to RUN_DIR/tensorboard (a stand-in SummaryWriter records them here)."""
+    import sys
+    import types
+
+    cfg = tiny_cfg(**{"train.epochs": 2, "train.tensorboard": True})
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # the import fails as if not installed
+    with pytest.raises(CitysegError, match="needs the tensorboard package"):
+        train(cfg, synth64, tmp_path / "missing", progress=False)
+    code, err = _cli(capsys, "train", "--out", str(tmp_path / "cli"), *tiny_cli_args(synth64), "--tensorboard")
+    assert code == 2 and "pip install tensorboard" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "missing").exists() and not (tmp_path / "cli").exists()
+
+    class Writer:
+        made: list = []
+
+        def __init__(self, log_dir):
+            self.log_dir, self.scalars, self.closed = log_dir, [], False
+            Writer.made.append(self)
+
+        def add_scalar(self, tag, value, step):
+            self.scalars.append((tag, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    train(cfg, synth64, tmp_path / "tb", progress=False)
+    (w,) = Writer.made
+    assert w.log_dir == str(tmp_path / "tb" / "tensorboard") and w.closed
+    for tag in ("train_loss", "val_loss", "miou_34", "lr"):
+        assert [step for t, step in w.scalars if t == tag] == [1, 2], tag
+
+
+def test_tensorboard_event_files(synth64, tmp_path):
+    pytest.importorskip("tensorboard")
+    train(tiny_cfg(**{"train.epochs": 1, "train.tensorboard": True}), synth64, tmp_path / "tb", progress=False)
+    assert list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))

@@ -74,6 +74,7 @@ DEFAULTS: dict[str, Any] = {
         "drop_last": False,
         "max_minutes": 0.0,  # stop (resumably) after this much training time; 0 = no limit
         "checkpoint_every": 0,  # also write last.pt every N steps inside an epoch; 0 = epoch ends only
+        "checkpoint_minutes": 5.0,  # also write last.pt inside an epoch once this long since the last save; 0 = off
         "val_every": 1,
         "deterministic": False,  # torch.use_deterministic_algorithms
         "tensorboard": False,
@@ -307,6 +308,7 @@ def validate(cfg: dict[str, Any], source: str = "config") -> dict[str, Any]:
         "train.grad_clip": t["grad_clip"],
         "train.max_minutes": t["max_minutes"],
         "train.checkpoint_every": t["checkpoint_every"],
+        "train.checkpoint_minutes": t["checkpoint_minutes"],
         "train.iters": t["iters"],
         "optim.weight_decay": o["weight_decay"],
         "optim.eps": o["eps"],

@@ -6,6 +6,7 @@ them training runs as a single process. gloo on CPU, nccl on CUDA.
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,9 @@ import torch
 import torch.distributed as dist
 
 from cityseg.errors import CitysegError
+
+#: how long a process waits for its peers (joining, and in every collective) before failing instead of hanging
+TIMEOUT = datetime.timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ def init_distributed_mode(device: str | None = None) -> DistInfo:
         dev, backend = torch.device("cpu"), "gloo"
     initialized_here = False
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world, **({"device_id": dev} if use_cuda else {}))
+        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world, timeout=TIMEOUT, **({"device_id": dev} if use_cuda else {}))
         initialized_here = True
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev, initialized_here=initialized_here)
 

@@ -84,12 +84,12 @@ def _backward(ctx: StepContext, loss: torch.Tensor) -> bool:
 
 
 def train_step(
-    ctx: StepContext, x: torch.Tensor, y: torch.Tensor, should_stop: Callable[[], list[bool]], running: dict[str, Any], epoch: int, step: int
+    ctx: StepContext, x: torch.Tensor, y: torch.Tensor, poll: Callable[[], list[bool]], running: dict[str, Any], epoch: int, step: int
 ) -> tuple[list[bool], str]:
-    """One optimiser step, or a skipped one under ``nan_policy = "skip"``; returns the stop flags agreed
-    over all processes and what was skipped ("" for a normal step)."""
+    """One optimiser step, or a skipped one under ``nan_policy = "skip"``; returns ``poll()``'s flags agreed
+    over all processes (one collective with the loss check) and what was skipped ("" for a normal step)."""
     loss = ctx.criterion(_as_float32(ctx.forward(x)), y.to(ctx.info.device, non_blocking=True), ctx.progress)
-    flags = D.all_flags([not bool(torch.isfinite(loss)), *should_stop()], ctx.info)
+    flags = D.all_flags([not bool(torch.isfinite(loss)), *poll()], ctx.info)
     bad = flags[0] or _backward(ctx, loss)
     if bad:
         ctx.optimizer.zero_grad(set_to_none=True)
@@ -115,17 +115,21 @@ def train_one_epoch(
     epoch: int,
     step: int,
     running: dict[str, Any],
-    should_stop: Callable[[], list[bool]],
-    after_step: Callable[[int], None],
+    poll: Callable[[], list[bool]],
+    after_step: Callable[[int, bool], None],
     bar: Any,
     say: Callable[[str], None],
 ) -> tuple[int, list[bool]]:
-    """Train over ``loader`` from ``step``; returns (steps done, stop flags [interrupted, time limit])."""
+    """Train over ``loader`` from ``step``; returns (steps done, stop flags [interrupted, time limit]).
+
+    ``poll()`` returns [stop requested, time limit reached, checkpoint due] for this process; every
+    process acts on the flags agreed over all of them, so collective saves and stops stay in step.
+    ``after_step(step, checkpoint_due)`` runs after each step that does not stop the epoch."""
     ctx.net.train()
-    flags = [False, False]
+    flags = [False, False, False]
     tick = time.monotonic()
     for x, y in loader:
-        flags, skipped = train_step(ctx, x, y, should_stop, running, epoch, step)
+        flags, skipped = train_step(ctx, x, y, poll, running, epoch, step)
         if skipped:
             say("\n" + skipped)
         step += 1
@@ -138,10 +142,10 @@ def train_one_epoch(
             lr=f"{ctx.optimizer.param_groups[0]['lr']:.2e}",
         )
         tick = now
-        if any(flags):
+        if flags[0] or flags[1]:
             break
-        after_step(step)
-    return step, flags
+        after_step(step, flags[2])
+    return step, flags[:2]
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cityseg.errors import CitysegError
 from cityseg.io import atomic_path, atomic_write_text
 
 CSV_COLUMNS = ("epoch", "train_loss", "val_loss", "pixel_acc", "miou_19", "miou_34", "lr", "seconds")
@@ -69,19 +70,25 @@ def _nan(v: Any) -> float:
     return math.nan if v is None else float(v)
 
 
-class TensorBoard:
-    """Optional TensorBoard scalars under RUN_DIR/tensorboard (the import is lazy; skipped if missing)."""
+def check_tensorboard() -> None:
+    """Refuse ``train.tensorboard = true`` without the tensorboard package, before any training time is spent."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        raise CitysegError(
+            "--tensorboard (train.tensorboard = true) needs the tensorboard package: pip install tensorboard, or train without it (--set train.tensorboard=false)"
+        ) from None
 
-    def __init__(self, folder: Path, enabled: bool, log=print):
+
+class TensorBoard:
+    """Optional TensorBoard scalars under RUN_DIR/tensorboard (the import is lazy: only runs that ask need it)."""
+
+    def __init__(self, folder: Path, enabled: bool):
         self.writer = None
-        if not enabled:
-            return
-        try:
+        if enabled:
             from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            log("tensorboard is not installed (pip install tensorboard): skipping TensorBoard logging")
-            return
-        self.writer = SummaryWriter(log_dir=str(folder))
+
+            self.writer = SummaryWriter(log_dir=str(folder))
 
     def scalars(self, row: dict[str, Any], step: int) -> None:
         if self.writer is None:

@@ -2,7 +2,9 @@
 
 Runs alone or under torchrun. Everything needed to continue exactly lives in ``RUN_DIR/last.pt``:
 weights, optimizer, LR scheduler, grad scaler, epoch and step within the epoch, the metric history and
-the RNG states. Data order and augmentation are functions of ``(seed, epoch, index)``, and the global
+the RNG states. It is rewritten (atomically) at every epoch end and, inside an epoch, once
+``train.checkpoint_minutes`` have passed since the last save (or every ``train.checkpoint_every`` steps),
+so a preempted job loses at most that much work. Data order and augmentation are functions of ``(seed, epoch, index)``, and the global
 RNGs are reseeded from ``(seed, epoch, rank)`` at every epoch start, so a run killed at any point and
 resumed from its last checkpoint reaches the same weights as one that never stopped.
 
@@ -33,14 +35,14 @@ from cityseg.data.transforms import train_transform
 from cityseg.errors import CitysegError
 from cityseg.io import atomic_write_json, atomic_write_text
 from cityseg.models import build_model
-from cityseg.runtime import environment, resolve_fast
+from cityseg.runtime import environment, process_context, resolve_fast
 from cityseg.train import distributed as D
 from cityseg.train.config import dump_toml, validate
 from cityseg.train.init import init_from_checkpoint
 from cityseg.train.loop import StepContext, evaluate, new_running, train_one_epoch
 from cityseg.train.losses import build_loss
 from cityseg.train.mix import source_roots, train_sampler
-from cityseg.train.report import TensorBoard, epoch_line, plot_curves, write_metrics_csv
+from cityseg.train.report import TensorBoard, check_tensorboard, epoch_line, plot_curves, write_metrics_csv
 from cityseg.train.sampler import EpochBatchSampler, epoch_seed
 from cityseg.train.schedule import build_scheduler
 from cityseg.train.state import StopRequest, get_rng_state, seed_everything, set_rng_state
@@ -131,6 +133,13 @@ def class_pixel_counts(ds: CityscapesDataset, num_classes: int) -> torch.Tensor:
         y = torch.from_numpy(np.asarray(ds.load(i)[1], dtype=np.int64).reshape(-1))  # before augmentation
         counts += torch.bincount(y[y < num_classes], minlength=num_classes).double()
     return counts
+
+
+def loader_workers(cfg: dict[str, Any]) -> dict[str, Any]:
+    """DataLoader worker options: ``data.workers`` processes started the runtime's way (fork where the
+    platform has it), also in a process that was itself spawned (``mp.spawn`` makes spawn its default)."""
+    n = cfg["data"]["workers"]
+    return {"num_workers": n, "multiprocessing_context": process_context() if n > 0 else None}
 
 
 @dataclass
@@ -269,7 +278,7 @@ def setup(cfg: dict[str, Any], root: Path, out: Path, info: D.DistInfo, say: Cal
     if len(sampler) == 0:
         raise CitysegError(f"{root}: split {cfg['data']['train_split']!r} has {len(train_ds)} images, fewer than one batch of {t['batch_size']} (drop_last)")
     val_subset = torch.utils.data.Subset(val_ds, list(range(info.rank, len(val_ds), info.world_size)))
-    val_loader = torch.utils.data.DataLoader(val_subset, batch_size=t["eval_batch_size"], shuffle=False, num_workers=cfg["data"]["workers"])
+    val_loader = torch.utils.data.DataLoader(val_subset, batch_size=t["eval_batch_size"], shuffle=False, **loader_workers(cfg))
     channels_last, amp_dtype = resolve_fast(t["fast"], info.device)
     net = _wrap_model(model, cfg, info, channels_last)
     optimizer = build_optimizer(model, cfg["optim"])
@@ -340,7 +349,7 @@ def _epoch_loader(run: Run, epoch: int) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(
         run.train_ds,
         batch_sampler=run.sampler,
-        num_workers=run.cfg["data"]["workers"],
+        **loader_workers(run.cfg),
         pin_memory=info.device.type == "cuda",
         generator=torch.Generator().manual_seed(epoch_seed(seed, epoch, 2)),
     )
@@ -384,34 +393,44 @@ def fit(run: Run, progress: bool) -> tuple[str, str]:
 
     t, info = run.cfg["train"], run.info
     show = progress and info.is_main
-    tb = TensorBoard(run.out / "tensorboard", bool(t["tensorboard"]) and info.is_main, log=run.say)
+    tb = TensorBoard(run.out / "tensorboard", bool(t["tensorboard"]) and info.is_main)
     t0, limit_s, stopped = time.monotonic(), t["max_minutes"] * 60.0, ""
+    every_s = t["checkpoint_minutes"] * 60.0
+    saved_at = t0
     steps = len(run.sampler)
 
-    def after_step(step: int) -> None:
+    def save_last() -> None:
+        nonlocal saved_at
+        run.save(LAST)
+        saved_at = time.monotonic()
+
+    def after_step(step: int, save_due: bool) -> None:
+        # a mid-epoch last.pt is the same state a Ctrl-C saves: --resume continues from it exactly
         run.step = step
-        if t["checkpoint_every"] and step % t["checkpoint_every"] == 0 and step < steps:
-            run.save(LAST)
+        if (save_due or (t["checkpoint_every"] and step % t["checkpoint_every"] == 0)) and step < n:  # n: this epoch's steps
+            save_last()
 
     try:
         with StopRequest() as stop:
 
-            def should_stop() -> list[bool]:
-                return [stop.requested, limit_s > 0 and time.monotonic() - t0 > limit_s]
+            def poll() -> list[bool]:
+                now = time.monotonic()
+                return [stop.requested, limit_s > 0 and now - t0 > limit_s, every_s > 0 and now - saved_at > every_s]
 
             epochs = planned_epochs(t, steps)
             for epoch in range(run.epoch, epochs):
                 n = epoch_steps(t, steps, epoch)
                 loader = itertools.islice(_epoch_loader(run, epoch), n - run.step)
                 bar = tqdm(total=n, initial=run.step, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, dynamic_ncols=True, unit="step")
-                run.step, flags = train_one_epoch(run.ctx, loader, epoch, run.step, run.running, should_stop, after_step, bar, run.say)
+                run.step, flags = train_one_epoch(run.ctx, loader, epoch, run.step, run.running, poll, after_step, bar, run.say)
                 bar.close()
                 if any(flags):
                     stopped = "interrupted" if flags[0] else "time limit"
                 if stopped and run.step < n:
                     run.save(LAST)  # resumable mid-epoch
                     break
-                end_epoch(run, epoch, tb, show)
+                end_epoch(run, epoch, tb, show)  # writes last.pt
+                saved_at = time.monotonic()
                 if stopped:
                     break
     except KeyboardInterrupt:
@@ -434,6 +453,8 @@ def train(
     cfg = validate(copy.deepcopy(cfg))
     if not cfg["model"]["name"]:
         raise CitysegError("no model given (--model NAME)")
+    if cfg["train"]["tensorboard"]:
+        check_tensorboard()
     out = Path(out_dir)
     if resume and not check_run_dir(out, resume):
         log(f"{out}: no checkpoint to resume yet; starting a fresh run")

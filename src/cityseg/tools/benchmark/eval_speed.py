@@ -17,6 +17,8 @@ from cityseg.errors import CitysegError
 from cityseg.tools.benchmark.config import FULLRES
 
 # ---- `cityseg evaluate --pred-dir` vs the official script ----------------------------------------
+#: a hang guard for one timed evaluation process, far above what a healthy one needs
+EVAL_TIMEOUT_S = 3600
 #: the official evaluator as its console script runs it (``csEvalPixelLevelSemanticLabeling``); NumPy 2.4
 #: removed ``np.in1d``, which cityscapesScripts still calls, so it is restored (same semantics) first
 OFFICIAL_EVAL = (
@@ -90,7 +92,10 @@ def eval_speed(work: Path, images: int = 3, repeats: int = 3, val_frames: int = 
 
     def timed(cmd: list[str], env: dict[str, str], what: str) -> float:
         t0 = time.perf_counter()
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=work)
+        try:
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=work, timeout=EVAL_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise CitysegError(f"{what} did not finish in {EVAL_TIMEOUT_S} s") from None
         elapsed = time.perf_counter() - t0
         if done.returncode != 0:
             tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
