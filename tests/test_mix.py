@@ -5,14 +5,11 @@ two generated SynthCity roots at 64x128."""
 from __future__ import annotations
 
 import math
-import os
-import signal
 from functools import partial
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from cityseg import models
 from cityseg.checkpoint import load_checkpoint
@@ -20,35 +17,13 @@ from cityseg.data.dataset import CityscapesDataset
 from cityseg.data.mix import MixedDataset
 from cityseg.data.transforms import classmix
 from cityseg.errors import CitysegError
-from cityseg.models.base import SegmentationModel
 from cityseg.train import distributed as D
 from cityseg.train.config import apply_overrides, dump_toml, load_recipe
 from cityseg.train.init import init_from_checkpoint
 from cityseg.train.mix import WeightedEpochBatchSampler, weighted_order
 from cityseg.train.run import build_train_set, setup, train
 from cityseg.train.sampler import EpochBatchSampler
-
-
-class MixNet(SegmentationModel):
-    """2 convs + dropout; ``hooks[n] == "sigint"`` sends Ctrl-C at the n-th training forward."""
-
-    name = "mixnet"
-    size_multiple = 4
-    min_size = 8
-    hooks: dict = {}
-    calls = 0
-
-    def __init__(self, num_classes: int = 34, width: int = 8):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.2))
-        self.head = nn.Conv2d(width, num_classes, 1)
-
-    def forward(self, x):
-        if self.training:
-            MixNet.calls += 1
-            if MixNet.hooks.get(MixNet.calls) == "sigint":
-                os.kill(os.getpid(), signal.SIGINT)
-        return self.head(self.body(x))
+from hooknet import HookNet as MixNet
 
 
 @pytest.fixture(autouse=True)

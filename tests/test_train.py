@@ -9,8 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import signal
 from functools import partial
 
 import pytest
@@ -22,35 +20,9 @@ from cityseg.checkpoint import load_checkpoint
 from cityseg.cli import main
 from cityseg.errors import CitysegError
 from cityseg.models import model_from_checkpoint
-from cityseg.models.base import SegmentationModel
 from cityseg.train.config import apply_overrides, load_recipe
 from cityseg.train.run import train
-
-
-class TinyNet(SegmentationModel):
-    """3 convs + dropout; ``hooks`` lets a test act at the n-th training forward (Ctrl-C, NaN)."""
-
-    name = "tiny"
-    size_multiple = 4
-    min_size = 8
-    hooks: dict = {}
-    calls = 0
-
-    def __init__(self, num_classes: int = 34, width: int = 8):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.2), nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
-        self.head = nn.Conv2d(width, num_classes, 1)
-
-    def forward(self, x):
-        out = self.head(self.body(x))
-        if self.training:
-            TinyNet.calls += 1
-            action = TinyNet.hooks.get(TinyNet.calls)
-            if action == "sigint":
-                os.kill(os.getpid(), signal.SIGINT)
-            elif action == "nan":
-                out = out * float("nan")
-        return out
+from hooknet import HookNet as TinyNet
 
 
 @pytest.fixture(autouse=True)
