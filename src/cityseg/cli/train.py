@@ -44,6 +44,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+#: the flags that set one recipe key as they are (argparse dest -> dotted key)
+FLAG_KEYS = {
+    "model": "model.name",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "lr": "optim.lr",
+    "seed": "train.seed",
+    "workers": "data.workers",
+    "max_minutes": "train.max_minutes",
+}
+
+
 def resolve_config(args: argparse.Namespace) -> dict:
     """Recipe (or the run's own config with --resume) + dedicated flags + --set overrides, validated."""
     from pathlib import Path
@@ -59,23 +71,9 @@ def resolve_config(args: argparse.Namespace) -> dict:
         cfg, _ = load_recipe(run_config)
     else:
         cfg, _ = load_recipe(args.config or "seed")
-    flags = {}
-    if args.model is not None:
-        flags["model.name"] = args.model
-    if args.epochs is not None:
-        flags["train.epochs"] = args.epochs
-    if args.batch_size is not None:
-        flags["train.batch_size"] = args.batch_size
+    flags = {key: getattr(args, dest) for dest, key in FLAG_KEYS.items() if getattr(args, dest) is not None}
     if args.size is not None:
         flags["data.size"] = list(args.size)
-    if args.lr is not None:
-        flags["optim.lr"] = args.lr
-    if args.seed is not None:
-        flags["train.seed"] = args.seed
-    if args.workers is not None:
-        flags["data.workers"] = args.workers
-    if args.max_minutes is not None:
-        flags["train.max_minutes"] = args.max_minutes
     if args.tensorboard:
         flags["train.tensorboard"] = True
     cfg = apply_overrides(cfg, flags, source="command line")

@@ -138,14 +138,7 @@ class Predictor:
         where = "" if isinstance(path_or_ckpt, dict) else f"{path_or_ckpt}: "
         if not ckpt.get("input_size"):
             raise CitysegError(f"{where}checkpoint has no input_size")
-        kwargs = dict(
-            label_mode=ckpt["label_mode"],
-            input_size=ckpt["input_size"],
-            interpolation=ckpt.get("interpolation") or "area",
-            mean=ckpt.get("mean"),
-            std=ckpt.get("std"),
-            num_classes=ckpt["num_classes"],
-        )
+        kwargs = _preprocessing(ckpt)
         kwargs.update(overrides)
         return cls(model, device=device, **kwargs)
 
@@ -158,14 +151,7 @@ class Predictor:
         if expect_label_mode is not None and meta["label_mode"] != expect_label_mode:
             raise CitysegError(f"{path}: ONNX model was trained on {meta['label_mode']}, not {expect_label_mode}")
         overrides.pop("device", None)
-        kwargs = dict(
-            label_mode=meta["label_mode"],
-            input_size=meta["input_size"],
-            interpolation=meta.get("interpolation") or "area",
-            mean=meta.get("mean"),
-            std=meta.get("std"),
-            num_classes=meta.get("num_classes"),
-        )
+        kwargs = _preprocessing(meta)
         kwargs.update(overrides)
         return cls(session, device="cpu", **kwargs)
 
@@ -307,3 +293,15 @@ class Predictor:
     def __repr__(self) -> str:
         backend = "onnxruntime" if self.onnx else type(self.model).__name__
         return f"Predictor({backend}, {self.label_mode}, input_size={self.input_size}, mode={self.mode}, flip={self.flip}, scales={self.scales})"
+
+
+def _preprocessing(info: dict[str, Any]) -> dict[str, Any]:
+    """The Predictor arguments a checkpoint or an exported model's metadata records about its input."""
+    return {
+        "label_mode": info["label_mode"],
+        "input_size": info["input_size"],
+        "interpolation": info.get("interpolation") or "area",
+        "mean": info.get("mean"),
+        "std": info.get("std"),
+        "num_classes": info.get("num_classes"),
+    }
