@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import types
 from pathlib import Path
@@ -219,6 +220,38 @@ def test_results_figure_rows_are_first_n_sorted_frames_in_the_official_palette(c
         assert (errors[right][:, 0] == errors[right][:, 1]).all()  # grey where right
 
 
+def test_predictor_takes_the_models_own_full_resolution_mode(tmp_path, monkeypatch):
+    """A model whose whole frame does not fit (``full_res_mode = "slide"``) slides unless told otherwise,
+    from a checkpoint and from its ONNX metadata; an explicit mode wins."""
+    from cityseg.infer import onnx as onnx_mod
+    from cityseg.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("residual_unet_attn", num_classes=19).eval()
+    assert model.full_res_mode == "slide"
+    path = tmp_path / "attn.pt"
+    save_checkpoint(
+        path,
+        {
+            "model": model.state_dict(),
+            "model_name": "residual_unet_attn",
+            "model_options": {},
+            "label_mode": "trainIds",
+            "num_classes": 19,
+            "input_size": [32, 64],
+        },
+    )
+    assert Predictor.from_checkpoint(path).mode == "slide"
+    assert Predictor.from_checkpoint(path, mode="whole").mode == "whole"
+    meta = {k: json.loads(v) for k, v in onnx_mod._metadata(torch.load(path, weights_only=True), (32, 64), "dynamo", "slide").items()}
+    monkeypatch.setattr("cityseg.infer.predictor.load_onnx", lambda p: (object(), meta))
+    monkeypatch.setattr("cityseg.infer.predictor.is_onnx_session", lambda m: True)
+    monkeypatch.setattr("cityseg.infer.predictor.OnnxModel", lambda m: m)
+    assert Predictor.from_onnx("attn.onnx").mode == "slide"
+    del meta["full_res_mode"]  # an export from before the key existed: whole, as it was then
+    assert Predictor.from_onnx("attn.onnx").mode == "whole"
+
+
 # ---- ONNX export and onnxruntime prediction -----------------------------------------------------
 @pytest.fixture(scope="module")
 def onnx_export(ckpt_train, tmp_path_factory):
@@ -257,6 +290,7 @@ def test_export_has_dynamic_batch_and_matches_pytorch(ckpt_train, onnx_export):
     assert meta["exporter"] == "dynamo" and "failed" not in printed, printed
     assert printed.startswith(f"wrote {onnx_file}: {MODEL}, input Bx3x{SIZE[0]}x{SIZE[1]}, opset 18, exporter dynamo\n"), printed
     assert meta["mean"] == [0.3, 0.3, 0.3] and meta["model_name"] == MODEL
+    assert meta["full_res_mode"] == "whole" and Predictor.from_onnx(onnx_file).mode == "whole"
 
     model, _ = model_from_checkpoint(ckpt_train)
     model.eval()
@@ -396,7 +430,6 @@ def test_every_registered_model_exports_to_onnx(name, tmp_path):
 
 def test_evaluate_accepts_the_onnx_file(ckpt_train, onnx_file, tiny_root, tmp_path):
     """`cityseg evaluate --checkpoint model.onnx` scores the onnxruntime predictions like the checkpoint's."""
-    import json
 
     a, b = tmp_path / "onnx" / "s.json", tmp_path / "pt" / "s.json"
     for model, out in ((onnx_file, a), (ckpt_train, b)):

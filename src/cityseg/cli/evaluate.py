@@ -31,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scales", type=scales_arg, default=(1.0,), metavar="S1,S2,...", help="test-time augmentation: input scales, e.g. 0.75,1,1.25 (default: 1)"
     )
-    parser.add_argument("--mode", choices=("whole", "slide"), default="whole", help="inference mode (default: whole)")
+    parser.add_argument(
+        "--mode", choices=("whole", "slide"), default=None, help="inference mode (default: the model's own; whole for all but residual_unet_attn)"
+    )
     parser.add_argument("--device", default="cpu", help="torch device for --checkpoint (default: cpu)")
     parser.add_argument("--workers", type=int, default=None, help="PNG decoding threads (default: up to 4)")
     parser.add_argument("--no-confusion", action="store_true", help="do not draw confusion.png")
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         pred_dir = os.environ.get("CITYSCAPES_RESULTS") or None
         if pred_dir is None:
             raise CitysegError("nothing to evaluate: pass --checkpoint CKPT or --pred-dir DIR (or set $CITYSCAPES_RESULTS)")
-    if args.checkpoint is None and (args.at_model_size or args.flip or args.scales != (1.0,) or args.mode != "whole"):
+    if args.checkpoint is None and (args.at_model_size or args.flip or args.scales != (1.0,) or args.mode is not None):
         raise CitysegError("--at-model-size, --flip, --scales and --mode need --checkpoint (a model to run)")
     progress = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
     frames = None

@@ -24,7 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scales", type=scales_arg, default=(1.0,), metavar="S1,S2,...", help="multi-scale test-time augmentation, e.g. 0.75,1,1.25 (default: 1)"
     )
     parser.add_argument(
-        "--mode", choices=("whole", "slide"), default="whole", help="whole image at the model's input size, or sliding windows at full resolution"
+        "--mode",
+        choices=("whole", "slide"),
+        default=None,
+        help="whole image at the model's input size, or sliding windows at full resolution (default: the model's own; whole for all but residual_unet_attn)",
     )
     parser.add_argument("--window", default=None, metavar="HxW", help="slide window (default: the input size)")
     parser.add_argument("--stride", default=None, metavar="HxW", help="slide stride (default: 2/3 of the window)")

@@ -147,7 +147,7 @@ def score_checkpoint(
     at_model_size: bool = False,
     flip: bool = False,
     scales: Sequence[float] = (1.0,),
-    mode: str = "whole",
+    mode: str | None = None,
     device: str = "cpu",
     workers: int | None = None,
     progress: bool = False,

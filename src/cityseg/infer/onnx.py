@@ -28,10 +28,10 @@ from cityseg.io import atomic_path, prepare_target
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 #: metadata keys stored as JSON in ``metadata_props`` (all values are JSON strings)
-METADATA_KEYS = ("model_name", "model_options", "label_mode", "num_classes", "class_names", "input_size", "interpolation", "mean", "std")
+METADATA_KEYS = ("model_name", "model_options", "label_mode", "num_classes", "class_names", "input_size", "interpolation", "mean", "std", "full_res_mode")
 
 
-def _metadata(ckpt: dict[str, Any], size: tuple[int, int], exporter: str) -> dict[str, str]:
+def _metadata(ckpt: dict[str, Any], size: tuple[int, int], exporter: str, full_res_mode: str) -> dict[str, str]:
     meta = {
         "model_name": ckpt["model_name"],
         "model_options": dict(ckpt.get("model_options") or {}),
@@ -42,6 +42,7 @@ def _metadata(ckpt: dict[str, Any], size: tuple[int, int], exporter: str) -> dic
         "interpolation": ckpt.get("interpolation") or "area",
         "mean": ckpt.get("mean"),
         "std": ckpt.get("std"),
+        "full_res_mode": full_res_mode,
     }
     out = {k: json.dumps(v) for k, v in meta.items()}
     out["cityseg_version"] = json.dumps(__version__)
@@ -126,6 +127,7 @@ def export_onnx(
     if exporter not in ("auto", "dynamo", "torchscript"):
         raise CitysegError(f"unknown exporter {exporter!r}: choose auto, dynamo or torchscript")
     model, ckpt = model_from_checkpoint(checkpoint)
+    full_res_mode = getattr(model, "full_res_mode", "whole")
     h, w = (int(v) for v in (size or ckpt.get("input_size") or ()))
     check = getattr(model, "check_input_shape", None)
     if check is not None:
@@ -149,7 +151,7 @@ def export_onnx(
         if used is None:
             raise CitysegError(f"{out}: ONNX export failed ({fallback_reason})")
         proto = onnx.load(os.fspath(raw))  # pulls external data (if any) back into one self-contained file
-        for key, value in _metadata(ckpt, (h, w), used).items():
+        for key, value in _metadata(ckpt, (h, w), used, full_res_mode).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.checker.check_model(proto)

@@ -42,7 +42,8 @@ class Predictor:
     ``fast="auto"`` runs the variant (BN folded; layout, bf16, fused blocks) that a timed trial on this CPU
     picked for this model and input shape (``cityseg.infer.fastpath``; cached, so the trial runs once).
     ``mode="whole"`` resizes the image to ``input_size`` x scale and runs the model once per scale (and
-    flip). ``mode="slide"`` resizes the image to its full size x scale and runs ``window``-sized crops
+    flip); ``mode=None`` (the default) takes the model's own ``full_res_mode`` (the one recorded in an ONNX
+    export's metadata), so a model whose whole frame does not fit in memory slides. ``mode="slide"`` resizes the image to its full size x scale and runs ``window``-sized crops
     every ``stride`` pixels (defaults: ``input_size`` and 2/3 of it), averaging overlapping logits with a
     count map, as mmsegmentation does; use it for models trained on crops of full-resolution images.
     With ``flip`` or several ``scales`` the softmax probabilities of all passes are averaged.
@@ -59,7 +60,7 @@ class Predictor:
         device: str | torch.device = "cpu",
         flip: bool = False,
         scales: Iterable[float] = (1.0,),
-        mode: str = "whole",
+        mode: str | None = None,
         window: Sequence[int] | None = None,
         stride: Sequence[int] | None = None,
         batch_size: int = 1,
@@ -81,6 +82,8 @@ class Predictor:
         self.scales = tuple(float(s) for s in scales) or (1.0,)
         if any(s <= 0 for s in self.scales):
             raise CitysegError(f"scales must be positive, got {self.scales}")
+        if mode is None:
+            mode = getattr(model, "full_res_mode", None) or "whole"
         if mode not in _MODES:
             raise CitysegError(f"unknown inference mode {mode!r}: choose whole or slide")
         self.mode = mode
@@ -304,4 +307,5 @@ def _preprocessing(info: dict[str, Any]) -> dict[str, Any]:
         "mean": info.get("mean"),
         "std": info.get("std"),
         "num_classes": info.get("num_classes"),
+        "mode": info.get("full_res_mode"),  # None for a checkpoint: the rebuilt model carries its own
     }
