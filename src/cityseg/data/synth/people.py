@@ -156,14 +156,20 @@ class People:
                     zz = z + k * rng.uniform(0.4, 1.2) * (1 if rng.random() < 0.5 else -1)
                     h = heading if moving else rng.uniform(0, 2 * np.pi)  # a standing group faces every way
                     self.add(zz, lambda x=x, z=zz, h=h, m=moving: self.person(x, z, h, self.kerb, m))
-            if rng.random() < 0.55:  # parked bicycles along the outer edge, in a row or in a rack
+            if rng.random() < 0.7:  # parked bicycles along the outer edge, in a row or in a rack
                 z = rng.uniform(5, 40)
                 x = self.outer(side) - side * rng.uniform(0.5, 1.0)
                 rack = rng.random() < 0.4
-                for i in range(rng.integers(1, 7)):
+                for i in range(rng.integers(1, 9)):
                     zi = z + i * (0.7 if rack else rng.uniform(0.8, 4))
                     h = side * np.pi / 2 + rng.normal(0, 0.25) if rack or rng.random() < 0.5 else rng.choice([0.0, np.pi]) + rng.normal(0, 0.1)
                     self.add(zi, lambda x=x, z=zi, h=h: self.two_wheeler(x, z, h, motor=False, rider=False, y0=self.kerb))
+            if rng.random() < 0.08:  # motorcycles and scooters parked on the sidewalk at the kerb
+                z = rng.uniform(10, 40)
+                x = self.edge(side) + side * rng.uniform(0.6, 1.2)
+                for i in range(rng.integers(1, 4)):
+                    h = side * np.pi / 2 + rng.normal(0, 0.3) if rng.random() < 0.6 else rng.choice([0.0, np.pi]) + rng.normal(0, 0.1)
+                    self.add(z + i * 1.0, lambda x=x, z=z + i * 1.0, h=h: self.two_wheeler(x, z, h, motor=True, rider=False, y0=self.kerb))
         if rng.random() < 0.3 or self.cross is not None:  # people crossing the road, at the crossing if there is one
             z0 = self.cross[0] - 3 if self.cross is not None else rng.uniform(8, 30)
             for _ in range(rng.integers(1, 5)):

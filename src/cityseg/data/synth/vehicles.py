@@ -44,10 +44,10 @@ class Vehicles:
                     dims = self.vehicle_dims("train")
                     self.add(z, lambda z=z, xc=xc, dims=dims, h=heading: self.vehicle("train", xc, z, h, dims))
                 continue
-            z = rng.uniform(7, 22)
+            z = rng.uniform(9, 25)
             while z < 90:
-                if rng.random() < 0.17 and not self.in_cross(z, 3):
-                    kind = rng.choice(["car", "truck", "bus", "bicycle", "motorcycle"], p=[0.85, 0.05, 0.03, 0.035, 0.035])
+                if rng.random() < 0.14 and not self.in_cross(z, 3):
+                    kind = rng.choice(["car", "truck", "bus", "bicycle", "motorcycle"], p=[0.845, 0.03, 0.06, 0.03, 0.035])
                     x = xc + rng.uniform(-0.4, 0.4)
                     if kind in ("bicycle", "motorcycle"):
                         h = heading + rng.normal(0, 0.05)
@@ -59,7 +59,7 @@ class Vehicles:
                     z += dims[0] + rng.uniform(2, 25)
                 else:
                     z += rng.uniform(5, 25)
-        if rng.random() < 0.4:  # cyclists along the kerb on the right
+        if rng.random() < 0.25:  # cyclists along the kerb on the right
             for _ in range(rng.integers(1, 3)):
                 z = rng.uniform(8, 40)
                 x = self.edge(1) - rng.uniform(0.6, 1.0) - 2.2 * self.parking_lane[1]
@@ -83,8 +83,8 @@ class Vehicles:
                 if self.in_cross(z, 6):
                     z += 4
                     continue
-                if rng.random() < 0.36:
-                    kind = rng.choice(["car", "truck", "motorcycle"], p=[0.88, 0.04, 0.08])
+                if rng.random() < 0.26:
+                    kind = rng.choice(["car", "truck", "motorcycle"], p=[0.88, 0.02, 0.10])
                     if kind == "motorcycle":  # parked across the lane or along it
                         h = side * np.pi / 2 + rng.normal(0, 0.3) if rng.random() < 0.5 else rng.choice([0.0, np.pi]) + rng.normal(0, 0.1)
                         self.add(z, lambda x=x, z=z, h=h: self.two_wheeler(x + side * 0.4, z, h, motor=True, rider=False))
