@@ -133,7 +133,7 @@ class People:
             extras.append((box(-0.09 * height, 0.09 * height, 0.55 * height, 0.8 * height, -0.14 * height, -0.055 * height), self.pal.cloth()))
         elif rng.random() < 0.15:  # a bag at the hand
             hx, hy, hz = j["handr"]
-            extras.append((box(hx - 0.02, hx + 0.1, hy - 0.3, hy, hz - 0.15, hz + 0.15), self.pal.cloth() * 0.7))
+            extras.append((box(hx - 0.02, hx + 0.08, hy - 0.25, hy, hz - 0.1, hz + 0.1), self.pal.cloth() * 0.7))
         pose = Pose(self.cam, x, z, heading, y0)
         self._shadow_under(pose, 0.25, 0.25)
         self._figure(pose, j, height, outfit, L["person"], self.cv.new_instance(L["person"]), extras)
