@@ -3,12 +3,13 @@
 Every frame is a street built in world coordinates (metres) and projected through the Cityscapes
 camera (its intrinsics, height and pitch, jittered a little per frame): ``camera``. Labels and image
 come from the same polygons (``drawing``, ``cv2.fillPoly`` at full resolution, far to near so nearer
-objects occlude farther ones): road with lanes, markings, crossings and sometimes a cross street,
-kerbs, sidewalks, grass verges, buildings with windows, walls, fences, terrain, trees and hedges
-(``scene``); poles with lights and signs, cars of several shapes, trucks, buses, trams, persons,
-riders on bicycles and motorcycles, parked bicycles and motorcycles, clutter (``objects``); the void
-regions of real frames (ego-vehicle bonnet, rectification border, out-of-roi corners). Street kind,
-weather and sun vary per frame; class pixel shares come out near the published Cityscapes ones.
+objects occlude farther ones): a straight or gently curving road with lanes, markings, crossings and
+sometimes a cross street, kerbs, sidewalks, grass verges, buildings with windows, walls, fences, terrain,
+trees and hedges (``scene``); poles with lights and signs, clutter (``objects``); cars of four body styles,
+trucks, buses, trams (``vehicles``); pedestrians with limbs, riders on bicycles and motorcycles, parked
+bicycles and motorcycles (``people``), all placed with a heading (``pose``); the void regions of real
+frames (ego-vehicle bonnet, rectification border, out-of-roi corners). Street kind, weather and sun vary
+per frame; class pixel shares come out near the published Cityscapes ones.
 
 Materials are drawn from overlapping colour distributions (``palette``), then ``texture`` adds grain
 and blotches per material, sky gradient and clouds, cast shadows, lighting, vignetting, blur and

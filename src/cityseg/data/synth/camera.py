@@ -3,6 +3,10 @@
 Intrinsics and extrinsics of the Cityscapes camera files (``camera/*.json``: fx 2262.52, fy 2265.30,
 principal point (1096.98, 513.14) at 2048x1024, mounted ~1.22 m above the road, pitched down ~0.038 rad),
 scaled to the frame size. Perspective, horizon and object sizes follow from them.
+
+A curved street is the straight street bent sideways: ``bend`` (1/m) shifts every world point by
+``bend * Z**2 / 2`` across before projection, so road edges, kerbs, facades and the objects along them
+follow the same gentle arc. Polygons with long edges along Z are subdivided so that their edges curve.
 """
 
 from __future__ import annotations
@@ -30,12 +34,16 @@ class Camera:
         # rows: the camera's right, down and forward axes in world coordinates
         self.R = np.array([[cy_, 0.0, -sy], [-sp * sy, -cp, -sp * cy_], [cp * sy, -sp, cp * cy_]])
         self.f = self.fx
+        self.bend = 0.0  # set by the scene for a curved street
         vp = self.project([[0.0, self.height_m, 1e6]])[0]
         self.xv, self.yh = float(vp[0]), float(vp[1])  # vanishing point of the street, horizon row
 
     def project(self, pts) -> np.ndarray:
         """(..., 3) world points (X, Y, Z) -> (..., 2) image points."""
         p = np.asarray(pts, np.float64)
+        if self.bend:
+            p = p.copy()
+            p[..., 0] += self.bend * np.maximum(p[..., 2], 0.0) ** 2 / 2
         q = p - np.array([0.0, self.height_m, 0.0])
         c = q @ self.R.T
         z = np.maximum(c[..., 2], 0.3)
@@ -45,17 +53,27 @@ class Camera:
         """Pixels per metre at depth ``z``."""
         return self.fy / max(z, 0.3)
 
+    def polygon(self, pts) -> np.ndarray:
+        """A world polygon (N, 3) -> image polygon; on a curved street its long edges curve."""
+        p = np.asarray(pts, np.float64)
+        if self.bend:
+            steps = np.minimum(np.abs(np.roll(p[:, 2], -1) - p[:, 2]) // 2.0, 40).astype(int) + 1
+            t = np.concatenate([np.arange(k) / k for k in steps])
+            i = np.repeat(np.arange(len(p)), steps)
+            p = p[i] + t[:, None] * (np.roll(p, -1, 0)[i] - p[i])
+        return self.project(p)
+
     def ground_quad(self, x0, x1, z0, z1, y=0.0) -> np.ndarray:
-        return self.project([[x0, y, z0], [x1, y, z0], [x1, y, z1], [x0, y, z1]])
+        return self.polygon([[x0, y, z0], [x1, y, z0], [x1, y, z1], [x0, y, z1]])
 
     def ground_poly(self, xz, y=0.0) -> np.ndarray:
         """A polygon on the ground (or at height ``y``) from its (X, Z) corners."""
         xz = np.asarray(xz, np.float64)
-        return self.project(np.stack([xz[:, 0], np.full(len(xz), y), xz[:, 1]], 1))
+        return self.polygon(np.stack([xz[:, 0], np.full(len(xz), y), xz[:, 1]], 1))
 
     def wall_x(self, x, z0, z1, y0, y1) -> np.ndarray:
         """A vertical quad in the plane X = x (a facade parallel to the road)."""
-        return self.project([[x, y0, z0], [x, y0, z1], [x, y1, z1], [x, y1, z0]])
+        return self.polygon([[x, y0, z0], [x, y0, z1], [x, y1, z1], [x, y1, z0]])
 
     def wall_z(self, z, x0, x1, y0, y1) -> np.ndarray:
         """A vertical quad in the plane Z = z (facing the camera)."""

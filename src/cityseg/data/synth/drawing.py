@@ -71,16 +71,19 @@ class Canvas:
     def fill(self, polys, label_id: int, color, instance: int | None = None) -> None:
         """Fill ``polys`` in image (``color``) and labels; record them in the polygon list.
 
-        A filled polygon is in front of every shadow drawn before it, so it clears the shade map."""
+        A filled polygon is in front of every shadow drawn before it, so it clears the shade map. With
+        ``color`` None only the labels change: the image behind shows through (the inside of a wheel)."""
         pts = self._prepare(polys)
         if not pts:
             return
-        inst, col = int(label_id if instance is None else instance), _col(color)
+        inst = int(label_id if instance is None else instance)
+        col = None if color is None else _col(color)
         for p in pts:  # one call per polygon: fillPoly fills a polygon list even-odd (overlaps would be holes)
             cv2.fillPoly(self.label, [p], int(label_id))
             cv2.fillPoly(self.instance, [p], inst)
-            cv2.fillPoly(self.image, [p], col)
-            cv2.fillPoly(self.shade, [p], 255)
+            if col is not None:
+                cv2.fillPoly(self.image, [p], col)
+                cv2.fillPoly(self.shade, [p], 255)
         name = labels.ID_TO_LABEL[label_id].name
         self.objects.extend({"label": name, "polygon": p.tolist()} for p in pts)
 
@@ -89,6 +92,12 @@ class Canvas:
         col = _col(color)
         for p in self._prepare(polys):
             cv2.fillPoly(self.image, [p], col)
+
+    def ring(self, outer, inner, color) -> None:
+        """Image-only ring between two nested polygons (a tyre around a see-through wheel)."""
+        pts = self._prepare([outer, inner])
+        if len(pts) == 2:  # one fillPoly call over both contours fills even-odd: the ring
+            cv2.fillPoly(self.image, pts, _col(color))
 
     def shadow(self, polys, darkness: float) -> None:
         """A cast shadow: the shade map (not the labels) falls to ``1 - darkness`` inside ``polys``."""
@@ -108,9 +117,10 @@ def circle(cx: float, cy: float, rx: float, ry: float | None = None, n: int = 16
     return np.stack([cx + rx * r * np.cos(t), cy + (rx if ry is None else ry) * r * np.sin(t)], 1)
 
 
-def segment(p, q, width: float) -> np.ndarray:
-    """A thick line segment as a quad (image coordinates)."""
+def segment(p, q, width: float, width_q: float | None = None) -> np.ndarray:
+    """A thick line segment as a quad (image coordinates), tapering to ``width_q`` at ``q``."""
     p, q = np.asarray(p, float), np.asarray(q, float)
     d = q - p
-    n = np.array([-d[1], d[0]]) / (np.hypot(*d) + 1e-9) * max(width, 1.0) / 2
-    return np.array([p + n, q + n, q - n, p - n])
+    n = np.array([-d[1], d[0]]) / (np.hypot(*d) + 1e-9) / 2
+    wq = width if width_q is None else width_q
+    return np.array([p + n * max(width, 1.0), q + n * max(wq, 1.0), q - n * max(wq, 1.0), p - n * max(width, 1.0)])

@@ -16,7 +16,9 @@ from cityseg.data.synth.camera import Camera
 from cityseg.data.synth.drawing import Canvas, circle
 from cityseg.data.synth.objects import StreetObjects
 from cityseg.data.synth.palette import Palette
+from cityseg.data.synth.people import People
 from cityseg.data.synth.spec import L
+from cityseg.data.synth.vehicles import Vehicles
 
 #: per street kind: (building share of the zones, building heights (m), street-tree probability, lanes)
 KINDS = {
@@ -27,7 +29,7 @@ KINDS = {
 KIND_P = (0.45, 0.4, 0.15)
 
 
-class Scene(StreetObjects):
+class Scene(StreetObjects, Vehicles, People):
     def __init__(self, rng: np.random.Generator, height: int, width: int, randomize: bool = False):
         self.rng = rng
         self.cv = Canvas(height, width)
@@ -60,8 +62,11 @@ class Scene(StreetObjects):
         self.verge = {s: rng.uniform(0.8, 2.0) if rng.random() < 0.2 else 0.0 for s in (-1, 1)}  # grass strip at the kerb
         self.kerb = rng.uniform(0.08, 0.16)
         self.parking = {s: rng.random() < 0.12 for s in (-1, 1)}  # a marked parking strip (void "parking")
+        # a gently curving street (to either side) or a straight one, sometimes with a cross street
+        self.curve = float(rng.choice([-1, 1]) * rng.uniform(1 / 320, 1 / 120)) if rng.random() < 0.25 else 0.0
+        self.cam.bend = self.curve
         self.cross = None  # (z0, z1) of a cross street
-        if rng.random() < 0.3:
+        if not self.curve and rng.random() < 0.3:
             z0 = rng.uniform(12, 45)
             self.cross = (z0, z0 + rng.uniform(8, 16))
         self.items: list[tuple[float, Callable[[], None]]] = []  # (depth, draw) of standing objects
@@ -104,8 +109,9 @@ class Scene(StreetObjects):
     def backdrop(self):
         """Closes the street at z_far: a row of far buildings or trees across the view."""
         z, cam, rng = self.z_far, self.cam, self.rng
-        x = -120.0
-        while x < 120:
+        reach = 120.0 + abs(self.curve) * z * z / 2  # the street's far end has swung sideways on a curve
+        x = -reach
+        while x < reach:
             wd = rng.uniform(6, 20)
             if rng.random() < 0.6:
                 hb = rng.uniform(6, 22)
@@ -124,7 +130,7 @@ class Scene(StreetObjects):
         # everything beyond the sidewalks: terrain or bare ground (buildings cover most of it)
         for side in (-1, 1):
             o = self.outer(side)
-            far = side * 150.0
+            far = side * (150.0 if not self.curve else 320.0)
             lab = L["terrain"] if rng.random() < 0.6 else L["ground"]
             col = pal.terrain() if lab == L["terrain"] else pal.sidewalk() * 0.8
             cv.fill([cam.ground_quad(min(o, far), max(o, far), zn, zf)], lab, col)

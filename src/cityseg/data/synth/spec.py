@@ -12,7 +12,7 @@ SPLITS = ("train", "val", "test")
 CITIES = {"train": ("ashford", "brookvale", "carrow", "dunmere", "eastwick", "fallbrook"), "val": ("glenholt", "harwick"), "test": ("ivybridge", "juniper")}
 MARKER = "synthcity.json"
 #: generator version, recorded in the marker: frames of another version differ for the same seed
-VERSION = 2
+VERSION = 3
 FRAME_ID = 19  # Cityscapes annotates frame 19 of every 30-frame snippet
 
 # label ids by name, from the table (never hard-coded numbers)
