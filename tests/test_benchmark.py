@@ -57,6 +57,15 @@ def smoke(tmp_path_factory):
             "2",
             "--roof-size",
             "512",
+            "--roofline",
+            "--roofline-size",
+            "32x64",
+            "--augment-crop",
+            "32x32",
+            "--augment-images",
+            "2",
+            "--augment-workers",
+            "0,1",
             "--no-isolate",
             "--quiet",
             "--work-dir",
@@ -93,6 +102,22 @@ def test_json_schema_and_sane_numbers(smoke):
     # int8 onnxruntime next to fp32, and every inference variant with the one the measured fast path picks
     assert _positive(m["infer_img_s_onnx_int8"]) and 0 < m["int8_argmax_agreement"] <= 1
     assert m["infer_variant_pick"] in m["infer_variants_img_s"] and len(m["infer_variants_img_s"]) >= 4
+    # the pick of its own trial against the fastest other variant
+    assert m["infer_variant_best_alternative"] in m["infer_variants_img_s"] and m["infer_variant_best_alternative"] != m["infer_variant_pick"]
+    rates = m["infer_variants_img_s"]
+    assert m["infer_variant_pick_ratio"] == pytest.approx(rates[m["infer_variant_best_alternative"]] / rates[m["infer_variant_pick"]], rel=2e-3)
+    # the roofline section, with the machine's memory bandwidth
+    assert set(res["memory_bandwidth_gb_s"]) == {"copy", "add"} and all(_positive(v) for v in res["memory_bandwidth_gb_s"].values())
+    r = m["roofline"]
+    assert r["size"] == [32, 64] and r["batch"] == 1
+    for key in ("gflops", "mbytes", "intensity", "seconds", "achieved_gflop_s", "attainable_gflop_s", "attainable_fraction", "layerwise_attainable_gflop_s"):
+        assert _positive(r[key]), (key, r[key])
+    assert r["attainable_gflop_s"] == pytest.approx(min(r["compute_roof_gflop_s"], r["intensity"] * r["bandwidth_gb_s"]), rel=2e-3)
+    assert r["gflops"] == pytest.approx(m["gflops"] * 1.0, rel=1e-2) and "conv dense kxk" in r["layers"] and r["time_by_layer_s"]
+    # the training data path per worker count and per step
+    aug = res["augment_loader"]
+    assert aug["crop"] == [32, 32] and set(aug["img_s_by_workers"]) == {"0", "1"} and all(_positive(v) for v in aug["img_s_by_workers"].values())
+    assert {"read cache", "RandomScaleCrop", "PhotometricJitter", "to tensor + normalise"} <= set(aug["step_ms"])
     ev = res["eval_pred_dir"]
     assert ev["images"] == 2 and ev["same_miou"] is True and 0 < ev["miou_cityseg"] < 1
     assert _positive(ev["cityseg_s"]) and _positive(ev["official_s"])
@@ -104,6 +129,7 @@ def test_markdown_and_plot_written(smoke):
     assert text.rstrip().endswith("Hand-written notes below.")
     assert "\nold\n" not in text and text.count(B.BEGIN) == 1 == text.count(B.END)
     assert "| residual_inception_unet |" in text and "| target |" not in text  # the library judges nothing
+    assert "Roofline, inference at 32x64" in text and "| best alternative |" in text and "Training data path:" in text
     assert "![throughput per model, baseline vs fast path](b.png)" in text
     png = (out / "b.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000

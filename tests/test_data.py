@@ -265,3 +265,32 @@ def test_check_cli_on_synthcity(synth_small, capsys, tmp_path):
 
     data = json.loads((tmp_path / "s.json").read_text())
     assert data["splits"]["train"]["pairs"] == 8 and data["splits"]["val"]["pairs"] == 4
+
+
+def test_photometric_jitter_matches_the_plain_formulas():
+    """The in-place implementation against the textbook one (torchvision semantics, one pass per step)."""
+
+    def gray(x):
+        return 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
+
+    def reference(image, rng, b=0.3, c=0.3, s=0.3):
+        x = image.astype(np.float64)
+        for op in rng.permutation(4):
+            if op == 0:
+                x = x * rng.uniform(1 - b, 1 + b)
+            elif op == 1:
+                f = rng.uniform(1 - c, 1 + c)
+                m = gray(np.clip(x, 0, 255)).mean()
+                x = m + f * (x - m)
+            elif op == 2:
+                f = rng.uniform(1 - s, 1 + s)
+                g = gray(np.clip(x, 0, 255))[..., None]
+                x = g + f * (x - g)
+        return np.clip(x + 0.5, 0, 255).astype(np.uint8)
+
+    image = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    jitter = T.PhotometricJitter(0.3, 0.3, 0.3, 0.0)
+    for seed in range(10):
+        got = jitter(image, None, rng=np.random.default_rng(seed))[0]
+        want = reference(image, np.random.default_rng(seed))
+        assert np.abs(got.astype(int) - want).max() <= 1 and (got != want).mean() < 0.01

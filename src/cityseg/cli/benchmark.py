@@ -61,6 +61,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--int8-data", metavar="ROOT", default=None, help="dataset for --int8-checkpoints: train calibrates, val scores (default: $CITYSCAPES_DATASET)"
     )
     parser.add_argument("--int8-limit", type=int, default=None, metavar="N", help="val frames scored for --int8-checkpoints (default: all)")
+    parser.add_argument(
+        "--roofline",
+        action="store_true",
+        help="also place each model's inference on the roofline at --roofline-size, batch 1: FLOPs, bytes moved, "
+        "FLOP/byte, achieved vs attainable GFLOP/s, time per layer type (a few forward passes per model)",
+    )
+    parser.add_argument("--roofline-size", type=size_arg, default=(1024, 2048), metavar="HxW", help="input size of the roofline section (default 1024x2048)")
+    parser.add_argument(
+        "--augment-crop",
+        type=size_arg,
+        default=(1024, 1024),
+        metavar="HxW",
+        help="crop of the training data-path section (the real-time recipes' 1024x1024 by default; --skip augment to leave it out)",
+    )
+    parser.add_argument(
+        "--augment-workers", type=lambda t: [int(v) for v in _csv(t)], default=[0, 1, 2], metavar="0,1,2", help="DataLoader worker counts timed (default 0,1,2)"
+    )
+    parser.add_argument("--augment-images", type=int, default=16, help="samples per timed pass of the data-path section (default 16)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -90,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
         int8_checkpoints=args.int8_checkpoints,
         int8_data=args.int8_data,
         int8_limit=args.int8_limit,
+        roofline=args.roofline,
+        roofline_size=tuple(args.roofline_size),
+        augment_crop=tuple(args.augment_crop),
+        augment_workers=args.augment_workers,
+        augment_images=args.augment_images,
     )
     if args.roof_size is not None and args.roof_size < 64:
         raise CitysegError(f"--roof-size must be >= 64; got {args.roof_size}")

@@ -190,8 +190,8 @@ class RandomHorizontalFlip:
 
     def __call__(self, image, label, rng=None):
         if _rng(rng).random() < self.p:
-            image = np.ascontiguousarray(image[:, ::-1])
-            label = np.ascontiguousarray(label[:, ::-1])
+            # cv2.flip writes the mirrored rows directly; a reversed numpy view copied to contiguous is far slower
+            image, label = cv2.flip(image, 1), cv2.flip(label, 1)
         return image, label
 
     def __repr__(self):
@@ -213,32 +213,40 @@ class PhotometricJitter:
 
     def __call__(self, image, label, rng=None):
         rng = _rng(rng)
+        # every step updates ``x`` in place; the clipped copy the statistics need reuses one buffer
         x = image.astype(np.float32)
+        clipped = np.empty_like(x)
         for op in rng.permutation(4):
             if op == 0 and self.brightness > 0:
                 x *= rng.uniform(1 - self.brightness, 1 + self.brightness)
             elif op == 1 and self.contrast > 0:
                 f = rng.uniform(1 - self.contrast, 1 + self.contrast)
-                mean = float(_gray(np.clip(x, 0, 255)).mean())
-                x = mean + f * (x - mean)
+                mean = _gray_mean(np.clip(x, 0, 255, out=clipped))
+                x *= f
+                x += (1 - f) * mean
             elif op == 2 and self.saturation > 0:
                 f = rng.uniform(1 - self.saturation, 1 + self.saturation)
-                g = _gray(np.clip(x, 0, 255))[..., None]
-                x = g + f * (x - g)
+                g = cv2.cvtColor(np.clip(x, 0, 255, out=clipped), cv2.COLOR_RGB2GRAY)  # the same ITU-R 601 luma
+                g *= 1 - f
+                x *= f
+                x += g[..., None]
             elif op == 3 and self.hue > 0:
                 shift = rng.uniform(-self.hue, self.hue)
-                hsv = cv2.cvtColor(np.clip(x, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV_FULL)
+                hsv = cv2.cvtColor(np.clip(x, 0, 255, out=clipped).astype(np.uint8), cv2.COLOR_RGB2HSV_FULL)
                 hsv[..., 0] = (hsv[..., 0].astype(np.int32) + int(round(shift * 256))) % 256
                 x = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL).astype(np.float32)
-        return np.clip(x + 0.5, 0, 255).astype(np.uint8), label
+        x += 0.5
+        return np.clip(x, 0, 255, out=x).astype(np.uint8), label
 
     def __repr__(self):
         return f"PhotometricJitter(brightness={self.brightness}, contrast={self.contrast}, saturation={self.saturation}, hue={self.hue})"
 
 
-def _gray(x: np.ndarray) -> np.ndarray:
-    """ITU-R 601 luma of an RGB float array (what torchvision's rgb_to_grayscale uses)."""
-    return 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
+def _gray_mean(x: np.ndarray) -> float:
+    """Mean ITU-R 601 luma of an RGB float array (torchvision's rgb_to_grayscale, then the mean): the luma is
+    linear, so it is the luma of the per-channel means."""
+    r, g, b, _ = cv2.mean(x)
+    return 0.299 * r + 0.587 * g + 0.114 * b
 
 
 def classmix(

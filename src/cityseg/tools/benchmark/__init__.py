@@ -19,8 +19,9 @@ model's peak and one model running out of memory does not end the run. ``profile
 train step's time by operator type (convolutions by kernel shape, cat, batch norm, conversions, ...).
 """
 
+from cityseg.models import count_params, forward_gflops
 from cityseg.tools.benchmark.config import ALL_KEYS, BEGIN, DEFAULT_MODELS, END, MODEL_KEYS, ONNX_FULLRES_KEY, SKIPPABLE, BenchConfig
-from cityseg.tools.benchmark.measure import build, count_params, forward_gflops, has_fused_path, resolve_device
+from cityseg.tools.benchmark.measure import build, has_fused_path, resolve_device
 from cityseg.tools.benchmark.profile import profile_markdown, profile_model
 from cityseg.tools.benchmark.report import markdown, plot, result_json, write_markdown
 from cityseg.tools.benchmark.run import run_benchmark

@@ -32,10 +32,17 @@ ONNX_FULLRES_KEY = "fullres_s_per_img_onnx"
 #: pixels whose class it keeps against fp32 onnxruntime on the benchmark frame), and every inference variant
 #: the measured fast path (``cityseg.infer.fastpath``) chooses from ({label: img/s}) with the one it picks
 PERF_KEYS = ("infer_img_s_onnx_int8", "int8_argmax_agreement", "infer_variants_img_s", "infer_variant_pick")
+#: extra per-model keys: the pick of an independent trial (what ``Predictor(fast="auto")`` runs) timed against
+#: the fastest other variant: its label and the pick's time / that variant's time (<= 1.05 meets the target)
+CHOICE_KEYS = ("infer_variant_best_alternative", "infer_variant_pick_ratio")
+#: extra per-model key (``roofline=True``): inference at ``roofline_size``, batch 1, on the inference fast path:
+#: {"gflops", "mbytes", "intensity", "achieved_gflop_s", "attainable_gflop_s", "attainable_fraction", ...,
+#: "layers": {layer type: {"gflops", "mbytes", "intensity", ...}}, "time_by_layer_s": {layer type: s}}
+ROOFLINE_KEY = "roofline"
 #: every per-model key the JSON holds
-ALL_KEYS = MODEL_KEYS + FUSED_KEYS + (ONNX_FULLRES_KEY,) + PERF_KEYS
+ALL_KEYS = MODEL_KEYS + FUSED_KEYS + (ONNX_FULLRES_KEY,) + PERF_KEYS + CHOICE_KEYS + (ROOFLINE_KEY,)
 #: what ``skip`` may name
-SKIPPABLE = ("train", "infer", "onnx", "fullres", "loader", "fused", "eval", "int8", "variants")
+SKIPPABLE = ("train", "infer", "onnx", "fullres", "loader", "fused", "eval", "int8", "variants", "augment")
 #: the models docs/benchmarks.md reports, in its order
 DEFAULT_MODELS = ("residual_unet", "segception", "segception_deep", "vgg16_unet", "residual_inception_unet")
 FULLRES = (1024, 2048)
@@ -64,12 +71,17 @@ class BenchConfig:
     int8_checkpoints: Sequence[str] = ()  # trained checkpoints whose int8 val mIoU change is measured
     int8_data: str | None = None  # their dataset (train split calibrates, val split scores)
     int8_limit: int | None = None  # val frames scored (None: all)
+    roofline: bool = False  # the roofline section: each model at ``roofline_size``, batch 1 (slow for big models)
+    roofline_size: tuple[int, int] = FULLRES
+    augment_crop: tuple[int, int] = (1024, 1024)  # the data-path section's crop (the real-time recipes')
+    augment_workers: Sequence[int] = (0, 1, 2)
+    augment_images: int = 16  # samples per timed pass of the data-path section
 
     def check(self) -> BenchConfig:
         self.models = list(self.models)
         if not self.models:
             raise CitysegError("no models to benchmark")
-        for key in ("batch", "iters", "loader_images", "eval_images"):
+        for key in ("batch", "iters", "loader_images", "eval_images", "augment_images"):
             if int(getattr(self, key)) < 1:
                 raise CitysegError(f"--{key.replace('_', '-')} must be >= 1; got {getattr(self, key)}")
         if self.warmup < 0:
@@ -80,6 +92,9 @@ class BenchConfig:
         if bad:
             raise CitysegError(f"cannot skip {', '.join(sorted(bad))}: choose from {', '.join(SKIPPABLE)}")
         self.skip = frozenset(self.skip)
+        self.augment_workers = [int(w) for w in self.augment_workers]
+        if not self.augment_workers or min(self.augment_workers) < 0:
+            raise CitysegError(f"--augment-workers must be counts >= 0; got {self.augment_workers}")
         from cityseg.models import check_model_name
 
         for m in self.models:
@@ -88,6 +103,11 @@ class BenchConfig:
 
 
 def rounded(v: Any) -> Any:
+    """Floats to 4 significant digits (NaN to None), inside dicts and lists too."""
     if isinstance(v, float):
-        return None if math.isnan(v) else float(f"{v:.4g}")
+        return None if math.isnan(v) else v if math.isinf(v) else float(f"{v:.4g}")
+    if isinstance(v, dict):
+        return {k: rounded(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [rounded(x) for x in v]
     return v

@@ -1,10 +1,9 @@
-"""The measurements: timing, the machine's matmul roof, one model's train/infer/full-resolution/loading speed."""
+"""The measurements: timing, the machine's matmul roof and memory bandwidth, train/infer/full-resolution/loading speed."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import platform
 import resource
 import statistics
@@ -20,9 +19,8 @@ import torch.nn.functional as F
 
 from cityseg import labels
 from cityseg.errors import CitysegError
-from cityseg.models import count_params, forward_gflops
 from cityseg.runtime import autocast, native_bf16, resolve_fast
-from cityseg.tools.benchmark.config import ALL_KEYS, FULLRES, NUM_CLASSES, ONNX_FULLRES_KEY
+from cityseg.tools.benchmark.config import FULLRES, NUM_CLASSES
 
 
 # ---- devices, timing, fast path -------------------------------------------------------------------
@@ -120,6 +118,21 @@ def matmul_gflops(dtype: torch.dtype, device: torch.device, iters: int = 3, max_
 
 def measure_roof(device: torch.device, iters: int = 3, max_n: int | None = None) -> dict[str, float]:
     return {"fp32": matmul_gflops(torch.float32, device, iters, max_n), "bf16": matmul_gflops(torch.bfloat16, device, iters, max_n)}
+
+
+def memory_bandwidth(device: torch.device, mib: int = 256, iters: int = 3) -> dict[str, float]:
+    """Achieved GB/s of two streaming kernels on fp32 tensors of ``mib`` MiB each, best of ``iters``:
+    "copy" (``c.copy_(a)``, 2 arrays moved) and "add" (``torch.add(a, b, out=c)``, 3 arrays moved).
+    Bytes are counted as STREAM counts them (no write-allocate read), so these are the usable rates.
+    The tensors are far larger than any cache, so the rates are the main memory's."""
+    n = mib * 2**20 // 4
+    a, b, c = (torch.full((n,), float(i + 1), device=device) for i in range(3))
+    moved = 4 * n
+    best = {}
+    for key, fn, arrays in (("copy", lambda: c.copy_(a), 2), ("add", lambda: torch.add(a, b, out=c), 3)):
+        seconds = min(time_fn(fn, 1 if not best else 0, 1, device) for _ in range(iters))
+        best[key] = arrays * moved / seconds / 1e9
+    return best
 
 
 # ---- models ---------------------------------------------------------------------------------------
@@ -252,12 +265,24 @@ def int8_rates(path: Path, shared: dict[str, Any], xi: torch.Tensor, rate: Calla
             int8.unlink()
 
 
-def variant_rates(model: torch.nn.Module, x: torch.Tensor, iters: int) -> tuple[dict[str, float], str]:
-    """img/s of every inference variant the measured fast path chooses from, and its pick (wall clock)."""
+def variant_rates(model: torch.nn.Module, x: torch.Tensor, iters: int, cache: Path) -> dict[str, Any]:
+    """Every inference variant the measured fast path chooses from, timed (wall clock) in interleaved rounds,
+    and the variant ``fastpath.choose`` picks in its own, earlier trial (a fresh ``cache`` file, as on a
+    first use): {"infer_variants_img_s": {label: img/s}, "infer_variant_pick", and, where there is an
+    alternative, "infer_variant_best_alternative" (the fastest other variant) and
+    "infer_variant_pick_ratio" (the pick's time over that variant's time)}."""
     from cityseg.infer import fastpath
 
-    pick, times = fastpath.trial(model, tuple(x.shape), x.device, rounds=iters, timer=time.perf_counter)
-    return {k: x.shape[0] / v for k, v in times.items()}, pick.label()
+    with contextlib.suppress(OSError):
+        cache.unlink()
+    pick = fastpath.choose(model, tuple(x.shape), x.device, path=cache).label()
+    _, times = fastpath.trial(model, tuple(x.shape), x.device, rounds=iters, timer=time.perf_counter)
+    out: dict[str, Any] = {"infer_variants_img_s": {k: x.shape[0] / v for k, v in times.items()}, "infer_variant_pick": pick}
+    others = {k: v for k, v in times.items() if k != pick}
+    if others:
+        best = min(others, key=others.__getitem__)
+        out["infer_variant_best_alternative"], out["infer_variant_pick_ratio"] = best, times[pick] / others[best]
+    return out
 
 
 def fullres_fn(model: torch.nn.Module, size: tuple[int, int], image: np.ndarray, device: torch.device):
@@ -305,108 +330,25 @@ def loader_throughput(
     limit: int | None = None,
 ) -> float:
     """Images/s of a single-process ``DataLoader`` over the split, from the uint8 cache or the PNGs."""
-    from torch.utils.data import DataLoader, Subset
-
     from cityseg.data.dataset import CityscapesDataset
 
     ds = CityscapesDataset(root, split, size=size, cache=cache, cache_dir=cache_dir)  # builds the cache (untimed)
     n = len(ds) if limit is None else min(limit, len(ds))
     # a cached pass over a handful of images takes microseconds: cycle over them to at least 4 batches
-    count = max(n, 4 * batch) if cache else n
+    return dataloader_rate(ds, batch, max(n, 4 * batch) if cache else n, 0, warmup, iters, limit=n)
+
+
+def dataloader_rate(ds: Any, batch: int, count: int, workers: int, warmup: int, iters: int, limit: int | None = None) -> float:
+    """Images/s of a ``DataLoader`` with ``workers`` processes drawing ``count`` samples, cycling over the
+    first ``limit`` of ``ds``. Workers persist across the passes, so their start-up is in the warm-up only."""
+    from torch.utils.data import DataLoader
+
+    n = len(ds) if limit is None else min(limit, len(ds))
     sampler = [i % n for i in range(count)]
-    loader = DataLoader(Subset(ds, range(n)) if n < len(ds) else ds, batch_size=batch, sampler=sampler, num_workers=0)
+    loader = DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers, persistent_workers=workers > 0)
 
     def run():
         for _ in loader:
             pass
 
-    return count / time_fn(run, warmup, iters)
-
-
-# ---- one model ------------------------------------------------------------------------------------
-def guard(errors: dict[str, str], key: str, fn: Callable[[], Any]) -> Any:
-    """Run one measurement; a failure is recorded (one line) and gives None, the run goes on."""
-    try:
-        return fn()
-    except (CitysegError, RuntimeError, ValueError, MemoryError, ImportError, OSError) as e:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        errors[key] = f"{e.__class__.__name__}: {text}"[:300]
-        if isinstance(e, (RuntimeError, MemoryError)) and x_is_oom(e):
-            with contextlib.suppress(Exception):
-                torch.cuda.empty_cache()
-        return None
-
-
-def x_is_oom(e: BaseException) -> bool:
-    return isinstance(e, MemoryError) or "out of memory" in str(e).lower()
-
-
-def bench_model(name: str, cfg: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
-    """Measure one model; returns {key: value for MODEL_KEYS} plus "errors" {measurement: one line}."""
-    threads = cfg.get("threads")
-    if threads:
-        torch.set_num_threads(int(threads))
-    device = torch.device(shared["device"])
-    size, batch, skip = tuple(cfg["size"]), int(cfg["batch"]), set(cfg["skip"])
-    warmup, iters = int(cfg["warmup"]), int(cfg["iters"])
-    infer_batch = int(shared["infer_batch"])
-    torch.manual_seed(0)
-    out: dict[str, Any] = dict.fromkeys(ALL_KEYS)
-    errors: dict[str, str] = {}
-    model = build(name, size).to(device)
-    out["params"] = count_params(model)
-    out["gflops"] = guard(errors, "gflops", lambda: forward_gflops(model, size))
-    x, y = make_batch(batch, size, device)
-    xi = x[:infer_batch].clone()
-
-    def rate(n: int, fn_factory: Callable[[], Callable[[], Any]], it: int = iters) -> float:
-        return n / time_fn(fn_factory(), warmup, it, device)
-
-    if "train" not in skip:
-        out["train_img_s_fp32"] = guard(errors, "train_fp32", lambda: rate(batch, lambda: train_step_fn(copy.deepcopy(model), x, y, fast=False)))
-        out["train_img_s_fast"] = guard(errors, "train_fast", lambda: rate(batch, lambda: train_step_fn(copy.deepcopy(model), x, y, fast=True)))
-    if "infer" not in skip:
-        out["infer_img_s_fp32"] = guard(errors, "infer_fp32", lambda: rate(infer_batch, lambda: infer_fn(copy.deepcopy(model), xi, fast=False)))
-        out["infer_img_s_fast"] = guard(errors, "infer_fast", lambda: rate(infer_batch, lambda: infer_fn(copy.deepcopy(model), xi, fast=True)))
-    if "variants" not in skip and "infer" not in skip:
-        got = guard(errors, "variants", lambda: variant_rates(model, xi, iters))
-        if got:
-            out["infer_variants_img_s"], out["infer_variant_pick"] = got
-    if "fused" not in skip and has_fused_path(model):
-        if "train" not in skip:
-            out["train_img_s_fast_fused"] = guard(errors, "train_fast_fused", lambda: rate(batch, lambda: train_step_fn(fused(model), x, y, fast=True)))
-        if "infer" not in skip:
-            out["infer_img_s_fast_fused"] = guard(errors, "infer_fast_fused", lambda: rate(infer_batch, lambda: infer_fn(fused(model), xi, fast=True)))
-    if "onnx" not in skip:
-        if device.type == "cuda":
-            errors["onnx"] = "skipped: onnxruntime runs on the CPU execution provider only here"
-        else:
-
-            def onnx_rates():
-                path = export_for_ort(name, model.cpu(), size, Path(shared["work_dir"]))
-                try:
-                    out["infer_img_s_onnx"] = rate(infer_batch, lambda: onnx_infer_fn(path, xi))
-                    if "int8" not in skip and shared.get("calib_root"):
-                        guard(errors, "int8", lambda: int8_rates(path, shared, xi, rate, out))
-                    if "fullres" not in skip and shared.get("fullres_image") is not None:
-                        image = np.load(shared["fullres_image"])
-                        out[ONNX_FULLRES_KEY] = time_fn(fullres_onnx_fn(path, image), warmup, iters)
-                finally:
-                    with contextlib.suppress(OSError):
-                        path.unlink()
-
-            guard(errors, "onnx", onnx_rates)
-            model.to(device)
-    if "fullres" not in skip and shared.get("fullres_image") is not None:
-        image = np.load(shared["fullres_image"])
-        out["fullres_s_per_img"] = guard(errors, "fullres", lambda: time_fn(fullres_fn(copy.deepcopy(model), size, image, device), warmup, iters, device))
-    out["loader_img_s_cache"] = shared.get("loader_img_s_cache")
-    out["loader_img_s_png"] = shared.get("loader_img_s_png")
-    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    out["errors"] = errors
-    return out
-
-
-def bench_model_isolated(name: str, cfg: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
-    os.environ.setdefault("OMP_NUM_THREADS", str(cfg.get("threads") or torch.get_num_threads()))
-    return bench_model(name, cfg, shared)
+    return count / time_fn(run, max(warmup, 1 if workers else 0), iters)

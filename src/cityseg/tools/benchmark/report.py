@@ -12,13 +12,16 @@ from cityseg.tools.benchmark.config import ALL_KEYS, BEGIN, END, ONNX_FULLRES_KE
 
 
 def result_json(result: dict[str, Any]) -> dict[str, Any]:
-    """The stable ``--json`` document: {"roof_gflops": {"fp32", "bf16"}, "device", "models": {NAME: {MODEL_KEYS}}}."""
+    """The stable ``--json`` document: {"roof_gflops": {"fp32", "bf16"}, "memory_bandwidth_gb_s": {"copy", "add"},
+    "device", "models": {NAME: {ALL_KEYS}}, "eval_pred_dir", "int8_quality", "augment_loader"}."""
     return {
         "roof_gflops": dict(result["roof_gflops"]),
+        "memory_bandwidth_gb_s": dict(result.get("memory_bandwidth_gb_s") or {}),
         "device": result["device"],
         "models": {n: {k: m.get(k) for k in ALL_KEYS} for n, m in result["models"].items()},
         "eval_pred_dir": result.get("eval_pred_dir"),
         "int8_quality": result.get("int8_quality") or [],
+        "augment_loader": result.get("augment_loader"),
     }
 
 
@@ -54,7 +57,7 @@ def markdown(result: dict[str, Any], plot: str | None = None) -> str:
         f"{meta.get('infer_batch')}, median of {meta.get('iters')} after {meta.get('warmup')} warm-up; "
         f"fast path = {meta.get('fast_path')}; run took {meta.get('seconds')} s.",
         "",
-        f"Matmul roof (large `torch.mm`, same run): fp32 **{roof['fp32']:.0f} GFLOP/s**, bf16 **{roof['bf16']:.1f} GFLOP/s**.",
+        f"Matmul roof (large `torch.mm`, same run): fp32 **{roof['fp32']:.0f} GFLOP/s**, bf16 **{roof['bf16']:.1f} GFLOP/s**." + bandwidth_text(result),
         "",
         "| model | params | GFLOPs/img | train img/s fp32 | train img/s fast | speed-up | infer img/s fp32 | "
         "infer img/s fast | infer img/s ORT | full-res s/img | full-res s/img ORT | peak RSS MiB |",
@@ -113,6 +116,8 @@ def markdown(result: dict[str, Any], plot: str | None = None) -> str:
                 f"{_f(m.get('infer_img_s_fast_fused'))} | {gain('infer_img_s_fast_fused', 'infer_img_s_fast')} |"
             )
     lines += perf_lines(result)
+    lines += roofline_lines(result)
+    lines += augment_lines(result)
     lines += [
         "",
         f"Data loading ({meta.get('data')}, {meta.get('loader_images')} images resized to {h}x{w}, "
@@ -185,6 +190,102 @@ def perf_lines(result: dict[str, Any]) -> list[str]:
                 v = m["infer_variants_img_s"].get(k)
                 cells.append(("**{}**" if k == m.get("infer_variant_pick") else "{}").format(_f(v)) if v is not None else "—")
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    chosen = [(n, m) for n, m in variants if m.get("infer_variant_pick_ratio") is not None]
+    if chosen:
+        lines += [
+            "",
+            "The measured fast path's pick (its own trial, as on a first use) against the fastest other variant in the timing"
+            " above; time ratio = pick / alternative (the pick is never more than 5% slower when <= 1.05):",
+            "",
+            "| model | pick | pick ms/img | best alternative | alternative ms/img | time ratio |",
+            "|---|---|---:|---|---:|---:|",
+        ]
+        for n, m in chosen:
+            rates, pick, alt = m["infer_variants_img_s"], m["infer_variant_pick"], m["infer_variant_best_alternative"]
+            lines.append(f"| {n} | {pick} | {1e3 / rates[pick]:.1f} | {alt} | {1e3 / rates[alt]:.1f} | {m['infer_variant_pick_ratio']:.2f} |")
+    return lines
+
+
+def bandwidth_text(result: dict[str, Any]) -> str:
+    bw = result.get("memory_bandwidth_gb_s") or {}
+    if not bw:
+        return ""
+    return f" Memory bandwidth (fp32 tensors far larger than the caches, STREAM byte counts): copy **{bw['copy']:.1f} GB/s**, add **{bw['add']:.1f} GB/s**."
+
+
+def roofline_lines(result: dict[str, Any]) -> list[str]:
+    """The roofline table (one row per model) and the per-layer-type split of FLOPs, bytes and time."""
+    rows = [(n, m["roofline"]) for n, m in result["models"].items() if m.get("roofline")]
+    if not rows:
+        return []
+    r0 = rows[0][1]
+    h, w = r0["size"]
+    lines = [
+        "",
+        f"Roofline, inference at {h}x{w}, batch 1, inference fast path, BN folded. Bytes: a lower bound (each leaf module"
+        " reads its inputs and weights once and writes its outputs once, at the element size of the dtype used;"
+        " functional glue not counted). Attainable = min(compute roof, FLOP/byte x bandwidth) with the bandwidth"
+        f" above ({r0['bandwidth_gb_s']:.1f} GB/s; ridge {r0['ridge_intensity']:.1f} FLOP/byte); layer-wise ="
+        " each leaf layer at its own bound, max(FLOPs / roof, bytes / bandwidth), summed:",
+        "",
+        "| model | variant | GFLOPs | MB moved | FLOP/byte | s/img | GFLOP/s | % of compute roof | attainable GFLOP/s |"
+        " achieved / attainable | layer-wise attainable | achieved / layer-wise |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n, r in rows:
+        lines.append(
+            f"| {n} | {r['variant']} | {r['gflops']:.1f} | {r['mbytes']:.0f} | {r['intensity']:.1f} | {r['seconds']:.3f} | "
+            f"{r['achieved_gflop_s']:.0f} | {100 * r['compute_fraction']:.0f}% | {r['attainable_gflop_s']:.0f} | "
+            f"{100 * r['attainable_fraction']:.0f}% | {r['layerwise_attainable_gflop_s']:.0f} | {100 * r['layerwise_attainable_fraction']:.0f}% |"
+        )
+    lines += [
+        "",
+        "Per layer type (leaf modules; time = torch.profiler self time of one forward, grouped by operator, so the"
+        " functional glue and the autocast copies appear as their own rows); memory-bound = share of the type's"
+        " layer-wise least time spent in layers left of the ridge:",
+        "",
+        "| model | layer type | time ms | time share | GFLOPs | MB moved | FLOP/byte | memory-bound |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n, r in rows:
+        times, layers = r.get("time_by_layer_s") or {}, r.get("layers") or {}
+        total = sum(times.values()) or None
+        for cat in list(layers) + [c for c in times if c not in layers]:
+            t, lay = times.get(cat), layers.get(cat, {})
+            share = None if t is None or total is None else 100 * t / total
+            mb = lay.get("memory_bound_share")
+            lines.append(
+                f"| {n} | {cat} | {_f(t and 1e3 * t)} | {_f(share, '{:.0f}%')} | {_f(lay.get('gflops'), '{:.2f}')} | "
+                f"{_f(lay.get('mbytes'), '{:.0f}')} | {_f(lay.get('intensity'))} | {_f(mb and 100 * mb, '{:.0f}%')} |"
+            )
+    return lines
+
+
+def augment_lines(result: dict[str, Any]) -> list[str]:
+    """The training data path: loader img/s per worker count and each step's cost per image."""
+    a = result.get("augment_loader")
+    if not a:
+        return []
+    ch, cw = a["crop"]
+    lines = [
+        "",
+        f"Training data path: the `{a['recipe']}` recipe's dataset from the full-resolution cache ({a['frames']} frames),"
+        f" random scale, {ch}x{cw} crop, flip, photometric jitter, normalised tensors; `DataLoader` batch {a['batch']},"
+        f" {a['images']} images per pass:",
+        "",
+        "| workers | " + " | ".join(a["img_s_by_workers"]) + " |",
+        "|---|" + "---:|" * len(a["img_s_by_workers"]),
+        "| img/s | " + " | ".join(_f(v) for v in a["img_s_by_workers"].values()) + " |",
+        "",
+        "Per step, one sample at a time in this process with one torch thread (as a worker runs it):",
+        "",
+        "| step | ms/img | share |",
+        "|---|---:|---:|",
+    ]
+    total = sum(a["step_ms"].values()) or 1.0
+    for k, v in a["step_ms"].items():
+        lines.append(f"| {k} | {v:.1f} | {100 * v / total:.0f}% |")
+    lines.append(f"| **total** | **{total:.1f}** | |")
     return lines
 
 

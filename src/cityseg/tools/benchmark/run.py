@@ -21,18 +21,17 @@ from cityseg.errors import CitysegError
 from cityseg.tools.benchmark.config import ALL_KEYS, FULLRES, MODEL_KEYS, BenchConfig, rounded
 from cityseg.tools.benchmark.eval_speed import eval_speed
 from cityseg.tools.benchmark.measure import (
-    bench_model,
-    bench_model_isolated,
     cpu_name,
     device_name,
     fast_name,
     fast_path,
-    guard,
     loader_throughput,
     measure_roof,
+    memory_bandwidth,
     resolve_device,
     synth_data,
 )
+from cityseg.tools.benchmark.one_model import bench_model, bench_model_isolated, guard
 
 
 # ---- the whole run --------------------------------------------------------------------------------
@@ -64,9 +63,17 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda s: No
         log("measuring the matmul roof ...")
         roof = measure_roof(device, iters=max(3, min(cfg.iters, 5)), max_n=cfg.roof_max_n)
         log(f"roof: fp32 {roof['fp32']:.0f} GFLOP/s, bf16 {roof['bf16']:.1f} GFLOP/s")
-        shared: dict[str, Any] = {"device": str(device), "infer_batch": infer_batch, "work_dir": str(work)}
+        bandwidth = memory_bandwidth(device, iters=max(3, min(cfg.iters, 5)))
+        log(f"memory bandwidth: copy {bandwidth['copy']:.1f} GB/s, add {bandwidth['add']:.1f} GB/s")
+        shared: dict[str, Any] = {
+            "device": str(device),
+            "infer_batch": infer_batch,
+            "work_dir": str(work),
+            "roof": roof,
+            "bandwidth_gb_s": max(bandwidth.values()),
+        }
         run_errors: dict[str, str] = {}
-        need_frames = "loader" not in cfg.skip or "fullres" not in cfg.skip or "int8" not in cfg.skip
+        need_frames = bool({"loader", "fullres", "int8", "augment"} - cfg.skip)
         data_root = None
         if need_frames:
             if cfg.data_root:
@@ -93,6 +100,16 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda s: No
                         data_root, size, cfg.batch, cached, min(cfg.warmup, 1), cfg.iters, work / "cache", loader_split, cfg.loader_images
                     ),
                 )
+        augment = None
+        if "augment" not in cfg.skip:
+            from cityseg.tools.benchmark.augment import augment_loader
+
+            log(f"measuring the training data path ({cfg.augment_crop[0]}x{cfg.augment_crop[1]} crops, workers {cfg.augment_workers}) ...")
+            augment = guard(
+                run_errors,
+                "augment",
+                lambda: augment_loader(data_root, loader_split, cfg.augment_crop, cfg.augment_workers, cfg.augment_images, iters=max(1, min(cfg.iters, 3))),
+            )
         if "fullres" not in cfg.skip:
             from cityseg import io
             from cityseg.data import layout
@@ -172,10 +189,12 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda s: No
     }
     return {
         "roof_gflops": {k: round(v, 1) for k, v in roof.items()},
+        "memory_bandwidth_gb_s": {k: round(v, 1) for k, v in bandwidth.items()},
         "device": device_name(device),
         "models": models,
         "eval_pred_dir": evaluation,
         "int8_quality": int8_quality,
+        "augment_loader": rounded(augment),
         "meta": meta,
     }
 
