@@ -193,6 +193,33 @@ def test_multi_output_weighted_sum_by_hand():
     assert loss.validation_loss(out, target).item() == pytest.approx(math.log(1 + math.exp(-2)), rel=1e-6)
 
 
+def test_outputs_are_resized_to_the_loss_scale_and_labels_nearest_downsampled():
+    """scale 1/4 of 16x32 labels: a 4x8 output is used as it is against the labels at rows/columns 4i + 2
+    (the pixel nearest each output pixel's centre); scale 1: it is upsampled bilinearly to 16x32."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 4, 8, generator=g, requires_grad=True)
+    target = torch.randint(0, 5, (2, 16, 32), generator=g)
+    target[0, :3] = 255
+    specs = [{"name": "ce", "weight": 1.0}, {"name": "ce", "weight": 0.5, "output": "aux"}]
+    quarter = build_loss(specs, num_classes=5, scale=0.25)({"out": logits, "aux": logits.flip(1)}, target)
+    small = target[:, 2::4, 2::4]
+    want = F.cross_entropy(logits, small, ignore_index=255) + 0.5 * F.cross_entropy(logits.flip(1), small, ignore_index=255)
+    torch.testing.assert_close(quarter, want)
+    full = build_loss(specs[:1], num_classes=5)(logits, target)
+    up = F.interpolate(logits, size=(16, 32), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(full, F.cross_entropy(up, target, ignore_index=255))
+    half = build_loss(specs[:1], num_classes=5, scale=0.5)(logits, target)
+    up = F.interpolate(logits, size=(8, 16), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(half, F.cross_entropy(up, target[:, 1::2, 1::2], ignore_index=255))
+    quarter.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    # validation always scores at the labels' full size, whatever the scale
+    val = build_loss(specs[:1], num_classes=5, scale=0.25).validation_loss(logits.detach(), target)
+    torch.testing.assert_close(val, F.cross_entropy(F.interpolate(logits.detach(), size=(16, 32), mode="bilinear"), target, ignore_index=255))
+    with pytest.raises(ValueError, match="loss scale"):
+        build_loss(specs, num_classes=5, scale=0.0)
+
+
 def test_a_loss_reading_several_outputs_gets_the_dict():
     from cityseg.train.losses import CombinedLoss, LossTerm
 

@@ -24,6 +24,8 @@ SPECS = {
 }
 BISENET_HEADS = {"aux2": "aux2", "aux3": "aux3", "aux4": "aux4", "aux5": "aux5_4"}
 HEADS = {**{cls: spec[0] for cls, spec in SPECS.items()}, BiSeNetV2: BISENET_HEADS}
+#: output stride of each training output (the heads leave the model unresized; the loss resizes them)
+STRIDES = {"out": 8, "aux": 8, "boundary": 8, "aux2": 2, "aux3": 4, "aux4": 8, "aux5": 16}
 FAST = [DDRNet23Slim, PIDNetS, BiSeNetV2]  # the models the forward / backward tests build (the full widths are counted only)
 
 
@@ -79,14 +81,15 @@ def test_bisenetv2_loads_the_per_branch_backbone_file(tmp_path):
 
 
 @pytest.mark.parametrize("cls", FAST, ids=lambda c: c.name)
-def test_train_mode_returns_every_head_at_the_input_size(cls):
+def test_train_mode_returns_every_head_at_its_own_stride(cls):
     heads = HEADS[cls]
     model = small(cls).train()
-    x = torch.rand(2, 3, 64, 64)
+    x = torch.rand(2, 3, 64, 128)
     out = model(x)
     assert set(out) == {"out", *heads}
     for key, y in out.items():
-        assert y.shape == (2, 1 if key == "boundary" else 5, 64, 64), key
+        s = STRIDES[key]
+        assert y.shape == (2, 1 if key == "boundary" else 5, 64 // s, 128 // s), key
     sum(y.float().mean() for y in out.values()).backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)

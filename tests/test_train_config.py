@@ -44,12 +44,14 @@ def test_overrides_are_type_checked():
             "loss.0.weight=2",
             "model.options.reduction=8",
             "train.checkpoint_minutes=0.5",
+            "train.loss_scale=0.5",
             'loss=[{name="ce"}, {name="dice", weight=0.5, smooth=0.0}]',
         ],
     )
     assert out["optim"]["lr"] == 3e-4 and out["train"]["epochs"] == 5 and out["optim"]["name"] == "adamw"
     assert out["train"]["fast"] is True and out["data"]["size"] == [64, 128]
     assert out["model"]["options"] == {"reduction": 8} and out["train"]["checkpoint_minutes"] == 0.5
+    assert out["train"]["loss_scale"] == 0.5 and cfg["train"]["loss_scale"] == 1.0  # the seed's loss is at full size
     assert out["loss"][1] == {"name": "dice", "weight": 0.5, "smooth": 0.0}
     assert cfg["optim"]["lr"] == 1e-3  # the input is not modified
     for bad, msg in [
@@ -67,6 +69,8 @@ def test_overrides_are_type_checked():
         ("novalue", "key=value"),
         ("data.mean=[0.5]", "both"),
         ("train.checkpoint_minutes=-1", "train.checkpoint_minutes must be >= 0"),
+        ("train.loss_scale=0", r"train.loss_scale must be in \(0, 1\]"),
+        ("train.loss_scale=2", r"train.loss_scale must be in \(0, 1\]"),
     ]:
         with pytest.raises(CitysegError, match=msg) as e:
             apply_overrides(cfg, [bad])

@@ -32,6 +32,10 @@ FULL_RES_MODES = ("whole", "slide")
 class SegmentationModel(nn.Module):
     """Base class: ``forward(x: Bx3xHxW) -> logits BxCxHxW`` at the input's H and W (no softmax).
 
+    In training mode a model may return its logits at its own output stride (a fraction of H and W),
+    as mmsegmentation's heads do: the loss resizes them to its own resolution (``train.loss_scale``), so
+    the upsampling to full size is only paid where the recipe wants it.
+
     Subclasses set the class attributes of their input-size rule: H and W must be multiples of
     ``size_multiple`` and at least ``min_size``. Models tied to one size override
     ``check_input_shape``. A model with heads that only training uses (auxiliary, booster, boundary)

@@ -24,8 +24,9 @@ logits are upsampled x8 to the input. Choices, and why:
 * H and W must be multiples of 32 (the semantic branch reaches 1/32 and is upsampled x4 onto the
   1/8 detail features).
 * Deviations from the port: the aggregation upsamples the semantic features bilinearly
-  (align_corners=False, as mmsegmentation) instead of nearest; all heads resize to the input
-  size rather than by a fixed factor; the booster logits leave the model at the input size.
+  (align_corners=False, as mmsegmentation) instead of nearest; the main head resizes to the
+  input size (in eval mode) rather than by a fixed factor; in training every head leaves the model at
+  its own resolution and the loss resizes it.
 * Size (19 classes, deploy mode, measured here): 3,358,627 params (CoinCheung's port and
   mmsegmentation's ``bisenetv2``, both with the 1024-channel head: ~3.3-3.4 M; the paper gives
   no count). 24.60 GMACs = 49.21 GFLOPs at 512x1024 by ``torch.utils.flop_counter`` (which
@@ -206,8 +207,8 @@ class BiSeNetV2(SegmentationModel):
         self._check_input(x)
         size = x.shape[-2:]
         feat2, feat3, feat4, feat5_4, feat_s = self.segment(x)
-        out = resize(self.head(self.bga(self.detail(x), feat_s)), size)
+        out = self.head(self.bga(self.detail(x), feat_s))
         if not self.training:
-            return out
+            return resize(out, size)
         heads = {"aux2": (self.aux2, feat2), "aux3": (self.aux3, feat3), "aux4": (self.aux4, feat4), "aux5": (self.aux5_4, feat5_4)}
-        return {"out": out, **{k: resize(head(f), size) for k, (head, f) in heads.items()}}
+        return {"out": out, **{k: head(f) for k, (head, f) in heads.items()}}  # each at its own size: the loss resizes them

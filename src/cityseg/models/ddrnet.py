@@ -125,10 +125,10 @@ class DDRNet(SegmentationModel):
         x, hi = x + self.down4(F.relu(hi)), hi + resize(self.compression4(F.relu(x)), hsize)
         hi = self.layer5_(F.relu(hi))
         x = resize(self.spp(self.layer5(F.relu(x))), hsize)
-        out = resize(self.final_layer(x + hi), size)
+        out = self.final_layer(x + hi)
         if not self.training:
-            return out
-        return {"out": out, "aux": resize(self.seghead_extra(aux_in), size)}
+            return resize(out, size)
+        return {"out": out, "aux": self.seghead_extra(aux_in)}  # at 1/8: the loss resizes them
 
 
 class DDRNet23Slim(DDRNet):

@@ -25,8 +25,9 @@ logits are upsampled x8 to the input. Choices, and why:
 * H and W must be multiples of 64: the I branch reaches 1/64. The network runs at other sizes
   (the official code resizes to explicit sizes), but the coarse maps then no longer align with
   the 1/8 branches they are fused into.
-* Deviations from the official code: logits are upsampled to the input inside the model (the
-  official one returns 1/8 maps and resizes in the loss); Pag computes ``x + sim * (y - x)``,
+* In training the heads leave the model at 1/8 and the loss resizes them, as in the official
+  code; in eval mode the logits are upsampled to the input inside the model.
+* Deviations from the official code: Pag computes ``x + sim * (y - x)``,
   the official ``(1 - sim) * x + sim * y`` with one product fewer; ReLUs are out-of-place.
 * Size (19 classes, deploy mode, measured here): PIDNet-S 7,625,715 params (paper 7.6 M),
   47.19 GMACs = 94.39 GFLOPs at 1024x2048 by ``torch.utils.flop_counter`` (which counts
@@ -171,10 +172,10 @@ class PIDNet(SegmentationModel):
         xp = self.layer5_(F.relu(xp))
         xd = self.layer5_d(F.relu(xd))
         x = resize(self.spp(self.layer5(x)), hsize)
-        out = resize(self.final_layer(self.dfm(xp, x, xd)), size)
+        out = self.final_layer(self.dfm(xp, x, xd))
         if not self.training:
-            return out
-        return {"out": out, "aux": resize(self.seghead_p(aux_in), size), "boundary": resize(self.seghead_d(boundary_in), size)}
+            return resize(out, size)
+        return {"out": out, "aux": self.seghead_p(aux_in), "boundary": self.seghead_d(boundary_in)}  # at 1/8: the loss resizes them
 
 
 class PIDNetS(PIDNet):

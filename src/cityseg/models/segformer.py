@@ -298,7 +298,7 @@ class SegFormer(SegmentationModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         logits = self.decode_head(self.backbone(x))
-        return resize(logits, x.shape[-2:])
+        return logits if self.training else resize(logits, x.shape[-2:])  # training: 1/4, the loss resizes
 
 
 class SegFormerB0(SegFormer):

@@ -70,6 +70,7 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "fast": "auto",  # auto | true | false: channels_last + bf16 autocast (CPU) / AMP fp16 (CUDA)
         "grad_clip": 0.0,  # max global grad norm; 0 = off
+        "loss_scale": 1.0,  # the loss's resolution as a fraction of the crop (outputs resized there, labels nearest-downsampled)
         "nan_policy": "stop",  # stop | skip
         "drop_last": False,
         "max_minutes": 0.0,  # stop (resumably) after this much training time; 0 = no limit
@@ -318,6 +319,8 @@ def validate(cfg: dict[str, Any], source: str = "config") -> dict[str, Any]:
     for key, v in nonneg.items():
         if v < 0:
             raise CitysegError(f"{source}: {key} must be >= 0, got {v}")
+    if not 0.0 < t["loss_scale"] <= 1.0:
+        raise CitysegError(f"{source}: train.loss_scale must be in (0, 1] (a fraction of the crop), got {t['loss_scale']}")
     lo, hi = cfg["augment"]["scale"]
     if not 0 < lo <= hi:
         raise CitysegError(f"{source}: augment.scale must be [min, max] with 0 < min <= max")

@@ -7,6 +7,12 @@ A term reads the model output its ``output`` names (default ``"out"``), so a mod
 heads adds e.g. ``{name = "ohem", weight = 0.4, output = "aux"}`` (or ``output = "aux*"``: every output
 whose name starts with ``aux``).
 
+Outputs may come at the model's own output stride (a DDRNet head at 1/8): the loss resizes every output
+bilinearly to its resolution, the label map's size times ``scale`` (``train.loss_scale``; labels are
+nearest-downsampled when ``scale < 1``), as mmsegmentation resizes logits to the labels. On a CPU the
+upsampling and the per-pixel softmax at full resolution cost more than a small network's own step, so a
+short-budget recipe computes its loss at a fraction of the crop.
+
 * ``ce``      cross-entropy, optional class weights and label smoothing (``F.cross_entropy``)
 * ``ohem``    online hard example mining CE (BiSeNet / PSPNet style): keep the pixels whose loss exceeds
               ``-log(thresh)``, and at least the ``min_kept`` hardest ones
@@ -280,6 +286,26 @@ def main_output(outputs: Outputs) -> torch.Tensor:
     return outputs if isinstance(outputs, torch.Tensor) else outputs[MAIN_OUTPUT]
 
 
+def resize_outputs(outputs: Mapping[str, torch.Tensor], size: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Every output at ``size`` (H, W), bilinear with align_corners=False, as contiguous float32 NCHW (the
+    layout the per-pixel losses run fastest in)."""
+    size = tuple(int(v) for v in size)
+    return {
+        k: v.float().contiguous() if tuple(v.shape[-2:]) == size else F.interpolate(v.float().contiguous(), size=size, mode="bilinear", align_corners=False)
+        for k, v in outputs.items()
+    }
+
+
+def downsample_labels(target: torch.Tensor, scale: float) -> torch.Tensor:
+    """``B x H x W`` labels at ``round(H * scale) x round(W * scale)``, nearest ("nearest-exact": the
+    label nearest each output pixel's centre, so a 4x reduction reads pixel 4i + 2)."""
+    if scale == 1.0:
+        return target
+    h, w = target.shape[-2:]
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return F.interpolate(target[:, None].float(), size=size, mode="nearest-exact")[:, 0].to(target.dtype)
+
+
 class LossTerm(nn.Module):
     """One weighted term of the recipe: ``weight * loss(outputs[output], target)``.
 
@@ -324,15 +350,20 @@ class CombinedLoss(nn.Module):
     """``sum_i weight_i * loss_i(outputs, target)`` over the recipe's terms.
 
     ``outputs`` is the model's training output: one logits tensor (read as ``{"out": tensor}``) or a dict
-    of tensors at the input size (``{"out": ..., "aux": ..., "boundary": ...}``). A term that reads an
-    output the model does not return is a ``CitysegError`` naming both.
+    of tensors (``{"out": ..., "aux": ..., "boundary": ...}``), each at the input size or at its head's own
+    stride. The terms see every output resized to the labels' size times ``scale`` and the labels
+    downsampled to it. A term that reads an output the model does not return is a ``CitysegError``
+    naming both.
     """
 
-    def __init__(self, terms: Sequence[LossTerm]):
+    def __init__(self, terms: Sequence[LossTerm], scale: float = 1.0):
         super().__init__()
         if not terms:
             raise ValueError("at least one loss term is needed")
+        if not 0.0 < scale <= 1.0:
+            raise ValueError(f"loss scale must be in (0, 1], got {scale}")
         self.terms = nn.ModuleList(terms)
+        self.scale = float(scale)
 
     def check_outputs(self, available: Iterable[str]) -> None:
         available = list(available)
@@ -347,6 +378,8 @@ class CombinedLoss(nn.Module):
         """The loss at ``progress`` (fraction of the run's steps done; None: every term counts)."""
         outputs = as_outputs(outputs)
         self.check_outputs(outputs)
+        target = downsample_labels(target, self.scale)
+        outputs = resize_outputs(outputs, target.shape[-2:])
         parts = [term(outputs, target) for term in self.terms if term.active(progress)]
         if not parts:
             raise CitysegError(f"no loss term is active at {100 * progress:.1f}% of the run; the terms' `during` windows must cover the whole run")
@@ -354,8 +387,9 @@ class CombinedLoss(nn.Module):
 
     def validation_loss(self, outputs: Outputs, target: torch.Tensor, progress: float | None = None) -> torch.Tensor:
         """The sum of the terms active at ``progress`` whose outputs the model returns in eval mode
-        (training-only heads are absent there); NaN when no term is left."""
-        outputs = as_outputs(outputs)
+        (training-only heads are absent there), at the labels' full size whatever ``scale`` is, so that
+        validation losses compare across recipes; NaN when no term is left."""
+        outputs = resize_outputs(as_outputs(outputs), target.shape[-2:])
         parts = [term(outputs, target) for term in self.terms if term.active(progress) and all(k in outputs for k in term.reads)]
         if not parts:
             return torch.tensor(math.nan)
@@ -384,8 +418,11 @@ def _class_weights(name: str, value: Any, num_classes: int, class_counts: torch.
     raise CitysegError(f"loss {name!r}: class_weights must be 'none', 'auto' or a list of {num_classes} numbers")
 
 
-def build_loss(specs: Sequence[Mapping[str, Any]], num_classes: int, ignore_index: int = 255, class_counts: torch.Tensor | None = None) -> CombinedLoss:
-    """The weighted sum of the losses ``specs`` describe (recipe entries checked by ``config.check_losses``).
+def build_loss(
+    specs: Sequence[Mapping[str, Any]], num_classes: int, ignore_index: int = 255, class_counts: torch.Tensor | None = None, scale: float = 1.0
+) -> CombinedLoss:
+    """The weighted sum of the losses ``specs`` describe (recipe entries checked by ``config.check_losses``),
+    computed at ``scale`` x the labels' size (``train.loss_scale``).
 
     ``class_weights`` may be ``"none"``, ``"auto"`` (needs ``class_counts``: per-class pixel counts of the
     training labels) or an explicit list of ``num_classes`` floats.
@@ -402,4 +439,4 @@ def build_loss(specs: Sequence[Mapping[str, Any]], num_classes: int, ignore_inde
         if "class_weights" in spec:
             spec["class_weights"] = _class_weights(name, spec["class_weights"], num_classes, class_counts)
         terms.append(LossTerm(name, weight, LOSSES[name](ignore_index=ignore_index, **spec), output, during))
-    return CombinedLoss(terms)
+    return CombinedLoss(terms, scale)

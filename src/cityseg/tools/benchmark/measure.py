@@ -173,8 +173,9 @@ def make_batch(batch: int, size: tuple[int, int], device: torch.device, seed: in
 def train_step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, fast: bool) -> Callable[[], float]:
     """One training step (forward + CE + backward + Adam) as a closure; ``model`` is trained in place.
     A model with training-only heads pays for them as in training: the CE is summed over every output
-    with one channel per class (a one-channel boundary head gets a BCE)."""
-    from cityseg.train.losses import as_outputs
+    with one channel per class (a one-channel boundary head gets a BCE), each resized to the full crop
+    (``train.loss_scale = 1``, the papers' setting)."""
+    from cityseg.train.losses import as_outputs, resize_outputs
 
     device = x.device
     channels_last, dtype = fast_path(device) if fast else (False, None)
@@ -191,7 +192,7 @@ def train_step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, fast
             out = model(x)
         loss = sum(
             F.cross_entropy(v.float(), y, ignore_index=255) if v.shape[1] > 1 else F.binary_cross_entropy_with_logits(v.float()[:, 0], (y > 0).float())
-            for v in as_outputs(out).values()
+            for v in resize_outputs(as_outputs(out), y.shape[-2:]).values()
         )
         scaler.scale(loss).backward()
         scaler.step(opt)
