@@ -219,7 +219,7 @@ def test_seed_model_and_recipe_reproduce_the_seed_demo(tmp_path):
 def test_plan_steps():
     # 108 s left at 0.5 s a step after 40 steps: 8 s for the restart, then 3% of the rest stays free -> 194 more
     assert demo.plan_steps(108.0, 0.5, 40, 10_000) == 234
-    assert demo.plan_steps(100.0, 0.5, 40, 100) == 100  # the recipe's epochs cap it
+    assert demo.plan_steps(100.0, 0.5, 40, 100) == 100  # an --epochs cap caps it
     assert demo.plan_steps(0.1, 0.5, 40, 100) == 41  # at least one more step
     assert demo.plan_steps(-5.0, 0.5, 40, 100) == 41
     assert demo.plan_steps(100.0, 0.0, 40, 100) == 100  # no speed measured: the cap
@@ -247,7 +247,8 @@ class ClockNet(SegmentationModel):
         return self.net(x)
 
 
-def test_demo_training_stretches_plan_from_the_probe_and_resume_exactly(tmp_path, monkeypatch):
+@pytest.mark.parametrize("epochs_cap", [8, None], ids=["capped", "budget-only"])
+def test_demo_training_stretches_plan_from_the_probe_and_resume_exactly(tmp_path, monkeypatch, epochs_cap):
     """A 30 s training budget on a fake clock (3 steps per epoch; 1 s a step, then 2 s), no restart time or
     margin: the 5 s probe stops in step 5 (7 s: 1.4 s/step), which plans 21 steps; the time limit at 60%
     of the budget cuts that stretch after step 11 (19 s), whose 2 s/step plan 16 steps for the 11 s
@@ -276,7 +277,7 @@ def test_demo_training_stretches_plan_from_the_probe_and_resume_exactly(tmp_path
     cfg = apply_overrides(cfg, over)
     lines: list[str] = []
     ClockNet.now, ClockNet.steps = 0.0, 0
-    s = demo._train(cfg, root, tmp_path / "run", budget_s=30.0, epochs_cap=8, train_images=10, progress=False, log=lines.append)
+    s = demo._train(cfg, root, tmp_path / "run", budget_s=30.0, epochs_cap=epochs_cap, train_images=10, progress=False, log=lines.append)
     assert (s["steps_done"], s["stopped"]) == (16, "") and ClockNet.steps == 16
     assert "5 steps in 7 s (1.40 s/step): 21 steps planned in all" in lines
     assert "11 steps in 19 s (2.00 s/step): 16 steps planned in all" in lines

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=None, help=f"training batch (default: the recipe's; {demo.DEMO_BATCH_SIZE} with the seed recipe, whose own is 16)"
     )
-    parser.add_argument("--epochs", type=int, default=None, help="cap on the epochs (default: the recipe's)")
+    parser.add_argument("--epochs", type=int, default=None, help="cap on the epochs (default: none; the time budget decides)")
     parser.add_argument("--train-minutes", type=float, default=None, metavar="N", help="fixed training time instead of what the budget leaves")
     parser.add_argument("--size", type=size_arg, default=None, metavar="HxW", help="training size (default: the recipe's)")
     h, w = demo.DEFAULT_FRAME_SIZE

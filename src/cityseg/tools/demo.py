@@ -35,6 +35,7 @@ import hashlib
 import math
 import os
 import re
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -284,7 +285,7 @@ def run_demo(
     ``minutes``: the wall-clock budget of the whole demo (training gets what the other phases leave);
     ``train_minutes`` fixes the training time instead. ``recipe`` is a shipped recipe name or a TOML file;
     ``batch_size`` and ``grad_clip`` default to the recipe's (the seed recipe's batch to ``DEMO_BATCH_SIZE``).
-    ``epochs`` caps the epochs (default: the recipe's). ``size`` overrides the recipe's training size;
+    ``epochs`` caps the epochs (default: no cap; the budget decides). ``size`` overrides the recipe's training size;
     ``train_frames``, ``val_frames`` and ``frame_size`` only apply when SynthCity is generated.
     ``report_frames`` worst val frames go into the report's gallery; ``json_path`` gets a copy of the
     summary. Bad options raise ``CitysegError``.
@@ -317,7 +318,7 @@ def run_demo(
     if size is not None:
         flags["data.size"] = [int(v) for v in size]
     cfg = apply_overrides(cfg, flags, source="demo")
-    epochs_cap = int(epochs) if epochs is not None else int(cfg["train"]["epochs"])
+    epochs_cap = int(epochs) if epochs is not None else None
     d = cfg["data"]
     batch_size, grad_clip = cfg["train"]["batch_size"], cfg["train"]["grad_clip"]
 
@@ -442,11 +443,13 @@ def plan_steps(seconds_left: float, seconds_per_step: float, steps_done: int, st
     return max(steps_done + 1, min(steps_cap, steps_done + more))
 
 
-def _train(cfg: dict, root: Path, run_dir: Path, budget_s: float, epochs_cap: int, train_images: int, progress: bool, log) -> dict:
+def _train(cfg: dict, root: Path, run_dir: Path, budget_s: float, epochs_cap: int | None, train_images: int, progress: bool, log) -> dict:
     """Train for ``budget_s``, in stretches that stop resumably and continue exactly (``train(resume=True)``).
     The first ``PROBE_S`` seconds are real training whose speed plans the run's length in steps
     (``train.iters``), so that the LR schedule ends with the budget; at ``REPLAN_AT`` of the budget the plan
-    is made again from the speed of the stretch since (a longer, steadier measurement)."""
+    is made again from the speed of the stretch since (a longer, steadier measurement). ``epochs_cap``
+    (None: the budget alone decides) caps the plan; the probe's provisional schedule spans the recipe's
+    epochs, which the plan then replaces."""
     from cityseg.train.config import apply_overrides
     from cityseg.train.run import train
 
@@ -457,9 +460,10 @@ def _train(cfg: dict, root: Path, run_dir: Path, budget_s: float, epochs_cap: in
 
     t = cfg["train"]
     per_epoch = train_images // t["batch_size"] if t["drop_last"] else -(-train_images // t["batch_size"])
-    cap = epochs_cap * max(1, per_epoch)
+    provisional = (epochs_cap or t["epochs"]) * max(1, per_epoch)
+    cap = provisional if epochs_cap is not None else sys.maxsize
     t0 = time.monotonic()
-    s = stretch(cap, min(budget_s, PROBE_S), resume=False)
+    s = stretch(provisional, min(budget_s, PROBE_S), resume=False)
     mark, done = 0.0, 0
     for until in (budget_s * REPLAN_AT, budget_s):
         if s["stopped"] != "time limit" or s["steps_done"] <= done:
