@@ -34,19 +34,20 @@ class _Uses(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if not self.inside_bn:
-            for a in _flat((args, kwargs or {})):
+            for a in leaves((args, kwargs or {})):
                 if isinstance(a, torch.Tensor) and self.produced.get(id(a), (None, None))[1] is a:
                     self.uses[id(a)] += 1
         return func(*args, **(kwargs or {}))
 
 
-def _flat(obj):
+def leaves(obj):
+    """Every non-container value in nested lists, tuples and dicts (module inputs and outputs)."""
     if isinstance(obj, (list, tuple)):
         for o in obj:
-            yield from _flat(o)
+            yield from leaves(o)
     elif isinstance(obj, dict):
         for o in obj.values():
-            yield from _flat(o)
+            yield from leaves(o)
     else:
         yield obj
 

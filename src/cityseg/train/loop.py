@@ -66,12 +66,6 @@ def new_running() -> dict[str, Any]:
     return {"loss_sum": 0.0, "steps": 0, "skipped": 0, "seconds": 0.0}
 
 
-def _as_float32(outputs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
-    if isinstance(outputs, torch.Tensor):
-        return outputs.float()
-    return {k: v.float() for k, v in outputs.items()}
-
-
 def _backward(ctx: StepContext, loss: torch.Tensor) -> bool:
     """Backward pass and optional clipping; True when the gradients are not finite."""
     ctx.optimizer.zero_grad(set_to_none=True)
@@ -88,7 +82,7 @@ def train_step(
 ) -> tuple[list[bool], str]:
     """One optimiser step, or a skipped one under ``nan_policy = "skip"``; returns ``poll()``'s flags agreed
     over all processes (one collective with the loss check) and what was skipped ("" for a normal step)."""
-    loss = ctx.criterion(_as_float32(ctx.forward(x)), y.to(ctx.info.device, non_blocking=True), ctx.progress)
+    loss = ctx.criterion(ctx.forward(x), y.to(ctx.info.device, non_blocking=True), ctx.progress)
     flags = D.all_flags([not bool(torch.isfinite(loss)), *poll()], ctx.info)
     bad = flags[0] or _backward(ctx, loss)
     if bad:

@@ -290,10 +290,8 @@ def resize_outputs(outputs: Mapping[str, torch.Tensor], size: Sequence[int]) -> 
     """Every output at ``size`` (H, W), bilinear with align_corners=False, as contiguous float32 NCHW (the
     layout the per-pixel losses run fastest in)."""
     size = tuple(int(v) for v in size)
-    return {
-        k: v.float().contiguous() if tuple(v.shape[-2:]) == size else F.interpolate(v.float().contiguous(), size=size, mode="bilinear", align_corners=False)
-        for k, v in outputs.items()
-    }
+    out = {k: v.to(torch.float32, memory_format=torch.contiguous_format) for k, v in outputs.items()}  # one copy at most
+    return {k: v if tuple(v.shape[-2:]) == size else F.interpolate(v, size=size, mode="bilinear", align_corners=False) for k, v in out.items()}
 
 
 def downsample_labels(target: torch.Tensor, scale: float) -> torch.Tensor:

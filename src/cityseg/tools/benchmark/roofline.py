@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from cityseg.models.fold import leaves
 from cityseg.tools.benchmark.measure import build, time_fn
 from cityseg.tools.benchmark.profile import layer_category, op_self_times
 
@@ -29,14 +30,7 @@ FOLD_TRACE_SIZE = (256, 512)
 
 
 def _tensors(value: Any) -> Iterator[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _tensors(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _tensors(v)
+    return (v for v in leaves(value) if isinstance(v, torch.Tensor))
 
 
 def module_category(module: nn.Module) -> str:
