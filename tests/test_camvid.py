@@ -274,3 +274,101 @@ def test_train_a_few_steps_on_camvid_then_evaluate(camvid, tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(run / "last.pt"), "--data", str(camvid), "--no-confusion"]) == 0
     text = capsys.readouterr().out
     assert "input 36x48" in text and "(a CamVid model)" in text and "Bicyclist" in text
+
+
+# ---- cityseg adapt (AdaBN) ----------------------------------------------------------------------------
+def write_images(folder: Path, n: int, size=(32, 64), seed=1) -> list[Path]:
+    """``n`` random RGB PNGs in ``folder`` (nested one level, so the search must recurse)."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        p = folder / ("sub" if i % 2 else ".") / f"im{i}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(p)
+        paths.append(p.resolve())
+    return sorted(paths)
+
+
+def test_batch_sizes_never_leave_a_single_image_alone():
+    from cityseg.infer.adapt import batch_sizes
+
+    assert batch_sizes(16, 8) == [8, 8] and batch_sizes(9, 8) == [7, 2] and batch_sizes(5, 4) == [3, 2]
+    assert batch_sizes(5, 2) == [2, 3] and batch_sizes(3, 8) == [3] and batch_sizes(1, 8) == [1]
+
+
+def test_adapt_sets_bn_statistics_to_the_hand_computed_ones_and_nothing_else(tmp_path, capsys):
+    src = save_tiny(tmp_path / "src.pt", "trainIds", size=(32, 64))
+    images = write_images(tmp_path / "imgs", 5)  # at the checkpoint's size: no resize
+    out = tmp_path / "adapted.pt"
+    assert main(["adapt", "--checkpoint", str(src), "--images", str(tmp_path / "imgs"), "--out", str(out), "--batch", "2"]) == 0
+    before, after = load_checkpoint(src), load_checkpoint(out)
+    # the BN input over all pixels of all images, computed here: normalise, then the stem convolution
+    w, b = before["model"]["stem.weight"].double(), before["model"]["stem.bias"].double()
+    feats = []
+    for p in images:
+        x = (np.asarray(Image.open(p), np.float64) / 255 - 0.4) / 0.3
+        x = torch.from_numpy(x.transpose(2, 0, 1).copy())[None]
+        feats.append(torch.nn.functional.conv2d(x, w, b, padding=1)[0].reshape(6, -1))
+    v = torch.cat(feats, 1)
+    assert torch.allclose(after["model"]["bn.running_mean"].double(), v.mean(1), atol=1e-5)
+    assert torch.allclose(after["model"]["bn.running_var"].double(), v.var(1, unbiased=True), rtol=1e-5)
+    assert not torch.allclose(before["model"]["bn.running_mean"], after["model"]["bn.running_mean"])
+    for k, t in before["model"].items():  # every parameter and every other buffer is untouched
+        if k not in ("bn.running_mean", "bn.running_var", "bn.num_batches_tracked"):
+            assert torch.equal(t, after["model"][k]), k
+    assert after["adapted_to"] == {"folder": str((tmp_path / "imgs").resolve()), "images": 5, "size": [32, 64], "batch": 2}
+    assert after["input_size"] == [32, 64] and after["label_mode"] == "trainIds" and after["optimizer"] is None
+    pred = Predictor.from_checkpoint(out).predict(np.asarray(Image.open(images[0])))
+    assert pred.shape == (32, 64) and pred.dtype == np.uint8
+
+
+def test_adapt_api_leaves_the_model_in_its_mode_with_its_momentum():
+    import cityseg
+
+    model = TinyBN(3).train()
+    n = cityseg.adapt_batchnorm(model, [torch.randn(2, 3, 8, 8), torch.randn(3, 3, 8, 8)])
+    assert n == 5 and model.training and model.bn.momentum == 0.1 and int(model.bn.num_batches_tracked) == 2
+
+
+def test_adapt_a_model_with_pooled_branches_in_batches(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = models.build_model("ddrnet23_slim", num_classes=19).eval()
+    src = tmp_path / "ddr.pt"
+    save_checkpoint(src, Checkpoint(model=model.state_dict(), model_name="ddrnet23_slim", label_mode="trainIds", num_classes=19, input_size=[64, 128]))
+    write_images(tmp_path / "imgs", 5, size=(64, 128))
+    out = tmp_path / "out.pt"
+    # batches of one cannot run the BatchNorm behind the global pool in training mode: one line, nothing written
+    assert main(["adapt", "--checkpoint", str(src), "--images", str(tmp_path / "imgs"), "--out", str(out), "--batch", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "too small for this model" in err[0] and not out.exists()
+    assert main(["adapt", "--checkpoint", str(src), "--images", str(tmp_path / "imgs"), "--out", str(out), "--batch", "4"]) == 0  # 3 + 2
+    after = load_checkpoint(out)
+    assert after["adapted_to"]["images"] == 5
+    changed = [k for k, t in model.state_dict().items() if not torch.equal(t, after["model"][k])]
+    assert changed and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in changed)
+
+
+def test_adapt_to_a_camvid_root_uses_its_train_images_at_the_camvid_size(camvid, tmp_path):
+    src = save_tiny(tmp_path / "src.pt", "trainIds", size=(32, 64))
+    out = tmp_path / "out.pt"
+    assert main(["adapt", "--checkpoint", str(src), "--images", str(camvid), "--out", str(out)]) == 0
+    assert load_checkpoint(out)["adapted_to"]["images"] == 4 and load_checkpoint(out)["adapted_to"]["size"] == [48, 64]
+    assert main(["adapt", "--checkpoint", str(src), "--images", str(camvid / "val"), "--out", str(out), "--size", "32x64"]) == 0
+    assert load_checkpoint(out)["adapted_to"]["images"] == 2 and load_checkpoint(out)["adapted_to"]["size"] == [32, 64]
+
+
+@pytest.mark.parametrize("fault", ["missing", "empty", "corrupt"])
+def test_adapt_bad_folder_is_one_line_and_the_old_output_survives(tmp_path, capsys, fault):
+    src = save_tiny(tmp_path / "src.pt")
+    folder = tmp_path / "imgs"
+    if fault == "empty":
+        folder.mkdir()
+    elif fault == "corrupt":
+        bad = write_images(folder, 3)[1]
+        bad.write_bytes(bad.read_bytes()[:60])  # truncated: fails in the middle of the pass
+    out = tmp_path / "out.pt"
+    out.write_bytes(b"the previous file")
+    assert main(["adapt", "--checkpoint", str(src), "--images", str(folder), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(folder) in err[0]
+    assert out.read_bytes() == b"the previous file" and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -26,6 +26,9 @@ _FACE = {
     "list_models": "cityseg.models:list_models",
     "load_checkpoint": "cityseg.checkpoint:load_checkpoint",
     "model_from_checkpoint": "cityseg.models:model_from_checkpoint",
+    "adapt_batchnorm": "cityseg.infer.adapt:adapt_batchnorm",
+    "adapt_checkpoint": "cityseg.infer.adapt:adapt_checkpoint",
+    "CamVidEvaluator": "cityseg.eval.metrics:CamVidEvaluator",
 }
 
 __all__ = [  # noqa: RUF022 (the face's order: the package, then modules, then names)
@@ -41,6 +44,9 @@ __all__ = [  # noqa: RUF022 (the face's order: the package, then modules, then n
     "list_models",
     "load_checkpoint",
     "model_from_checkpoint",
+    "adapt_batchnorm",
+    "adapt_checkpoint",
+    "CamVidEvaluator",
 ]
 
 

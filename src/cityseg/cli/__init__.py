@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "train": "train a model with a recipe into a run folder (resumable; torchrun-ready)",
     "demo": "the main job: SynthCity -> train -> official evaluation -> figure and report",
     "evaluate": "score a checkpoint or a folder of labelId PNGs like the official script",
+    "adapt": "AdaBN: re-estimate a model's BatchNorm statistics on unlabelled images of a new domain",
     "predict": "write labelId / colour / overlay predictions (test-server ready)",
     "figure": "draw the results figure: input / ground truth / prediction / error rows",
     "report": "write a run's report: one offline web page with scores, curves, classes, worst frames",

@@ -251,7 +251,7 @@ class Predictor:
             for scale in self.scales:
                 base = self.input_size if self.mode == "whole" else full
                 size = self._scaled_size(base, scale)
-                x = preprocess(image, size, self.interpolation, self.mean, self.std)
+                x = self.input_tensor(image, size)
                 logits = self._whole(x) if self.mode == "whole" else self._slide(x)
                 if not tta:
                     result.append(logits[0])
@@ -262,6 +262,12 @@ class Predictor:
         return result
 
     # -- public API ----------------------------------------------------------------------------
+    def input_tensor(self, image: np.ndarray, size: Sequence[int] | None = None) -> torch.Tensor:
+        """The network input (3xHxW float32) of a full-resolution uint8 RGB image at ``size`` (default
+        ``input_size``): the checkpoint's own resize and normalisation, as every pass here uses it."""
+        size = self.input_size if size is None else size
+        return preprocess(_check_image(image), size, self.interpolation, self.mean, self.std)
+
     def logits(self, image: np.ndarray) -> torch.Tensor:
         """Float32 CxHxW scores at the image's full size (logits; averaged softmax under TTA)."""
         full = np.asarray(image).shape[:2]
