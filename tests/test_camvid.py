@@ -372,3 +372,9 @@ def test_adapt_bad_folder_is_one_line_and_the_old_output_survives(tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(folder) in err[0]
     assert out.read_bytes() == b"the previous file" and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_camvid_model_is_not_scored_on_cityscapes(tiny_root, tmp_path, capsys):
+    ckpt = save_tiny(tmp_path / "cv.pt", "camvid", size=(32, 64))
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(tiny_root), "--no-confusion"]) == 2
+    assert "a CamVid model (11 classes) is scored on CamVid only" in capsys.readouterr().err

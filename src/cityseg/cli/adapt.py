@@ -17,13 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", metavar="CKPT2", required=True, help="the adapted checkpoint (written atomically, only on success)")
     parser.add_argument("--split", default="train", help="the split of a dataset root to adapt to (default: train)")
-    parser.add_argument(
-        "--size",
-        type=size_arg,
-        default=None,
-        metavar="HxW",
-        help="input size of the pass (default: the checkpoint's; on CamVid images the size `cityseg evaluate` uses there)",
-    )
+    parser.add_argument("--size", type=size_arg, metavar="HxW", help="input size (default: the checkpoint's; on CamVid images the CamVid rule)")
     parser.add_argument("--batch", type=int, default=8, metavar="N", help="images per pass (default 8; pooled branches need 2 or more)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 

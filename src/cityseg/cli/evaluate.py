@@ -38,13 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device for --checkpoint (default: cpu)")
     parser.add_argument("--workers", type=int, default=None, help="PNG decoding threads (default: up to 4)")
     parser.add_argument("--no-confusion", action="store_true", help="do not draw confusion.png")
-    parser.add_argument(
-        "--size",
-        type=size_arg,
-        default=None,
-        metavar="HxW",
-        help="CamVid data only: the model's input size (default: a CamVid model's own; others keep their width, height from 4:3)",
-    )
+    parser.add_argument("--size", type=size_arg, metavar="HxW", help="CamVid only: input size (default: docs/camvid.md's rule)")
     parser.add_argument(
         "--report", metavar="DIR", default=None, help="also write the run report (DIR/index.html) of the checkpoint's run folder, as `cityseg report` does"
     )

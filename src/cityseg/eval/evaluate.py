@@ -167,6 +167,8 @@ def score_checkpoint(
         samples = samples[: int(limit)]
     if predictor is None:
         predictor = Predictor.from_checkpoint(checkpoint, device=device, flip=flip, scales=tuple(scales), mode=mode)
+    if predictor.label_mode == "camvid":  # its ids 0..10 would be read as labelIds
+        raise CitysegError(f"{checkpoint}: a CamVid model (11 classes) is scored on CamVid only (--data a CamVid root)")
     workers = default_workers() if workers is None else max(1, int(workers))
 
     full, small = CityscapesEvaluator(), CityscapesEvaluator()
