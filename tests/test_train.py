@@ -22,6 +22,7 @@ from cityseg.errors import CitysegError
 from cityseg.models import model_from_checkpoint
 from cityseg.train.config import apply_overrides, load_recipe
 from cityseg.train.run import train
+from conftest import require_oracle
 from hooknet import HookNet as TinyNet
 
 
@@ -502,6 +503,32 @@ def test_max_minutes_cuts_training_at_the_deadline_and_resumes_exactly(synth64, 
     assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "cut"))
 
 
+def test_checkpoint_minutes_saves_mid_epoch_when_due(synth64, tmp_path, monkeypatch):
+    """The same one-minute-per-forward clock with ``checkpoint_minutes = 1.5`` and no time limit: a mid-epoch
+    last.pt at the step during which 1.5 minutes since the last save passed, none at an epoch's last step
+    (the epoch end saves), and the run is not stopped by it."""
+    from types import SimpleNamespace
+
+    import cityseg.train.run as run_module
+
+    saved = []
+    save = run_module.save_checkpoint
+
+    def spy_save(path, ckpt):
+        if path.name == "last.pt":
+            saved.append((ckpt.epoch, ckpt.step))
+        save(path, ckpt)
+
+    monkeypatch.setattr(run_module, "time", SimpleNamespace(monotonic=lambda: 60.0 * TinyNet.calls))
+    monkeypatch.setattr(run_module, "save_checkpoint", spy_save)
+    monkeypatch.setattr(run_module, "plot_curves", lambda *a: None)
+    cfg = tiny_cfg(**{"train.epochs": 2, "train.checkpoint_minutes": 1.5})  # 3 steps per epoch
+    summary = train(cfg, synth64, tmp_path / "run", progress=False)
+    assert summary["stopped"] == "" and summary["epoch"] == 2
+    # due after step 2 (120 s > 90 s), then 90 s after that save: step 5; epoch ends at steps 3 and 6
+    assert saved == [(0, 2), (1, 0), (1, 2), (2, 0)]
+
+
 def test_tensorboard_writes_scalars_or_refuses_with_one_line(synth64, tmp_path, monkeypatch, capsys):
     """Without the tensorboard package, ``--tensorboard`` is a one-line error (exit 2) before any training;
     with it, every epoch's scalars go to RUN_DIR/tensorboard (a stand-in SummaryWriter records them here)."""
@@ -541,6 +568,14 @@ def test_tensorboard_writes_scalars_or_refuses_with_one_line(synth64, tmp_path, 
 
 
 def test_tensorboard_event_files(synth64, tmp_path):
-    pytest.importorskip("tensorboard")
-    train(tiny_cfg(**{"train.epochs": 1, "train.tensorboard": True}), synth64, tmp_path / "tb", progress=False)
+    """The real SummaryWriter's event files, read back with tensorboard's own reader, hold every epoch's
+    scalars with the values of the run's history (tensorboard is a dev dependency: missing, it fails)."""
+    accumulator = require_oracle("tensorboard.backend.event_processing.event_accumulator")
+    summary = train(tiny_cfg(**{"train.epochs": 2, "train.tensorboard": True}), synth64, tmp_path / "tb", progress=False)
     assert list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
+    events = accumulator.EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    events.Reload()
+    for tag in ("train_loss", "val_loss", "miou_34", "lr"):
+        got = [(e.step, e.value) for e in events.Scalars(tag)]
+        want = [(row["epoch"], pytest.approx(row[tag], rel=1e-6)) for row in summary["history"]]
+        assert got == want, tag

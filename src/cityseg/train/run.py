@@ -39,7 +39,7 @@ from cityseg.runtime import environment, process_context, resolve_fast
 from cityseg.train import distributed as D
 from cityseg.train.config import dump_toml, validate
 from cityseg.train.init import init_from_checkpoint
-from cityseg.train.loop import StepContext, evaluate, new_running, train_one_epoch
+from cityseg.train.loop import StepContext, StopFlags, evaluate, new_running, train_one_epoch
 from cityseg.train.losses import build_loss
 from cityseg.train.mix import source_roots, train_sampler
 from cityseg.train.report import TensorBoard, check_tensorboard, epoch_line, plot_curves, write_metrics_csv
@@ -413,9 +413,9 @@ def fit(run: Run, progress: bool) -> tuple[str, str]:
     try:
         with StopRequest() as stop:
 
-            def poll() -> list[bool]:
+            def poll() -> StopFlags:
                 now = time.monotonic()
-                return [stop.requested, limit_s > 0 and now - t0 > limit_s, every_s > 0 and now - saved_at > every_s]
+                return StopFlags(stop.requested, limit_s > 0 and now - t0 > limit_s, every_s > 0 and now - saved_at > every_s)
 
             epochs = planned_epochs(t, steps)
             for epoch in range(run.epoch, epochs):
@@ -424,8 +424,8 @@ def fit(run: Run, progress: bool) -> tuple[str, str]:
                 bar = tqdm(total=n, initial=run.step, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, dynamic_ncols=True, unit="step")
                 run.step, flags = train_one_epoch(run.ctx, loader, epoch, run.step, run.running, poll, after_step, bar, run.say)
                 bar.close()
-                if any(flags):
-                    stopped = "interrupted" if flags[0] else "time limit"
+                if flags.stop:
+                    stopped = "interrupted" if flags.interrupted else "time limit"
                 if stopped and run.step < n:
                     run.save(LAST)  # resumable mid-epoch
                     break
