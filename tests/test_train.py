@@ -361,6 +361,52 @@ def test_training_heads_dict_outputs_and_missing_output(synth64, tmp_path, monke
         train(bad, synth64, tmp_path / "bad", progress=False)
 
 
+class StrideNet(TinyNet):
+    """Training outputs at their heads' own strides, as the real-time models and SegFormer return them:
+    ``out`` at 1/4 of the input and ``aux`` at 1/2 (BiSeNetV2's auxiliary heads); eval mode: one tensor."""
+
+    name = "stride"
+
+    def __init__(self, num_classes: int = 34, width: int = 8):
+        super().__init__(num_classes, width)
+        self.aux = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        feats = self.body(x)
+        return {"out": self.head(nn.functional.avg_pool2d(feats, 4)), "aux": self.aux(nn.functional.avg_pool2d(feats, 2))}
+
+
+def test_loss_scale_is_applied_to_outputs_at_their_own_stride(synth64, tmp_path, monkeypatch):
+    """``train.loss_scale = 0.25`` reaches the loss: every step's loss is cross-entropy of ``out`` (1/4, as
+    it is) and of ``aux`` (1/2, each 2x2 block's mean) against the labels at rows/columns 4i + 2."""
+    import torch.nn.functional as F
+
+    from cityseg.train.losses import CombinedLoss
+
+    monkeypatch.setitem(models.MODELS, "stride", models.Entry(partial(StrideNet), "stride test net"))
+    seen = []
+    forward = CombinedLoss.forward
+
+    def spy(self, outputs, target, progress=None):
+        loss = forward(self, outputs, target, progress)
+        seen.append(({k: v.detach() for k, v in outputs.items()}, target, loss.detach()))
+        return loss
+
+    monkeypatch.setattr(CombinedLoss, "forward", spy)
+    loss = [{"name": "ce"}, {"name": "ce", "weight": 0.4, "output": "aux"}]
+    cfg = tiny_cfg(**{"model.name": "stride", "train.epochs": 1, "train.loss_scale": 0.25, "data.label_mode": "trainIds", "loss": loss})
+    summary = train(cfg, synth64, tmp_path / "run", progress=False)
+    assert summary["epoch"] == 1 and len(seen) == 3  # 10 images, batch 4
+    for outputs, target, got in seen:
+        assert outputs["out"].shape[-2:] == (16, 32) and outputs["aux"].shape[-2:] == (32, 64) and target.shape[-2:] == (64, 128)
+        small = target[:, 2::4, 2::4]
+        assert bool((small == 255).any())  # trainIds: ignored pixels are in the sample
+        want = F.cross_entropy(outputs["out"], small, ignore_index=255) + 0.4 * F.cross_entropy(F.avg_pool2d(outputs["aux"], 2), small, ignore_index=255)
+        assert got.item() == pytest.approx(want.item(), rel=1e-5)
+
+
 def test_resume_before_the_first_checkpoint_starts_fresh(synth64, tmp_path, capsys):
     """A scheduler restarts the same command after a kill in epoch 1: no last.pt yet, so --resume starts
     the run afresh (one notice line) with the run's own config.toml, and ends where an uninterrupted run does."""

@@ -273,7 +273,7 @@ def setup(cfg: dict[str, Any], root: Path, out: Path, info: D.DistInfo, say: Cal
         init_from_checkpoint(model, t["init_from"])
     train_ds, val_ds = _datasets(cfg, root, label_mode, info)
     counts = class_pixel_counts(train_ds, num_classes) if any(s.get("class_weights") == "auto" for s in cfg["loss"]) else None
-    criterion = build_loss(cfg["loss"], num_classes, ignore_index=L.IGNORE_INDEX, class_counts=counts, scale=cfg["train"]["loss_scale"]).to(info.device)
+    criterion = build_loss(cfg["loss"], num_classes, ignore_index=L.IGNORE_INDEX, class_counts=counts, scale=t["loss_scale"], dist=info).to(info.device)
     sampler = train_sampler(cfg, getattr(train_ds, "lengths", [len(train_ds)]), info)
     if len(sampler) == 0:
         raise CitysegError(f"{root}: split {cfg['data']['train_split']!r} has {len(train_ds)} images, fewer than one batch of {t['batch_size']} (drop_last)")
