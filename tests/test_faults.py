@@ -78,8 +78,10 @@ def hold(point: str) -> None:
     if os.environ.get("FAULT_HOLD") != point:
         return
     _event(f"holding {point}")
-    release = Path(os.environ["FAULT_RELEASE"])
+    release, parent = Path(os.environ["FAULT_RELEASE"]), os.getppid()
     while not release.exists():  # a wait for the parent's file, however long it takes
+        if os.getppid() != parent:  # the test process is gone: never outlive it
+            os._exit(1)
         time.sleep(0.001)
 
 
@@ -186,6 +188,16 @@ def env(events: Path | None = None, **faults) -> dict[str, str]:
         e["FAULT_RELEASE"] = str(release_file(events))
     e.update({f"FAULT_{k.upper()}": str(v) for k, v in faults.items()})
     return e
+
+
+def finish(proc: subprocess.Popen) -> tuple[str, str]:
+    """The child's output once it exits; a child still running after the hang guard is killed, failing the test."""
+    try:
+        return proc.communicate(timeout=WAIT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"the run did not exit within {WAIT_S} s (still held?)")
 
 
 def release_file(events: Path) -> Path:
@@ -308,7 +320,7 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(data, referen
         proc = start(argv, env(events, hold=point))
         held(events, point, proc)
         os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=WAIT_S)
+        finish(proc)
         assert proc.returncode == -signal.SIGKILL
         kills[mode] += 1
         if mode == "save":
@@ -335,6 +347,22 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(data, referen
     assert {p.name for p in out.iterdir()} == {p.name for p in reference.iterdir()}
 
 
+def test_sigkill_after_an_epoch_end_then_resume_equals_uninterrupted(data, reference, tmp_path):
+    """No step checkpoints: a SIGKILL inside epoch 2's first step leaves epoch 1's last.pt, and --resume
+    from it ends on the uninterrupted run."""
+    out, events = tmp_path / "run", tmp_path / "events.log"
+    proc = start(train_args(data, out, "--set", "train.checkpoint_every=0"), env(events, hold="step 4"))
+    held(events, "step 4", proc)  # 3 steps per epoch: epoch 2 has begun
+    os.kill(proc.pid, signal.SIGKILL)
+    finish(proc)
+    assert proc.returncode == -signal.SIGKILL
+    ck = load_checkpoint(out / "last.pt")
+    assert (ck["epoch"], ck["step"]) == (1, 0)
+    proc = run(train_args(data, out, "--resume", "--set", "train.checkpoint_every=0"), env())
+    assert proc.returncode == 0, proc.stderr
+    assert_same_run(reference, out)
+
+
 def test_sigkill_with_timed_step_checkpoints_then_resume_equals_uninterrupted(data, reference, tmp_path):
     """``train.checkpoint_minutes`` alone (no step-count saves), at an interval below one step: five SIGKILLs
     at points drawn at random (inside a step, halfway through the save after it, or once that save is
@@ -351,7 +379,7 @@ def test_sigkill_with_timed_step_checkpoints_then_resume_equals_uninterrupted(da
         proc = start(argv, env(events, hold=point))
         held(events, point, proc)
         os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=WAIT_S)
+        finish(proc)
         assert proc.returncode == -signal.SIGKILL
         if (out / "last.pt").exists():  # a kill inside the first step finds none yet: --resume starts afresh
             ck = load_checkpoint(out / "last.pt")
@@ -380,7 +408,7 @@ def test_sigint_saves_resumable_checkpoint_and_exits_cleanly(data, reference, tm
     os.kill(proc.pid, signal.SIGINT)
     assert wait_for(events, lambda ls: "signal SIGINT" in ls, proc)
     release_file(events).touch()
-    stdout, stderr = proc.communicate(timeout=WAIT_S)
+    stdout, stderr = finish(proc)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr + stdout
     assert "interrupted (SIGINT): saved" in stdout and "--resume" in stdout
@@ -402,7 +430,7 @@ def test_second_sigint_aborts_at_once_and_keeps_last_checkpoint(data, tmp_path):
     os.kill(proc.pid, signal.SIGINT)  # first: finish the step, then save
     assert wait_for(events, lambda ls: "signal SIGINT" in ls, proc)
     os.kill(proc.pid, signal.SIGINT)  # second, while the checkpoint is being written: abort now
-    stdout, stderr = proc.communicate(timeout=WAIT_S)
+    stdout, stderr = finish(proc)
     assert proc.returncode == 130 and signals_seen(events) == 2
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "cityseg train: interrupted"
     ck = load_checkpoint(out / "last.pt")  # the first checkpoint, intact

@@ -137,8 +137,9 @@ def test_loss_terms_see_the_fraction_of_the_run_done(synth64, tmp_path, monkeypa
     assert seen == pytest.approx([k / 6 for k in range(6)])
 
 
-def test_epoch_boundary_resume_after_kill_equals_uninterrupted(synth64, tmp_path):
-    """A SIGKILL leaves last.pt of the last finished epoch; resuming from it must reach the same weights."""
+def test_resume_from_an_epoch_end_checkpoint_equals_uninterrupted(synth64, tmp_path):
+    """The last.pt of a finished epoch (what a SIGKILL in the next epoch leaves, with step checkpoints off;
+    test_faults kills a real run there) resumed with the longer run's config reaches the same weights."""
     cfg = tiny_cfg(**{"train.epochs": 2, "train.seed": 7})
     train(cfg, synth64, tmp_path / "full", progress=False)
     one = apply_overrides(cfg, {"train.epochs": 1})
