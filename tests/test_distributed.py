@@ -96,25 +96,17 @@ def entries(ghost: bool) -> dict[str, models.Entry]:
     }
 
 
+#: the overrides every compared run shares: 2 epochs of batch 4 at 64x128, in-process loading
+SMALL_RUN = {"train.epochs": 2, "train.batch_size": 4, "data.size": [64, 128], "data.workers": 0, "train.fast": False, "train.eval_batch_size": 1}
+
+
 def configs():
     """Every config is compared DDP vs one process; ``bn_aug`` also trains with augmentation and workers."""
     from cityseg.train.config import apply_overrides, load_recipe
 
     cfg, _ = load_recipe("seed")
-    common = {
-        "model.name": "plain_test",
-        "train.epochs": 2,
-        "train.batch_size": 4,
-        "data.size": [64, 128],
-        "data.workers": 0,
-        "train.fast": False,
-        "train.eval_batch_size": 1,
-        "optim.name": "sgd",
-        "optim.lr": 0.05,
-        "train.grad_clip": 0.0,
-    }
-    plain = apply_overrides(cfg, common)
-    # labelIds: every pixel counts (padding is id 0), so the per-process mean losses average to the global mean
+    plain = apply_overrides(cfg, {**SMALL_RUN, "model.name": "plain_test", "optim.name": "sgd", "optim.lr": 0.05, "train.grad_clip": 0.0})
+    # labelIds: every pixel counts (padding is id 0); the trainIds recipe with ignored pixels is the slow test below
     bn_aug = apply_overrides(plain, {"model.name": "bn_test", "augment.enabled": True, "augment.scale": [0.75, 1.25], "data.workers": 2})
     return {"plain": plain, "bn_aug": bn_aug}
 
@@ -300,7 +292,7 @@ def loss_and_grads(name, rank=0, world=1):
     mine = {k: v[part].detach().requires_grad_() for k, v in outputs.items()}
     loss = build_loss(specs, num_classes=5, scale=scale, dist=info)(mine, target[part])
     loss.backward()
-    return float(loss), {k: v.grad / world for k, v in mine.items() if v.grad is not None}
+    return float(loss.detach()), {k: v.grad / world for k, v in mine.items() if v.grad is not None}
 
 
 def _loss_worker(rank, world, port, out):
@@ -343,13 +335,8 @@ def standard_config(roots):
     return apply_overrides(
         cfg,
         {
+            **SMALL_RUN,
             "model.name": "stride_test",
-            "train.epochs": 2,
-            "train.batch_size": 4,
-            "data.size": [64, 128],
-            "data.workers": 0,
-            "train.fast": False,
-            "train.eval_batch_size": 1,
             "schedule.warmup_iters": 2,
             "train.loss_scale": 0.5,
             "data.sources": [{"root": str(roots[0]), "weight": 0.7}, {"root": str(roots[1]), "weight": 0.3}],

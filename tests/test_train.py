@@ -331,9 +331,11 @@ def test_fast_auto_on_cpu_depends_on_native_bf16(monkeypatch):
 
 
 class AuxNet(TinyNet):
-    """In training mode returns {"out", "aux"} (a training-only head); in eval mode one tensor."""
+    """In training mode returns {"out", "aux"} (a training-only head), each at its ``strides`` entry (the
+    input size here); in eval mode one tensor."""
 
     name = "aux"
+    strides = (1, 1)  # of "out" and "aux"
 
     def __init__(self, num_classes: int = 34, width: int = 8):
         super().__init__(num_classes, width)
@@ -343,7 +345,8 @@ class AuxNet(TinyNet):
         if not self.training:
             return super().forward(x)
         feats = self.body(x)
-        return {"out": self.head(feats), "aux": self.aux(feats)}
+        out, aux = (nn.functional.avg_pool2d(feats, s) if s > 1 else feats for s in self.strides)
+        return {"out": self.head(out), "aux": self.aux(aux)}
 
 
 def test_training_heads_dict_outputs_and_missing_output(synth64, tmp_path, monkeypatch):
@@ -362,21 +365,12 @@ def test_training_heads_dict_outputs_and_missing_output(synth64, tmp_path, monke
         train(bad, synth64, tmp_path / "bad", progress=False)
 
 
-class StrideNet(TinyNet):
+class StrideNet(AuxNet):
     """Training outputs at their heads' own strides, as the real-time models and SegFormer return them:
     ``out`` at 1/4 of the input and ``aux`` at 1/2 (BiSeNetV2's auxiliary heads); eval mode: one tensor."""
 
     name = "stride"
-
-    def __init__(self, num_classes: int = 34, width: int = 8):
-        super().__init__(num_classes, width)
-        self.aux = nn.Conv2d(width, num_classes, 1)
-
-    def forward(self, x):
-        if not self.training:
-            return super().forward(x)
-        feats = self.body(x)
-        return {"out": self.head(nn.functional.avg_pool2d(feats, 4)), "aux": self.aux(nn.functional.avg_pool2d(feats, 2))}
+    strides = (4, 2)
 
 
 def test_loss_scale_is_applied_to_outputs_at_their_own_stride(synth64, tmp_path, monkeypatch):
