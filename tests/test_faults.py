@@ -196,7 +196,7 @@ def finish(proc: subprocess.Popen) -> tuple[str, str]:
         return proc.communicate(timeout=WAIT_S)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.communicate()
+        proc.communicate(timeout=WAIT_S)
         pytest.fail(f"the run did not exit within {WAIT_S} s (still held?)")
 
 
