@@ -144,3 +144,21 @@ def predict(model, image: np.ndarray, ckpt: dict, flip=False, scales=(1.0,), mod
             lut[train_id] = trainId2label[train_id].id
         pred = lut[pred]
     return pred.astype(np.uint8)
+
+
+# ---- scoring ----------------------------------------------------------------------------------------------
+def confusion_with_void(pairs) -> np.ndarray:
+    """19 x 20 pixel counts over ``(gt labelIds, predicted labelIds)`` pairs: rows the evaluated classes in
+    trainId order (cityscapesScripts' table), columns the same classes then one "void" column for every
+    prediction of a labelId the official evaluation ignores; ground truth it ignores counts nowhere."""
+    from cityscapesscripts.helpers.labels import labels as table
+
+    evaluated = sorted((lab for lab in table if not lab.ignoreInEval), key=lambda lab: lab.trainId)
+    column = np.full(256, len(evaluated), np.int64)  # every other id: void
+    for k, lab in enumerate(evaluated):
+        column[lab.id] = k
+    counts = np.zeros((len(evaluated), len(evaluated) + 1), np.int64)
+    for gt, pred in pairs:
+        for k, lab in enumerate(evaluated):
+            counts[k] += np.bincount(column[pred[gt == lab.id]], minlength=len(evaluated) + 1)
+    return counts

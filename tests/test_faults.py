@@ -3,8 +3,12 @@ unwritable disks, concurrent ``cityseg prepare``, NaN batches. Nothing already s
 
 Training runs in real ``cityseg train`` subprocesses through a small wrapper (``python tests/test_faults.py
 ARGS``) that registers a tiny conv net (with dropout, so RNG restoration matters) and, driven by
-environment variables, logs events to a file, sleeps inside training forwards and inside checkpoint
-writes (so that a kill lands mid-step or mid-write), or injects NaN into one input batch.
+environment variables, logs events to a file, or injects NaN into one input batch. Kills land where a
+test means them to by a handshake, not by timing: ``FAULT_HOLD`` names a point ("step 5": inside the
+5th training forward; "save 2": halfway through writing the 2nd checkpoint; "saved 2": just after it),
+where the child logs ``holding POINT`` and blocks until the parent creates the ``FAULT_RELEASE`` file
+(or kills it). The child logs every SIGINT/SIGTERM it receives before its handler acts, so a second
+signal is sent only once the first has been handled.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ class TinyNet(SegmentationModel):
                 x = x.clone()
                 x[0, :, :4, :4] = float("nan")  # a NaN in the batch
             _event(f"step {TinyNet.calls}")
-            time.sleep(float(os.environ.get("FAULT_STEP_SLEEP", "0")))
+            hold(f"step {TinyNet.calls}")
         return self.head(self.body(x))
 
 
@@ -68,30 +72,63 @@ def _event(text: str) -> None:
             f.write(text + "\n")
 
 
+def hold(point: str) -> None:
+    """Block at ``point`` when ``FAULT_HOLD`` names it, until the ``FAULT_RELEASE`` file exists: the parent
+    kills or signals the child while it waits here, then releases it (or not)."""
+    if os.environ.get("FAULT_HOLD") != point:
+        return
+    _event(f"holding {point}")
+    release, parent = Path(os.environ["FAULT_RELEASE"]), os.getppid()
+    while not release.exists():  # a wait for the parent's file, however long it takes
+        if os.getppid() != parent:  # the test process is gone: never outlive it
+            os._exit(1)
+        time.sleep(0.001)
+
+
+def _log_signals() -> None:
+    """Every SIGINT/SIGTERM handler the trainer installs logs ``signal NAME`` before it acts."""
+    real_signal = signal.signal
+
+    def logged(signum, handler):
+        if callable(handler) and signum in (signal.SIGINT, signal.SIGTERM):
+            inner = handler
+
+            def handler(sig, frame):
+                _event(f"signal {signal.Signals(sig).name}")
+                return inner(sig, frame)
+
+        return real_signal(signum, handler)
+
+    signal.signal = logged
+
+
 def install() -> None:
-    """Register ``tiny`` and, if FAULT_SAVE_SLEEP is set, make torch.save write in two halves with a pause."""
+    """Register ``tiny``, log signals, and make torch.save write in two halves with a ``hold`` between them."""
     from cityseg import models
 
     models.MODELS["tiny"] = models.Entry(partial(TinyNet), "tiny test net")
     TinyNet.calls, TinyNet.nan_at = 0, int(os.environ.get("FAULT_NAN_AT", "0"))
-    pause = float(os.environ.get("FAULT_SAVE_SLEEP", "0"))
-    if pause:
-        real_save = torch.save
+    _log_signals()
+    real_save = torch.save
+    saves = 0
 
-        def slow_save(obj, f, *args, **kwargs):
-            buf = _io.BytesIO()
-            real_save(obj, buf, *args, **kwargs)
-            data = buf.getvalue()
-            fh = f if hasattr(f, "write") else open(f, "wb")
-            fh.write(data[: len(data) // 2])
-            fh.flush()
-            _event(f"saving {Path(getattr(f, 'name', f)).name}")
-            time.sleep(pause)
-            fh.write(data[len(data) // 2 :])
-            if fh is not f:
-                fh.close()
+    def halting_save(obj, f, *args, **kwargs):
+        nonlocal saves
+        saves += 1
+        buf = _io.BytesIO()
+        real_save(obj, buf, *args, **kwargs)
+        data = buf.getvalue()
+        fh = f if hasattr(f, "write") else open(f, "wb")
+        fh.write(data[: len(data) // 2])
+        fh.flush()
+        _event(f"saving {Path(getattr(f, 'name', f)).name}")
+        hold(f"save {saves}")
+        fh.write(data[len(data) // 2 :])
+        if fh is not f:
+            fh.close()
+        hold(f"saved {saves}")
 
-        torch.save = slow_save
+    torch.save = halting_save
 
 
 if __name__ == "__main__":  # the subprocess wrapper: python tests/test_faults.py train ...
@@ -139,15 +176,39 @@ def train_args(data, out, *extra):
 
 
 def env(events: Path | None = None, **faults) -> dict[str, str]:
+    """The child's environment: ``events`` is its event log; ``hold="step 5"`` makes it block there until
+    the file ``release`` (next to the log) exists."""
     e = dict(os.environ)
     e["PYTHONPATH"] = os.pathsep.join([str(HERE), e.get("PYTHONPATH", "")])
     e["OMP_NUM_THREADS"] = "2"
-    for k in ("FAULT_EVENTS", "FAULT_STEP_SLEEP", "FAULT_SAVE_SLEEP", "FAULT_NAN_AT"):
+    for k in ("FAULT_EVENTS", "FAULT_HOLD", "FAULT_RELEASE", "FAULT_NAN_AT"):
         e.pop(k, None)
     if events is not None:
         e["FAULT_EVENTS"] = str(events)
+        e["FAULT_RELEASE"] = str(release_file(events))
     e.update({f"FAULT_{k.upper()}": str(v) for k, v in faults.items()})
     return e
+
+
+def finish(proc: subprocess.Popen) -> tuple[str, str]:
+    """The child's output once it exits; a child still running after the hang guard is killed, failing the test."""
+    try:
+        return proc.communicate(timeout=WAIT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate(timeout=WAIT_S)
+        pytest.fail(f"the run did not exit within {WAIT_S} s (still held?)")
+
+
+def release_file(events: Path) -> Path:
+    return events.with_suffix(".release")
+
+
+def held(events: Path, point: str, proc: subprocess.Popen) -> None:
+    """Wait until the child blocks at ``point``; fail if it exits first."""
+    if not wait_for(events, lambda ls: f"holding {point}" in ls, proc):
+        _, err = proc.communicate(timeout=WAIT_S)
+        pytest.fail(f"the run ended before {point}: {err[-500:]}")
 
 
 def start(argv, environ) -> subprocess.Popen:
@@ -243,8 +304,9 @@ def tiny(monkeypatch):
 
 # ---- SIGKILL at random points, then --resume ------------------------------------------------------------------
 def test_sigkill_at_random_points_then_resume_equals_uninterrupted(data, reference, tmp_path):
-    """Six SIGKILLs in a row, alternating mid-step and mid-checkpoint-write at random positions; after
-    each one last.pt loads, and --resume continues. The end state equals the uninterrupted run exactly."""
+    """Six SIGKILLs in a row, alternating inside a training step and halfway through a checkpoint write, at
+    points drawn at random; the child holds at the point until killed. After each kill last.pt loads, and
+    --resume continues. The end state equals the uninterrupted run exactly."""
     rng = random.Random(20240817)
     out = tmp_path / "run"
     kills = {"step": 0, "save": 0}
@@ -254,19 +316,11 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(data, referen
         events = tmp_path / f"events{cycle}.log"
         resume = (out / "last.pt").exists()
         argv = train_args(data, out, *(["--resume"] if resume else []))
-        if mode == "step":
-            n = rng.randint(1, 3)  # kill while the n-th training step of this process is running
-            proc = start(argv, env(events, step_sleep=0.05))
-            hit = wait_for(events, lambda ls: sum(ln.startswith("step") for ln in ls) >= n, proc)
-        else:
-            n = rng.randint(1, 3)  # kill in the middle of the n-th checkpoint write of this process
-            proc = start(argv, env(events, save_sleep=0.3))
-            hit = wait_for(events, lambda ls: sum(ln.startswith("saving") for ln in ls) >= n, proc)
-        if not hit:  # the run ended before the chosen point
-            _, err = proc.communicate(timeout=WAIT_S)
-            pytest.fail(f"cycle {cycle}: run finished before the {mode} kill point: {err[-500:]}")
+        point = f"{mode} {rng.randint(1, 3)}"  # the n-th training forward or checkpoint write of this process
+        proc = start(argv, env(events, hold=point))
+        held(events, point, proc)
         os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=WAIT_S)
+        finish(proc)
         assert proc.returncode == -signal.SIGKILL
         kills[mode] += 1
         if mode == "save":
@@ -293,10 +347,27 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(data, referen
     assert {p.name for p in out.iterdir()} == {p.name for p in reference.iterdir()}
 
 
+def test_sigkill_after_an_epoch_end_then_resume_equals_uninterrupted(data, reference, tmp_path):
+    """No step checkpoints: a SIGKILL inside epoch 2's first step leaves epoch 1's last.pt, and --resume
+    from it ends on the uninterrupted run."""
+    out, events = tmp_path / "run", tmp_path / "events.log"
+    proc = start(train_args(data, out, "--set", "train.checkpoint_every=0"), env(events, hold="step 4"))
+    held(events, "step 4", proc)  # 3 steps per epoch: epoch 2 has begun
+    os.kill(proc.pid, signal.SIGKILL)
+    finish(proc)
+    assert proc.returncode == -signal.SIGKILL
+    ck = load_checkpoint(out / "last.pt")
+    assert (ck["epoch"], ck["step"]) == (1, 0)
+    proc = run(train_args(data, out, "--resume", "--set", "train.checkpoint_every=0"), env())
+    assert proc.returncode == 0, proc.stderr
+    assert_same_run(reference, out)
+
+
 def test_sigkill_with_timed_step_checkpoints_then_resume_equals_uninterrupted(data, reference, tmp_path):
     """``train.checkpoint_minutes`` alone (no step-count saves), at an interval below one step: five SIGKILLs
-    at random moments, each followed by the same command with --resume, end on the uninterrupted run's
-    weights bit for bit; the kills find mid-epoch checkpoints, and the saved position never goes back."""
+    at points drawn at random (inside a step, halfway through the save after it, or once that save is
+    written), each followed by the same command with --resume, end on the uninterrupted run's weights bit
+    for bit; the kills find mid-epoch checkpoints, and the saved position never goes back."""
     rng = random.Random(20251130)
     out = tmp_path / "run"
     timed = ("--set", "train.checkpoint_every=0", "--set", "train.checkpoint_minutes=1e-6")
@@ -304,14 +375,11 @@ def test_sigkill_with_timed_step_checkpoints_then_resume_equals_uninterrupted(da
     for cycle in range(5):
         events = tmp_path / f"events{cycle}.log"
         argv = train_args(data, out, *timed, *(["--resume"] if (out / "last.pt").exists() else []))
-        n = rng.randint(1, 3)
-        proc = start(argv, env(events, step_sleep=0.02))
-        if not wait_for(events, lambda ls: sum(ln.startswith("step") for ln in ls) >= n, proc):
-            _, err = proc.communicate(timeout=WAIT_S)
-            pytest.fail(f"cycle {cycle}: run finished before the kill point: {err[-500:]}")
-        time.sleep(rng.uniform(0.0, 0.1))  # anywhere in the step, the save after it, or the next step
+        point = f"{rng.choice(['step', 'save', 'saved'])} {rng.randint(1, 3)}"
+        proc = start(argv, env(events, hold=point))
+        held(events, point, proc)
         os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=WAIT_S)
+        finish(proc)
         assert proc.returncode == -signal.SIGKILL
         if (out / "last.pt").exists():  # a kill inside the first step finds none yet: --resume starts afresh
             ck = load_checkpoint(out / "last.pt")
@@ -326,18 +394,26 @@ def test_sigkill_with_timed_step_checkpoints_then_resume_equals_uninterrupted(da
 
 
 # ---- Ctrl-C -------------------------------------------------------------------------------------------------
+def signals_seen(events: Path) -> int:
+    return sum(ln.startswith("signal SIGINT") for ln in events.read_text().splitlines())
+
+
 def test_sigint_saves_resumable_checkpoint_and_exits_cleanly(data, reference, tmp_path):
+    """Ctrl-C inside epoch 2's second step (held there until the signal is handled): the step finishes,
+    last.pt holds exactly epoch 2 step 2, and --resume ends on the uninterrupted run."""
     out = tmp_path / "run"
     events = tmp_path / "events.log"
-    proc = start(train_args(data, out, "--set", "train.checkpoint_every=0"), env(events, step_sleep=0.05))
-    assert wait_for(events, lambda ls: "step 5" in ls, proc)  # epoch 2, step 2 of 3 is running
+    proc = start(train_args(data, out, "--set", "train.checkpoint_every=0"), env(events, hold="step 5"))
+    held(events, "step 5", proc)  # epoch 2, step 2 of 3 is running
     os.kill(proc.pid, signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=WAIT_S)
+    assert wait_for(events, lambda ls: "signal SIGINT" in ls, proc)
+    release_file(events).touch()
+    stdout, stderr = finish(proc)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr + stdout
     assert "interrupted (SIGINT): saved" in stdout and "--resume" in stdout
     ck = load_checkpoint(out / "last.pt")
-    assert ck["epoch"] == 1 and 2 <= ck["step"] < 3  # mid-epoch state, not just the epoch-1 checkpoint
+    assert (ck["epoch"], ck["step"]) == (1, 2)  # the mid-epoch state after the interrupted step
     assert not list(out.glob(".*.tmp"))
     proc = run(train_args(data, out, "--resume", "--set", "train.checkpoint_every=0"), env())
     assert proc.returncode == 0, proc.stderr
@@ -345,15 +421,17 @@ def test_sigint_saves_resumable_checkpoint_and_exits_cleanly(data, reference, tm
 
 
 def test_second_sigint_aborts_at_once_and_keeps_last_checkpoint(data, tmp_path):
+    """Both Ctrl-Cs reach the child while it is halfway through its second checkpoint write; the second
+    is sent once the first has been handled, and aborts the write."""
     out = tmp_path / "run"
     events = tmp_path / "events.log"
-    proc = start(train_args(data, out), env(events, save_sleep=0.4))
-    assert wait_for(events, lambda ls: sum(ln.startswith("saving") for ln in ls) >= 2, proc)
+    proc = start(train_args(data, out), env(events, hold="save 2"))
+    held(events, "save 2", proc)
     os.kill(proc.pid, signal.SIGINT)  # first: finish the step, then save
-    time.sleep(0.05)
+    assert wait_for(events, lambda ls: "signal SIGINT" in ls, proc)
     os.kill(proc.pid, signal.SIGINT)  # second, while the checkpoint is being written: abort now
-    stdout, stderr = proc.communicate(timeout=WAIT_S)
-    assert proc.returncode == 130
+    stdout, stderr = finish(proc)
+    assert proc.returncode == 130 and signals_seen(events) == 2
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "cityseg train: interrupted"
     ck = load_checkpoint(out / "last.pt")  # the first checkpoint, intact
     assert ck["epoch"] == 0 and ck["step"] == 1

@@ -52,6 +52,16 @@ def rng_image(h, w, seed=0):
     return np.ascontiguousarray(img)
 
 
+def assert_same_argmax(got: torch.Tensor, ref: torch.Tensor, tie: float = 1e-5) -> None:
+    """``got`` (H x W labels) equals ``ref.argmax(0)`` (C x H x W scores) at every pixel whose two best
+    reference scores differ by more than ``tie``: summation order may only flip a float-rounding tie."""
+    top2 = ref.topk(2, dim=0).values
+    decided = (top2[0] - top2[1]) > tie
+    assert got.shape == ref.shape[1:]
+    wrong = (got != ref.argmax(0)) & decided
+    assert not bool(wrong.any()), f"{int(wrong.sum())} decided pixels differ, first at {wrong.nonzero()[0].tolist()}"
+
+
 def test_argmax_upsampled_matches_interpolate_then_argmax():
     g = torch.Generator().manual_seed(0)
     for (h, w), (H, W) in [((16, 32), (128, 256)), ((12, 20), (97, 203)), ((40, 50), (20, 30)), ((8, 8), (8, 8))]:
@@ -59,8 +69,8 @@ def test_argmax_upsampled_matches_interpolate_then_argmax():
         b = torch.randn(7, h // 2 + 1, w // 2 + 1, generator=g)
         ref = F.interpolate(a[None], size=(H, W), mode="bilinear", align_corners=False)[0]
         ref2 = ref + F.interpolate(b[None], size=(H, W), mode="bilinear", align_corners=False)[0]
-        assert (argmax_upsampled([a], (H, W)) == ref.argmax(0)).float().mean() > 0.9999
-        assert (argmax_upsampled([a, b], (H, W)) == ref2.argmax(0)).float().mean() > 0.9999
+        assert_same_argmax(argmax_upsampled([a], (H, W)), ref)
+        assert_same_argmax(argmax_upsampled([a, b], (H, W)), ref2)
 
 
 def test_argmax_upsampled_sparse_path_is_exact(monkeypatch):
@@ -75,7 +85,7 @@ def test_argmax_upsampled_sparse_path_is_exact(monkeypatch):
     for parts, (H, W) in [([a], (256, 512)), ([a], (77, 130)), ([a, b], (256, 512)), ([b], (32, 64))]:
         ref = sum(F.interpolate(p[None], size=(H, W), mode="bilinear", align_corners=False)[0] for p in parts)
         got = argmax_upsampled(parts, (H, W))
-        assert (got == ref.argmax(0)).float().mean() > 0.9999
+        assert torch.equal(got, ref.argmax(0))  # no near-ties in these scores: every pixel
     assert not calls  # really the sparse path
 
 
@@ -319,8 +329,9 @@ def test_full_resolution_predict_never_holds_the_score_volume(blocky, monkeypatc
         pred = p.predict(img)
     assert bool(calls) != blocky  # the path under test really ran
     assert probe.largest <= 19 * 1024 * 2048 // 4, probe.largest
-    ref = F.interpolate(logits, size=(1024, 2048), mode="bilinear", align_corners=False)[0].argmax(0)
-    assert (pred == labels.TRAINID_TO_LABELID[ref.numpy()]).mean() > 0.9999
+    ref = F.interpolate(logits, size=(1024, 2048), mode="bilinear", align_corners=False)[0]
+    # the trainId -> labelId map is one-to-one, so label ids compare as the trainIds do
+    assert_same_argmax(torch.from_numpy(labels.LABELID_TO_TRAINID[pred].astype(np.int64)), ref)
 
 
 def test_slide_runs_the_model_only_on_window_sized_batches():

@@ -321,3 +321,55 @@ def test_terms_count_only_inside_their_during_window():
     gap.terms[1].during = (0.0, 0.5)  # config.check_losses refuses this; the loss still says it plainly
     with pytest.raises(CitysegError, match="no loss term is active at 60.0% of the run"):
         gap(logits, target, 0.6)
+
+
+def test_an_output_finer_than_the_loss_grid_is_averaged_down():
+    """BiSeNetV2's auxiliary heads at 1/2 under a loss at 1/4: bilinear (align_corners=False) halving
+    samples between each 2x2 block's pixels, so the output the loss sees is the blocks' mean."""
+    g = torch.Generator().manual_seed(4)
+    out = torch.randn(2, 5, 4, 8, generator=g)
+    aux = torch.randn(2, 5, 8, 16, generator=g)
+    target = torch.randint(0, 5, (2, 16, 32), generator=g)
+    target[1, 5:9] = 255
+    specs = [{"name": "ce", "weight": 1.0}, {"name": "ce", "weight": 0.4, "output": "aux*"}]
+    got = build_loss(specs, num_classes=5, scale=0.25)({"out": out, "aux": aux}, target)
+    small = target[:, 2::4, 2::4]
+    want = F.cross_entropy(out, small, ignore_index=255) + 0.4 * F.cross_entropy(F.avg_pool2d(aux, 2), small, ignore_index=255)
+    torch.testing.assert_close(got, want)
+
+
+def test_ohem_absolute_min_kept_counts_full_resolution_pixels():
+    """``min_kept`` = 256 label pixels of 2x16x32 labels at loss scale 1/4 (64 loss pixels) keeps the 16
+    hardest loss pixels, the same share of the frame; a fraction is a fraction at every scale."""
+    g = torch.Generator().manual_seed(6)
+    logits = torch.randn(2, 5, 4, 8, generator=g) * 3
+    target = torch.randint(0, 5, (2, 16, 32), generator=g)
+    per_pixel = F.cross_entropy(logits, target[:, 2::4, 2::4], reduction="none").flatten()
+    hardest = per_pixel.sort(descending=True).values
+    spec = {"name": "ohem", "thresh": 1e-12}  # no pixel passes the threshold: exactly min_kept are kept
+    got = build_loss([{**spec, "min_kept": 256}], num_classes=5, scale=0.25)(logits, target)
+    assert got.item() == pytest.approx(hardest[:16].mean().item(), rel=1e-6)
+    got = build_loss([{**spec, "min_kept": 0.25}], num_classes=5, scale=0.25)(logits, target)
+    assert got.item() == pytest.approx(hardest[:16].mean().item(), rel=1e-6)
+    # at full scale the same absolute count is 256 of the 1024 label pixels
+    up = F.interpolate(logits, size=(16, 32), mode="bilinear", align_corners=False)
+    full = F.cross_entropy(up, target, reduction="none").flatten().sort(descending=True).values
+    got = build_loss([{**spec, "min_kept": 256}], num_classes=5)(logits, target)
+    assert got.item() == pytest.approx(full[:256].mean().item(), rel=1e-6)
+
+
+def test_boundary_band_width_is_in_label_pixels_at_a_reduced_scale():
+    """A vertical label edge at column 16 of 32x32 labels, loss scale 1/2: the 4-pixel band becomes a
+    2-pixel window on the 16x16 loss grid, which marks column 8 alone (where columns 7 and 8 differ).
+    Zero logits: the weighted BCE is ln 2 * 2 pos (n - pos) / n^2."""
+    from cityseg.train.losses import BoundaryLoss
+
+    target = torch.zeros(1, 32, 32, dtype=torch.long)
+    target[:, :, 16:] = 1
+    n, pos = 256, 16
+    want = math.log(2) * 2 * pos * (n - pos) / n**2
+    loss = build_loss([{"name": "boundary", "width": 4}], num_classes=2, scale=0.5)
+    assert loss({"out": torch.zeros(1, 2, 16, 16), "boundary": torch.zeros(1, 1, 16, 16)}, target).item() == pytest.approx(want, rel=1e-6)
+    # at full size the window (offsets -2..+1) straddles columns 15 and 16 from columns 15, 16 and 17
+    n, pos = 1024, 3 * 32
+    assert BoundaryLoss(width=4)({"boundary": torch.zeros(1, 1, 32, 32)}, target).item() == pytest.approx(math.log(2) * 2 * pos * (n - pos) / n**2, rel=1e-6)

@@ -131,6 +131,69 @@ def test_mixed_dataset_first_source_matches_the_plain_dataset_and_classmix_is_pe
     assert torch.equal(cm[0][1], y) and not torch.equal(y, plain[0][1])
 
 
+def test_classmix_in_labelids_mode_never_pastes_unlabeled(roots):
+    """labelIds have no ignore index: id 0 ("unlabeled", also the padding of down-scaled crops) is the void
+    value ClassMix never pastes, so a 0 in a mixed label is a 0 of the first frame; the other classes are pasted."""
+    over = {"augment.enabled": True, "augment.scale": [0.5, 0.6], "data.label_mode": "labelIds"}  # down-scaled: padded
+    srcs = {"data.sources": sources((roots[0], 1.0), (roots[1], 1.0))}
+    first = build_train_set(cfg_with(**over, **srcs), roots[0], "labelIds")
+    mixed = build_train_set(cfg_with(**over, **srcs, **{"augment.classmix": 1.0}), roots[0], "labelIds")
+    changed = 0
+    for ds in (first, mixed):
+        ds.set_epoch(1)
+    for i in range(len(mixed)):
+        a, b = first[i][1], mixed[i][1]
+        assert bool((a == 0).any())  # the first frame has padding
+        assert bool((a[b == 0] == 0).all()), i  # no 0 came from the second frame
+        changed += int(bool((a != b).any()))
+    assert changed >= len(mixed) - 1  # classes were pasted (a frame paired with itself may change nothing)
+
+
+def test_classmix_samples_with_workers_equal_those_without(roots):
+    """Two DataLoader workers produce the batches one process does: every sample is a function of
+    (seed, epoch, index), whichever worker draws it."""
+    from cityseg.runtime import process_context
+    from cityseg.train.mix import train_sampler
+
+    cfg = cfg_with(**{"augment.enabled": True, "augment.classmix": 0.7, "data.sources": sources((roots[0], 0.6), (roots[1], 0.4))})
+    ds = build_train_set(cfg, roots[0], cfg["data"]["label_mode"])
+    batches = {}
+    for workers in (0, 2):
+        sampler = train_sampler(cfg, ds.lengths, D.DistInfo())
+        got = []
+        for epoch in (0, 1):
+            sampler.set_epoch(epoch)
+            ds.set_epoch(epoch)
+            ctx = process_context() if workers else None
+            got += list(torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=workers, multiprocessing_context=ctx))
+        batches[workers] = got
+    assert len(batches[0]) == len(batches[2]) == 4
+    for (x0, y0), (x2, y2) in zip(batches[0], batches[2], strict=True):
+        assert torch.equal(x0, x2) and torch.equal(y0, y2)
+
+
+def test_classmix_partners_change_from_epoch_to_epoch(roots, monkeypatch):
+    """The second frame of each sample is drawn anew every epoch (and again the same for the same epoch)."""
+    cfg = cfg_with(**{"augment.enabled": True, "augment.classmix": 1.0, "data.sources": sources((roots[0], 1.0), (roots[1], 1.0))})
+    ds = build_train_set(cfg, roots[0], cfg["data"]["label_mode"])
+    calls = []
+    augmented = MixedDataset.augmented
+    monkeypatch.setattr(MixedDataset, "augmented", lambda self, index, rng: calls.append(index) or augmented(self, index, rng))
+
+    def partners(epoch):
+        ds.set_epoch(epoch)
+        calls.clear()
+        for i in range(len(ds)):
+            ds[i]
+        assert calls[0::2] == list(range(len(ds)))  # each sample: its own frame, then its partner
+        return calls[1::2]
+
+    p0, p1, p2 = partners(0), partners(1), partners(2)
+    assert partners(1) == p1
+    assert p0 != p1 and p1 != p2 and p0 != p2
+    assert len(set(p0) | set(p1) | set(p2)) > len(ds) // 2  # partners spread over the frames of both sources
+
+
 # ---- config -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "over, message",

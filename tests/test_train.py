@@ -22,6 +22,7 @@ from cityseg.errors import CitysegError
 from cityseg.models import model_from_checkpoint
 from cityseg.train.config import apply_overrides, load_recipe
 from cityseg.train.run import train
+from conftest import require_oracle
 from hooknet import HookNet as TinyNet
 
 
@@ -136,8 +137,9 @@ def test_loss_terms_see_the_fraction_of_the_run_done(synth64, tmp_path, monkeypa
     assert seen == pytest.approx([k / 6 for k in range(6)])
 
 
-def test_epoch_boundary_resume_after_kill_equals_uninterrupted(synth64, tmp_path):
-    """A SIGKILL leaves last.pt of the last finished epoch; resuming from it must reach the same weights."""
+def test_resume_from_an_epoch_end_checkpoint_equals_uninterrupted(synth64, tmp_path):
+    """The last.pt of a finished epoch (what a SIGKILL in the next epoch leaves, with step checkpoints off;
+    test_faults kills a real run there) resumed with the longer run's config reaches the same weights."""
     cfg = tiny_cfg(**{"train.epochs": 2, "train.seed": 7})
     train(cfg, synth64, tmp_path / "full", progress=False)
     one = apply_overrides(cfg, {"train.epochs": 1})
@@ -329,9 +331,11 @@ def test_fast_auto_on_cpu_depends_on_native_bf16(monkeypatch):
 
 
 class AuxNet(TinyNet):
-    """In training mode returns {"out", "aux"} (a training-only head); in eval mode one tensor."""
+    """In training mode returns {"out", "aux"} (a training-only head), each at its ``strides`` entry (the
+    input size here); in eval mode one tensor."""
 
     name = "aux"
+    strides = (1, 1)  # of "out" and "aux"
 
     def __init__(self, num_classes: int = 34, width: int = 8):
         super().__init__(num_classes, width)
@@ -341,7 +345,8 @@ class AuxNet(TinyNet):
         if not self.training:
             return super().forward(x)
         feats = self.body(x)
-        return {"out": self.head(feats), "aux": self.aux(feats)}
+        out, aux = (nn.functional.avg_pool2d(feats, s) if s > 1 else feats for s in self.strides)
+        return {"out": self.head(out), "aux": self.aux(aux)}
 
 
 def test_training_heads_dict_outputs_and_missing_output(synth64, tmp_path, monkeypatch):
@@ -358,6 +363,43 @@ def test_training_heads_dict_outputs_and_missing_output(synth64, tmp_path, monke
     bad = apply_overrides(cfg, {"loss": [{"name": "ce"}, {"name": "ce", "output": "boundary"}]})
     with pytest.raises(CitysegError, match="reads model output 'boundary'"):
         train(bad, synth64, tmp_path / "bad", progress=False)
+
+
+class StrideNet(AuxNet):
+    """Training outputs at their heads' own strides, as the real-time models and SegFormer return them:
+    ``out`` at 1/4 of the input and ``aux`` at 1/2 (BiSeNetV2's auxiliary heads); eval mode: one tensor."""
+
+    name = "stride"
+    strides = (4, 2)
+
+
+def test_loss_scale_is_applied_to_outputs_at_their_own_stride(synth64, tmp_path, monkeypatch):
+    """``train.loss_scale = 0.25`` reaches the loss: every step's loss is cross-entropy of ``out`` (1/4, as
+    it is) and of ``aux`` (1/2, each 2x2 block's mean) against the labels at rows/columns 4i + 2."""
+    import torch.nn.functional as F
+
+    from cityseg.train.losses import CombinedLoss
+
+    monkeypatch.setitem(models.MODELS, "stride", models.Entry(partial(StrideNet), "stride test net"))
+    seen = []
+    forward = CombinedLoss.forward
+
+    def spy(self, outputs, target, progress=None):
+        loss = forward(self, outputs, target, progress)
+        seen.append(({k: v.detach() for k, v in outputs.items()}, target, loss.detach()))
+        return loss
+
+    monkeypatch.setattr(CombinedLoss, "forward", spy)
+    loss = [{"name": "ce"}, {"name": "ce", "weight": 0.4, "output": "aux"}]
+    cfg = tiny_cfg(**{"model.name": "stride", "train.epochs": 1, "train.loss_scale": 0.25, "data.label_mode": "trainIds", "loss": loss})
+    summary = train(cfg, synth64, tmp_path / "run", progress=False)
+    assert summary["epoch"] == 1 and len(seen) == 3  # 10 images, batch 4
+    for outputs, target, got in seen:
+        assert outputs["out"].shape[-2:] == (16, 32) and outputs["aux"].shape[-2:] == (32, 64) and target.shape[-2:] == (64, 128)
+        small = target[:, 2::4, 2::4]
+        assert bool((small == 255).any())  # trainIds: ignored pixels are in the sample
+        want = F.cross_entropy(outputs["out"], small, ignore_index=255) + 0.4 * F.cross_entropy(F.avg_pool2d(outputs["aux"], 2), small, ignore_index=255)
+        assert got.item() == pytest.approx(want.item(), rel=1e-5)
 
 
 def test_resume_before_the_first_checkpoint_starts_fresh(synth64, tmp_path, capsys):
@@ -502,6 +544,32 @@ def test_max_minutes_cuts_training_at_the_deadline_and_resumes_exactly(synth64, 
     assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "cut"))
 
 
+def test_checkpoint_minutes_saves_mid_epoch_when_due(synth64, tmp_path, monkeypatch):
+    """The same one-minute-per-forward clock with ``checkpoint_minutes = 1.5`` and no time limit: a mid-epoch
+    last.pt at the step during which 1.5 minutes since the last save passed, none at an epoch's last step
+    (the epoch end saves), and the run is not stopped by it."""
+    from types import SimpleNamespace
+
+    import cityseg.train.run as run_module
+
+    saved = []
+    save = run_module.save_checkpoint
+
+    def spy_save(path, ckpt):
+        if path.name == "last.pt":
+            saved.append((ckpt.epoch, ckpt.step))
+        save(path, ckpt)
+
+    monkeypatch.setattr(run_module, "time", SimpleNamespace(monotonic=lambda: 60.0 * TinyNet.calls))
+    monkeypatch.setattr(run_module, "save_checkpoint", spy_save)
+    monkeypatch.setattr(run_module, "plot_curves", lambda *a: None)
+    cfg = tiny_cfg(**{"train.epochs": 2, "train.checkpoint_minutes": 1.5})  # 3 steps per epoch
+    summary = train(cfg, synth64, tmp_path / "run", progress=False)
+    assert summary["stopped"] == "" and summary["epoch"] == 2
+    # due after step 2 (120 s > 90 s), then 90 s after that save: step 5; epoch ends at steps 3 and 6
+    assert saved == [(0, 2), (1, 0), (1, 2), (2, 0)]
+
+
 def test_tensorboard_writes_scalars_or_refuses_with_one_line(synth64, tmp_path, monkeypatch, capsys):
     """Without the tensorboard package, ``--tensorboard`` is a one-line error (exit 2) before any training;
     with it, every epoch's scalars go to RUN_DIR/tensorboard (a stand-in SummaryWriter records them here)."""
@@ -541,6 +609,14 @@ def test_tensorboard_writes_scalars_or_refuses_with_one_line(synth64, tmp_path, 
 
 
 def test_tensorboard_event_files(synth64, tmp_path):
-    pytest.importorskip("tensorboard")
-    train(tiny_cfg(**{"train.epochs": 1, "train.tensorboard": True}), synth64, tmp_path / "tb", progress=False)
+    """The real SummaryWriter's event files, read back with tensorboard's own reader, hold every epoch's
+    scalars with the values of the run's history (tensorboard is a dev dependency: missing, it fails)."""
+    accumulator = require_oracle("tensorboard.backend.event_processing.event_accumulator")
+    summary = train(tiny_cfg(**{"train.epochs": 2, "train.tensorboard": True}), synth64, tmp_path / "tb", progress=False)
     assert list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
+    events = accumulator.EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    events.Reload()
+    for tag in ("train_loss", "val_loss", "miou_34", "lr"):
+        got = [(e.step, e.value) for e in events.Scalars(tag)]
+        want = [(row["epoch"], pytest.approx(row[tag], rel=1e-6)) for row in summary["history"]]
+        assert got == want, tag

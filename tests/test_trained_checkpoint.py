@@ -87,17 +87,27 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_evaluate_checkpoint_with_tta_scores_the_predictions_made_by_hand(case, trained, tmp_path):
-    """The CLI's scores equal the scores of the hand-made predictions written as PNGs (exactly: every pixel
-    agrees), and the option changes the predictions, so a dropped or misapplied option is seen."""
+def test_evaluate_checkpoint_with_tta_scores_the_predictions_made_by_hand(case, trained, tmp_path, monkeypatch):
+    """Every pixel the CLI scores agrees with the prediction made by hand (the predictions it passes to the
+    evaluator are recorded), its scores equal the scores of those hand-made predictions written as PNGs,
+    and the option changes the predictions, so a dropped or misapplied option is seen."""
+    from cityseg.infer.predictor import Predictor
+
     root, path, _, _ = trained
     argv, options = CASES[case]
+    scored = []
+    predict = Predictor.predict
+    monkeypatch.setattr(Predictor, "predict", lambda self, image, *a, **k: scored.append((image, predict(self, image, *a, **k))) or scored[-1][1])
     out = tmp_path / "scores.json"
     assert main(["evaluate", "--data", str(root), "--checkpoint", str(path), "--json", str(out), "--no-confusion", "--workers", "1", *argv]) == 0
+    samples = layout.find_samples(root, "val")
+    assert len(scored) == len(samples)
     changed = 0
-    for s in layout.find_samples(root, "val"):
+    for s in samples:
         image = references.decode(s.image)
         pred = by_hand(trained, image, **options)
+        (cli_pred,) = [p for im, p in scored if np.array_equal(im, image)]
+        np.testing.assert_array_equal(cli_pred, pred, err_msg=s.stem)
         write_png(tmp_path / "by_hand" / f"{s.stem}.png", pred)
         changed += int((pred != by_hand(trained, image)).sum())
     assert changed > 0

@@ -83,6 +83,15 @@ def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     return out
 
 
+def all_gather_tensor(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The processes' equally shaped ``tensor``s concatenated along dim 0, in rank order (itself alone)."""
+    if not info.distributed:
+        return tensor
+    out = [torch.empty_like(tensor) for _ in range(info.world_size)]
+    dist.all_gather(out, tensor.contiguous())
+    return torch.cat(out)
+
+
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,27 @@ class StepContext:
             return self.net(to_device(x, self.info.device, self.channels_last))
 
 
+@dataclass(frozen=True)
+class StopFlags:
+    """What ends or interrupts an epoch, polled once per step: a stop request (Ctrl-C / SIGTERM), the run's
+    time limit, and a mid-epoch checkpoint falling due. Under torchrun each flag is OR-ed over the
+    processes before anyone acts on it, so collective saves and stops stay in step."""
+
+    interrupted: bool = False
+    time_limit: bool = False
+    checkpoint_due: bool = False
+
+    @property
+    def stop(self) -> bool:
+        """True when the epoch ends here (interrupted or out of time)."""
+        return self.interrupted or self.time_limit
+
+    def agreed(self, info: D.DistInfo, *extra: bool) -> tuple[StopFlags, list[bool]]:
+        """These flags OR-ed over all processes, with ``extra`` flags in the same collective."""
+        flags = D.all_flags([*extra, *astuple(self)], info)
+        return StopFlags(*flags[len(extra) :]), flags[: len(extra)]
+
+
 def new_running() -> dict[str, Any]:
     """The running sums of an epoch (saved in mid-epoch checkpoints as ``train_state``)."""
     return {"loss_sum": 0.0, "steps": 0, "skipped": 0, "seconds": 0.0}
@@ -78,16 +99,16 @@ def _backward(ctx: StepContext, loss: torch.Tensor) -> bool:
 
 
 def train_step(
-    ctx: StepContext, x: torch.Tensor, y: torch.Tensor, poll: Callable[[], list[bool]], running: dict[str, Any], epoch: int, step: int
-) -> tuple[list[bool], str]:
+    ctx: StepContext, x: torch.Tensor, y: torch.Tensor, poll: Callable[[], StopFlags], running: dict[str, Any], epoch: int, step: int
+) -> tuple[StopFlags, str]:
     """One optimiser step, or a skipped one under ``nan_policy = "skip"``; returns ``poll()``'s flags agreed
     over all processes (one collective with the loss check) and what was skipped ("" for a normal step)."""
     loss = ctx.criterion(ctx.forward(x), y.to(ctx.info.device, non_blocking=True), ctx.progress)
-    flags = D.all_flags([not bool(torch.isfinite(loss)), *poll()], ctx.info)
-    bad = flags[0] or _backward(ctx, loss)
+    flags, (nonfinite,) = poll().agreed(ctx.info, not bool(torch.isfinite(loss)))
+    bad = nonfinite or _backward(ctx, loss)
     if bad:
         ctx.optimizer.zero_grad(set_to_none=True)
-        what = f"non-finite loss ({float(loss.detach())})" if flags[0] else "non-finite gradients"
+        what = f"non-finite loss ({float(loss.detach())})" if nonfinite else "non-finite gradients"
         if ctx.nan_policy == "stop":
             raise CitysegError(
                 f"{what} at epoch {epoch + 1} step {step + 1}: training stopped; the last good checkpoint {ctx.last_path} is "
@@ -100,7 +121,7 @@ def train_step(
         running["loss_sum"] += _mean_over_ranks(loss.detach(), ctx.info)
         running["steps"] += 1
     ctx.scheduler.step()
-    return flags[1:], (f"skipping step {step + 1} of epoch {epoch + 1}: {what}" if bad else "")
+    return flags, (f"skipping step {step + 1} of epoch {epoch + 1}: {what}" if bad else "")
 
 
 def train_one_epoch(
@@ -109,18 +130,17 @@ def train_one_epoch(
     epoch: int,
     step: int,
     running: dict[str, Any],
-    poll: Callable[[], list[bool]],
+    poll: Callable[[], StopFlags],
     after_step: Callable[[int, bool], None],
     bar: Any,
     say: Callable[[str], None],
-) -> tuple[int, list[bool]]:
-    """Train over ``loader`` from ``step``; returns (steps done, stop flags [interrupted, time limit]).
+) -> tuple[int, StopFlags]:
+    """Train over ``loader`` from ``step``; returns (steps done, the flags agreed at the last step).
 
-    ``poll()`` returns [stop requested, time limit reached, checkpoint due] for this process; every
-    process acts on the flags agreed over all of them, so collective saves and stops stay in step.
-    ``after_step(step, checkpoint_due)`` runs after each step that does not stop the epoch."""
+    ``poll()`` returns this process's ``StopFlags``; every process acts on the flags agreed over all of
+    them. ``after_step(step, checkpoint_due)`` runs after each step that does not stop the epoch."""
     ctx.net.train()
-    flags = [False, False, False]
+    flags = StopFlags()
     tick = time.monotonic()
     for x, y in loader:
         flags, skipped = train_step(ctx, x, y, poll, running, epoch, step)
@@ -136,10 +156,10 @@ def train_one_epoch(
             lr=f"{ctx.optimizer.param_groups[0]['lr']:.2e}",
         )
         tick = now
-        if flags[0] or flags[1]:
+        if flags.stop:
             break
-        after_step(step, flags[2])
-    return step, flags[:2]
+        after_step(step, flags.checkpoint_due)
+    return step, flags
 
 
 @torch.no_grad()

@@ -11,7 +11,16 @@ Outputs may come at the model's own output stride (a DDRNet head at 1/8): the lo
 bilinearly to its resolution, the label map's size times ``scale`` (``train.loss_scale``; labels are
 nearest-downsampled when ``scale < 1``), as mmsegmentation resizes logits to the labels. On a CPU the
 upsampling and the per-pixel softmax at full resolution cost more than a small network's own step, so a
-short-budget recipe computes its loss at a fraction of the crop.
+short-budget recipe computes its loss at a fraction of the crop. Options counted in pixels keep their
+full-resolution meaning at a reduced scale: OHEM's absolute ``min_kept`` is a count of label pixels (so
+it keeps ``min_kept * scale**2`` loss pixels), and the boundary band's ``width`` is in label pixels (a
+window of ``max(2, round(width * scale))`` loss pixels).
+
+Under torchrun the pixel-averaged losses (``ce``, ``ohem``, ``focal``, ``boundary``, ``boundary_ce``)
+normalise over the pixels of every process (the valid-pixel count, and OHEM's kept set, are agreed with
+collectives), so DDP with N processes equals one process with the same global batch: each process
+returns ``N * its sum / the global count`` and DDP averages the gradients. ``dice`` and ``lovasz`` are not
+sums over pixels; they stay per process (each process's own half batch), as in mmsegmentation.
 
 * ``ce``      cross-entropy, optional class weights and label smoothing (``F.cross_entropy``)
 * ``ohem``    online hard example mining CE (BiSeNet / PSPNet style): keep the pixels whose loss exceeds
@@ -30,9 +39,10 @@ loss on one logits tensor implements ``forward(logits, target)``. A loss that re
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -40,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cityseg.errors import CitysegError
+from cityseg.train import distributed as D
 
 
 def _valid(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,7 +64,36 @@ def _valid(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> tup
     return flat[keep], t[keep]
 
 
-class CrossEntropyLoss(nn.Module):
+class PixelLoss(nn.Module):
+    """A loss that is a sum over pixels divided by a count: ``mean`` divides by the count over every
+    process when ``CombinedLoss`` shares its ``DistInfo`` (``dist``), so the result does not depend on how
+    the batch is split; ``scale`` is the loss grid's fraction of the labels' size (``train.loss_scale``).
+    Every process makes the same collectives in the same order whatever its own pixels are."""
+
+    dist: D.DistInfo | None = None
+    scale: float = 1.0
+
+    @property
+    def world(self) -> int:
+        """How many processes share the mean (1 alone or when not shared)."""
+        return self.dist.world_size if self.dist is not None and self.dist.distributed else 1
+
+    def global_sum(self, *values: torch.Tensor | float) -> list[float]:
+        """``values`` (counts, no gradient) summed over the processes sharing the mean, in one collective."""
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+        if self.world > 1:
+            t = D.all_reduce_sum(t.to(self.dist.device), self.dist).cpu()
+        return t.tolist()
+
+    def mean(self, total: torch.Tensor, count: float) -> torch.Tensor:
+        """``total / count`` with ``count`` already global; times the world size, because DDP averages the
+        processes' gradients. Nothing to average over (count 0) gives a zero that keeps the graph."""
+        if count <= 0:
+            return total * 0.0
+        return total * (self.world / count)
+
+
+class CrossEntropyLoss(PixelLoss):
     """Pixel-averaged cross-entropy (``F.cross_entropy``); with class weights it is the weighted mean."""
 
     def __init__(self, ignore_index: int = 255, class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0):
@@ -63,19 +103,29 @@ class CrossEntropyLoss(nn.Module):
         self.register_buffer("class_weights", None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if not bool((target != self.ignore_index).any()):
-            return logits.sum() * 0.0  # an all-ignored batch contributes nothing (F.cross_entropy would give NaN)
-        return F.cross_entropy(logits.float(), target, weight=self.class_weights, ignore_index=self.ignore_index, label_smoothing=self.label_smoothing)
+        valid = target != self.ignore_index
+        # the weighted mean's denominator is the sum of the valid pixels' class weights (F.cross_entropy's)
+        count = self.class_weights[target[valid]].sum() if self.class_weights is not None else valid.sum()
+        (count,) = self.global_sum(count)
+        if not bool(valid.any()):
+            return logits.sum() * 0.0  # F.cross_entropy of no pixels would be NaN
+        total = F.cross_entropy(
+            logits.float(), target, weight=self.class_weights, ignore_index=self.ignore_index, label_smoothing=self.label_smoothing, reduction="sum"
+        )
+        return self.mean(total, count)
 
 
-class OhemCrossEntropyLoss(nn.Module):
+class OhemCrossEntropyLoss(PixelLoss):
     """Cross-entropy over the hardest pixels only.
 
     Every pixel whose probability for the true class is below ``thresh`` (its CE above ``-log(thresh)``)
-    is kept, and if fewer than ``min_kept`` are, the ``min_kept`` hardest ones are (``min_kept`` <= 1 is a
-    fraction of the valid pixels). The loss is the mean over the kept pixels. The CE is taken per pixel in
-    the logits' own layout and the hardest pixels are found with ``topk`` only when the threshold keeps too
-    few: no copy of the logits and no full sort, which dominate the step of a small model otherwise.
+    is kept, and if fewer than ``min_kept`` are, the ``min_kept`` hardest ones are. ``min_kept`` <= 1 is a
+    fraction of the valid pixels; above 1 it counts pixels at the labels' full size, so at a loss scale
+    ``s`` it keeps ``round(min_kept * s**2)`` loss pixels (the same share of the frame as at full size).
+    The loss is the mean over the kept pixels. The hardest pixels are those at or above the ``min_kept``-th
+    largest loss (pixels tied with it are all kept), found with ``topk`` only when the threshold keeps too
+    few; under torchrun the counts and that value are agreed over the processes, so the kept set is the
+    one a single process would choose from the whole batch.
     """
 
     def __init__(self, ignore_index: int = 255, thresh: float = 0.7, min_kept: float = 0.1, class_weights: torch.Tensor | None = None):
@@ -87,18 +137,34 @@ class OhemCrossEntropyLoss(nn.Module):
         self.min_kept = float(min_kept)
         self.register_buffer("class_weights", None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32))
 
+    def kept_count(self, n: float) -> int:
+        """How many pixels at least of ``n`` valid loss pixels (over every process) are kept."""
+        k = self.min_kept * n if self.min_kept <= 1.0 else self.min_kept * self.scale**2
+        return max(1, min(int(n), int(round(k))))
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         valid = target != self.ignore_index
-        n = int(valid.sum())
+        loss = F.cross_entropy(logits.float(), target, weight=self.class_weights, ignore_index=self.ignore_index, reduction="none")[valid]
+        hard = loss > -math.log(self.thresh)
+        n, n_hard = self.global_sum(loss.numel(), hard.sum())
         if n == 0:
             return logits.sum() * 0.0
-        loss = F.cross_entropy(logits.float(), target, weight=self.class_weights, ignore_index=self.ignore_index, reduction="none")[valid]
-        min_kept = int(round(self.min_kept * n)) if self.min_kept <= 1.0 else int(self.min_kept)
-        min_kept = max(1, min(n, min_kept))
-        hard = loss > -math.log(self.thresh)
-        if int(hard.sum()) >= min_kept:
-            return loss[hard].mean()
-        return torch.topk(loss, min_kept, sorted=False).values.mean()
+        k = self.kept_count(n)
+        if n_hard >= k:
+            return self.mean(loss[hard].sum(), n_hard)
+        kth = self.kth_largest(loss, k)
+        kept = loss >= kth
+        (n_kept,) = self.global_sum(kept.sum())
+        return self.mean(loss[kept].sum(), n_kept)
+
+    def kth_largest(self, loss: torch.Tensor, k: int) -> torch.Tensor:
+        """The ``k``-th largest of the valid pixels' losses over every process."""
+        top = torch.topk(loss.detach(), min(k, loss.numel()), sorted=False).values
+        if self.world > 1:
+            padded = torch.full((k,), -math.inf, device=loss.device)
+            padded[: top.numel()] = top
+            top = D.all_gather_tensor(padded, self.dist)
+        return torch.topk(top, k, sorted=False).values.min()
 
 
 class DiceLoss(nn.Module):
@@ -123,7 +189,7 @@ class DiceLoss(nn.Module):
         return 1.0 - dice[present].mean()
 
 
-class FocalLoss(nn.Module):
+class FocalLoss(PixelLoss):
     """Focal loss ``mean over valid pixels of -(1 - p_t)^gamma * log p_t`` (gamma = 0 is plain CE)."""
 
     def __init__(self, ignore_index: int = 255, gamma: float = 2.0):
@@ -133,11 +199,12 @@ class FocalLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         flat, t = _valid(logits, target, self.ignore_index)
+        (n,) = self.global_sum(t.numel())
         if t.numel() == 0:
             return logits.sum() * 0.0
         logp_t = flat.log_softmax(dim=1).gather(1, t[:, None])[:, 0]
         p_t = logp_t.exp()
-        return (-((1.0 - p_t) ** self.gamma) * logp_t).mean()
+        return self.mean((-((1.0 - p_t) ** self.gamma) * logp_t).sum(), n)
 
 
 def lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
@@ -202,10 +269,11 @@ def boundary_target(target: torch.Tensor, width: int = 4) -> torch.Tensor:
     return (hi != lo).float()
 
 
-class BoundaryLoss(nn.Module):
+class BoundaryLoss(PixelLoss):
     """PIDNet's boundary loss on the ``boundary`` output (Bx1xHxW logits): binary CE against
     ``boundary_target``, each pixel weighted by the other side's share, so the few edge pixels weigh as
-    much in total as the many others (the official ``weighted_bce``)."""
+    much in total as the many others (the official ``weighted_bce``). ``width`` is in label pixels: at a
+    loss scale ``s`` the window is ``max(2, round(width * s))`` loss pixels wide."""
 
     outputs = ("boundary",)
 
@@ -216,17 +284,18 @@ class BoundaryLoss(nn.Module):
         self.ignore_index, self.width = ignore_index, int(width)
 
     def forward(self, outputs: Mapping[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-        edge = boundary_target(target, self.width)
-        n = edge.numel()
-        pos = edge.sum()
+        edge = boundary_target(target, max(2, round(self.width * self.scale)))
+        n, pos = self.global_sum(edge.numel(), edge.sum())
         weight = torch.where(edge > 0, (n - pos) / n, pos / n)
-        return F.binary_cross_entropy_with_logits(outputs["boundary"].float(), edge, weight)
+        total = F.binary_cross_entropy_with_logits(outputs["boundary"].float(), edge, weight, reduction="sum")
+        return self.mean(total, n)
 
 
 class BoundaryAwareCE(nn.Module):
     """PIDNet's boundary-awareness loss: OHEM cross-entropy of the ``out`` logits on the pixels where the
     boundary head is confident (sigmoid > ``thresh``), every other pixel ignored. It sharpens the class
-    decision exactly along the edges the boundary branch finds."""
+    decision exactly along the edges the boundary branch finds. ``min_kept`` is OHEM's (label pixels
+    when above 1)."""
 
     outputs = ("out", "boundary")
 
@@ -351,10 +420,12 @@ class CombinedLoss(nn.Module):
     of tensors (``{"out": ..., "aux": ..., "boundary": ...}``), each at the input size or at its head's own
     stride. The terms see every output resized to the labels' size times ``scale`` and the labels
     downsampled to it. A term that reads an output the model does not return is a ``CitysegError``
-    naming both.
+    naming both. With ``dist`` (the run's ``DistInfo`` under torchrun) the pixel-averaged terms
+    normalise over every process's pixels (see the module docstring); every process must then call it
+    once per step, as the training step does.
     """
 
-    def __init__(self, terms: Sequence[LossTerm], scale: float = 1.0):
+    def __init__(self, terms: Sequence[LossTerm], scale: float = 1.0, dist: D.DistInfo | None = None):
         super().__init__()
         if not terms:
             raise ValueError("at least one loss term is needed")
@@ -362,6 +433,26 @@ class CombinedLoss(nn.Module):
             raise ValueError(f"loss scale must be in (0, 1], got {scale}")
         self.terms = nn.ModuleList(terms)
         self.scale = float(scale)
+        self.dist = dist
+        for m in self.pixel_losses():
+            m.scale, m.dist = self.scale, dist
+
+    def pixel_losses(self) -> list[PixelLoss]:
+        """The terms' pixel-averaged losses, nested ones (boundary_ce's OHEM) included."""
+        return [m for m in self.modules() if isinstance(m, PixelLoss)]
+
+    @contextlib.contextmanager
+    def per_process(self) -> Iterator[None]:
+        """Inside: every loss averages over this process's pixels alone, at full resolution (validation,
+        where the processes score different numbers of batches)."""
+        losses = self.pixel_losses()
+        for m in losses:
+            m.scale, m.dist = 1.0, None
+        try:
+            yield
+        finally:
+            for m in losses:
+                m.scale, m.dist = self.scale, self.dist
 
     def check_outputs(self, available: Iterable[str]) -> None:
         available = list(available)
@@ -386,9 +477,10 @@ class CombinedLoss(nn.Module):
     def validation_loss(self, outputs: Outputs, target: torch.Tensor, progress: float | None = None) -> torch.Tensor:
         """The sum of the terms active at ``progress`` whose outputs the model returns in eval mode
         (training-only heads are absent there), at the labels' full size whatever ``scale`` is, so that
-        validation losses compare across recipes; NaN when no term is left."""
+        validation losses compare across recipes; per process; NaN when no term is left."""
         outputs = resize_outputs(as_outputs(outputs), target.shape[-2:])
-        parts = [term(outputs, target) for term in self.terms if term.active(progress) and all(k in outputs for k in term.reads)]
+        with self.per_process():
+            parts = [term(outputs, target) for term in self.terms if term.active(progress) and all(k in outputs for k in term.reads)]
         if not parts:
             return torch.tensor(math.nan)
         return sum(parts[1:], parts[0])
@@ -417,10 +509,16 @@ def _class_weights(name: str, value: Any, num_classes: int, class_counts: torch.
 
 
 def build_loss(
-    specs: Sequence[Mapping[str, Any]], num_classes: int, ignore_index: int = 255, class_counts: torch.Tensor | None = None, scale: float = 1.0
+    specs: Sequence[Mapping[str, Any]],
+    num_classes: int,
+    ignore_index: int = 255,
+    class_counts: torch.Tensor | None = None,
+    scale: float = 1.0,
+    dist: D.DistInfo | None = None,
 ) -> CombinedLoss:
     """The weighted sum of the losses ``specs`` describe (recipe entries checked by ``config.check_losses``),
-    computed at ``scale`` x the labels' size (``train.loss_scale``).
+    computed at ``scale`` x the labels' size (``train.loss_scale``), normalised over every process with
+    ``dist``.
 
     ``class_weights`` may be ``"none"``, ``"auto"`` (needs ``class_counts``: per-class pixel counts of the
     training labels) or an explicit list of ``num_classes`` floats.
@@ -437,4 +535,4 @@ def build_loss(
         if "class_weights" in spec:
             spec["class_weights"] = _class_weights(name, spec["class_weights"], num_classes, class_counts)
         terms.append(LossTerm(name, weight, LOSSES[name](ignore_index=ignore_index, **spec), output, during))
-    return CombinedLoss(terms, scale)
+    return CombinedLoss(terms, scale, dist)

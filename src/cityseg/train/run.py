@@ -40,7 +40,7 @@ from cityseg.runtime import environment, process_context, resolve_fast
 from cityseg.train import distributed as D
 from cityseg.train.config import dump_toml, validate
 from cityseg.train.init import init_from_checkpoint
-from cityseg.train.loop import StepContext, evaluate, new_running, train_one_epoch
+from cityseg.train.loop import StepContext, StopFlags, evaluate, new_running, train_one_epoch
 from cityseg.train.losses import build_loss
 from cityseg.train.mix import source_roots, train_sampler
 from cityseg.train.report import TensorBoard, check_tensorboard, epoch_line, plot_curves, write_metrics_csv
@@ -274,7 +274,7 @@ def setup(cfg: dict[str, Any], root: Path, out: Path, info: D.DistInfo, say: Cal
         init_from_checkpoint(model, t["init_from"])
     train_ds, val_ds = _datasets(cfg, root, label_mode, info)
     counts = class_pixel_counts(train_ds, num_classes) if any(s.get("class_weights") == "auto" for s in cfg["loss"]) else None
-    criterion = build_loss(cfg["loss"], num_classes, ignore_index=L.IGNORE_INDEX, class_counts=counts, scale=cfg["train"]["loss_scale"]).to(info.device)
+    criterion = build_loss(cfg["loss"], num_classes, ignore_index=L.IGNORE_INDEX, class_counts=counts, scale=t["loss_scale"], dist=info).to(info.device)
     sampler = train_sampler(cfg, getattr(train_ds, "lengths", [len(train_ds)]), info)
     if len(sampler) == 0:
         raise CitysegError(f"{root}: split {cfg['data']['train_split']!r} has {len(train_ds)} images, fewer than one batch of {t['batch_size']} (drop_last)")
@@ -414,9 +414,9 @@ def fit(run: Run, progress: bool) -> tuple[str, str]:
     try:
         with StopRequest() as stop:
 
-            def poll() -> list[bool]:
+            def poll() -> StopFlags:
                 now = time.monotonic()
-                return [stop.requested, limit_s > 0 and now - t0 > limit_s, every_s > 0 and now - saved_at > every_s]
+                return StopFlags(stop.requested, limit_s > 0 and now - t0 > limit_s, every_s > 0 and now - saved_at > every_s)
 
             epochs = planned_epochs(t, steps)
             for epoch in range(run.epoch, epochs):
@@ -425,8 +425,8 @@ def fit(run: Run, progress: bool) -> tuple[str, str]:
                 bar = tqdm(total=n, initial=run.step, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, dynamic_ncols=True, unit="step")
                 run.step, flags = train_one_epoch(run.ctx, loader, epoch, run.step, run.running, poll, after_step, bar, run.say)
                 bar.close()
-                if any(flags):
-                    stopped = "interrupted" if flags[0] else "time limit"
+                if flags.stop:
+                    stopped = "interrupted" if flags.interrupted else "time limit"
                 if stopped and run.step < n:
                     run.save(LAST)  # resumable mid-epoch
                     break

@@ -28,7 +28,7 @@ PANEL_TITLES = {"input": "Input", "gt": "Ground truth", "pred": "Prediction", "e
 
 
 def pct(v: float | None) -> str:
-    """A 0..1 fraction as the page prints it (tests read numbers back through this)."""
+    """A 0..1 fraction as the page prints it: one decimal, a dash for none."""
     return "–" if v is None or not math.isfinite(v) else f"{100 * v:.1f}%"
 
 
