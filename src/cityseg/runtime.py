@@ -65,18 +65,6 @@ def to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def cpu_model() -> str:
-    """The CPU's model string (``/proc/cpuinfo``'s "model name"; ``platform`` elsewhere)."""
-    import platform
-    from pathlib import Path
-
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def default_workers(limit: int = 4) -> int:
     """Worker threads/processes for decoding: the CPU count, at most ``limit`` (more only contend)."""
     return max(1, min(limit, os.cpu_count() or 1))
