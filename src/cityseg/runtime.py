@@ -12,6 +12,9 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import platform
+import sys
+from importlib import metadata
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -78,10 +81,6 @@ def process_context() -> multiprocessing.context.BaseContext:
 def environment(data_root: str | os.PathLike | None = None) -> dict[str, object]:
     """What a run was made with, for ``environment.json`` and the run report: the command line, package
     versions and the CPU / GPU names (the hardware explains the speed and the bf16 path)."""
-    import platform
-    import sys
-    from importlib import metadata
-
     import torch
 
     versions = {}
@@ -107,8 +106,6 @@ def environment(data_root: str | os.PathLike | None = None) -> dict[str, object]
 
 def cpu_name() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux, ``platform.processor()`` elsewhere)."""
-    import platform
-
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
         for line in f:
             if line.lower().startswith("model name"):
