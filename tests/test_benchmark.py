@@ -8,9 +8,12 @@ import json
 import math
 
 import pytest
+import torch
+from torch import nn
 
 from cityseg.cli import main
 from cityseg.tools import benchmark as B
+from cityseg.tools.benchmark.model_speed import loss_specs, make_batch, train_step_fn
 
 KEYS = {
     "params",
@@ -32,8 +35,9 @@ def _positive(v) -> bool:
 
 
 MARKDOWN = "# Benchmarks\n\nHand-written notes above.\n\n<!-- cityseg-benchmark:begin -->\nold\n<!-- cityseg-benchmark:end -->\n\nHand-written notes below.\n"
-#: the small sizes every run here uses: a multi-branch model at 32x64, batch 2, one timed repetition, a small roof
-SMALL = ["--models", "residual_inception_unet", "--size", "32x64", "--batch", "2", "--iters", "1", "--warmup", "1", "--roof-size", "512"]
+#: the small sizes every run here uses: a multi-branch model at 32x64, batch 2, one timed repetition, a small
+#: roof, one thread (on a loaded machine a second thread mostly waits for the first)
+SMALL = ["--models", "residual_inception_unet", "--size", "32x64", "--batch", "2", "--iters", "1", "--warmup", "1", "--roof-size", "512", "--threads", "1"]
 
 
 def run_cli(out, *extra: str) -> tuple[int, dict, str]:
@@ -41,7 +45,11 @@ def run_cli(out, *extra: str) -> tuple[int, dict, str]:
     doc = out / "benchmarks.md"
     doc.write_text(MARKDOWN)
     files = ["--work-dir", str(out / "work"), "--json", str(out / "b.json"), "--markdown", str(doc), "--plot", str(out / "b.png")]
-    rc = main(["benchmark", *SMALL, "--no-isolate", "--quiet", *files, *extra])
+    threads = torch.get_num_threads()
+    try:
+        rc = main(["benchmark", *SMALL, "--no-isolate", "--quiet", *files, *extra])
+    finally:
+        torch.set_num_threads(threads)  # --threads sets this process's count: the tests after it keep theirs
     return rc, json.loads((out / "b.json").read_text()), doc.read_text()
 
 
@@ -81,6 +89,31 @@ def test_quick_run_writes_json_markdown_and_plot(quick):
     assert "| segformer_b0 | 3.72 M |" in text and "Not measured:" not in text
     png = (out / "b.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+class Heads(nn.Module):
+    """A model with the three kinds of training output: the logits, an auxiliary head and a boundary head."""
+
+    def __init__(self):
+        super().__init__()
+        self.out, self.aux, self.boundary = nn.Conv2d(3, 34, 1), nn.Conv2d(3, 34, 1), nn.Conv2d(3, 1, 1)
+
+    def forward(self, x):
+        out = self.out(x)
+        return {"out": out, "aux": self.aux(x), "boundary": self.boundary(x)} if self.training else out
+
+
+def test_train_step_trains_every_output(tmp_path):
+    model = Heads()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = make_batch(2, (8, 16), torch.device("cpu"))
+    y[:, :, :8] = 7  # two regions, so the boundary target has edges
+    y[:, :, 8:] = 26
+    assert loss_specs(model(x)) == [{"name": "ce", "output": "out"}, {"name": "ce", "output": "aux"}, {"name": "boundary", "output": "boundary"}]
+    step = train_step_fn(model, x, y, fast=False, work=tmp_path)
+    step()
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == set(before)  # each head got a gradient: the loss read every output
 
 
 def test_the_phases_run_in_order():

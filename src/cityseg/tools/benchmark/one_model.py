@@ -78,20 +78,28 @@ class ModelBench:
     def record(self, key: str, error_key: str, fn: Callable[[], Any]) -> None:
         self.out[key] = guard(self.errors, error_key, fn)
 
+    def copy(self) -> torch.nn.Module:
+        """A fresh copy of the model, so each measurement starts from the same weights."""
+        return copy.deepcopy(self.model)
+
+    def fused_copy(self) -> torch.nn.Module:
+        return fused(self.model)
+
+    def train_rate(self, model: Callable[[], torch.nn.Module], fast: bool) -> float:
+        """Training images/s of the model ``model()`` returns."""
+        return self.rate(self.x.shape[0], lambda: train_step_fn(model(), self.x, self.y, fast, self.ctx.work_dir))
+
+    def infer_rate(self, model: Callable[[], torch.nn.Module], fast: bool) -> float:
+        """Inference images/s of the model ``model()`` returns."""
+        return self.rate(self.xi.shape[0], lambda: infer_fn(model(), self.xi, fast))
+
     def train(self) -> None:
-        work, batch = self.ctx.work_dir, self.x.shape[0]
-        for key, fast in (("fp32", False), ("fast", True)):
-            self.record(
-                f"train_img_s_{key}",
-                f"train_{key}",
-                lambda fast=fast: self.rate(batch, lambda: train_step_fn(copy.deepcopy(self.model), self.x, self.y, fast, work)),
-            )
+        self.record("train_img_s_fp32", "train_fp32", lambda: self.train_rate(self.copy, False))
+        self.record("train_img_s_fast", "train_fast", lambda: self.train_rate(self.copy, True))
 
     def infer(self) -> None:
-        for key, fast in (("fp32", False), ("fast", True)):
-            self.record(
-                f"infer_img_s_{key}", f"infer_{key}", lambda fast=fast: self.rate(self.xi.shape[0], lambda: infer_fn(copy.deepcopy(self.model), self.xi, fast))
-            )
+        self.record("infer_img_s_fp32", "infer_fp32", lambda: self.infer_rate(self.copy, False))
+        self.record("infer_img_s_fast", "infer_fast", lambda: self.infer_rate(self.copy, True))
 
     def variants(self) -> None:
         cache = self.ctx.work_dir / f"fast_path-{self.name}.json"
@@ -103,13 +111,10 @@ class ModelBench:
 
     def fused(self) -> None:
         """The fast path with the multi-branch blocks fused (for models that have them)."""
-        work, batch = self.ctx.work_dir, self.x.shape[0]
         if self.wants("train"):
-            self.record(
-                "train_img_s_fast_fused", "train_fast_fused", lambda: self.rate(batch, lambda: train_step_fn(fused(self.model), self.x, self.y, True, work))
-            )
+            self.record("train_img_s_fast_fused", "train_fast_fused", lambda: self.train_rate(self.fused_copy, True))
         if self.wants("infer"):
-            self.record("infer_img_s_fast_fused", "infer_fast_fused", lambda: self.rate(self.xi.shape[0], lambda: infer_fn(fused(self.model), self.xi, True)))
+            self.record("infer_img_s_fast_fused", "infer_fast_fused", lambda: self.infer_rate(self.fused_copy, True))
 
     def onnx(self) -> None:
         """onnxruntime on the CPU: inference img/s, int8 beside it, and full-resolution prediction."""
@@ -147,7 +152,7 @@ class ModelBench:
     def fullres(self) -> None:
         image = self.ctx.fullres_frame()
         if image is not None:
-            self.record("fullres_s_per_img", "fullres", lambda: self.seconds(fullres_fn(copy.deepcopy(self.model), tuple(self.cfg.size), image, self.device)))
+            self.record("fullres_s_per_img", "fullres", lambda: self.seconds(fullres_fn(self.copy(), tuple(self.cfg.size), image, self.device)))
 
     def steps(self) -> list[Callable[[], None]]:
         """The measurements this configuration asks for, in order."""
