@@ -1,5 +1,6 @@
-"""`cityseg benchmark`: one smoke run at a tiny size (schema, sane numbers, markdown + plot written), the
-markdown merge, and bad options. No wall-clock assertions."""
+"""`cityseg benchmark`: a quick run at a tiny size (schema, sane numbers, markdown + plot written, the
+markdown merge), every section at tiny sizes (slow: the frames stay full-size), and bad options. No
+wall-clock assertions."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import json
 import math
 
 import pytest
+import torch
+from torch import nn
 
 from cityseg.cli import main
 from cityseg.tools import benchmark as B
+from cityseg.tools.benchmark.model_speed import loss_specs, make_batch, train_step_fn
 
 KEYS = {
     "params",
@@ -30,57 +34,93 @@ def _positive(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
+MARKDOWN = "# Benchmarks\n\nHand-written notes above.\n\n<!-- cityseg-benchmark:begin -->\nold\n<!-- cityseg-benchmark:end -->\n\nHand-written notes below.\n"
+#: the small sizes every run here uses: a multi-branch model at 32x64, batch 2, one timed repetition, a small
+#: roof, one thread (on a loaded machine a second thread mostly waits for the first)
+SMALL = ["--models", "residual_inception_unet", "--size", "32x64", "--batch", "2", "--iters", "1", "--warmup", "1", "--roof-size", "512", "--threads", "1"]
+
+
+def run_cli(out, *extra: str) -> tuple[int, dict, str]:
+    """``cityseg benchmark`` at the small sizes into ``out``; returns (exit code, the JSON, the markdown file)."""
+    doc = out / "benchmarks.md"
+    doc.write_text(MARKDOWN)
+    files = ["--work-dir", str(out / "work"), "--json", str(out / "b.json"), "--markdown", str(doc), "--plot", str(out / "b.png")]
+    threads = torch.get_num_threads()
+    try:
+        rc = main(["benchmark", *SMALL, "--no-isolate", "--quiet", *files, *extra])
+    finally:
+        torch.set_num_threads(threads)  # --threads sets this process's count: the tests after it keep theirs
+    return rc, json.loads((out / "b.json").read_text()), doc.read_text()
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """The machine, the training and the inference measurements only, of the cheapest model at 32x64 with no
+    warm-up: the run every test session makes."""
+    out = tmp_path_factory.mktemp("bench-quick")
+    skip = "loader,fullres,onnx,int8,eval,augment,variants,fused"
+    return (out, *run_cli(out, "--models", "segformer_b0", "--warmup", "0", "--skip", skip))
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """One real run: a multi-branch model at 32x64, batch 2, one timed repetition, a small roof."""
+    """Every section at tiny sizes (the frames stay full-size: several minutes on two busy cores)."""
     out = tmp_path_factory.mktemp("bench")
-    doc = out / "benchmarks.md"
-    doc.write_text(
-        "# Benchmarks\n\nHand-written notes above.\n\n<!-- cityseg-benchmark:begin -->\nold\n<!-- cityseg-benchmark:end -->\n\nHand-written notes below.\n"
-    )
-    rc = main(
-        [
-            "benchmark",
-            "--models",
-            "residual_inception_unet",
-            "--size",
-            "32x64",
-            "--batch",
-            "2",
-            "--iters",
-            "1",
-            "--warmup",
-            "1",
-            "--loader-images",
-            "2",
-            "--eval-images",
-            "2",
-            "--roof-size",
-            "512",
-            "--roofline",
-            "--roofline-size",
-            "32x64",
-            "--augment-crop",
-            "32x32",
-            "--augment-images",
-            "2",
-            "--augment-workers",
-            "0,1",
-            "--no-isolate",
-            "--quiet",
-            "--work-dir",
-            str(out / "work"),
-            "--json",
-            str(out / "b.json"),
-            "--markdown",
-            str(doc),
-            "--plot",
-            str(out / "b.png"),
-        ]
-    )
-    return rc, out, json.loads((out / "b.json").read_text()), doc.read_text()
+    more = ["--loader-images", "2", "--eval-images", "2", "--roofline", "--roofline-size", "32x64"]
+    more += ["--augment-crop", "32x32", "--augment-images", "2", "--augment-workers", "0,1"]
+    rc, res, text = run_cli(out, *more)
+    return rc, out, res, text
 
 
+def test_quick_run_writes_json_markdown_and_plot(quick):
+    out, rc, res, text = quick
+    assert rc == 0
+    assert set(res) == {"roof_gflops", "memory_bandwidth_gb_s", "device", "models", "eval_pred_dir", "int8_quality", "augment_loader"}
+    assert all(_positive(v) for v in (*res["roof_gflops"].values(), *res["memory_bandwidth_gb_s"].values()))
+    m = res["models"]["segformer_b0"]
+    assert set(m) == set(B.ALL_KEYS)
+    assert m["params"] == 3_719_027 + 15 * 257  # mmseg's B0 at 19 classes, plus 15 more 256-input classifier rows
+    for key in ("gflops", "train_img_s_fp32", "train_img_s_fast", "infer_img_s_fp32", "infer_img_s_fast", "peak_rss_mb"):
+        assert _positive(m[key]), (key, m[key])
+    skipped = ("infer_img_s_onnx", "fullres_s_per_img", "loader_img_s_cache", "train_img_s_fast_fused", "infer_variants_img_s", "roofline")
+    assert all(m[k] is None for k in skipped) and res["eval_pred_dir"] is None and res["augment_loader"] is None
+    assert text.startswith("# Benchmarks\n\nHand-written notes above.") and text.rstrip().endswith("Hand-written notes below.")
+    assert "\nold\n" not in text and text.count(B.BEGIN) == 1 == text.count(B.END)
+    assert "| segformer_b0 | 3.72 M |" in text and "Not measured:" not in text
+    png = (out / "b.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+class Heads(nn.Module):
+    """A model with the three kinds of training output: the logits, an auxiliary head and a boundary head."""
+
+    def __init__(self):
+        super().__init__()
+        self.out, self.aux, self.boundary = nn.Conv2d(3, 34, 1), nn.Conv2d(3, 34, 1), nn.Conv2d(3, 1, 1)
+
+    def forward(self, x):
+        out = self.out(x)
+        return {"out": out, "aux": self.aux(x), "boundary": self.boundary(x)} if self.training else out
+
+
+def test_train_step_trains_every_output(tmp_path):
+    model = Heads()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = make_batch(2, (8, 16), torch.device("cpu"))
+    y[:, :, :8] = 7  # two regions, so the boundary target has edges
+    y[:, :, 8:] = 26
+    assert loss_specs(model(x)) == [{"name": "ce", "output": "out"}, {"name": "ce", "output": "aux"}, {"name": "boundary", "output": "boundary"}]
+    step = train_step_fn(model, x, y, fast=False, work=tmp_path)
+    step()
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == set(before)  # each head got a gradient: the loss read every output
+
+
+def test_the_phases_run_in_order():
+    assert [p.__name__ for p in B.PHASES] == ["machine_phase", "data_phase", "augment_phase", "models_phase", "int8_phase", "evaluation_phase"]
+
+
+@pytest.mark.slow
 def test_json_schema_and_sane_numbers(smoke):
     rc, _, res, _ = smoke
     assert rc == 0
@@ -123,6 +163,7 @@ def test_json_schema_and_sane_numbers(smoke):
     assert _positive(ev["cityseg_s"]) and _positive(ev["official_s"])
 
 
+@pytest.mark.slow
 def test_markdown_and_plot_written(smoke):
     _, out, res, text = smoke
     assert text.startswith("# Benchmarks\n\nHand-written notes above.")

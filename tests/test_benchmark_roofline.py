@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from cityseg.tools.benchmark import report
-from cityseg.tools.benchmark.measure import memory_bandwidth
+from cityseg.tools.benchmark.machine import memory_bandwidth
 from cityseg.tools.benchmark.profile import layer_category
 from cityseg.tools.benchmark.roofline import attainable_gflops, by_category, count_traffic, layerwise_seconds, roofline_position
 

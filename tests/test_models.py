@@ -488,7 +488,7 @@ OPTION_VARIANTS = [
 
 @pytest.mark.parametrize("name, options, size", OPTION_VARIANTS, ids=[f"{n}-{'-'.join(o)}" for n, o, _ in OPTION_VARIANTS])
 def test_option_variants_forward_backward(name, options, size):
-    from cityseg.models.blocks import SqueezeExcite
+    from cityseg.models.blocks import SqueezeExciteReLU
 
     torch.manual_seed(0)
     m = build_model(name, num_classes=19, **options).train()
@@ -497,7 +497,7 @@ def test_option_variants_forward_backward(name, options, size):
     assert y.shape == (3, 19, h, w) and torch.isfinite(y).all()
     y.square().mean().backward()
     assert not [k for k, p in m.named_parameters() if p.grad is None]
-    n_se = sum(isinstance(x, SqueezeExcite) for x in m.modules())
+    n_se = sum(isinstance(x, SqueezeExciteReLU) for x in m.modules())
     stacks = [x for x in m.modules() if hasattr(x, "se") and hasattr(x, "out_channels")]
     assert n_se == (len(stacks) if options.get("se") else 0) and (n_se > 0) == bool(options.get("se"))
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import platform
+import sys
+from importlib import metadata
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -65,18 +68,6 @@ def to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def cpu_model() -> str:
-    """The CPU's model string (``/proc/cpuinfo``'s "model name"; ``platform`` elsewhere)."""
-    import platform
-    from pathlib import Path
-
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def default_workers(limit: int = 4) -> int:
     """Worker threads/processes for decoding: the CPU count, at most ``limit`` (more only contend)."""
     return max(1, min(limit, os.cpu_count() or 1))
@@ -90,10 +81,6 @@ def process_context() -> multiprocessing.context.BaseContext:
 def environment(data_root: str | os.PathLike | None = None) -> dict[str, object]:
     """What a run was made with, for ``environment.json`` and the run report: the command line, package
     versions and the CPU / GPU names (the hardware explains the speed and the bf16 path)."""
-    import platform
-    import sys
-    from importlib import metadata
-
     import torch
 
     versions = {}
@@ -119,8 +106,6 @@ def environment(data_root: str | os.PathLike | None = None) -> dict[str, object]
 
 def cpu_name() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux, ``platform.processor()`` elsewhere)."""
-    import platform
-
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
         for line in f:
             if line.lower().startswith("model name"):

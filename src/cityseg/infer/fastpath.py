@@ -24,7 +24,8 @@ from typing import Any
 import torch
 
 from cityseg.io import atomic_write_json
-from cityseg.runtime import autocast, cpu_model, native_bf16
+from cityseg.models.blocks import ParallelBlock
+from cityseg.runtime import autocast, cpu_name, native_bf16
 
 CACHE_NAME = "fast_path.json"
 
@@ -45,8 +46,7 @@ class Choice:
 
 
 def has_fused_path(model: torch.nn.Module) -> bool:
-    from cityseg.models.blocks import ParallelBlock
-
+    """True when ``model`` has multi-branch blocks that ``cityseg.models.set_fused`` switches."""
     return any(isinstance(m, ParallelBlock) for m in model.modules())
 
 
@@ -113,7 +113,7 @@ def cache_path() -> Path:
 
 
 def device_model(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
 
 
 def cache_key(model: torch.nn.Module, shape: Sequence[int], device: torch.device) -> str:

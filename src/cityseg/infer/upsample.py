@@ -89,8 +89,8 @@ def argmax_upsampled(scores: Sequence[torch.Tensor], size: tuple[int, int]) -> t
 
 def _argmax_upsampled_bands(scores: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
     """The dense path of ``argmax_upsampled``: width pass per tensor, kept pixel-major (h x W x C), then a
-    few rows at a time the height pass and an argmax over the contiguous class axis (~3x faster than
-    reducing over a strided C x band x W block)."""
+    few rows at a time the height pass and an argmax over the contiguous class axis, because reducing over
+    a contiguous axis is faster than over a strided C x band x W block (docs/benchmarks.md)."""
     H, W = size
     device = scores[0].device
     C = scores[0].shape[0]

@@ -133,8 +133,10 @@ def run_parallel(blocks, x: torch.Tensor, fused: bool) -> list[torch.Tensor]:
     return [b.post(y) for b, y in zip(blocks, fused_conv([b.conv for b in blocks], x))]
 
 
-class SqueezeExcite(nn.Module):
-    """Squeeze-and-excitation (Hu et al. 2018): channel gates from global average pooling."""
+class SqueezeExciteReLU(nn.Module):
+    """Squeeze-and-excitation as Hu et al. 2018 define it: gate = sigmoid(fc2(ReLU(fc1(mean(x))))), the
+    hidden width ``channels / reduction`` (at least 8). EfficientNet's SiLU variant is
+    ``efficientnet_unet.SqueezeExciteSiLU``."""
 
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
@@ -149,7 +151,8 @@ class SqueezeExcite(nn.Module):
 
 class ParallelBlock(nn.Module):
     """Mixin state for blocks with a fused path. Off by default: zero-padding smaller kernels into the largest
-    costs more MACs than one conv call saves (0.55-0.84x the per-branch speed, docs/benchmarks.md)."""
+    costs more MACs than one conv call saves, so the fused path runs slower (docs/benchmarks.md, "SegCeption:
+    why multi-branch blocks are slow per MAC")."""
 
     fused: bool = False
 
@@ -172,7 +175,7 @@ class StackModule(ParallelBlock):
         self.conv5 = ConvBNAct(cin, f, 5, bn=bn, **kw)
         self.conv3a = ConvBNAct(cin, f, 3, bn=bn and first_bn, **kw)
         self.conv3b = ConvBNAct(f, f, 3, bn=bn, **kw)
-        self.se = SqueezeExcite(2 * f) if se else None
+        self.se = SqueezeExciteReLU(2 * f) if se else None
         self.out_channels = 2 * f
 
     def forward(self, x):
@@ -196,7 +199,7 @@ class StackModuleV2(ParallelBlock):
         self.conv5c = ConvBNAct(2 * f, f, 5)
         self.conv3c = ConvBNAct(2 * f, f, 3)
         self.conv3d = ConvBNAct(f, f, 3)
-        self.se = SqueezeExcite(3 * f) if se else None
+        self.se = SqueezeExciteReLU(3 * f) if se else None
         self.out_channels = 3 * f
 
     def forward(self, x):
@@ -216,7 +219,7 @@ class DeepStackModule(ParallelBlock):
         self.conv33 = ConvBNAct(f, f, 3)
         self.conv31 = ConvBNAct(f, f, (3, 1))
         self.conv13 = ConvBNAct(f, f, (1, 3))
-        self.se = SqueezeExcite(4 * f) if se else None
+        self.se = SqueezeExciteReLU(4 * f) if se else None
         self.out_channels = 4 * f
 
     def forward(self, x):

@@ -62,8 +62,9 @@ SKIP_STAGES = (0, 1, 2, 4)  # last stage at 1/2, 1/4, 1/8, 1/16
 DECODER_CHANNELS = (256, 128, 64, 32)
 
 
-class SqueezeExcite(nn.Module):
-    """EfficientNet's SE: gate = sigmoid(expand(SiLU(reduce(mean(x))))), squeeze = block input / 4."""
+class SqueezeExciteSiLU(nn.Module):
+    """EfficientNet's squeeze-and-excitation: gate = sigmoid(expand(SiLU(reduce(mean(x))))), the squeeze
+    width a quarter of the block's input channels; timm's parameter names, so its weights load."""
 
     def __init__(self, channels: int, squeeze: int):
         super().__init__()
@@ -94,7 +95,7 @@ class MBConv(nn.Module):
         else:
             self.conv_dw, self.bn1 = dw, nn.BatchNorm2d(mid)
             self.conv_pw, self.bn2 = project, nn.BatchNorm2d(cout)
-        self.se = SqueezeExcite(mid, max(1, cin // 4))
+        self.se = SqueezeExciteSiLU(mid, max(1, cin // 4))
         self.residual = stride == 1 and cin == cout
         self.drop_path = DropPath(drop_path if self.residual else 0.0)
 

@@ -35,10 +35,9 @@ Choices, and why:
   B1 1.689 / 239.1. The paper states 125.5 / 243.7 "GFLOPs" at 1024x2048, which are MACs too
   (mmcv's module counter plus the official script's attention term); the 2-4 % gap is in what
   each counter includes (norms, activations, resizes).
-* **Memory** at 1024x2048, one eval forward, batch 1, measured as the peak RSS of a fresh process
-  (AMD EPYC Zen 5, native AVX512-BF16; 0.26 GiB of it is torch and the model before the forward):
-  B0 fp32 1.66 GiB in 14 s, bf16 autocast 1.02 GiB in 9 s. A whole frame fits, so
-  ``full_res_mode = "whole"``; the paper's 1024x1024 sliding windows remain available.
+* **Memory**: one eval forward of a whole 1024x2048 frame at batch 1 fits in a few GiB of RAM
+  (docs/benchmarks.md, "Measurements behind code comments"), so ``full_res_mode = "whole"``; the
+  paper's 1024x1024 sliding windows remain available.
 * H and W must be multiples of 32 (four stride-2 reductions after a stride 4, then the
   ``sr x sr`` reduction conv divides each stage exactly).
 """

@@ -8,6 +8,10 @@ so a preempted job loses at most that much work. Data order and augmentation are
 RNGs are reseeded from ``(seed, epoch, rank)`` at every epoch start, so a run killed at any point and
 resumed from its last checkpoint reaches the same weights as one that never stopped.
 
+``RUN_DIR/best.pt`` holds the weights of the best validated epoch with what prediction needs (model,
+label mode, size, normalisation) and the config and metrics, but no optimizer, schedule or RNG state:
+it is for ``predict``, ``evaluate``, ``export`` and ``train.init_from``, not for ``--resume``.
+
 Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes a resumable ``last.pt`` and returns;
 a second Ctrl-C aborts at once (the previous ``last.pt`` stays). ``loop.py`` holds the step and the
 validation pass; this module builds their parts, resumes, and saves.
@@ -19,7 +23,7 @@ import copy
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -167,11 +171,13 @@ class Run:
     def info(self) -> D.DistInfo:
         return self.ctx.info
 
-    def checkpoint(self) -> Checkpoint:
-        """The state now, as ``last.pt`` holds it (a collective call: every process gathers RNG states)."""
-        d, cfg, ctx = self.cfg["data"], self.cfg, self.ctx
+    def weights(self) -> Checkpoint:
+        """What ``best.pt`` holds: the weights, what prediction needs, and where the run stood (epoch,
+        metrics, config, history); no optimizer, schedule or RNG state, so it is a third of ``last.pt``
+        under Adam and cannot be resumed."""
+        d, cfg = self.cfg["data"], self.cfg
         return Checkpoint(
-            model=ctx.model.state_dict(),
+            model=self.ctx.model.state_dict(),
             model_name=cfg["model"]["name"],
             model_options=dict(cfg["model"]["options"]),
             label_mode=self.label_mode,
@@ -181,22 +187,30 @@ class Run:
             interpolation=d["interpolation"],
             mean=list(d["mean"]) or None,
             std=list(d["std"]) or None,
-            optimizer=ctx.optimizer.state_dict(),
-            scheduler=ctx.scheduler.state_dict(),
-            scaler=ctx.scaler.state_dict() if ctx.scaler.is_enabled() else None,
             epoch=self.epoch,
             step=self.step,
             config=copy.deepcopy(cfg),
             metrics=dict(self.metrics),
             best_miou=self.best,
             history=copy.deepcopy(self.history),
-            train_state=dict(self.running),
             world_size=self.info.world_size,
+        )
+
+    def checkpoint(self) -> Checkpoint:
+        """The whole state, as ``last.pt`` holds it (a collective call: every process gathers RNG states)."""
+        ctx = self.ctx
+        return replace(
+            self.weights(),
+            optimizer=ctx.optimizer.state_dict(),
+            scheduler=ctx.scheduler.state_dict(),
+            scaler=ctx.scaler.state_dict() if ctx.scaler.is_enabled() else None,
+            train_state=dict(self.running),
             rng=D.all_gather_objects(get_rng_state(), self.info),
         )
 
     def save(self, name: str) -> None:
-        ckpt = self.checkpoint()
+        """Write ``last.pt`` (everything a resume needs) or ``best.pt`` (the weights, ``weights()``)."""
+        ckpt = self.checkpoint() if name == LAST else self.weights()
         if self.info.is_main:
             save_checkpoint(self.out / name, ckpt)
         D.barrier(self.info)
@@ -205,6 +219,8 @@ class Run:
 def load_resume_checkpoint(cfg: dict[str, Any], out: Path, label_mode: str) -> dict[str, Any]:
     """``last.pt``, refused unless it was written by the same model, label mode and size."""
     ckpt = load_checkpoint(out / LAST)
+    if ckpt.get("optimizer") is None:
+        raise CitysegError(f"{out / LAST}: holds weights only (a best.pt?), no optimizer state to resume; use the run's own last.pt")
     for key, want in (
         ("model_name", cfg["model"]["name"]),
         ("label_mode", label_mode),

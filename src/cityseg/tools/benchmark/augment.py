@@ -17,7 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from cityseg.tools.benchmark.measure import dataloader_rate
+from cityseg.data.transforms import image_to_tensor, label_to_tensor
+from cityseg.tools.benchmark.loader_speed import dataloader_rate
+from cityseg.train.config import apply_overrides, load_recipe
+from cityseg.train.run import build_dataset
 
 #: the recipe whose augmentation the data-path figures use (random scale 0.5-2.0, 1024x1024 crops, flip)
 DEFAULT_RECIPE = "ddrnet23_slim"
@@ -25,11 +28,7 @@ DEFAULT_RECIPE = "ddrnet23_slim"
 
 def recipe_dataset(root: Path, split: str, recipe: str, crop: Sequence[int]) -> Any:
     """The training dataset of ``recipe`` at its size (full resolution for the real-time recipes) from the cache,
-    cropped to ``crop``, with
-    photometric jitter on."""
-    from cityseg.train.config import apply_overrides, load_recipe
-    from cityseg.train.run import build_dataset
-
+    cropped to ``crop``, with photometric jitter on."""
     cfg, _ = load_recipe(recipe)
     overrides = {"data.cache": True, "augment.enabled": True, "augment.crop": [int(v) for v in crop], "augment.photometric": True}
     cfg = apply_overrides(cfg, overrides, source="benchmark")
@@ -38,8 +37,6 @@ def recipe_dataset(root: Path, split: str, recipe: str, crop: Sequence[int]) -> 
 
 def step_ms(ds: Any, samples: int) -> dict[str, float]:
     """Mean milliseconds per image of each step of the data path, over ``samples`` samples (one torch thread)."""
-    from cityseg.data.transforms import image_to_tensor, label_to_tensor
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     totals: dict[str, float] = {}

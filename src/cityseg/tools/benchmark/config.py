@@ -5,9 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cityseg.errors import CitysegError
+from cityseg.models import check_model_name
 
 #: the per-model JSON keys, in order (None where a measurement was skipped or failed)
 MODEL_KEYS = (
@@ -95,11 +99,35 @@ class BenchConfig:
         self.augment_workers = [int(w) for w in self.augment_workers]
         if not self.augment_workers or min(self.augment_workers) < 0:
             raise CitysegError(f"--augment-workers must be counts >= 0; got {self.augment_workers}")
-        from cityseg.models import check_model_name
-
         for m in self.models:
             check_model_name(m)
         return self
+
+
+@dataclass
+class BenchContext:
+    """What the phases before the models hand to every model's measurement (it crosses into each model's
+    own process, so it holds plain values): the device, the machine's limits, the shared inputs."""
+
+    device: str
+    infer_batch: int
+    work_dir: Path
+    roof: dict[str, float] = field(default_factory=dict)  # matmul GFLOP/s: {"fp32", "bf16"}
+    bandwidth: dict[str, float] = field(default_factory=dict)  # GB/s: {"copy", "add"}
+    data_root: Path | None = None  # full-size frames for the loader, full-resolution and int8 figures
+    loader_split: str = "train"
+    loader_img_s_cache: float | None = None
+    loader_img_s_png: float | None = None
+    fullres_image: Path | None = None  # one 1024x2048 frame (.npy) for full-resolution prediction
+    calib_root: Path | None = None  # int8 calibration frames (None: no int8 measurement)
+    calib_split: str = "train"
+
+    @property
+    def bandwidth_gb_s(self) -> float:
+        return max(self.bandwidth.values())
+
+    def fullres_frame(self) -> np.ndarray | None:
+        return None if self.fullres_image is None else np.load(self.fullres_image)
 
 
 def rounded(v: Any) -> Any:

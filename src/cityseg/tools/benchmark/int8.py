@@ -10,16 +10,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from cityseg.eval.evaluate import score_checkpoint
+from cityseg.infer.onnx import export_onnx, read_metadata
+from cityseg.infer.predictor import Predictor
+from cityseg.tools.benchmark.machine import time_fn
+from cityseg.tools.benchmark.model_speed import onnx_infer_fn, quantized
+
 
 def ort_rate(path: Path, size: tuple[int, int], batch: int, warmup: int, iters: int) -> float:
     """Images/s of one onnxruntime session on a fixed random batch (median of ``iters``)."""
-    from cityseg.infer.onnx import load_onnx
-    from cityseg.tools.benchmark.measure import time_fn
-
-    session, _ = load_onnx(path, threads=torch.get_num_threads())
-    x = np.random.default_rng(0).random((batch, 3, *size), dtype=np.float32)
-    feed = {session.get_inputs()[0].name: x}
-    return batch / time_fn(lambda: session.run(None, feed), warmup, iters)
+    x = torch.from_numpy(np.random.default_rng(0).random((batch, 3, *size), dtype=np.float32))
+    return batch / time_fn(onnx_infer_fn(path, x), warmup, iters)
 
 
 def int8_quality(
@@ -28,14 +29,9 @@ def int8_quality(
     """Export ``checkpoint`` to fp32 and int8 ONNX (calibrated on ``data``'s train split), score both on its
     val split (``limit`` frames) and time both: {"model", "miou_fp32", "miou_int8", "miou_delta_points",
     "img_s_fp32", "img_s_int8", "speedup"}."""
-    from cityseg.eval.evaluate import score_checkpoint
-    from cityseg.infer.onnx import export_onnx
-    from cityseg.infer.predictor import Predictor
-    from cityseg.infer.quantize import quantize_onnx
-
     stem = Path(checkpoint).stem
     fp32 = Path(export_onnx(checkpoint, work / f"{stem}-fp32.onnx")["path"])
-    int8 = Path(quantize_onnx(fp32, work / f"{stem}-int8.onnx", data, "train", calib_frames)["path"])
+    int8 = quantized(fp32, data, "train", calib_frames)
     out: dict[str, Any] = {"checkpoint": str(checkpoint)}
     for kind, path in (("fp32", fp32), ("int8", int8)):
         predictor = Predictor.from_onnx(path)
@@ -51,6 +47,4 @@ def int8_quality(
 
 
 def _model_name(path: Path) -> str:
-    from cityseg.infer.onnx import read_metadata
-
     return str(read_metadata(path).get("model_name"))

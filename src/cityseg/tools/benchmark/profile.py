@@ -8,8 +8,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
-from cityseg.tools.benchmark.measure import build, make_batch, resolve_device, sync, train_step_fn
+from cityseg.models import set_fused
+from cityseg.tools.benchmark.machine import resolve_device, sync
+from cityseg.tools.benchmark.model_speed import build, make_batch, train_step_fn
 
 
 # ---- operator profile -----------------------------------------------------------------------------
@@ -84,8 +87,6 @@ def layer_category(name: str, shapes: list) -> str:
 def op_self_times(fn: Callable[[], object], categorise: Callable[[str, list], str], steps: int = 1, cuda: bool = False) -> tuple[dict[str, float], float]:
     """Self CPU seconds per call of ``fn`` by operator category (torch.profiler, shapes recorded), largest
     first, and the wall seconds per call while profiled."""
-    from torch.profiler import ProfilerActivity, profile
-
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=acts, record_shapes=True) as prof:
         t0 = time.perf_counter()
@@ -107,8 +108,6 @@ def profile_model(
     torch.manual_seed(0)
     model = build(name, size).to(dev)
     if fused is not None:
-        from cityseg.models import set_fused
-
         set_fused(model, fused)
     x, y = make_batch(batch, size, dev)
     step = train_step_fn(model, x, y, fast=fast)

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
+from cityseg.io import atomic_path, atomic_write_text
 from cityseg.tools.benchmark.config import ALL_KEYS, BEGIN, END, ONNX_FULLRES_KEY
 
 
@@ -46,18 +48,31 @@ def _f(v: Any, fmt: str = "{:.1f}") -> str:
 
 
 def markdown(result: dict[str, Any], plot: str | None = None) -> str:
-    """The generated part of docs/benchmarks.md: setup, the table, achieved FLOP/s and the targets."""
-    meta = result.get("meta", {})
-    roof = result["roof_gflops"]
-    roof_key, fr = fast_roof(result)
+    """The generated part of docs/benchmarks.md: setup, the tables, the loaders and what was not measured."""
+    lines = setup_lines(result) + throughput_lines(result) + achieved_lines(result) + fused_lines(result)
+    lines += perf_lines(result) + roofline_lines(result) + augment_lines(result) + loader_lines(result) + error_lines(result)
+    if plot:
+        lines += ["", f"![throughput per model, baseline vs fast path]({plot})"]
+    return "\n".join(lines) + "\n"
+
+
+def setup_lines(result: dict[str, Any]) -> list[str]:
+    """When, where and how the run measured, and the machine's roof."""
+    meta, roof = result.get("meta", {}), result["roof_gflops"]
     h, w = meta.get("size", ["?", "?"])
-    lines = [
+    return [
         f"Measured {meta.get('date', '')} on **{result['device']}**, torch {meta.get('torch')}, commit "
         f"`{meta.get('commit')}`; input {h}x{w}, train batch {meta.get('batch')}, inference batch "
         f"{meta.get('infer_batch')}, median of {meta.get('iters')} after {meta.get('warmup')} warm-up; "
         f"fast path = {meta.get('fast_path')}; run took {meta.get('seconds')} s.",
         "",
         f"Matmul roof (large `torch.mm`, same run): fp32 **{roof['fp32']:.0f} GFLOP/s**, bf16 **{roof['bf16']:.1f} GFLOP/s**." + bandwidth_text(result),
+    ]
+
+
+def throughput_lines(result: dict[str, Any]) -> list[str]:
+    """The main table: size, cost and every throughput per model."""
+    lines = [
         "",
         "| model | params | GFLOPs/img | train img/s fp32 | train img/s fast | speed-up | infer img/s fp32 | "
         "infer img/s fast | infer img/s ORT | full-res s/img | full-res s/img ORT | peak RSS MiB |",
@@ -72,7 +87,14 @@ def markdown(result: dict[str, Any], plot: str | None = None) -> str:
             f"{_f(m['fullres_s_per_img'], '{:.3f}')} | {_f(m.get(ONNX_FULLRES_KEY), '{:.3f}')} | "
             f"{_f(m['peak_rss_mb'], '{:.0f}')} |"
         )
-    lines += [
+    return lines
+
+
+def achieved_lines(result: dict[str, Any]) -> list[str]:
+    """Achieved GFLOP/s per model and measurement, with the fraction of the roof it computes against."""
+    roof = result["roof_gflops"]
+    roof_key, fr = fast_roof(result)
+    lines = [
         "",
         f"Achieved GFLOP/s (training = 3x forward FLOPs x img/s, inference = 1x) and the fraction of the roof "
         f"(fp32 eager vs the fp32 roof; fast path vs the {roof_key} roof):",
@@ -80,69 +102,81 @@ def markdown(result: dict[str, Any], plot: str | None = None) -> str:
         "| model | train fp32 | train fast | infer fp32 | infer fast | infer ORT |",
         "|---|---:|---:|---:|---:|---:|",
     ]
+    columns = (
+        ("train_img_s_fp32", roof["fp32"]),
+        ("train_img_s_fast", fr),
+        ("infer_img_s_fp32", roof["fp32"]),
+        ("infer_img_s_fast", fr),
+        ("infer_img_s_onnx", roof["fp32"]),
+    )
     for name, m in result["models"].items():
-
-        def cell(key: str, r: float) -> str:
+        cells = []
+        for key, r in columns:
             a = achieved(m, key)
-            return "—" if a is None else f"{a:.0f} ({100 * a / r:.0f}%)"
+            cells.append("—" if a is None else f"{a:.0f} ({100 * a / r:.0f}%)")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def fused_lines(result: dict[str, Any]) -> list[str]:
+    """Per-branch against fused multi-branch blocks, for the models that have them."""
+    both = [(n, m) for n, m in result["models"].items() if m.get("train_img_s_fast_fused") or m.get("infer_img_s_fast_fused")]
+    if not both:
+        return []
+    lines = [
+        "",
+        "Multi-branch blocks, per-branch (the models' default) vs fused (parallel convolutions that read the same"
+        " input run as one convolution, smaller kernels zero-padded; `cityseg.models.set_fused(model, True)`),"
+        " fast path:",
+        "",
+        "| model | train img/s per-branch | train img/s fused | fused/per-branch | infer img/s per-branch | infer img/s fused | fused/per-branch |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n, m in both:
+
+        def gain(a: str, b: str) -> str:
+            return f"{m[a] / m[b]:.2f}x" if m.get(a) and m.get(b) else "—"
 
         lines.append(
-            f"| {name} | {cell('train_img_s_fp32', roof['fp32'])} | {cell('train_img_s_fast', fr)} | "
-            f"{cell('infer_img_s_fp32', roof['fp32'])} | {cell('infer_img_s_fast', fr)} | "
-            f"{cell('infer_img_s_onnx', roof['fp32'])} |"
+            f"| {n} | {_f(m['train_img_s_fast'], '{:.2f}')} | {_f(m.get('train_img_s_fast_fused'), '{:.2f}')}"
+            f" | {gain('train_img_s_fast_fused', 'train_img_s_fast')} | {_f(m['infer_img_s_fast'])} | "
+            f"{_f(m.get('infer_img_s_fast_fused'))} | {gain('infer_img_s_fast_fused', 'infer_img_s_fast')} |"
         )
+    return lines
+
+
+def loader_lines(result: dict[str, Any]) -> list[str]:
+    """The data-loading figures and what the peak memory column means."""
+    meta = result.get("meta", {})
+    h, w = meta.get("size", ["?", "?"])
     first = {k: meta.get(k) for k in ("loader_img_s_cache", "loader_img_s_png")}
     if first["loader_img_s_cache"] is None:
         first = next(iter(result["models"].values()), {})
-    both = [(n, m) for n, m in result["models"].items() if m.get("train_img_s_fast_fused") or m.get("infer_img_s_fast_fused")]
-    if both:
-        lines += [
-            "",
-            "Multi-branch blocks, per-branch (the models' default) vs fused (parallel convolutions that read the same"
-            " input run as one convolution, smaller kernels zero-padded; `cityseg.models.set_fused(model, True)`),"
-            " fast path:",
-            "",
-            "| model | train img/s per-branch | train img/s fused | fused/per-branch | infer img/s per-branch | infer img/s fused | fused/per-branch |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        for n, m in both:
-
-            def gain(a: str, b: str) -> str:
-                return f"{m[a] / m[b]:.2f}x" if m.get(a) and m.get(b) else "—"
-
-            lines.append(
-                f"| {n} | {_f(m['train_img_s_fast'], '{:.2f}')} | {_f(m.get('train_img_s_fast_fused'), '{:.2f}')}"
-                f" | {gain('train_img_s_fast_fused', 'train_img_s_fast')} | {_f(m['infer_img_s_fast'])} | "
-                f"{_f(m.get('infer_img_s_fast_fused'))} | {gain('infer_img_s_fast_fused', 'infer_img_s_fast')} |"
-            )
-    lines += perf_lines(result)
-    lines += roofline_lines(result)
-    lines += augment_lines(result)
-    lines += [
+    where = (
+        "each model ran in its own process, so it is that model's peak."
+        if meta.get("isolated")
+        else "all models ran in one process, so later rows include earlier peaks."
+    )
+    return [
         "",
         f"Data loading ({meta.get('data')}, {meta.get('loader_images')} images resized to {h}x{w}, "
         f"`DataLoader` batch {meta.get('batch')}, no workers): prepared cache "
         f"**{_f(first.get('loader_img_s_cache'), '{:.0f}')} img/s**, raw PNGs "
         f"**{_f(first.get('loader_img_s_png'), '{:.1f}')} img/s**.",
         "",
-        "Peak RSS is `ru_maxrss`, the process peak: "
-        + (
-            "each model ran in its own process, so it is that model's peak."
-            if meta.get("isolated")
-            else "all models ran in one process, so later rows include earlier peaks."
-        ),
+        "Peak RSS is `ru_maxrss`, the process peak: " + where,
     ]
+
+
+def error_lines(result: dict[str, Any]) -> list[str]:
+    """What was not measured, per model (and for the run), one line each."""
+    meta = result.get("meta", {})
     errs = {n: e for n, e in meta.get("errors", {}).items() if e}
     if meta.get("run_errors"):
         errs = {"(run)": meta["run_errors"], **errs}
-    if errs:
-        lines += ["", "Not measured:", ""]
-        for n, e in errs.items():
-            for k, v in e.items():
-                lines.append(f"- {n} / {k}: {v}")
-    if plot:
-        lines += ["", f"![throughput per model, baseline vs fast path]({plot})"]
-    return "\n".join(lines) + "\n"
+    if not errs:
+        return []
+    return ["", "Not measured:", ""] + [f"- {n} / {k}: {v}" for n, e in errs.items() for k, v in e.items()]
 
 
 def perf_lines(result: dict[str, Any]) -> list[str]:
@@ -291,8 +325,6 @@ def augment_lines(result: dict[str, Any]) -> list[str]:
 
 def write_markdown(path: str | os.PathLike, text: str, title: str = "# Benchmarks") -> None:
     """Write ``text`` between the benchmark markers of ``path``, keeping everything outside them."""
-    from cityseg.io import atomic_write_text
-
     path = Path(path)
     block = f"{BEGIN}\n{text.rstrip()}\n{END}"
     old = path.read_text(encoding="utf-8") if path.is_file() else ""
@@ -305,16 +337,10 @@ def write_markdown(path: str | os.PathLike, text: str, title: str = "# Benchmark
 
 def plot(result: dict[str, Any], path: str | os.PathLike) -> None:
     """Bar chart: train and inference img/s per model, fp32 eager baseline vs fast path (vs ORT)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from cityseg.io import atomic_path
-
     names = list(result["models"])
     meta = result.get("meta", {})
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=90)
+    fig = Figure(figsize=(10, 3.6), dpi=90)
+    axes = fig.subplots(1, 2)
     panels = [
         ("training img/s", [("fp32 eager", "train_img_s_fp32"), ("fast path", "train_img_s_fast")]),
         ("inference img/s", [("fp32 eager", "infer_img_s_fp32"), ("fast path", "infer_img_s_fast"), ("onnxruntime", "infer_img_s_onnx")]),
@@ -337,4 +363,3 @@ def plot(result: dict[str, Any], path: str | os.PathLike) -> None:
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)

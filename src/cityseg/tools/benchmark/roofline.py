@@ -19,8 +19,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from cityseg.infer import fastpath
+from cityseg.models import model_options
 from cityseg.models.fold import leaves
-from cityseg.tools.benchmark.measure import build, time_fn
+from cityseg.tools.benchmark.machine import fast_path, time_fn
+from cityseg.tools.benchmark.model_speed import build
 from cityseg.tools.benchmark.profile import layer_category, op_self_times
 
 #: leaf modules that move nothing in eval mode (they return their input)
@@ -152,9 +155,6 @@ def roofline_position(flops: float, nbytes: float, seconds: float, compute_gflop
 def prepared(name: str, size: tuple[int, int], choice: Any) -> nn.Module:
     """The model as the measured fast path runs it (BN folded, the choice's layout); built for ``size``,
     folded at a smaller trace size unless the model is tied to one input size."""
-    from cityseg.infer import fastpath
-    from cityseg.models import model_options
-
     model = build(name, size)
     trace = size if "input_size" in model_options(name) or not _accepts(model, FOLD_TRACE_SIZE) else FOLD_TRACE_SIZE
     return fastpath.prepare(model, choice, trace)
@@ -178,9 +178,6 @@ def roofline_model(
     """One model's inference at ``size`` on the project's inference fast path (``runtime.resolve_fast``;
     BN folded): the roofline position against the roof of the dtype it computes in, and, with ``profile``,
     the self time of one forward per layer type ({category: seconds})."""
-    from cityseg.infer import fastpath
-    from cityseg.tools.benchmark.measure import fast_path
-
     device = torch.device("cpu")
     channels_last, dtype = fast_path(device, training=False)
     choice = fastpath.Choice(channels_last=channels_last, bf16=dtype == torch.bfloat16)

@@ -16,6 +16,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from cityseg.models.fold import fold_batchnorm
+from cityseg.tools.benchmark.model_speed import build
+
 
 def interleaved(fns: Sequence[Callable[[], object]], reps: int) -> list[float]:
     """Median process-time seconds of each function, timed in ``reps`` interleaved rounds after one warm-up."""
@@ -32,8 +35,6 @@ def interleaved(fns: Sequence[Callable[[], object]], reps: int) -> list[float]:
 
 def compile_check(name: str, size: tuple[int, int], bf16: bool, reps: int = 3) -> dict[str, object]:
     """Eager vs ``torch.compile`` (inductor, weights frozen) inference, channels_last, batch 1."""
-    from cityseg.tools.benchmark.measure import build
-
     torch._inductor.config.freezing = True
     model = build(name, size).eval().to(memory_format=torch.channels_last)
     x = torch.rand(1, 3, *size).contiguous(memory_format=torch.channels_last)
@@ -63,9 +64,6 @@ def compile_check(name: str, size: tuple[int, int], bf16: bool, reps: int = 3) -
 
 def fold_check(name: str, size: tuple[int, int], reps: int = 7) -> list[str]:
     """Unfolded vs BN-folded eager inference, channels_last, fp32 and bf16."""
-    from cityseg.models.fold import fold_batchnorm
-    from cityseg.tools.benchmark.measure import build
-
     model = build(name, size).eval()
     folded = fold_batchnorm(model, size)
     mods = [m.to(memory_format=torch.channels_last) for m in (model, folded)]

@@ -75,6 +75,88 @@ def log_ticks(lo: float, hi: float) -> list[float]:
     return ticks
 
 
+@dataclass(frozen=True)
+class Plot:
+    """A line chart's drawing area and the mapping of (epoch, value) to its pixels."""
+
+    x0: float
+    x1: float
+    lo: float
+    hi: float
+    log_y: bool
+    left: float
+    top: float
+    width: float  # of the drawing area
+    height: float
+
+    def px(self, x: float) -> float:
+        return self.left + (x - self.x0) / (self.x1 - self.x0) * self.width
+
+    def clamped(self, y: float) -> float:
+        """``y`` inside the value range, so an outlier is drawn at the edge."""
+        return min(max(y, self.lo), self.hi)
+
+    def py(self, y: float) -> float:
+        f = math.log10 if self.log_y else float
+        return self.top + self.height - (f(y) - f(self.lo)) / ((f(self.hi) - f(self.lo)) or 1.0) * self.height
+
+
+def value_range(values: list[float], log_y: bool, y_range: tuple[float, float] | None) -> tuple[float, float]:
+    """The y range: ``y_range`` if given; else the values' span, widened a little (from 0 for non-negative
+    linear values; at least 1.5x on a log axis)."""
+    if y_range is not None:
+        return y_range
+    lo, hi = min(values), max(values)
+    if log_y:
+        return (lo / 1.25, hi * 1.25) if hi / lo < 1.5 else (lo, hi)
+    pad = (hi - lo) * 0.08 or abs(hi) * 0.1 or 1.0
+    return (0.0 if lo >= 0 > lo - pad else lo - pad), hi + pad
+
+
+def _frame_svg(plot: Plot, ticks: list[float], fmt: Callable[[float], str], width: int, height: int, bottom: int) -> list[str]:
+    """Grid lines with their values, the epoch ticks and the two axes."""
+    left, right_x, top, ph = plot.left, plot.left + plot.width, plot.top, plot.height
+    out = []
+    for t in ticks:
+        y = plot.py(t)
+        out.append(f'<line x1="{left}" x2="{right_x}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{escape(fmt(t))}</text>')
+    for x in nice_ticks(plot.x0, plot.x1, min(8, int(plot.x1 - plot.x0) or 1)):
+        if plot.x0 <= x <= plot.x1 and float(x).is_integer():
+            out.append(f'<text x="{plot.px(x):.1f}" y="{height - bottom + 16}" text-anchor="middle" class="tick">{int(x)}</text>')
+    out.append(f'<text x="{left + plot.width / 2}" y="{height - 4}" text-anchor="middle" class="tick">epoch</text>')
+    out.append(
+        f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + ph}" class="axis"/><line x1="{left}" x2="{right_x}" y1="{top + ph}" y2="{top + ph}" class="axis"/>'
+    )
+    return out
+
+
+def _legend_svg(series: list[Series], right_x: float) -> list[str]:
+    """One swatch and name per series, right-aligned in the title row."""
+    out = []
+    for s in reversed(series):
+        right_x -= 14 + 6.2 * len(s.name)
+        out.append(
+            f'<g class="legend"><rect x="{right_x:.1f}" y="8" width="10" height="10" fill="{s.color}"/><text x="{right_x + 13:.1f}" y="17" class="tick">{escape(s.name)}</text></g>'
+        )
+    return out
+
+
+def _series_svg(series: list[Series], plot: Plot, fmt: Callable[[float], str]) -> list[str]:
+    """Each series as a line through its finite values, with a dot per value that names it on hover."""
+    out = []
+    for s in series:
+        pts = [(x, y) for x, y in s.points if y is not None and math.isfinite(y) and (not plot.log_y or y > 0)]
+        if len(pts) > 1:
+            path = " ".join(f"{plot.px(x):.1f},{plot.py(plot.clamped(y)):.1f}" for x, y in pts)
+            dash = ' stroke-dasharray="5 4"' if s.dashed else ""
+            out.append(f'<polyline points="{path}" fill="none" stroke="{s.color}" stroke-width="2"{dash}/>')
+        for x, y in pts:
+            attrs, title_el = _mark(f"{s.name}, epoch {x:g}: {fmt(y)}")
+            out.append(f'<circle cx="{plot.px(x):.1f}" cy="{plot.py(plot.clamped(y)):.1f}" r="4" fill="{s.color}" class="pt"{attrs}>{title_el}</circle>')
+    return out
+
+
 def line_chart(
     series: list[Series],
     title: str,
@@ -88,64 +170,20 @@ def line_chart(
     left, right, top, bottom = 52, 12, 30, 34
     values = [y for s in series for _, y in s.points if y is not None and math.isfinite(y)]
     xs = [x for s in series for x, _ in s.points]
+    head = f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">'
     if not values or not xs:
-        return f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}"><text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="muted">{escape(title)}: no values</text></svg>'
+        return f'{head}<text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="muted">{escape(title)}: no values</text></svg>'
     log_y = log_y and min(values) > 0
-    if y_range is not None:
-        lo, hi = y_range
-    elif log_y:
-        lo, hi = min(values), max(values)
-        if hi / lo < 1.5:
-            lo, hi = lo / 1.25, hi * 1.25
-    else:
-        lo, hi = min(values), max(values)
-        pad = (hi - lo) * 0.08 or abs(hi) * 0.1 or 1.0
-        lo, hi = lo - pad, hi + pad
-        if min(values) >= 0 > lo:
-            lo = 0.0
-    x0, x1 = min(xs), max(xs)
-    if x1 == x0:
-        x0, x1 = x0 - 1, x1 + 1
+    lo, hi = value_range(values, log_y, y_range)
+    x0, x1 = (min(xs) - 1, max(xs) + 1) if min(xs) == max(xs) else (min(xs), max(xs))
     ticks = log_ticks(lo, hi) if log_y else nice_ticks(lo, hi)
     if not log_y:
         lo, hi = min(lo, ticks[0]), max(hi, ticks[-1])
-    fy = (lambda v: math.log10(v)) if log_y else (lambda v: v)
-    pw, ph = width - left - right, height - top - bottom
-
-    def px(x: float) -> float:
-        return left + (x - x0) / (x1 - x0) * pw
-
-    def py(y: float) -> float:
-        return top + ph - (fy(y) - fy(lo)) / ((fy(hi) - fy(lo)) or 1.0) * ph
-
-    out = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">']
-    out.append(f'<text x="{left}" y="16" class="chart-title">{escape(title)}{" (log scale)" if log_y else ""}</text>')
-    for t in ticks:
-        y = py(t)
-        out.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
-        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{escape(fmt(t))}</text>')
-    for x in nice_ticks(x0, x1, min(8, int(x1 - x0) or 1)):
-        if x0 <= x <= x1 and float(x).is_integer():
-            out.append(f'<text x="{px(x):.1f}" y="{height - bottom + 16}" text-anchor="middle" class="tick">{int(x)}</text>')
-    out.append(f'<text x="{left + pw / 2}" y="{height - 4}" text-anchor="middle" class="tick">epoch</text>')
-    out.append(
-        f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + ph}" class="axis"/><line x1="{left}" x2="{width - right}" y1="{top + ph}" y2="{top + ph}" class="axis"/>'
-    )
-    legend_x = width - right
-    for s in reversed(series):
-        legend_x -= 14 + 6.2 * len(s.name)
-        out.append(
-            f'<g class="legend"><rect x="{legend_x:.1f}" y="8" width="10" height="10" fill="{s.color}"/><text x="{legend_x + 13:.1f}" y="17" class="tick">{escape(s.name)}</text></g>'
-        )
-    for s in series:
-        pts = [(x, y) for x, y in s.points if y is not None and math.isfinite(y) and (not log_y or y > 0)]
-        if len(pts) > 1:
-            path = " ".join(f"{px(x):.1f},{py(min(max(y, lo), hi)):.1f}" for x, y in pts)
-            dash = ' stroke-dasharray="5 4"' if s.dashed else ""
-            out.append(f'<polyline points="{path}" fill="none" stroke="{s.color}" stroke-width="2"{dash}/>')
-        for x, y in pts:
-            attrs, title_el = _mark(f"{s.name}, epoch {x:g}: {fmt(y)}")
-            out.append(f'<circle cx="{px(x):.1f}" cy="{py(min(max(y, lo), hi)):.1f}" r="4" fill="{s.color}" class="pt"{attrs}>{title_el}</circle>')
+    plot = Plot(x0, x1, lo, hi, log_y, left, top, width - left - right, height - top - bottom)
+    out = [head, f'<text x="{left}" y="16" class="chart-title">{escape(title)}{" (log scale)" if log_y else ""}</text>']
+    out += _frame_svg(plot, ticks, fmt, width, height, bottom)
+    out += _legend_svg(series, width - right)
+    out += _series_svg(series, plot, fmt)
     out.append("</svg>")
     return "".join(out)
 
