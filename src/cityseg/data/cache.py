@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import secrets
 import tempfile
@@ -126,11 +125,7 @@ def fingerprint(root: Path, samples: Sequence[layout.Sample]) -> list[list]:
 
 # ---- reading ------------------------------------------------------------------------------------
 def _read_manifest(folder: Path) -> dict | None:
-    try:
-        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return io.read_json_dict(folder / MANIFEST)
 
 
 def _npy_shape(path: Path) -> tuple | None:

@@ -12,7 +12,6 @@ never slower, so every candidate runs folded. A broken cache file is ignored and
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import statistics
 import time
@@ -23,7 +22,7 @@ from typing import Any
 
 import torch
 
-from cityseg.io import atomic_write_json
+from cityseg.io import atomic_write_json, read_json_dict
 from cityseg.runtime import autocast, cpu_model, native_bf16
 
 CACHE_NAME = "fast_path.json"
@@ -125,11 +124,7 @@ def cache_key(model: torch.nn.Module, shape: Sequence[int], device: torch.device
 
 def read_cache(path: Path) -> dict[str, Any]:
     """The cache as a dict; a missing, unreadable or malformed file reads as empty."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json_dict(path) or {}
 
 
 def _from_entry(entry: Any) -> Choice | None:

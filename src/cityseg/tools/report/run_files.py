@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cityseg.errors import CitysegError
+from cityseg.io import reading
 from cityseg.train.report import CSV_COLUMNS
 
 METRICS = "metrics.csv"
@@ -51,10 +52,8 @@ def read_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
     if not checkpoint.is_file():
         raise CitysegError(f"{checkpoint}: checkpoint not found")
     config_text = _read_text(folder / CONFIG, "the run's resolved config")
-    try:
+    with reading(folder / CONFIG, "the run's resolved config"):
         config = tomllib.loads(config_text)
-    except tomllib.TOMLDecodeError as e:
-        raise CitysegError(f"{folder / CONFIG}: invalid TOML ({e})") from None
     return RunFiles(
         folder=folder,
         config_text=config_text,
@@ -68,10 +67,12 @@ def read_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
 
 def read_history(path: Path) -> list[dict[str, float | None]]:
     """The rows of ``metrics.csv`` as numbers (empty or NaN cells as None), one dict per epoch."""
-    text = _read_text(path, "the per-epoch metrics the curves are drawn from")
-    reader = csv.DictReader(text.splitlines())
-    header = set(reader.fieldnames or ())
-    rows = list(reader)
+    what = "the per-epoch metrics the curves are drawn from"
+    text = _read_text(path, what)
+    with reading(path, what):
+        reader = csv.DictReader(text.splitlines())
+        header = set(reader.fieldnames or ())
+        rows = list(reader)
     missing = [c for c in ("epoch", "train_loss") if c not in header]
     if missing:
         raise CitysegError(f"{path}: not a cityseg metrics file (no {', '.join(missing)} column; expected {','.join(CSV_COLUMNS)})")
@@ -100,22 +101,18 @@ def _number(text: str | None) -> float | None:
 
 
 def _read_text(path: Path, what: str) -> str:
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise CitysegError(f"{path}: missing ({what}); is this a run folder written by `cityseg train`?")
-    try:
+    with reading(path, what):
         return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise CitysegError(f"{path}: cannot read ({e.__class__.__name__})") from None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     """An optional JSON file: None when absent; an unreadable one is an error rather than a silent gap."""
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
-    try:
+    with reading(path, "JSON"):
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise CitysegError(f"{path}: not readable JSON ({e.__class__.__name__})") from None
     if not isinstance(data, dict):
         raise CitysegError(f"{path}: expected a JSON object")
     return data
