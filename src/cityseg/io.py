@@ -178,14 +178,16 @@ def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
 _MODES = {"1": (1, 1), "L": (1, 8), "P": (1, 8), "I;16": (1, 16), "I;16B": (1, 16), "I": (1, 32), "LA": (2, 8), "RGB": (3, 8), "RGBA": (4, 8), "F": (1, 32)}
 
 
-_BOMB_CHECK = threading.Lock()  # warnings.catch_warnings is process-wide: one header check at a time
+_BOMB_CHECK = threading.Lock()  # warnings.catch_warnings is process-wide: one header parse at a time
 
 
 def _open_header(path: Path) -> Image.Image:
     """``Image.open`` for ``probe_image``, which refuses every header over ``MAX_PIXELS`` itself, naming its
-    size: Pillow's warning for such a header is not shown in this call only, and its error (over twice the
-    limit) becomes the same refusal."""
+    size: Pillow's bomb warning for such a header is not shown, and its bomb error (over twice the limit)
+    becomes the same refusal. Any other warning while parsing the header (a TIFF's tags running past the
+    end of the file, say) is raised, so a damaged header is one error line rather than warnings on stderr."""
     with _BOMB_CHECK, warnings.catch_warnings():
+        warnings.simplefilter("error")
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             return Image.open(path)

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from cityseg.errors import CitysegError
 from cityseg.io import atomic_write_json, read_json_dict
 from cityseg.runtime import autocast, cpu_model, native_bf16
 
@@ -151,6 +152,6 @@ def choose(
     best, times = trial(model, shape, device, timer=timer)
     data = read_cache(path)  # another process may have written meanwhile
     data[key] = {"choice": asdict(best), "seconds": {k: round(v, 6) for k, v in times.items()}, "date": time.strftime("%Y-%m-%d %H:%M")}
-    with contextlib.suppress(OSError):  # a read-only cache folder costs a trial per run, not the prediction
+    with contextlib.suppress(OSError, CitysegError):  # a read-only cache folder (or a folder in the file's place) costs a trial per run, not the prediction
         atomic_write_json(path, data)
     return best

@@ -223,6 +223,7 @@ def load_onnx(path: str | os.PathLike, threads: int | None = None) -> tuple[Any,
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1
-    with reading(path, "ONNX model with onnxruntime"):
-        session = ort.InferenceSession(os.fspath(path), opts, providers=["CPUExecutionProvider"])
+    with reading(path, "ONNX model with onnxruntime") as checked:
+        # the bytes, not the name: onnxruntime takes names as UTF-8 only, and exports are self-contained
+        session = ort.InferenceSession(checked.read_bytes(), opts, providers=["CPUExecutionProvider"])
     return session, meta

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from cityseg import __version__
+from cityseg.errors import CitysegError
 from cityseg.io import atomic_write_json, read_json_dict, user_cache_dir
 from cityseg.models.registry import describe, model_info
 
@@ -57,6 +58,6 @@ def cached_model_info(names: list[str], size: tuple[int, int], num_classes: int,
             counted = True
         rows.append({**known[key], "description": describe(name)})  # the description is text, never cached stale
     if counted:
-        with contextlib.suppress(OSError):  # a read-only home only costs the next call its counting
+        with contextlib.suppress(OSError, CitysegError):  # a read-only home (or a folder in the file's place) only costs the next call its counting
             atomic_write_json(path, stored)
     return rows

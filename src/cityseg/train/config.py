@@ -130,7 +130,10 @@ def load_recipe(name_or_path: str | os.PathLike, _chain: tuple[str, ...] = ()) -
         if source in _chain:
             raise CitysegError(f"{source}: recipes name each other as base ({' -> '.join((*_chain, source))})")
         relative = Path(text).parent / name if source == str(Path(text)) else None
-        base, _ = load_recipe(relative if relative is not None and relative.is_file() else name, (*_chain, source))
+        target = relative if relative is not None and relative.is_file() else name
+        if target == name and name not in recipe_names() and not Path(name).exists():
+            raise CitysegError(f"{source}: base = {name!r} is neither a shipped recipe ({', '.join(recipe_names())}) nor a file next to it")
+        base, _ = load_recipe(target, (*_chain, source))
     return merge(base, data, source), source
 
 

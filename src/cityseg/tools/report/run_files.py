@@ -23,6 +23,11 @@ ENVIRONMENT = "environment.json"
 SUMMARY = "summary.json"
 #: checkpoints a report scores, in order of preference: the best validated weights, else the latest
 CHECKPOINTS = ("best.pt", "last.pt")
+#: the kinds of the values the report reads from each file, by dotted key ("data.frames": the table
+#: ``frames`` in the table ``data``); a value of another kind is an error naming the file and the key
+CONFIG_KINDS = {"train": dict, "data": dict, "data.label_mode": str, "data.train_split": str}
+SUMMARY_KINDS = {"data": dict, "data.root": str, "data.frames": dict, "recipe": str, "images_seen": int, "elapsed_s": (int, float)}
+ENVIRONMENT_KINDS = {"gpus": list, "command": str, "data_root": str, "cpu": str, "cpu_count": int, "packages": dict}
 
 
 @dataclass
@@ -54,14 +59,15 @@ def read_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
     config_text = _read_text(folder / CONFIG, "the run's resolved config")
     with reading(folder / CONFIG, "the run's resolved config"):
         config = tomllib.loads(config_text)
+    _check_kinds(folder / CONFIG, config, CONFIG_KINDS)
     return RunFiles(
         folder=folder,
         config_text=config_text,
         config=config,
         history=read_history(folder / METRICS),
         checkpoint=checkpoint,
-        environment=_read_json(folder / ENVIRONMENT),
-        summary=_read_json(folder / SUMMARY),
+        environment=_read_json(folder / ENVIRONMENT, ENVIRONMENT_KINDS),
+        summary=_read_json(folder / SUMMARY, SUMMARY_KINDS),
     )
 
 
@@ -104,10 +110,13 @@ def _read_text(path: Path, what: str) -> str:
     if not path.exists() and not path.is_symlink():
         raise CitysegError(f"{path}: missing ({what}); is this a run folder written by `cityseg train`?")
     with reading(path, what):
-        return path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise CitysegError(f"{path}: empty file ({what})")
+    return text
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_json(path: Path, kinds: dict[str, type | tuple[type, ...]]) -> dict[str, Any] | None:
     """An optional JSON file: None when absent; an unreadable one is an error rather than a silent gap."""
     if not path.exists() and not path.is_symlink():
         return None
@@ -115,4 +124,19 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise CitysegError(f"{path}: expected a JSON object")
+    _check_kinds(path, data, kinds)
     return data
+
+
+def _check_kinds(path: Path, data: dict[str, Any], kinds: dict[str, type | tuple[type, ...]]) -> None:
+    """Each dotted key of ``kinds`` present in ``data`` (inside tables that are present) has its kind."""
+    for key, kind in kinds.items():
+        *tables, name = key.split(".")
+        where = data
+        for table in tables:
+            where = where.get(table) if isinstance(where, dict) else None
+        if not isinstance(where, dict) or name not in where:
+            continue
+        value = where[name]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise CitysegError(f"{path}: {key} holds {type(value).__name__} {str(value)[:40]!r}, not the kind a cityseg run writes")
