@@ -149,3 +149,60 @@ def survives(name: str, reader, path: Path, accept: bool | None = None) -> str:
     if accept is not None:
         assert (outcome == "read") == accept, (name, path, outcome, error)
     return outcome
+
+
+# ---- the CLI batch: many `cityseg` calls in one process (one torch import) ---------------------------------
+def run_batch(cases: list[dict]) -> list[dict]:
+    """Run each ``{"argv": [...], "env": {...}}`` through ``cityseg.cli.main`` with fds 1 and 2 sent to
+    files, as a separate ``cityseg`` process would print: an exception main lets through is printed as a
+    traceback (exit 1). Each call sees every warning afresh (the once-per-location registries are cleared)."""
+    import sys
+    import tempfile
+    import time
+    import traceback
+
+    from cityseg.cli import main
+
+    results = []
+    for case in cases:
+        for module in list(sys.modules.values()):
+            registry = getattr(module, "__warningregistry__", None)
+            if isinstance(registry, dict):
+                registry.clear()
+        old_env = {k: os.environ.get(k) for k in case.get("env", {})}
+        os.environ.update(case.get("env", {}))
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            sys.stdout.flush(), sys.stderr.flush()
+            saved = os.dup(1), os.dup(2)
+            os.dup2(out.fileno(), 1), os.dup2(err.fileno(), 2)
+            start = time.perf_counter()
+            try:
+                rc = main(case["argv"])
+            except SystemExit as e:
+                rc = e.code if isinstance(e.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+                rc = 1
+            finally:
+                sys.stdout.flush(), sys.stderr.flush()
+                os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+                os.close(saved[0]), os.close(saved[1])
+            out.seek(0), err.seek(0)
+            results.append(
+                {
+                    "seconds": time.perf_counter() - start,
+                    "rc": rc,
+                    "stdout": out.read().decode("utf-8", "replace"),
+                    "stderr": err.read().decode("utf-8", "replace"),
+                }
+            )
+        for k, v in old_env.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    return results
+
+
+if __name__ == "__main__":  # python tests/fuzzcorpus.py CASES.json RESULTS.json
+    import json
+    import sys
+
+    Path(sys.argv[2]).write_text(json.dumps(run_batch(json.loads(Path(sys.argv[1]).read_text()))))

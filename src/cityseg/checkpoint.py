@@ -25,7 +25,7 @@ import torch
 
 from cityseg import __version__
 from cityseg.errors import CitysegError
-from cityseg.io import atomic_path, reading
+from cityseg.io import atomic_path, held_warnings, reading
 
 REQUIRED_KEYS = ("model", "model_name", "label_mode", "num_classes")
 #: the keys every reader of a model uses, type-checked on loading; training's own state is checked on resume
@@ -135,7 +135,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         if path.stat().st_size == 0:
             raise CitysegError(f"{path}: empty checkpoint file (0 bytes)")
         try:
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+            with held_warnings():  # torch warns of an unusual pickle protocol before failing on garbage
+                ckpt = torch.load(path, map_location=map_location, weights_only=True)
         except pickle.UnpicklingError as e:
             if "Weights only load failed" not in str(e):
                 raise  # garbage that is not a pickle: the generic one-line error

@@ -94,6 +94,20 @@ def reading(path: str | os.PathLike, what: str) -> Iterator[Path]:
         raise CitysegError(f"{path}: cannot read {what}: {e.__class__.__name__}{': ' + detail if detail else ''}") from None
 
 
+@contextlib.contextmanager
+def held_warnings() -> Iterator[None]:
+    """Hold back the warnings a parser gives in the block: shown after it when it succeeds, dropped when it
+    raises (the one-line error says what went wrong; a warning would be a second stderr line).
+
+    ``warnings.catch_warnings`` is process-wide, so this is for readers that run on one thread (a
+    checkpoint, not the frames the evaluator reads in threads).
+    """
+    with warnings.catch_warnings(record=True) as held:
+        yield
+    for w in held:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def read_json_dict(path: str | os.PathLike) -> dict[str, Any] | None:
     """The JSON object in ``path``, or None when the file is absent, not a regular file, unreadable, not
     UTF-8 JSON or not an object: the reader of caches, which are rebuilt rather than trusted when damaged."""
