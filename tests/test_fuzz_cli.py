@@ -283,3 +283,45 @@ def fast_path_entries(w: dict) -> dict:
     garbage = [None, 3, "x", [1, 2], {"choice": 3}, {"choice": {"channels_last": "yes", "bf16": 0, "fused": 2}}, {"choice": {}}]
     choice = dataclasses.asdict(fastpath.candidates(model, torch.device("cpu"))[0])
     return {key: {"choice": choice}, **{f"damaged {i}": g for i, g in enumerate(garbage)}}
+
+
+# ---- two trainers, one run folder -------------------------------------------------------------------------------
+def lock_is_held(lock: Path) -> bool:
+    """Whether another process holds the flock on ``lock`` (tried without waiting, released at once)."""
+    import fcntl
+
+    if not lock.is_file():
+        return False
+    with open(lock, "rb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
+def test_second_trainer_on_a_run_folder_is_refused_until_the_first_ends(world, tmp_path):
+    """The first `cityseg train` holds RUN/.lock for its life; a second one on the same folder is one line,
+    exit 2, and writes nothing; after the first is SIGKILLed the kernel has dropped the lock."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "cityseg", *map(str, _train_args(world, out)[:-2]), "--epochs", "100000", "--workers", "0"]
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    first = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600  # a hang guard only: the loop ends when the first holds the lock
+        while not lock_is_held(out / io.LOCK_NAME):
+            assert first.poll() is None, first.stderr.read()
+            assert time.monotonic() < deadline, "the first trainer never took the lock"
+            time.sleep(0.05)
+        second = subprocess.run([*argv, "--resume"], env=env, capture_output=True, text=True, timeout=600)
+        lines = [ln for ln in second.stderr.splitlines() if ln.strip()]
+        assert second.returncode == 2 and len(lines) == 1 and "Traceback" not in second.stderr, second.stderr
+        assert lines[0].startswith("cityseg train: error: ") and str(out) in lines[0] and "in use by another process" in lines[0]
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    assert not lock_is_held(out / io.LOCK_NAME)  # released by the kernel, though the holder never unlocked

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import stat
@@ -117,6 +118,53 @@ def read_json_dict(path: str | os.PathLike) -> dict[str, Any] | None:
     except CitysegError:
         return None
     return data if isinstance(data, dict) else None
+
+
+# ---- one writer per folder ------------------------------------------------------------------------
+#: the lock file ``folder_lock`` holds in a folder
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
+    """Hold an exclusive ``fcntl.flock`` on ``folder/.lock`` for the block, creating the folder if needed.
+
+    A folder another process holds is a one-line ``CitysegError`` at once (no waiting). The kernel drops
+    the lock when the holder ends, however it ends (SIGKILL included), so a lock file left behind never
+    blocks a later process. If the block raises, a folder this call created is removed again when it
+    holds nothing but the lock file, so a refused command leaves nothing behind.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CitysegError(f"{folder}: output path exists and is not a folder")
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = _lock(folder / LOCK_NAME, folder, what)
+    try:
+        yield folder
+    except BaseException:
+        if created and [p.name for p in folder.iterdir()] == [LOCK_NAME]:
+            with contextlib.suppress(OSError):
+                (folder / LOCK_NAME).unlink()
+                folder.rmdir()
+        raise
+    finally:
+        os.close(fd)
+
+
+def _lock(lock: Path, folder: Path, what: str) -> int:
+    """An fd holding the flock on ``lock``; retried when the file was replaced between opening and locking."""
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise CitysegError(f"{folder}: in use by another process ({what}; it holds {lock}); wait for it to end or choose another folder") from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                return fd
+        os.close(fd)  # removed by a refused holder after we opened it: lock the file now there
 
 
 # ---- atomic writes ---------------------------------------------------------------------------
