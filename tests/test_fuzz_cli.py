@@ -287,22 +287,22 @@ def fast_path_entries(w: dict) -> dict:
 
 # ---- two trainers, one run folder -------------------------------------------------------------------------------
 def lock_is_held(lock: Path) -> bool:
-    """Whether another process holds the flock on ``lock`` (tried without waiting, released at once)."""
+    """Whether another process holds the record lock on ``lock`` (tried without waiting, released at once)."""
     import fcntl
 
     if not lock.is_file():
         return False
-    with open(lock, "rb") as f:
+    with open(lock, "r+b") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
             return True
-        fcntl.flock(f, fcntl.LOCK_UN)
+        fcntl.lockf(f, fcntl.LOCK_UN)
         return False
 
 
 def test_second_trainer_on_a_run_folder_is_refused_until_the_first_ends(world, tmp_path):
-    """The first `cityseg train` holds RUN/.lock for its life; a second one on the same folder is one line,
+    """The first `cityseg train` holds the lock on RUN/.lock for its life; a second one on the same folder is one line,
     exit 2, and writes nothing; after the first is SIGKILLed the kernel has dropped the lock."""
     import signal
     import time

@@ -125,25 +125,37 @@ class _Writer:
         self.f.flush()
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a cityseg checkpoint safely (``weights_only=True``); any problem is a one-line ``CitysegError``.
+def load_torch_file(path: str | os.PathLike, what: str, map_location: str | torch.device = "cpu") -> Any:
+    """What ``torch.load(weights_only=True)`` reads from ``path``; every problem is one ``CitysegError`` line.
 
-    The file is decoded inside ``io.reading``, and the keys that describe the model are checked against
-    the types of ``Checkpoint``'s fields, so no model reader after this one meets a value of the wrong kind.
+    The one reader of torch files (checkpoints, encoder weights, imported official weights): decoded inside
+    ``io.reading``, so any exception names the file; a pickle that would import code (``os.system``, say) is
+    refused by name, without torch's advice to load it unsafely; torch's warnings about a file that then
+    fails to load are dropped (the error line says what went wrong).
     """
-    with reading(path, "checkpoint") as path:
+    with reading(path, what) as path:
         if path.stat().st_size == 0:
-            raise CitysegError(f"{path}: empty checkpoint file (0 bytes)")
+            raise CitysegError(f"{path}: empty {what} file (0 bytes)")
         try:
             with held_warnings():  # torch warns of an unusual pickle protocol before failing on garbage
-                ckpt = torch.load(path, map_location=map_location, weights_only=True)
+                return torch.load(path, map_location=map_location, weights_only=True)
         except pickle.UnpicklingError as e:
             if "Weights only load failed" not in str(e):
                 raise  # garbage that is not a pickle: the generic one-line error
-            # a pickle that would import a global (code to run): name it, without torch's advice to unsafe-load
-            lines = [ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
-            first = lines[0] if lines else "it imports code"
-            raise CitysegError(f"{path}: refused to load: not a plain weights checkpoint ({first})") from None
+            # torch's first line advises loading unsafely: say instead what the weights-only unpickler met
+            met = [ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln] or ["an unsupported pickle"]
+            if "GLOBAL" in met[0]:  # an import: code would run
+                raise CitysegError(f"{path}: refused to load: not a plain weights file ({met[0]})") from None
+            raise CitysegError(f"{path}: cannot read {what}: UnpicklingError: {met[0]}") from None
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a cityseg checkpoint safely (``weights_only=True``); any problem is a one-line ``CitysegError``.
+
+    The file is read by ``load_torch_file``, and the keys that describe the model are checked against
+    the types of ``Checkpoint``'s fields, so no model reader after this one meets a value of the wrong kind.
+    """
+    ckpt = load_torch_file(path, "checkpoint", map_location)
     check_schema(path, ckpt)
     return ckpt
 

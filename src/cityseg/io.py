@@ -127,12 +127,14 @@ LOCK_NAME = ".lock"
 
 @contextlib.contextmanager
 def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
-    """Hold an exclusive ``fcntl.flock`` on ``folder/.lock`` for the block, creating the folder if needed.
+    """Hold an exclusive lock on ``folder/.lock`` for the block, creating the folder if needed.
 
-    A folder another process holds is a one-line ``CitysegError`` at once (no waiting). The kernel drops
-    the lock when the holder ends, however it ends (SIGKILL included), so a lock file left behind never
-    blocks a later process. If the block raises, a folder this call created is removed again when it
-    holds nothing but the lock file, so a refused command leaves nothing behind.
+    Another process holding it is a one-line ``CitysegError`` at once (no waiting). The lock is a POSIX
+    record lock (``fcntl.lockf``), not ``flock``: it belongs to this process alone, so DataLoader workers
+    forked while it is held do not keep it after the block, and the kernel drops it when the process ends,
+    however it ends (SIGKILL included), so a lock file left behind never blocks a later run. If the block
+    raises, a folder this call created is removed again when it holds nothing but the lock file, so a
+    refused command leaves nothing behind.
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -149,17 +151,19 @@ def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
                 folder.rmdir()
         raise
     finally:
-        os.close(fd)
+        os.close(fd)  # closing releases the record lock
 
 
 def _lock(lock: Path, folder: Path, what: str) -> int:
-    """An fd holding the flock on ``lock``; retried when the file was replaced between opening and locking."""
+    """An fd holding the lock on ``lock``; retried when the file was replaced between opening and locking."""
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
             os.close(fd)
+            if e.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
             raise CitysegError(f"{folder}: in use by another process ({what}; it holds {lock}); wait for it to end or choose another folder") from None
         with contextlib.suppress(FileNotFoundError):
             if os.stat(lock).st_ino == os.fstat(fd).st_ino:
