@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from PIL import Image
 from cityseg import io
 from cityseg.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from cityseg.data import cache, layout, readers
+from cityseg.errors import CitysegError
 from cityseg.infer import fastpath
 from cityseg.infer.onnx import load_onnx
 from cityseg.models import build_model, info_cache, model_from_checkpoint
@@ -36,7 +38,7 @@ from cityseg.tools.report.run_files import read_run
 from cityseg.train.config import load_recipe
 from cityseg.train.init import init_from_checkpoint
 from conftest import write_run, write_tiny_dataset
-from fuzzcorpus import TALLY, damaged, fixed_corpus, odd_files, survives
+from fuzzcorpus import TALLY, damaged, fixed_corpus, odd_files, png, survives
 
 #: the smallest registered network (68 k parameters): a real checkpoint and ONNX export in a blink
 MODEL, OPTIONS, SIZE = "residual_inception_unet", {"base": 2}, (16, 32)
@@ -279,3 +281,22 @@ def test_checkpoint_values_of_the_wrong_kind_are_refused(tmp_path):
         with pytest.raises(Exception) as exc:
             load_checkpoint(path)
         assert type(exc.value).__name__ == "CitysegError" and key in str(exc.value) and str(path) in str(exc.value), exc.value
+
+
+def test_pixel_limit_is_pillows_and_refuses_in_one_line(tmp_path):
+    """The limit covers 8K frames; a header above it is one error line naming its size, without Pillow's
+    bomb warning (between the limit and twice it) or error (above); elsewhere the warning still shows."""
+    assert Image.MAX_IMAGE_PIXELS == io.MAX_PIXELS >= 7680 * 4320
+    frame_8k = tmp_path / "8k.png"
+    frame_8k.write_bytes(png(7680, 4320))
+    assert io.probe_image(frame_8k) == (4320, 7680, "RGB")  # the header only: nothing is decoded
+    for w, h, needle in ((12000, 12000, "more than 134,217,728 pixels"), (10000, 10000, "10000x10000 pixels"), (8193, 8192, "8193x8192 pixels"), (40000, 40000, "refusing")):
+        path = tmp_path / f"{w}x{h}.png"
+        path.write_bytes(png(w, h))
+        assert survives("pixel limit", io.read_image, path, accept=False) == "refused"
+        with pytest.raises(CitysegError, match=needle):
+            io.read_image(path)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        Image.open(tmp_path / "10000x10000.png").close()
+    assert [w.category for w in shown] == [Image.DecompressionBombWarning]  # not silenced for other callers
