@@ -61,6 +61,7 @@ def fixed_corpus(seed: bytes, n_cuts: int = 24, n_flips: int = 12) -> dict[str, 
         "one line": b"hello\n",
         "random 1k": rng.integers(0, 256, 1024, dtype=np.uint8).tobytes(),
         "nul bytes": b"\x00" * 4096,
+        "old pickle": b"\x80\x00",  # a pickle of protocol 0: torch warns of it before failing
         "huge header": huge_header(seed),
     }
     cuts = sorted({int(v) for v in np.linspace(1, len(seed) - 1, n_cuts)} | set(range(1, min(len(seed), 9))))

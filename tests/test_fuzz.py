@@ -290,7 +290,12 @@ def test_pixel_limit_is_pillows_and_refuses_in_one_line(tmp_path):
     frame_8k = tmp_path / "8k.png"
     frame_8k.write_bytes(png(7680, 4320))
     assert io.probe_image(frame_8k) == (4320, 7680, "RGB")  # the header only: nothing is decoded
-    for w, h, needle in ((12000, 12000, "more than 134,217,728 pixels"), (10000, 10000, "10000x10000 pixels"), (8193, 8192, "8193x8192 pixels"), (40000, 40000, "refusing")):
+    for w, h, needle in (
+        (12000, 12000, "more than 134,217,728 pixels"),
+        (10000, 10000, "10000x10000 pixels"),
+        (8193, 8192, "8193x8192 pixels"),
+        (40000, 40000, "refusing"),
+    ):
         path = tmp_path / f"{w}x{h}.png"
         path.write_bytes(png(w, h))
         assert survives("pixel limit", io.read_image, path, accept=False) == "refused"
@@ -300,3 +305,14 @@ def test_pixel_limit_is_pillows_and_refuses_in_one_line(tmp_path):
         warnings.simplefilter("always")
         Image.open(tmp_path / "10000x10000.png").close()
     assert [w.category for w in shown] == [Image.DecompressionBombWarning]  # not silenced for other callers
+
+
+def test_resume_from_a_checkpoint_without_a_config_is_one_line(tmp_path, capsys):
+    """A model-only checkpoint (no training config) as a run's last.pt: ``--resume`` says so in one line."""
+    from cityseg.cli import main
+
+    run = tmp_path / "run"
+    write_checkpoint(run / "last.pt")
+    rc = main(["train", "--data", str(write_tiny_dataset(tmp_path / "data")), "--out", str(run), "--resume"])
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and str(run / "last.pt") in lines[0] and "no training config" in lines[0], lines

@@ -188,7 +188,9 @@ CASES = {
     "image png": lambda w, d, out, data: Case("", ["predict", "--checkpoint", w["ckpt"], p := _file(d, "f.png", data), "--out", out, "--quiet"], p, [out]),
     "image jpg": lambda w, d, out, data: Case("", ["predict", "--checkpoint", w["ckpt"], p := _file(d, "f.jpg", data), "--out", out, "--quiet"], p, [out]),
     "image tif": lambda w, d, out, data: Case("", ["predict", "--checkpoint", w["ckpt"], p := _file(d, "f.tif", data), "--out", out, "--quiet"], p, [out]),
-    "image over the pixel limit": lambda w, d, out, data: Case("", ["predict", "--checkpoint", w["ckpt"], p := _file(d, "f.png", data), "--out", out, "--quiet"], p, [out]),
+    "image over the pixel limit": lambda w, d, out, data: Case(
+        "", ["predict", "--checkpoint", w["ckpt"], p := _file(d, "f.png", data), "--out", out, "--quiet"], p, [out]
+    ),
     "label": lambda w, d, out, data: _dataset_case(w, d, out, data, "labelIds"),
     "instance": lambda w, d, out, data: _dataset_case(w, d, out, data, "instanceIds"),
     "metrics.csv": lambda w, d, out, data: _report_case(w, d, out, data, "metrics.csv"),
@@ -344,5 +346,15 @@ def test_fixed_corpus_through_every_command(world, tmp_path):
     run_cases(cases, tmp_path)
     xdg = tmp_path / "xdg"
     _file(xdg / "cityseg", "fast_path.json", b'{"x": {"choice": [1, 2]}, ')
-    run_cases([Case("fast path", ["predict", "--checkpoint", world["ckpt"], world["image"], "--out", tmp_path / "fast out", "--quiet", "--fast", "auto"], None, env={"XDG_CACHE_HOME": xdg})], tmp_path)
+    run_cases(
+        [
+            Case(
+                "fast path",
+                ["predict", "--checkpoint", world["ckpt"], world["image"], "--out", tmp_path / "fast out", "--quiet", "--fast", "auto"],
+                None,
+                env={"XDG_CACHE_HOME": xdg},
+            )
+        ],
+        tmp_path,
+    )
     assert isinstance(io.read_json_dict(xdg / "cityseg" / "fast_path.json"), dict)
