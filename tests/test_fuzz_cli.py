@@ -234,7 +234,7 @@ DEFAULT_DAMAGE = {
     "image over the pixel limit": lambda seed: png(12000, 12000),  # 144 MP: where Pillow would warn
     "label": lambda seed: seed[:40],
     "instance": lambda seed: b"\x89PNG\r\n\x1a\n" + b"\x00" * 64,
-    "metrics.csv": lambda seed: b"epoch,train_loss\n1,\x00\n",
+    "metrics.csv": lambda seed: b"epoch,train_loss\n1," + b"9" * 200_000 + b"\n",  # over the csv module's field limit
     "config.toml": lambda seed: seed[: len(seed) // 2] + b"\xff\xfe",
     "summary.json": lambda seed: seed[: len(seed) // 2],
 }
