@@ -316,3 +316,16 @@ def test_resume_from_a_checkpoint_without_a_config_is_one_line(tmp_path, capsys)
     rc = main(["train", "--data", str(write_tiny_dataset(tmp_path / "data")), "--out", str(run), "--resume"])
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert rc == 2 and len(lines) == 1 and str(run / "last.pt") in lines[0] and "no training config" in lines[0], lines
+
+
+def test_cached_rows_of_the_wrong_shape_are_counted_again(env, tmp_path):
+    """A model-info cache of this code's fingerprint whose rows are damaged: each is counted again (here by
+    the stub) rather than printed; a row of the right shape is kept."""
+    key = f"{MODEL}|{SIZE[0]}x{SIZE[1]}|34"
+    good = {"name": MODEL, "params": 7, "gflops": 1.5, "size": list(SIZE), "note": ""}
+    bad_rows = [None, 3, [1], {}, {**good, "params": "7"}, {**good, "params": True}, {**good, "gflops": "x"}, {**good, "name": "other"}, {**good, "note": 5}]
+    path = tmp_path / "model_info.json"
+    for row in [*bad_rows, good]:
+        path.write_text(json.dumps({"fingerprint": info_cache.code_fingerprint(), "models": {key: row}}))
+        got = cached_model_info([MODEL], SIZE, 34, cache_file=path)[0]
+        assert (got["params"], got["gflops"]) == ((7, 1.5) if row is good else (1, 0.5)), row

@@ -28,6 +28,7 @@ from cityseg import io
 from cityseg.data import cache, layout
 from cityseg.infer import fastpath
 from cityseg.models import model_from_checkpoint
+from cityseg.models.info_cache import code_fingerprint
 from conftest import write_run, write_tiny_dataset
 from fuzzcorpus import fixed_corpus, png
 from test_fuzz import MODEL, SIZE, write_checkpoint, write_onnx
@@ -275,7 +276,8 @@ def cache_cases(w: dict, tmp: Path) -> list[Case]:
             {"XDG_CACHE_HOME": xdg},
         )
     )
-    _file(xdg / "cityseg", "model_info.json", b'{"fingerprint": 3, "models": [')
+    rows = {f"{MODEL}|{SIZE[0]}x{SIZE[1]}|34": {"name": MODEL, "params": "many", "gflops": None}}  # this model's row, damaged
+    _file(xdg / "cityseg", "model_info.json", json.dumps({"fingerprint": code_fingerprint(), "models": rows}).encode())
     cases.append(Case("model info", ["models", MODEL, "--size", f"{SIZE[0]}x{SIZE[1]}"], None, env={"XDG_CACHE_HOME": xdg}))
     return cases
 
