@@ -24,6 +24,7 @@ import torch
 from cityseg import __version__
 from cityseg.errors import CitysegError
 from cityseg.io import atomic_path, prepare_target, reading
+from cityseg.labels import LABEL_MODES, num_classes
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -72,7 +73,7 @@ def check_metadata(path: Path, meta: dict[str, Any]) -> None:
     if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
         raise CitysegError(f"{path}: corrupt cityseg metadata in the ONNX model (input_size {size!r} is not [H, W])")
     mode, n = meta["label_mode"], meta["num_classes"]
-    if (mode, n) not in (("labelIds", 34), ("trainIds", 19)):
+    if not isinstance(mode, str) or mode not in LABEL_MODES or n != num_classes(mode):
         raise CitysegError(f"{path}: corrupt cityseg metadata in the ONNX model (label_mode {mode!r} with num_classes {n!r})")
     for key in ("mean", "std"):
         value = meta.get(key)
