@@ -129,14 +129,14 @@ def read_cache(path: Path) -> dict[str, Any]:
 
 
 def _from_entry(entry: Any) -> Choice | None:
-    try:
-        c = entry["choice"]
-        fused = c["fused"]
-        if not isinstance(c["channels_last"], bool) or not isinstance(c["bf16"], bool) or fused not in (None, True, False):
-            return None
-        return Choice(c["channels_last"], c["bf16"], fused)
-    except (KeyError, TypeError):
+    """The choice a cache entry holds, or None when the entry has any other shape (a damaged cache)."""
+    c = entry.get("choice") if isinstance(entry, dict) else None
+    if not isinstance(c, dict) or "fused" not in c:
         return None
+    values = c.get("channels_last"), c.get("bf16"), c["fused"]
+    if not all(isinstance(v, bool) for v in values[:2]) or not (values[2] is None or isinstance(values[2], bool)):
+        return None
+    return Choice(*values)
 
 
 def choose(
