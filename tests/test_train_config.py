@@ -196,5 +196,5 @@ def test_a_recipe_based_on_another_states_only_what_differs(tmp_path):
     with pytest.raises(CitysegError, match="base must name a recipe"):
         load_recipe(tmp_path / "c.toml")
     (tmp_path / "d.toml").write_text('base = "nonesuch"\n')
-    with pytest.raises(CitysegError, match="nonesuch: no such config file"):
+    with pytest.raises(CitysegError, match="d.toml: base = 'nonesuch' is neither a shipped recipe"):  # names the file holding it
         load_recipe(tmp_path / "d.toml")
