@@ -325,7 +325,9 @@ def test_second_trainer_on_a_run_folder_is_refused_until_the_first_ends(world, t
             assert time.monotonic() < deadline, "the first trainer never took the lock"
             time.sleep(0.05)
         # one step if it were let in, so a missing lock fails here at once rather than at a timeout
-        second = subprocess.run([sys.executable, "-m", "cityseg", *map(str, _train_args(world, out)), "--resume"], env=env, capture_output=True, text=True, timeout=600)
+        second = subprocess.run(
+            [sys.executable, "-m", "cityseg", *map(str, _train_args(world, out)), "--resume"], env=env, capture_output=True, text=True, timeout=600
+        )
         lines = [ln for ln in second.stderr.splitlines() if ln.strip()]
         assert second.returncode == 2 and len(lines) == 1 and "Traceback" not in second.stderr, second.stderr
         assert lines[0].startswith("cityseg train: error: ") and str(out) in lines[0] and "in use by another process" in lines[0]
