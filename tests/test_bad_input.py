@@ -128,7 +128,7 @@ def test_image_name_not_following_pattern(tiny_root):
 # ---- broken files ----------------------------------------------------------------------------------
 def test_corrupt_png(tiny_root, capsys):
     img(tiny_root).write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(300))
-    expect_error(tiny_root, str(img(tiny_root)), "not a readable image")
+    expect_error(tiny_root, str(img(tiny_root)), "cannot read image")
     assert_cli_error(capsys, tiny_root, str(img(tiny_root)))
 
 

@@ -356,7 +356,7 @@ def test_predict_bad_image_fails_before_writing(kind, root, ckpt, tmp_path, caps
         "one_bit": "1-bit",
         "zero_bytes": "empty file",
         "truncated": "truncated",
-        "not_png": "not a readable image",
+        "not_png": "cannot read image",
         "huge_header": "refusing to decode",
     }[kind]
     good = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
@@ -437,7 +437,7 @@ def bad_checkpoints(ckpt, tmp_path_factory):
 
 BAD_CKPTS = {
     "empty.pt": "empty checkpoint file",
-    "cut.pt": "corrupt or truncated checkpoint",
+    "cut.pt": "cannot read checkpoint",
     "loop.pt": "symlink",
     "dir.pt": "is a folder",
     "other_weights.pt": "weights do not fit model 'residual_unet_same'",
@@ -479,7 +479,7 @@ def _broken_run(run_dir, tmp_path, how):
         ("other_model", ["--model", "tiny_other"], ["last.pt", "cannot resume", "model"]),
         ("other_options", ["--set", "model.options.width=6"], ["last.pt", "cannot resume", "model_options"]),
         ("other_label_mode", ["--set", "data.label_mode=trainIds"], ["last.pt", "cannot resume", "label_mode"]),
-        ("truncated", [], ["last.pt", "corrupt or truncated checkpoint"]),
+        ("truncated", [], ["last.pt", "cannot read checkpoint"]),
         ("zero_bytes", [], ["last.pt", "empty checkpoint file"]),
         ("no_last", [], ["last.pt", "nothing to resume"]),
     ],
@@ -512,9 +512,9 @@ def test_train_into_an_existing_run_without_resume(run_dir, root, tmp_path, caps
         ("[data]\nsize = 128\n", "data.size"),
         ("[train]\nfast = 'maybe'\n", "train.fast"),
         ("train = 3\n", "'train' must be a table"),
-        ("[train]\nepochs = 2\n[train]\nepochs = 3\n", "invalid TOML"),
-        ("[train\n", "invalid TOML"),
-        ("\xff\xfe[train]\n", "cannot read config"),
+        ("[train]\nepochs = 2\n[train]\nepochs = 3\n", "cannot read TOML config: TOMLDecodeError"),
+        ("[train\n", "cannot read TOML config: TOMLDecodeError"),
+        ("\xff\xfe[train]\n", "cannot read TOML config"),
     ],
 )
 def test_train_config_file_with_wrong_types(text, needle, root, tmp_path, capsys):
@@ -549,7 +549,7 @@ def test_evaluate_more_bad_predictions(how, root, preds, tmp_path, capsys):
     needle = {
         "values_16bit": "value 1000 is not a labelId",
         "zero_bytes": "empty file",
-        "corrupt": "not a readable image",
+        "corrupt": "cannot read image",
         "huge_header": "refusing to decode",
         "palette_rgb": None,
     }[how]

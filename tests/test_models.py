@@ -389,7 +389,7 @@ def test_vgg16_encoder_weights(tmp_path):
     with pytest.raises(CitysegError, match="missing.pth: incomplete torchvision vgg16 state_dict: missing features.28.weight"):
         build_model("vgg16_unet", encoder_weights=tmp_path / "missing.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(CitysegError, match="junk.pth: cannot read a torch state_dict"):
+    with pytest.raises(CitysegError, match="junk.pth: cannot read encoder weights"):
         build_model("vgg16_unet", encoder_weights=tmp_path / "junk.pth")
     with pytest.raises(CitysegError, match="nope.pth: encoder weights file not found"):
         build_model("vgg16_unet", encoder_weights=tmp_path / "nope.pth")

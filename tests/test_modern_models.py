@@ -294,7 +294,7 @@ def test_encoder_weights_errors(tmp_path):
         SegFormerB0(encoder_weights=tmp_path / "nope.pth")
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(CitysegError, match=r"bad\.pth: cannot read a torch state_dict"):
+    with pytest.raises(CitysegError, match=r"bad\.pth: cannot read encoder weights"):
         SegFormerB0(encoder_weights=bad)
     other = tmp_path / "other.pth"
     torch.save({"conv.weight": torch.zeros(3)}, other)

@@ -204,7 +204,7 @@ def test_encoder_weights_errors(cls, tmp_path):
         cls(encoder_weights=wrong)
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(CitysegError, match=r"junk\.pth: cannot read a torch state_dict"):
+    with pytest.raises(CitysegError, match=r"junk\.pth: cannot read encoder weights"):
         cls(encoder_weights=junk)
 
 

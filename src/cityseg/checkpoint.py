@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import pickle
 import platform
-import zipfile
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,10 +25,12 @@ import torch
 
 from cityseg import __version__
 from cityseg.errors import CitysegError
-from cityseg.io import atomic_path
+from cityseg.io import atomic_path, held_warnings, reading
 from cityseg.labels import LABEL_MODES, num_classes
 
 REQUIRED_KEYS = ("model", "model_name", "label_mode", "num_classes")
+#: the keys every reader of a model uses, type-checked on loading; training's own state is checked on resume
+CHECKED_KEYS = (*REQUIRED_KEYS, "model_options", "class_names", "input_size", "interpolation", "mean", "std", "config")
 
 
 def versions() -> dict[str, str]:
@@ -126,32 +129,84 @@ class _Writer:
         self.f.flush()
 
 
+def load_torch_file(path: str | os.PathLike, what: str, map_location: str | torch.device = "cpu") -> Any:
+    """What ``torch.load(weights_only=True)`` reads from ``path``; every problem is one ``CitysegError`` line.
+
+    The one reader of torch files (checkpoints, encoder weights, imported official weights): decoded inside
+    ``io.reading``, so any exception names the file; a pickle that would import code (``os.system``, say) is
+    refused by name, without torch's advice to load it unsafely; torch's warnings about a file that then
+    fails to load are dropped (the error line says what went wrong).
+    """
+    with reading(path, what) as path:
+        if path.stat().st_size == 0:
+            raise CitysegError(f"{path}: empty {what} file (0 bytes)")
+        try:
+            with held_warnings():  # torch warns of an unusual pickle protocol before failing on garbage
+                return torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as e:
+            if "Weights only load failed" not in str(e):
+                raise  # garbage that is not a pickle: the generic one-line error
+            # torch's first line advises loading unsafely: say instead what the weights-only unpickler met
+            met = [ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln] or ["an unsupported pickle"]
+            if "GLOBAL" in met[0]:  # an import: code would run
+                raise CitysegError(f"{path}: refused to load: not a plain weights file ({met[0]})") from None
+            raise CitysegError(f"{path}: cannot read {what}: UnpicklingError: {met[0]}") from None
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a cityseg checkpoint safely (``weights_only=True``); any problem is a one-line ``CitysegError``."""
-    path = Path(path)
-    if not path.exists():
-        if path.is_symlink():
-            raise CitysegError(f"{path}: broken or looping symlink, not a checkpoint file")
-        raise CitysegError(f"{path}: checkpoint not found")
-    if path.is_dir():
-        raise CitysegError(f"{path}: is a folder, not a checkpoint file")
-    if path.stat().st_size == 0:
-        raise CitysegError(f"{path}: empty checkpoint file (0 bytes)")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
-        first = lines[0] if lines else "unpickling failed"
-        raise CitysegError(f"{path}: refused to load: not a plain weights checkpoint ({first})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise CitysegError(f"{path}: corrupt or truncated checkpoint ({e.__class__.__name__})") from None
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
-        missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    """Load a cityseg checkpoint safely (``weights_only=True``); any problem is a one-line ``CitysegError``.
+
+    The file is read by ``load_torch_file``, and the keys that describe the model are checked against
+    the types of ``Checkpoint``'s fields, so no model reader after this one meets a value of the wrong kind.
+    """
+    ckpt = load_torch_file(path, "checkpoint", map_location)
+    check_schema(path, ckpt)
+    return ckpt
+
+
+def check_schema(path: str | os.PathLike, ckpt: Any) -> None:
+    """``ckpt`` holds the required keys, and each of ``CHECKED_KEYS`` it holds has its field's type."""
+    if not isinstance(ckpt, dict):
+        raise CitysegError(f"{path}: not a cityseg checkpoint (holds a {type(ckpt).__name__}, not a dict)")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
         raise CitysegError(f"{path}: not a cityseg checkpoint (missing {', '.join(missing)})")
+    hints = _field_types()
+    for key in CHECKED_KEYS:
+        value = ckpt.get(key)
+        if key in ckpt and not _conforms(value, hints[key]):
+            raise CitysegError(f"{path}: not a cityseg checkpoint ({key} holds {_describe(value)}, expected {hints[key]})")
     mode, n = ckpt["label_mode"], ckpt["num_classes"]
     if mode not in LABEL_MODES:
         raise CitysegError(f"{path}: checkpoint has unknown label mode {mode!r} (expected {', '.join(LABEL_MODES)})")
     expected = num_classes(mode)
-    if not isinstance(n, int) or n != expected:
+    if n != expected:
         raise CitysegError(f"{path}: checkpoint claims label mode {mode} ({expected} classes) but num_classes is {n!r}")
-    return ckpt
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(Checkpoint)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """``value`` matches the type hint ``hint`` (unions, lists, tuples read as lists, dicts; ``Any`` matches all)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (types.UnionType, typing.Union):
+        return any(_conforms(value, h) for h in args)
+    if hint is type(None):
+        return value is None
+    if hint in (int, float):  # a float field takes an int; neither takes a bool
+        return isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool)
+    if origin is list:
+        return isinstance(value, (list, tuple)) and all(_conforms(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items())
+    return isinstance(value, hint)

@@ -66,7 +66,11 @@ def resolve_config(args: argparse.Namespace) -> dict:
     if args.resume and args.config is None and (Path(args.out) / "last.pt").is_file():
         from cityseg.checkpoint import load_checkpoint
 
-        cfg = merge(DEFAULTS, load_checkpoint(Path(args.out) / "last.pt")["config"], f"{args.out}/last.pt config")
+        last = Path(args.out) / "last.pt"
+        saved = load_checkpoint(last)["config"]
+        if not saved:  # a model-only checkpoint (an export's, an import's) put in place of a run's
+            raise CitysegError(f"{last}: holds no training config to resume with; pass --config RECIPE")
+        cfg = merge(DEFAULTS, saved, f"{args.out}/last.pt config")
     elif args.resume and args.config is None and run_config.is_file():  # killed before its first checkpoint
         cfg, _ = load_recipe(run_config)
     else:

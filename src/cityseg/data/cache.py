@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import secrets
 import tempfile
@@ -126,26 +125,22 @@ def fingerprint(root: Path, samples: Sequence[layout.Sample]) -> list[list]:
 
 # ---- reading ------------------------------------------------------------------------------------
 def _read_manifest(folder: Path) -> dict | None:
-    try:
-        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return io.read_json_dict(folder / MANIFEST)
 
 
 def _npy_shape(path: Path) -> tuple | None:
     """Shape of a C-order uint8 ``.npy`` file whose size matches its header exactly, else None."""
     try:
-        with open(path, "rb") as f:
+        with io.reading(path, "cache array"), open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
             read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, fortran, dtype = read(f)
             offset = f.tell()
-        if dtype != np.uint8 or fortran or path.stat().st_size != offset + int(np.prod(shape)):
-            return None  # e.g. a truncated copy
-        return tuple(shape)
-    except (OSError, ValueError):
+    except CitysegError:  # a damaged cache is rebuilt, not reported
         return None
+    if dtype != np.uint8 or fortran or path.stat().st_size != offset + int(np.prod(shape)):
+        return None  # e.g. a truncated copy
+    return tuple(shape)
 
 
 def _entry(folder: Path, manifest: dict | None, expect: dict, files: list[list]) -> CacheEntry | None:
@@ -154,12 +149,13 @@ def _entry(folder: Path, manifest: dict | None, expect: dict, files: list[list])
         return None
     if any(manifest.get(k) != v for k, v in expect.items()) or manifest.get("files") != files:
         return None
-    try:
-        n = len(files)
-        h, w = (int(v) for v in manifest["shape"])
-        images, labels = folder / manifest["images"], folder / manifest["labels"]
-    except (KeyError, TypeError, ValueError):
+    names, shape = (manifest.get("images"), manifest.get("labels")), manifest.get("shape")
+    if not all(isinstance(v, str) and v and Path(v).name == v for v in names):
+        return None  # the arrays are plain names inside the cache folder, never paths elsewhere
+    if not (isinstance(shape, list) and len(shape) == 2 and all(type(v) is int and v > 0 for v in shape)):
         return None
+    n, (h, w) = len(files), shape
+    images, labels = folder / names[0], folder / names[1]
     if _npy_shape(images) != (n, h, w, 3) or _npy_shape(labels) != (n, h, w):
         return None
     return CacheEntry(folder, images, labels, tuple(f[0] for f in files), (h, w), manifest)

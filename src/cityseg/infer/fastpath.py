@@ -12,7 +12,6 @@ never slower, so every candidate runs folded. A broken cache file is ignored and
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import statistics
 import time
@@ -23,7 +22,8 @@ from typing import Any
 
 import torch
 
-from cityseg.io import atomic_write_json
+from cityseg.errors import CitysegError
+from cityseg.io import atomic_write_json, read_json_dict
 from cityseg.models.blocks import ParallelBlock
 from cityseg.runtime import autocast, cpu_name, native_bf16
 
@@ -125,22 +125,18 @@ def cache_key(model: torch.nn.Module, shape: Sequence[int], device: torch.device
 
 def read_cache(path: Path) -> dict[str, Any]:
     """The cache as a dict; a missing, unreadable or malformed file reads as empty."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json_dict(path) or {}
 
 
 def _from_entry(entry: Any) -> Choice | None:
-    try:
-        c = entry["choice"]
-        fused = c["fused"]
-        if not isinstance(c["channels_last"], bool) or not isinstance(c["bf16"], bool) or fused not in (None, True, False):
-            return None
-        return Choice(c["channels_last"], c["bf16"], fused)
-    except (KeyError, TypeError):
+    """The choice a cache entry holds, or None when the entry has any other shape (a damaged cache)."""
+    c = entry.get("choice") if isinstance(entry, dict) else None
+    if not isinstance(c, dict) or "fused" not in c:
         return None
+    values = c.get("channels_last"), c.get("bf16"), c["fused"]
+    if not all(isinstance(v, bool) for v in values[:2]) or not (values[2] is None or isinstance(values[2], bool)):
+        return None
+    return Choice(*values)
 
 
 def choose(
@@ -156,6 +152,6 @@ def choose(
     best, times = trial(model, shape, device, timer=timer)
     data = read_cache(path)  # another process may have written meanwhile
     data[key] = {"choice": asdict(best), "seconds": {k: round(v, 6) for k, v in times.items()}, "date": time.strftime("%Y-%m-%d %H:%M")}
-    with contextlib.suppress(OSError):  # a read-only cache folder costs a trial per run, not the prediction
+    with contextlib.suppress(OSError, CitysegError):  # a read-only cache folder (or a folder in the file's place) costs a trial per run, not the prediction
         atomic_write_json(path, data)
     return best

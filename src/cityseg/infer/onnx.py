@@ -23,7 +23,8 @@ import torch
 
 from cityseg import __version__
 from cityseg.errors import CitysegError
-from cityseg.io import atomic_path, prepare_target
+from cityseg.io import atomic_path, prepare_target, reading
+from cityseg.labels import LABEL_MODES, num_classes
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -54,21 +55,30 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The cityseg metadata of an exported ONNX file (one-line ``CitysegError`` if missing or unreadable)."""
     import onnx
 
-    path = Path(path)
-    if not path.is_file():
-        raise CitysegError(f"{path}: ONNX model not found")
-    try:
+    with reading(path, "ONNX model") as path:
         model = onnx.load(os.fspath(path), load_external_data=False)
-    except Exception as e:  # protobuf DecodeError and friends
-        raise CitysegError(f"{path}: not a readable ONNX model ({e.__class__.__name__})") from None
-    props = {p.key: p.value for p in model.metadata_props}
+        props = {p.key: p.value for p in model.metadata_props}
     missing = [k for k in ("label_mode", "num_classes", "input_size") if k not in props]
     if missing:
         raise CitysegError(f"{path}: not a cityseg ONNX export (metadata lacks {', '.join(missing)})")
-    try:
-        return {k: json.loads(v) for k, v in props.items() if k in METADATA_KEYS or k in ("exporter", "cityseg_version", "quantization")}
-    except json.JSONDecodeError:
-        raise CitysegError(f"{path}: corrupt cityseg metadata in the ONNX file") from None
+    with reading(path, "cityseg metadata in the ONNX model"):
+        meta = {k: json.loads(v) for k, v in props.items() if k in METADATA_KEYS or k in ("exporter", "cityseg_version", "quantization")}
+    check_metadata(path, meta)
+    return meta
+
+
+def check_metadata(path: Path, meta: dict[str, Any]) -> None:
+    """The values inference reads from the metadata have their kinds (a JSON string may hold anything)."""
+    size = meta["input_size"]
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        raise CitysegError(f"{path}: corrupt cityseg metadata in the ONNX model (input_size {size!r} is not [H, W])")
+    mode, n = meta["label_mode"], meta["num_classes"]
+    if not isinstance(mode, str) or mode not in LABEL_MODES or n != num_classes(mode):
+        raise CitysegError(f"{path}: corrupt cityseg metadata in the ONNX model (label_mode {mode!r} with num_classes {n!r})")
+    for key in ("mean", "std"):
+        value = meta.get(key)
+        if value is not None and not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value)):
+            raise CitysegError(f"{path}: corrupt cityseg metadata in the ONNX model ({key} {value!r} is not 3 numbers)")
 
 
 @contextlib.contextmanager
@@ -214,9 +224,7 @@ def load_onnx(path: str | os.PathLike, threads: int | None = None) -> tuple[Any,
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1
-    try:
-        session = ort.InferenceSession(os.fspath(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own exception types
-        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise CitysegError(f"{path}: onnxruntime cannot load the model ({first})") from None
+    with reading(path, "ONNX model with onnxruntime") as checked:
+        # the bytes, not the name: onnxruntime takes names as UTF-8 only, and exports are self-contained
+        session = ort.InferenceSession(checked.read_bytes(), opts, providers=["CPUExecutionProvider"])
     return session, meta

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
+from cityseg.checkpoint import load_torch_file
 from cityseg.errors import CitysegError
 
 #: a file's ``{key: tensor}`` -> the same tensors under the model's keys, or None if not that layout
@@ -44,12 +45,9 @@ def read_state_dict(path: str | os.PathLike, layout: str) -> dict[str, torch.Ten
     """The flat ``{key: tensor}`` of a local file, unwrapped from ``state_dict`` / ``model`` and
     ``module.`` / ``model.`` prefixes; ``layout`` names the expected layout in the messages."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path) and not os.path.islink(path):
         raise CitysegError(f"{path}: encoder weights file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CitysegError(f"{path}: cannot read a torch state_dict ({type(e).__name__}: {e})") from None
+    state = load_torch_file(path, "encoder weights")
     for wrapper in _WRAPPER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]

@@ -19,6 +19,7 @@ validation pass; this module builds their parts, resumes, and saves.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import time
@@ -38,7 +39,7 @@ from cityseg.data.layout import is_camvid
 from cityseg.data.mix import MixedDataset
 from cityseg.data.transforms import train_transform
 from cityseg.errors import CitysegError
-from cityseg.io import atomic_write_json, atomic_write_text
+from cityseg.io import atomic_write_json, atomic_write_text, folder_lock
 from cityseg.models import build_model
 from cityseg.runtime import environment, process_context, resolve_fast
 from cityseg.train import distributed as D
@@ -481,7 +482,10 @@ def train(
     check_run_dir(out, resume)
     info = D.init_distributed_mode()
     try:
-        return _train(cfg, Path(data_root), out, resume, info, log, progress)
+        # one writer per run folder: rank 0 holds its lock for the run's life (the other ranks write nothing)
+        with folder_lock(out, "a `cityseg train` writing this run folder") if info.is_main else contextlib.nullcontext():
+            check_run_dir(out, resume)  # again, now that no other trainer can write between the check and the run
+            return _train(cfg, Path(data_root), out, resume, info, log, progress)
     finally:
         D.cleanup(info)
 

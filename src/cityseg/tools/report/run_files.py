@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cityseg.errors import CitysegError
+from cityseg.io import reading
 from cityseg.train.report import CSV_COLUMNS
 
 METRICS = "metrics.csv"
@@ -22,6 +23,11 @@ ENVIRONMENT = "environment.json"
 SUMMARY = "summary.json"
 #: checkpoints a report scores, in order of preference: the best validated weights, else the latest
 CHECKPOINTS = ("best.pt", "last.pt")
+#: the kinds of the values the report reads from each file, by dotted key ("data.frames": the table
+#: ``frames`` in the table ``data``); a value of another kind is an error naming the file and the key
+CONFIG_KINDS = {"train": dict, "data": dict, "data.label_mode": str, "data.train_split": str}
+SUMMARY_KINDS = {"data": dict, "data.root": str, "data.frames": dict, "recipe": str, "images_seen": int, "elapsed_s": (int, float)}
+ENVIRONMENT_KINDS = {"gpus": list, "command": str, "data_root": str, "cpu": str, "cpu_count": int, "packages": dict}
 
 
 @dataclass
@@ -51,27 +57,28 @@ def read_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
     if not checkpoint.is_file():
         raise CitysegError(f"{checkpoint}: checkpoint not found")
     config_text = _read_text(folder / CONFIG, "the run's resolved config")
-    try:
+    with reading(folder / CONFIG, "the run's resolved config"):
         config = tomllib.loads(config_text)
-    except tomllib.TOMLDecodeError as e:
-        raise CitysegError(f"{folder / CONFIG}: invalid TOML ({e})") from None
+    _check_kinds(folder / CONFIG, config, CONFIG_KINDS)
     return RunFiles(
         folder=folder,
         config_text=config_text,
         config=config,
         history=read_history(folder / METRICS),
         checkpoint=checkpoint,
-        environment=_read_json(folder / ENVIRONMENT),
-        summary=_read_json(folder / SUMMARY),
+        environment=_read_json(folder / ENVIRONMENT, ENVIRONMENT_KINDS),
+        summary=_read_json(folder / SUMMARY, SUMMARY_KINDS),
     )
 
 
 def read_history(path: Path) -> list[dict[str, float | None]]:
     """The rows of ``metrics.csv`` as numbers (empty or NaN cells as None), one dict per epoch."""
-    text = _read_text(path, "the per-epoch metrics the curves are drawn from")
-    reader = csv.DictReader(text.splitlines())
-    header = set(reader.fieldnames or ())
-    rows = list(reader)
+    what = "the per-epoch metrics the curves are drawn from"
+    text = _read_text(path, what)
+    with reading(path, what):
+        reader = csv.DictReader(text.splitlines())
+        header = set(reader.fieldnames or ())
+        rows = list(reader)
     missing = [c for c in ("epoch", "train_loss") if c not in header]
     if missing:
         raise CitysegError(f"{path}: not a cityseg metrics file (no {', '.join(missing)} column; expected {','.join(CSV_COLUMNS)})")
@@ -100,22 +107,36 @@ def _number(text: str | None) -> float | None:
 
 
 def _read_text(path: Path, what: str) -> str:
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise CitysegError(f"{path}: missing ({what}); is this a run folder written by `cityseg train`?")
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise CitysegError(f"{path}: cannot read ({e.__class__.__name__})") from None
+    with reading(path, what):
+        text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise CitysegError(f"{path}: empty file ({what})")
+    return text
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_json(path: Path, kinds: dict[str, type | tuple[type, ...]]) -> dict[str, Any] | None:
     """An optional JSON file: None when absent; an unreadable one is an error rather than a silent gap."""
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
-    try:
+    with reading(path, "JSON"):
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise CitysegError(f"{path}: not readable JSON ({e.__class__.__name__})") from None
     if not isinstance(data, dict):
         raise CitysegError(f"{path}: expected a JSON object")
+    _check_kinds(path, data, kinds)
     return data
+
+
+def _check_kinds(path: Path, data: dict[str, Any], kinds: dict[str, type | tuple[type, ...]]) -> None:
+    """Each dotted key of ``kinds`` present in ``data`` (inside tables that are present) has its kind."""
+    for key, kind in kinds.items():
+        *tables, name = key.split(".")
+        where = data
+        for table in tables:
+            where = where.get(table) if isinstance(where, dict) else None
+        if not isinstance(where, dict) or name not in where:
+            continue
+        value = where[name]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise CitysegError(f"{path}: {key} holds {type(value).__name__} {str(value)[:40]!r}, not the kind a cityseg run writes")
