@@ -137,11 +137,12 @@ def memory_bandwidth(device: torch.device, mib: int = 256, iters: int = 3) -> di
 
 # ---- models ---------------------------------------------------------------------------------------
 def build(name: str, size: tuple[int, int]) -> torch.nn.Module:
-    """Build ``name`` for 34 classes; models tied to one input size are built for ``size``."""
-    from cityseg.models import build_model, model_options
+    """Build ``name`` for 34 classes (random weights: speed does not depend on them); models tied to one
+    input size are built for ``size``."""
+    from cityseg.models import build_model, model_options, weightless_options
 
     options = {"input_size": tuple(size)} if "input_size" in model_options(name) else {}
-    model = build_model(name, num_classes=NUM_CLASSES, **options)
+    model = build_model(name, num_classes=NUM_CLASSES, **options, **weightless_options(name))
     check = getattr(model, "check_input_shape", None)
     if check is not None:
         check(*size)
