@@ -180,13 +180,17 @@ def test_pretrained_encoder_is_the_package_file():
 
 
 def test_fpn_and_lraspp_structure():
-    fpn = build_model("lite0_fpn", pretrained=False)
+    fpn = build_model("lite0_fpn", pretrained=False).decoder
     assert [m.in_channels for m in fpn.lateral] == [24, 40, 112, 1280] and {m.out_channels for m in fpn.lateral} == {96}
     # per level until 1/4: 1/4 one conv; 1/8 conv + up; 1/16 two (conv + up); 1/32 three
     assert [sum(isinstance(m, torch.nn.Conv2d) for m in level.modules()) for level in fpn.levels] == [1, 1, 2, 3]
-    lr = build_model("lite0_lraspp", num_classes=19, pretrained=False)
+    lr = build_model("lite0_lraspp", num_classes=19, pretrained=False).decoder
     assert (lr.low_classifier.in_channels, lr.cbr[0].in_channels, lr.scale.out_channels) == (40, 1280, 128)
-    assert build_model("lite2_fpn", pretrained=False).lateral[1].in_channels == 48
+    assert build_model("lite2_fpn", pretrained=False).decoder.lateral[1].in_channels == 48
+    unet = build_model("lite0_unet", pretrained=False, decoder_width=64).decoder.blocks
+    assert [(b.conv1.conv.in_channels, b.conv1.conv.out_channels) for b in unet] == [(1280 + 112, 64), (64 + 40, 32), (32 + 24, 16), (16 + 16, 8)]
+    with pytest.raises(CitysegError, match="decoder_width must be a positive integer"):
+        build_model("lite0_fpn", pretrained=False, decoder_width=-3)
 
 
 def test_missing_package_and_bad_options(monkeypatch):
@@ -247,14 +251,14 @@ def test_frozen_encoder_bn_keeps_its_statistics_through_a_step():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = build_optimizer(model, {"name": "adamw", "lr": 1e-2, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}, 0.1)
     model.train()
-    assert model.encoder.bn0.training is False and model.levels[0][0][1].training is True
+    assert model.encoder.bn0.training is False and model.decoder.levels[0][0][1].training is True
     model(torch.rand(2, 3, 64, 64)).square().mean().backward()
     opt.step()
     after = model.state_dict()
     bn_keys = [k for k in before if k.startswith("encoder.") and (".bn" in k or k.startswith("encoder.bn"))]
     assert bn_keys and all(torch.equal(before[k], after[k]) for k in bn_keys)
     assert not torch.equal(before["encoder.conv_stem.weight"], after["encoder.conv_stem.weight"])
-    decoder_bn = "levels.0.0.1.running_mean"
+    decoder_bn = "decoder.levels.0.0.1.running_mean"
     assert not torch.equal(before[decoder_bn], after[decoder_bn])
 
 

@@ -22,7 +22,7 @@ from cityseg.models.base import SegmentationModel
 from cityseg.models.bisenetv2 import BiSeNetV2
 from cityseg.models.blocks import set_fused
 from cityseg.models.ddrnet import DDRNet23, DDRNet23Slim
-from cityseg.models.efficientnet_lite_seg import LiteFPN, LiteLRASPP, LiteUNet
+from cityseg.models.efficientnet_lite_seg import LiteSegModel
 from cityseg.models.efficientnet_unet import EfficientNetUNet
 from cityseg.models.pidnet import PIDNetL, PIDNetM, PIDNetS
 from cityseg.models.residual_inception_unet import ResidualInceptionUNet
@@ -63,11 +63,16 @@ MODELS: dict[str, Entry] = {
     "segformer_b0": Entry(partial(SegFormerB0), "SegFormer-B0 (Xie et al. 2021): Mix Transformer encoder + all-MLP decoder (3.7 M)"),
     "segformer_b1": Entry(partial(SegFormerB1), "SegFormer-B1: the same encoder at B1 width (13.7 M)"),
     "efficientnet_unet": Entry(partial(EfficientNetUNet), "EfficientNet-B0 encoder (MBConv, SE, SiLU) + U-Net decoder with convolved skips"),
-    "lite0_fpn": Entry(partial(LiteFPN, variant="lite0"), "ImageNet EfficientNet-Lite0 encoder (cityseg[pretrained]) + FPN semantic head at 1/4, 96 channels"),
-    "lite0_unet": Entry(partial(LiteUNet, variant="lite0"), "ImageNet EfficientNet-Lite0 encoder + efficientnet_unet's U-Net decoder"),
-    "lite0_lraspp": Entry(partial(LiteLRASPP, variant="lite0"), "ImageNet EfficientNet-Lite0 encoder + MobileNetV3's LR-ASPP head (1/8 and 1/32 features)"),
-    "lite1_fpn": Entry(partial(LiteFPN, variant="lite1"), "the same FPN on EfficientNet-Lite1 (21 blocks)"),
-    "lite2_fpn": Entry(partial(LiteFPN, variant="lite2"), "the same FPN on EfficientNet-Lite2 (width x1.1, 21 blocks)"),
+    "lite0_fpn": Entry(
+        partial(LiteSegModel, variant="lite0", decoder="fpn"),
+        "ImageNet EfficientNet-Lite0 encoder (cityseg[pretrained]) + FPN semantic head at 1/4, 96 channels",
+    ),
+    "lite0_unet": Entry(partial(LiteSegModel, variant="lite0", decoder="unet"), "ImageNet EfficientNet-Lite0 encoder + efficientnet_unet's U-Net decoder"),
+    "lite0_lraspp": Entry(
+        partial(LiteSegModel, variant="lite0", decoder="lraspp"), "ImageNet EfficientNet-Lite0 encoder + MobileNetV3's LR-ASPP head (1/8 and 1/32 features)"
+    ),
+    "lite1_fpn": Entry(partial(LiteSegModel, variant="lite1", decoder="fpn"), "the same FPN on EfficientNet-Lite1 (21 blocks)"),
+    "lite2_fpn": Entry(partial(LiteSegModel, variant="lite2", decoder="fpn"), "the same FPN on EfficientNet-Lite2 (width x1.1, 21 blocks)"),
 }
 
 
