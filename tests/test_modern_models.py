@@ -322,3 +322,14 @@ def test_onnx_export_matches_pytorch(cls, tmp_path):
         if isinstance(m, BottleneckAttention):
             nn.init.normal_(m.out.weight, std=0.05)
     check_onnx_parity(model, tmp_path / "model.onnx")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lite0_fpn", "lite0_unet", "lite0_lraspp"])
+def test_lite_onnx_export_matches_pytorch(name, tmp_path):
+    """The pretrained Lite models (TF "SAME" padding, the input map) export and run as in PyTorch."""
+    from cityseg.models import build_model
+    from conftest import check_onnx_parity
+
+    graph = check_onnx_parity(build_model(name, num_classes=19), tmp_path / "model.onnx")
+    assert len(graph.output) == 1

@@ -20,6 +20,7 @@ from cityseg.models.fold import count_batchnorm, fold_batchnorm
 #: models in which every BatchNorm reads a convolution's output (no pre-activation BN)
 ALL_BN_AFTER_CONV = {"segception", "segception_fixed", "segception_deep", "segception_deep_fixed", "segception_base", "vgg16_unet"}
 ALL_BN_AFTER_CONV |= {"residual_inception_unet", "efficientnet_unet", "segformer_b0", "segformer_b1"}
+ALL_BN_AFTER_CONV |= {"lite0_fpn", "lite0_unet", "lite0_lraspp", "lite1_fpn", "lite2_fpn"}
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -47,7 +48,7 @@ def conv_bn_pairs(model: nn.Module) -> int:
 
 
 #: registry models folded in the default suite; the larger ones run with ``-m slow``
-QUICK_FOLD = ("ddrnet23_slim", "pidnet_s", "bisenetv2", "segformer_b0", "efficientnet_unet")
+QUICK_FOLD = ("ddrnet23_slim", "pidnet_s", "bisenetv2", "segformer_b0", "efficientnet_unet", "lite0_fpn")
 
 
 # ---- BatchNorm folding ------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from cityseg.models.registry import (
     model_from_checkpoint,
     model_info,
     model_options,
+    weightless_options,
 )
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "model_info",
     "model_options",
     "set_fused",
+    "weightless_options",
 ]

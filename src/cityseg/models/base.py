@@ -43,6 +43,10 @@ class SegmentationModel(nn.Module):
     mode (inference, export) never runs them, and the deploy-mode parameter count leaves them out.
     ``full_res_mode`` is how a full 1024x2048 frame is best predicted: "whole" in one forward, or
     "slide" in windows where one forward does not fit.
+
+    ``pretrained_parts`` names the children that start from pretrained (ImageNet) weights: training
+    gives them their own learning-rate multiplier and can keep their BatchNorm frozen
+    (``freeze_batchnorm``); a model trained from scratch has none.
     """
 
     name: str = "model"
@@ -51,6 +55,24 @@ class SegmentationModel(nn.Module):
     in_channels: int = 3
     training_heads: tuple[str, ...] = ()
     full_res_mode: str = "whole"
+    pretrained_parts: tuple[str, ...] = ()
+    frozen_bn: tuple[nn.Module, ...] = ()
+
+    def freeze_batchnorm(self, parts: Sequence[str]) -> int:
+        """Keep every BatchNorm under the children ``parts`` in eval mode (running statistics fixed) with
+        its affine parameters frozen, also after ``train()``; returns how many there are."""
+        found = [m for part in parts for m in self.get_submodule(part).modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for bn in found:
+            bn.requires_grad_(False)
+        self.frozen_bn = tuple(found)
+        self.train(self.training)
+        return len(found)
+
+    def train(self, mode: bool = True) -> SegmentationModel:
+        super().train(mode)
+        for bn in self.frozen_bn:
+            bn.eval()
+        return self
 
     def size_rule(self) -> str:
         """Human-readable input-size rule, e.g. 'H and W multiples of 4 and >= 60'."""

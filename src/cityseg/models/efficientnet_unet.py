@@ -169,6 +169,29 @@ class EfficientNetEncoder(nn.Module):
         return out
 
 
+class UNetDecoder(nn.ModuleList):
+    """``vgg16_unet``'s decoder blocks from a bottleneck up through the skips (Keras-style init).
+
+    ``skips`` are the skip widths from the shallowest; block ``i`` (key ``decoder.i``) upsamples x2,
+    concatenates the skip one level up and applies two Conv3x3-BN-ReLU of ``widths[i]`` channels.
+    ``forward(features, mode)`` takes the encoder's features shallowest first, the bottleneck last."""
+
+    def __init__(self, bottleneck: int, skips, widths=DECODER_CHANNELS):
+        blocks, cin = [], bottleneck
+        for cskip, cout in zip(reversed(list(skips)), widths):
+            blocks.append(DecoderBlock(cin, cskip, cout))
+            cin = cout
+        super().__init__(blocks)
+        keras_init(self)
+        self.out_channels = cin
+
+    def forward(self, features, mode: str = "nearest") -> torch.Tensor:
+        *skips, y = features
+        for block, skip in zip(self, reversed(skips)):
+            y = block(y, skip, mode)
+        return y
+
+
 class EfficientNetUNet(SegmentationModel):
     name = "efficientnet_unet"
     size_multiple = 32
@@ -179,13 +202,8 @@ class EfficientNetUNet(SegmentationModel):
         super().__init__()
         self.upsample_mode = upsample
         self.encoder = EfficientNetEncoder(drop_path_rate=drop_path_rate)
-        skips = [B0_STAGES[i][3] for i in reversed(SKIP_STAGES)]
-        blocks, cin = [], HEAD
-        for cskip, cout in zip(skips, DECODER_CHANNELS):
-            blocks.append(DecoderBlock(cin, cskip, cout))
-            cin = cout
-        self.decoder = keras_init(nn.ModuleList(blocks))
-        self.head = keras_init(nn.Conv2d(cin, num_classes, 1))
+        self.decoder = UNetDecoder(HEAD, [B0_STAGES[i][3] for i in SKIP_STAGES])
+        self.head = keras_init(nn.Conv2d(self.decoder.out_channels, num_classes, 1))
         if encoder_weights is not None:
             load_weights(
                 self.encoder, encoder_weights, {"timm efficientnet_b0": lambda state: state, "torchvision efficientnet_b0": self.encoder.torchvision_to_timm}
@@ -193,7 +211,4 @@ class EfficientNetUNet(SegmentationModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        *skips, y = self.encoder(x)
-        for block, skip in zip(self.decoder, reversed(skips)):
-            y = block(y, skip, self.upsample_mode)
-        return resize(self.head(y), x.shape[-2:])
+        return resize(self.head(self.decoder(self.encoder(x), self.upsample_mode)), x.shape[-2:])

