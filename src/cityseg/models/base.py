@@ -42,7 +42,8 @@ class SegmentationModel(nn.Module):
     returns a dict of logits in training mode and names those submodules in ``training_heads``: eval
     mode (inference, export) never runs them, and the deploy-mode parameter count leaves them out.
     ``full_res_mode`` is how a full 1024x2048 frame is best predicted: "whole" in one forward, or
-    "slide" in windows where one forward does not fit.
+    "slide" in windows where one forward does not fit. ``void_class`` means one output more than
+    ``num_classes``, last: a trained "void" class whose argmax predicts labelId 0 (unlabeled).
     """
 
     name: str = "model"
@@ -51,6 +52,7 @@ class SegmentationModel(nn.Module):
     in_channels: int = 3
     training_heads: tuple[str, ...] = ()
     full_res_mode: str = "whole"
+    void_class: bool = False
 
     def size_rule(self) -> str:
         """Human-readable input-size rule, e.g. 'H and W multiples of 4 and >= 60'."""
