@@ -11,14 +11,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="the official state_dict (.pth), e.g. espnet_p_2_q_8.pth")
     parser.add_argument("--model", required=True, metavar="NAME", help="the cityseg model the file holds (see docs/pretrained-models.md)")
     parser.add_argument("--out", required=True, metavar="CKPT", help="cityseg checkpoint to write")
-    parser.add_argument(
-        "--set",
-        dest="options",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a model option to check against the weights, e.g. --set q=8 (repeatable; the weights' shapes decide the variant)",
-    )
+    check = "a model option the weights must have, e.g. --set q=8 (repeatable; the tensor shapes decide the variant)"
+    parser.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE", help=check)
     parser.add_argument("--size", type=size_arg, default=None, metavar="HxW", help="input size to record (default: the authors' evaluation size)")
 
 

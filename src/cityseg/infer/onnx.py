@@ -28,20 +28,8 @@ from cityseg.io import atomic_path, prepare_target
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 #: metadata keys stored as JSON in ``metadata_props`` (all values are JSON strings)
-METADATA_KEYS = (
-    "model_name",
-    "model_options",
-    "label_mode",
-    "num_classes",
-    "class_names",
-    "input_size",
-    "interpolation",
-    "mean",
-    "std",
-    "channel_order",
-    "full_res_mode",
-    "void_class",
-)
+_INPUT_KEYS = ("input_size", "interpolation", "mean", "std", "channel_order")  # what the preprocessing needs
+METADATA_KEYS = ("model_name", "model_options", "label_mode", "num_classes", "class_names", *_INPUT_KEYS, "full_res_mode", "void_class")
 
 
 def _metadata(ckpt: dict[str, Any], size: tuple[int, int], exporter: str, full_res_mode: str, void_class: bool = False) -> dict[str, str]:

@@ -133,7 +133,10 @@ class _ESPNetBase(SegmentationModel):
     size_multiple = 8
     min_size = 8
 
-    def _outputs(self, num_classes: int, void: bool) -> int:
+    def _outputs(self, num_classes: int, void: bool, p: int, q: int) -> int:
+        """The output count (classes + void) after checking the options."""
+        check_option(self.name, "p", p)
+        check_option(self.name, "q", q)
         check_option(self.name, "void", void, (False, True))
         n = num_classes + int(void)
         if n < 5:  # the ESP modules split the class count into five branches
@@ -149,9 +152,7 @@ class ESPNetC(_ESPNetBase):
 
     def __init__(self, num_classes: int = 19, p: int = 5, q: int = 3, void: bool = False):
         super().__init__()
-        check_option(self.name, "p", p)
-        check_option(self.name, "q", q)
-        self.encoder = ESPNetEncoderCore(self._outputs(num_classes, void), p, q)
+        self.encoder = ESPNetEncoderCore(self._outputs(num_classes, void, p, q), p, q)
         kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -166,9 +167,7 @@ class ESPNet(_ESPNetBase):
 
     def __init__(self, num_classes: int = 19, p: int = 2, q: int = 8, void: bool = False):
         super().__init__()
-        check_option(self.name, "p", p)
-        check_option(self.name, "q", q)
-        c = self._outputs(num_classes, void)
+        c = self._outputs(num_classes, void, p, q)
         self.encoder = ESPNetEncoderCore(c, p, q)
         self.bn_l3 = nn.BatchNorm2d(c, eps=1e-3)
         self.up_l3 = nn.ConvTranspose2d(c, c, 2, 2, bias=False)
