@@ -78,3 +78,15 @@ def test_esp_module_sums_the_dilated_branches_hierarchically():
         expected = torch.cat([esp.d1(y), *(sum(branches[: i + 1]) for i in range(4))], 1)
         torch.testing.assert_close(esp(x), esp.br(expected))
     assert [conv.dilation[0] for conv in esp.dilated] == [2, 4, 8, 16]
+
+
+@pytest.mark.parametrize("s, published", [(0.5, 597.56), (1.0, 1086.59), (1.5, 1714.57), (2.0, 2699.05)])
+def test_espnetv2_macs_match_the_model_zoo(s, published):
+    """EdgeNets model-zoo README, Cityscapes at 1024x512: "FLOPs (in million)", which are multiply-adds."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = build_model("espnetv2", num_classes=19, void=True, s=s).eval()
+        with FlopCounterMode(display=False) as counter:
+            model(torch.empty(1, 3, 512, 1024))
+    assert counter.get_total_flops() / 2e6 == pytest.approx(published, rel=0.01)
