@@ -22,7 +22,7 @@ from cityseg.cli import main
 from cityseg.data.transforms import preprocess
 from cityseg.errors import CitysegError
 from cityseg.infer.predictor import Predictor
-from cityseg.models import model_from_checkpoint
+from cityseg.models import build_model, model_from_checkpoint
 from cityseg.models.official import import_official
 
 
@@ -424,3 +424,96 @@ def test_imported_espnetv2_evaluates_and_exports_fp32_and_int8(tmp_path, synth_s
     assert main(argv) == 0
     assert main(["predict", "--onnx", str(int8), str(image_path), "--out", str(tmp_path / "pred")]) == 0
     assert _pred_ids(tmp_path / "pred") <= {0, 7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33}
+
+
+# ---- layouts whose module names cityseg's ports already share --------------------------------------------
+def _wrapped(name: str, state: dict) -> dict:
+    """How each project saves its Cityscapes model: HRNet-style ``model.`` prefix beside the loss's
+    class-weight buffer (DDRNet, PIDNet), mmseg's ``{"meta", "state_dict"}`` with the unused
+    ``conv_seg`` (NVlabs SegFormer), a plain state_dict (CoinCheung's BiSeNetV2)."""
+    if name.startswith(("ddrnet", "pidnet")):
+        return {**{f"model.{k}": v for k, v in state.items()}, "sem_loss.criterion.weight": torch.ones(19)}
+    if name.startswith("segformer"):
+        return {
+            "meta": {"CLASSES": []},
+            "state_dict": {**state, "decode_head.conv_seg.weight": torch.zeros(19, 256, 1, 1), "decode_head.conv_seg.bias": torch.zeros(19)},
+        }
+    return state
+
+
+SHARED = {"ddrnet23_slim": (0.485, 0.229), "pidnet_s": (0.485, 0.229), "bisenetv2": (0.3257, 0.2112), "segformer_b0": (0.485, 0.229)}
+
+
+@pytest.mark.parametrize("name", list(SHARED))
+def test_official_cityscapes_files_of_the_ported_models(tmp_path, name):
+    """The ports use the official module names (tests/test_realtime_models.py, test_modern_models.py
+    hold them to the official layouts), so the file's own tensors, unwrapped, are the model's."""
+    torch.manual_seed(0)
+    state = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in build_model(name, num_classes=19).state_dict().items()}
+    ckpt = import_official(_save(tmp_path, _wrapped(name, state)), name)
+    assert ckpt.label_mode == "trainIds" and ckpt.input_size == [1024, 2048] and ckpt.channel_order == "RGB"
+    assert (ckpt.mean[0], ckpt.std[0]) == SHARED[name]
+    assert all(torch.equal(ckpt.model[k], v) for k, v in state.items())
+
+
+def test_an_imagenet_backbone_file_is_pointed_to_encoder_weights(tmp_path, capsys):
+    state = {k: v for k, v in build_model("ddrnet23_slim", num_classes=19).state_dict().items() if not k.startswith(("final_layer", "seghead_extra", "spp"))}
+    state["linear.weight"] = torch.zeros(1000, 1024)
+    err = _one_line_error(capsys, ["import", str(_save(tmp_path, state)), "--model", "ddrnet23_slim", "--out", str(tmp_path / "c.pt")])
+    assert "no final_layer.conv2.weight in the file" in err and "encoder_weights" in err
+
+
+def hf_segformer_b0(classes: int = 19) -> dict[str, torch.Tensor]:
+    """``SegformerForSemanticSegmentation`` (Hugging Face transformers, ``modeling_segformer.py``) at
+    B0: names and shapes written out from its modules, random values."""
+    g = torch.Generator().manual_seed(3)
+    dims, srs, shapes = (32, 64, 160, 256), (8, 4, 2, 1), {}
+    e = "segformer.encoder"
+    for i, d in enumerate(dims):
+        cin, k = (3, 7) if i == 0 else (dims[i - 1], 3)
+        shapes |= {f"{e}.patch_embeddings.{i}.proj.weight": (d, cin, k, k), f"{e}.patch_embeddings.{i}.proj.bias": (d,)}
+        shapes |= {f"{e}.patch_embeddings.{i}.layer_norm.{p}": (d,) for p in ("weight", "bias")}
+        for j in range(2):
+            b = f"{e}.block.{i}.{j}"
+            for norm in ("layer_norm_1", "layer_norm_2"):
+                shapes |= {f"{b}.{norm}.{p}": (d,) for p in ("weight", "bias")}
+            for lin in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
+                shapes |= {f"{b}.{lin}.weight": (d, d), f"{b}.{lin}.bias": (d,)}
+            if srs[i] > 1:
+                shapes |= {f"{b}.attention.self.sr.weight": (d, d, srs[i], srs[i]), f"{b}.attention.self.sr.bias": (d,)}
+                shapes |= {f"{b}.attention.self.layer_norm.{p}": (d,) for p in ("weight", "bias")}
+            shapes |= {
+                f"{b}.mlp.dense1.weight": (4 * d, d),
+                f"{b}.mlp.dense1.bias": (4 * d,),
+                f"{b}.mlp.dense2.weight": (d, 4 * d),
+                f"{b}.mlp.dense2.bias": (d,),
+            }
+            shapes |= {f"{b}.mlp.dwconv.dwconv.weight": (4 * d, 1, 3, 3), f"{b}.mlp.dwconv.dwconv.bias": (4 * d,)}
+        shapes |= {f"{e}.layer_norm.{i}.{p}": (d,) for p in ("weight", "bias")}
+        shapes |= {f"decode_head.linear_c.{i}.proj.weight": (256, d), f"decode_head.linear_c.{i}.proj.bias": (256,)}
+    shapes |= {
+        "decode_head.linear_fuse.weight": (256, 1024, 1, 1),
+        "decode_head.classifier.weight": (classes, 256, 1, 1),
+        "decode_head.classifier.bias": (classes,),
+    }
+    shapes |= {f"decode_head.batch_norm.{p}": (256,) for p in ("weight", "bias", "running_mean", "running_var")}
+    state = {k: torch.randn(v, generator=g) for k, v in shapes.items()}
+    state["decode_head.batch_norm.num_batches_tracked"] = torch.tensor(5)
+    return state
+
+
+def test_hugging_face_segformer_layout(tmp_path):
+    official = hf_segformer_b0()
+    ckpt = import_official(_save(tmp_path, official), "segformer_b0")
+    net = ckpt.model
+    assert torch.equal(net["decode_head.linear_c4.proj.weight"], official["decode_head.linear_c.3.proj.weight"])
+    assert torch.equal(net["decode_head.linear_fuse.bn.running_var"], official["decode_head.batch_norm.running_var"])
+    assert torch.equal(net["decode_head.linear_pred.bias"], official["decode_head.classifier.bias"])
+    kv = net["backbone.block2.1.attn.kv.weight"]  # the official MiT keeps key and value in one Linear
+    assert torch.equal(
+        kv, torch.cat([official["segformer.encoder.block.1.1.attention.self.key.weight"], official["segformer.encoder.block.1.1.attention.self.value.weight"]])
+    )
+    used = {k for k in official if ".key." not in k and ".value." not in k and not k.endswith("num_batches_tracked")}
+    assert sum(v.numel() for k, v in official.items() if k in used or ".key." in k or ".value." in k) == sum(
+        v.numel() for k, v in net.items() if not k.endswith("num_batches_tracked")
+    )

@@ -27,7 +27,7 @@ COMMANDS: dict[str, str] = {
     "figure": "draw the results figure: input / ground truth / prediction / error rows",
     "report": "write a run's report: one offline web page with scores, curves, classes, worst frames",
     "export": "export a checkpoint to ONNX",
-    "import": "turn the authors' trained weights (ESPNet, ESPNetv2) into a cityseg checkpoint",
+    "import": "turn the authors' trained Cityscapes weights (ESPNet, ESPNetv2, DDRNet, PIDNet, BiSeNetV2, SegFormer) into a checkpoint",
     "benchmark": "measure training, inference and loading speed",
 }
 

@@ -1,5 +1,10 @@
 """Official trained weights -> a cityseg checkpoint: one key-map table per published layout.
 
+ESPNet, ESPNet-C and ESPNetv2 have module names of their own here and a table of renames each;
+DDRNet, PIDNet, BiSeNetV2 and SegFormer (NVlabs) were ported with the official names, so their
+tables only remove the projects' wrapping; Hugging Face's SegFormer renames the MiT encoder through
+``segformer.MIT_LAYOUTS`` and its head by the rules below.
+
 Each ``Layout`` says how the authors' state_dict names map onto a cityseg model's (regular
 expressions applied in order to every key), which of their tensors their own forward never reads,
 how the variant (options and output count) follows from the tensor shapes, and the preprocessing
@@ -28,6 +33,7 @@ from cityseg.checkpoint import Checkpoint
 from cityseg.errors import CitysegError
 from cityseg.models.espnetv2 import WIDTHS
 from cityseg.models.registry import build_model, model_options
+from cityseg.models.segformer import MIT_LAYOUTS
 from cityseg.models.weights import read_state_dict
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -46,15 +52,21 @@ class Preprocessing:
     input_size: tuple[int, int]
 
 
+Rule = tuple[str, str | Callable[[re.Match], str]]
+
+
 @dataclass(frozen=True)
 class Layout:
     """One published state_dict layout and how it becomes a cityseg model."""
 
     name: str  # where the weights come from, for messages
-    rules: tuple[tuple[str, str], ...]  # (pattern, replacement), applied in order to every key
+    rules: tuple[Rule, ...]  # (pattern, replacement), applied in order to every key
     unused: tuple[str, ...]  # patterns of official tensors their forward never reads
     variant: Callable[[Shapes], tuple[int, dict[str, Any]]]  # shapes -> (outputs, options)
     preprocessing: Preprocessing
+    marker: str = ""  # a pattern some key of this layout matches (tells layouts of one model apart)
+    prepare: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None  # before the rules
+    hint: str = ""  # what to do with a file of the same project that is not this layout
 
 
 def _count(shapes: Shapes, pattern: str) -> int:
@@ -106,7 +118,7 @@ _ESPNET_PREPROCESSING = Preprocessing(
     input_size=(512, 1024),
 )
 
-LAYOUTS: dict[str, Layout] = {
+_ESP_LAYOUTS: dict[str, Layout] = {
     "espnet": Layout(
         "sacmehta/ESPNet decoder",
         (
@@ -151,6 +163,94 @@ LAYOUTS: dict[str, Layout] = {
         Preprocessing("RGB", "pil_bilinear", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (512, 1024)),
     ),
 }
+
+
+def _outputs_of(key: str) -> Callable[[Shapes], tuple[int, dict[str, Any]]]:
+    """The variant of a model whose only free choice is the class count, read at ``key``."""
+    return lambda shapes: (_shape(shapes, key)[0], {})
+
+
+#: HRNet-Semantic-Segmentation's evaluation, which DDRNet and PIDNet train and test with: OpenCV BGR
+#: reversed to RGB, /255, ImageNet mean/std, the full 1024x2048 frame
+_HRNET_PREPROCESSING = Preprocessing("RGB", "bilinear", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (1024, 2048))
+#: the HRNet-style training wrapper saves the network under ``model.`` (stripped on reading) beside its
+#: losses' class-weight buffers
+_LOSS_BUFFERS = (r"^(loss|sem_loss|bd_loss)\.",)
+
+
+def _hf_segformer(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face ``SegformerForSemanticSegmentation``: the encoder through the MiT key map
+    (``segformer.models.segformer``), under ``backbone.``; the decode head left for the rules."""
+    encoder = MIT_LAYOUTS["Hugging Face Segformer"](state) or {}
+    head = {k: v for k, v in state.items() if not k.startswith("segformer.encoder.")}
+    return {**{f"backbone.{k}": v for k, v in encoder.items()}, **head}
+
+
+#: Hugging Face's SegFormer head: ``linear_c.{0..3}`` for stages 1..4, the fuse conv without its
+#: module wrapper, ``batch_norm`` and ``classifier``
+_HF_HEAD: tuple[Rule, ...] = (
+    (r"^decode_head\.linear_c\.(\d)\.", lambda m: f"decode_head.linear_c{int(m[1]) + 1}."),
+    (r"^decode_head\.linear_fuse\.weight$", "decode_head.linear_fuse.conv.weight"),
+    (r"^decode_head\.batch_norm\.", "decode_head.linear_fuse.bn."),
+    (r"^decode_head\.classifier\.", "decode_head.linear_pred."),
+)
+#: mmsegmentation (0.x, NVlabs/SegFormer) tests Cityscapes at 1024x2048 with ImageNet mean/std on RGB;
+#: Hugging Face's image processor uses the same statistics
+_MMSEG_PREPROCESSING = Preprocessing("RGB", "bilinear", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (1024, 2048))
+
+
+def _segformer(name: str) -> tuple[Layout, ...]:
+    nvlabs = Layout(
+        f"NVlabs/SegFormer ({name}, mmsegmentation 0.x)",
+        (),
+        (r"^decode_head\.conv_seg\.",),  # mmseg's BaseDecodeHead creates it; SegFormerHead never calls it
+        _outputs_of("decode_head.linear_pred.weight"),
+        _MMSEG_PREPROCESSING,
+        marker=r"^backbone\.patch_embed1\.",
+    )
+    hf = Layout(
+        f"Hugging Face SegformerForSemanticSegmentation ({name})",
+        _HF_HEAD,
+        (),
+        _outputs_of("decode_head.classifier.weight"),
+        _MMSEG_PREPROCESSING,
+        marker=r"^segformer\.encoder\.",
+        prepare=_hf_segformer,
+    )
+    return nvlabs, hf
+
+
+def _identity(name: str, classifier: str, unused: tuple[str, ...], pre: Preprocessing) -> tuple[Layout, ...]:
+    """A layout whose names are cityseg's own (the model was ported with the official module names)."""
+    return (Layout(name, (), unused, _outputs_of(classifier), pre, hint=_BACKBONE_HINT),)
+
+
+_BACKBONE_HINT = "; an ImageNet backbone file trains with model.options.encoder_weights=FILE instead"
+_BISENET_PREPROCESSING = Preprocessing("RGB", "bilinear", (0.3257, 0.3690, 0.3223), (0.2112, 0.2148, 0.2115), (1024, 2048))
+
+#: model name -> the published layouts it can be filled from, tried in order (by ``marker``)
+LAYOUTS: dict[str, tuple[Layout, ...]] = {
+    **{name: (layout,) for name, layout in _ESP_LAYOUTS.items()},
+    "ddrnet23_slim": _identity("ydhongHIT/DDRNet Cityscapes (DDRNet-23-slim)", "final_layer.conv2.weight", _LOSS_BUFFERS, _HRNET_PREPROCESSING),
+    "ddrnet23": _identity("ydhongHIT/DDRNet Cityscapes (DDRNet-23)", "final_layer.conv2.weight", _LOSS_BUFFERS, _HRNET_PREPROCESSING),
+    "pidnet_s": _identity("XuJiacong/PIDNet Cityscapes (PIDNet-S)", "final_layer.conv2.weight", _LOSS_BUFFERS, _HRNET_PREPROCESSING),
+    "pidnet_m": _identity("XuJiacong/PIDNet Cityscapes (PIDNet-M)", "final_layer.conv2.weight", _LOSS_BUFFERS, _HRNET_PREPROCESSING),
+    "pidnet_l": _identity("XuJiacong/PIDNet Cityscapes (PIDNet-L)", "final_layer.conv2.weight", _LOSS_BUFFERS, _HRNET_PREPROCESSING),
+    # CoinCheung/BiSeNet: cv2 BGR reversed to RGB, their Cityscapes mean/std, the full frame
+    "bisenetv2": _identity("CoinCheung/BiSeNet (BiSeNetV2)", "head.conv_out.1.weight", (), _BISENET_PREPROCESSING),
+    "segformer_b0": _segformer("B0"),
+    "segformer_b1": _segformer("B1"),
+}
+
+
+def _pick_layout(model: str, state: Mapping[str, torch.Tensor], where: str) -> Layout:
+    """The first layout of ``model`` whose marker a key of the file matches."""
+    layouts = LAYOUTS[model]
+    for layout in layouts:
+        if not layout.marker or any(re.search(layout.marker, k) for k in state):
+            return layout
+    names = " or ".join(layout.name for layout in layouts)
+    raise CitysegError(f"{where}: not a {names} state_dict (e.g. {next(iter(state))!r})")
 
 
 def _label_mode(outputs: int, model: str, where: str) -> tuple[str, bool]:
@@ -213,12 +313,14 @@ def import_official(path: str | os.PathLike, model: str, options: Mapping[str, A
     where = os.fspath(path)
     if model not in LAYOUTS:
         raise CitysegError(f"no official layout for model {model!r}; importable: {', '.join(LAYOUTS)}")
-    layout = LAYOUTS[model]
-    state = read_state_dict(path, layout.name, what="weights")
+    state = read_state_dict(path, " or ".join(layout.name for layout in LAYOUTS[model]), what="weights")
+    layout = _pick_layout(model, state, where)
+    if layout.prepare is not None:
+        state = layout.prepare(state)
     try:
         outputs, inferred = layout.variant({k: tuple(v.shape) for k, v in state.items()})
     except CitysegError as e:
-        raise CitysegError(f"{where}: not a {layout.name} state_dict ({e})") from None
+        raise CitysegError(f"{where}: not a {layout.name} state_dict ({e}){layout.hint}") from None
     mode, void = _label_mode(outputs, model, where)
     if void:
         inferred["void"] = True
