@@ -8,6 +8,7 @@ only, with random values: never their weights.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 
@@ -249,6 +250,22 @@ def test_tensors_land_where_the_authors_forward_reads_them(tmp_path, model):
     net = import_official(_save(tmp_path, official), model).model
     for ours, theirs in places.items():
         assert torch.equal(net[ours], official[theirs]), ours
+
+
+def test_legacy_pickle_with_cuda_storages_loads_on_the_cpu(tmp_path, capsys):
+    """The authors' files are pre-zip pickles of GPU tensors: each storage's location reads 'cuda:0'."""
+    buf = io.BytesIO()
+    torch.save(espnet_official().state(), buf, _use_new_zipfile_serialization=False)
+    raw = buf.getvalue()
+    cpu, cuda = b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0"  # pickle BINUNICODE, length first; memoised once
+    assert cpu in raw
+    path = tmp_path / "espnet_p_2_q_3.pth"
+    path.write_bytes(raw.replace(cpu, cuda))
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(path, weights_only=True)  # the file really names a GPU
+    assert main(["import", str(path), "--model", "espnet", "--out", str(tmp_path / "c.pt")]) == 0
+    assert load_checkpoint(tmp_path / "c.pt")["model_options"] == {"p": 2, "q": 3, "void": True}
 
 
 def test_wrappers_and_prefixes_are_unwrapped(tmp_path):
