@@ -285,7 +285,7 @@ def test_espnetv2_scale_is_read_from_the_widths(tmp_path, s):
 @pytest.mark.parametrize("classes, mode, void", [(19, "trainIds", False), (20, "trainIds", True), (34, "labelIds", False)])
 def test_output_count_decides_label_mode_and_void(tmp_path, classes, mode, void):
     ckpt = import_official(_save(tmp_path, espnet_official(classes=classes).state()), "espnet")
-    assert (ckpt.label_mode, ckpt.model_options.get("void", False)) == (mode, void)
+    assert (ckpt.label_mode, ckpt.model_options["void"]) == (mode, void)
     assert ckpt.num_classes == (34 if mode == "labelIds" else 19) and len(ckpt.class_names) == ckpt.num_classes
 
 
@@ -318,10 +318,16 @@ def test_a_bad_key_is_one_line_naming_it(tmp_path, capsys, edit, message):
 
 
 @pytest.mark.parametrize(
-    "option, message", [("q=5", "the weights are q=3, not q=5"), ("void=false", "the weights are void=True, not void=False"), ("p=2", None)]
+    "classes, option, message",
+    [
+        (20, "q=5", "the weights are q=3, not q=5"),
+        (20, "void=false", "the weights are void=True, not void=False"),
+        (19, "void=true", "the weights are void=False, not void=True"),
+        (20, "p=2", None),
+    ],
 )
-def test_options_must_agree_with_the_shapes(tmp_path, capsys, option, message):
-    path = _save(tmp_path, espnet_official(p=2, q=3).state())
+def test_options_must_agree_with_the_shapes(tmp_path, capsys, classes, option, message):
+    path = _save(tmp_path, espnet_official(classes=classes, p=2, q=3).state())
     argv = ["import", str(path), "--model", "espnet", "--out", str(tmp_path / "c.pt"), "--set", option]
     if message is None:
         assert main(argv) == 0

@@ -265,7 +265,7 @@ def _label_mode(outputs: int, model: str, where: str) -> tuple[str, bool]:
     raise CitysegError(f"{where}: {outputs} outputs is no Cityscapes model (19 trainIds, 19 + void, or 34 labelIds)")
 
 
-def map_keys(state: Mapping[str, torch.Tensor], layout: Layout) -> dict[str, tuple[str, torch.Tensor]]:
+def map_keys(state: Mapping[str, torch.Tensor], layout: Layout, where: str = "weights") -> dict[str, tuple[str, torch.Tensor]]:
     """Official ``{key: tensor}`` -> ``{cityseg key: (official key, tensor)}``, the unused ones left out."""
     rules = [(re.compile(p), r) for p, r in layout.rules]
     unused = [re.compile(p) for p in layout.unused]
@@ -276,6 +276,8 @@ def map_keys(state: Mapping[str, torch.Tensor], layout: Layout) -> dict[str, tup
         new = key
         for rx, repl in rules:
             new = rx.sub(repl, new)
+        if new in out:  # two official tensors for one place: the table is wrong for this file
+            raise CitysegError(f"{where}: {out[new][0]} and {key} both map to {new}")
         out[new] = (key, value)
     return out
 
@@ -322,11 +324,11 @@ def import_official(path: str | os.PathLike, model: str, options: Mapping[str, A
     except CitysegError as e:
         raise CitysegError(f"{where}: not a {layout.name} state_dict ({e}){layout.hint}") from None
     mode, void = _label_mode(outputs, model, where)
-    if void:
-        inferred["void"] = True
+    if "void" in model_options(model):
+        inferred["void"] = void
     opts = _check_options(dict(options or {}), inferred, where)
     net = build_model(model, num_classes=labels.num_classes(mode), **opts)
-    weights = load_mapped(net, map_keys(state, layout), where)
+    weights = load_mapped(net, map_keys(state, layout, where), where)
     pre = layout.preprocessing
     size = tuple(input_size or pre.input_size)
     net.check_input_shape(*size)
