@@ -54,8 +54,9 @@ class Checkpoint:
     class_names: list[str] = field(default_factory=list)
     input_size: list[int] | None = None  # [H, W] the model was trained at
     interpolation: str = "area"  # image resize: "area" or "bilinear"
-    mean: list[float] | None = None  # normalisation after /255
+    mean: list[float] | None = None  # normalisation after /255, per channel in channel_order
     std: list[float] | None = None
+    channel_order: str = "RGB"  # "BGR": the image's channels are reversed first (OpenCV-trained weights)
     # training state (defaults for a checkpoint that only describes a model)
     optimizer: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None

@@ -1,6 +1,6 @@
 """``cityseg`` console script: one subcommand per module in ``cityseg.cli``.
 
-Each command module defines ``add_arguments(parser)`` and ``run(args) -> int | None``. Modules are
+Each command module (``cityseg.cli.<command>``, or the name ``MODULES`` gives a Python keyword) defines ``add_arguments(parser)`` and ``run(args) -> int | None``. Modules are
 imported lazily, so ``cityseg --help`` stays fast. A ``CitysegError`` (or an OS error such as a full
 disk) becomes one line on stderr and exit code 2, never a traceback.
 """
@@ -28,8 +28,13 @@ COMMANDS: dict[str, str] = {
     "figure": "draw the results figure: input / ground truth / prediction / error rows",
     "report": "write a run's report: one offline web page with scores, curves, classes, worst frames",
     "export": "export a checkpoint to ONNX",
+    "import": "turn the authors' trained Cityscapes weights (ESPNet, ESPNetv2, DDRNet, PIDNet, BiSeNetV2, SegFormer) into a checkpoint",
     "benchmark": "measure training, inference and loading speed",
 }
+
+
+#: command -> module name where the command is a Python keyword
+MODULES: dict[str, str] = {"import": "import_"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     name = argv[0]
     sub = _Parser(prog=f"cityseg {name}", description=COMMANDS[name])
     try:
-        module = importlib.import_module(f"cityseg.cli.{name}")
+        module = importlib.import_module(f"cityseg.cli.{MODULES.get(name, name)}")
         module.add_arguments(sub)
         args = sub.parse_args(argv[1:])
         return int(module.run(args) or 0)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from cityseg.errors import CitysegError
 
@@ -29,15 +30,25 @@ cv2.setNumThreads(1)
 
 #: interpolation name -> OpenCV flag, for images (labels are always nearest)
 INTERPOLATIONS = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR}
+#: resizes only inference uses, each the one a published model's own evaluation applies, so imported
+#: weights see the inputs they were trained on: OpenCV bilinear on the float image (no rounding to
+#: uint8; sacmehta/ESPNet) and Pillow's bilinear, which widens its filter when shrinking (EdgeNets)
+EXACT_RESIZES = ("bilinear_float", "pil_bilinear")
+
+CHANNEL_ORDERS = ("RGB", "BGR")
 
 #: ImageNet statistics in [0, 1] units (MMSeg's 123.675/58.395 ... divided by 255)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def check_interpolation(name: str) -> str:
+def check_interpolation(name: str, exact: bool = False) -> str:
+    """``name`` if it is a training interpolation (or, with ``exact``, an inference-only one)."""
+    if name in EXACT_RESIZES and exact:
+        return name
     if name not in INTERPOLATIONS:
-        raise CitysegError(f"unknown interpolation {name!r}: choose one of {', '.join(INTERPOLATIONS)}")
+        choices = (*INTERPOLATIONS, *EXACT_RESIZES) if exact else tuple(INTERPOLATIONS)
+        raise CitysegError(f"unknown interpolation {name!r}: choose one of {', '.join(choices)}")
     return name
 
 
@@ -56,12 +67,18 @@ def check_size(size: Sequence[int] | None) -> tuple[int, int] | None:
 
 # ---- preprocessing -----------------------------------------------------------------------------
 def resize_image(image: np.ndarray, size: Sequence[int] | None, interpolation: str = "area") -> np.ndarray:
-    """Resize an HxWx3 uint8 image to ``size`` = (H, W); None or the same size returns it unchanged."""
-    flag = INTERPOLATIONS[check_interpolation(interpolation)]
+    """Resize an HxWx3 uint8 image to ``size`` = (H, W); None or the same size returns it unchanged.
+
+    ``bilinear_float`` returns float32 values in 0..255 (unrounded), the others uint8."""
+    check_interpolation(interpolation, exact=True)
     if size is None or tuple(image.shape[:2]) == tuple(size):
         return image
     h, w = size
-    return cv2.resize(image, (w, h), interpolation=flag)
+    if interpolation == "pil_bilinear":
+        return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+    if interpolation == "bilinear_float":
+        return cv2.resize(image.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image, (w, h), interpolation=INTERPOLATIONS[interpolation])
 
 
 def resize_label(label: np.ndarray, size: Sequence[int] | None) -> np.ndarray:
@@ -88,7 +105,7 @@ def _stats(values: Sequence[float] | None, what: str) -> torch.Tensor | None:
 
 
 def image_to_tensor(image: np.ndarray, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> torch.Tensor:
-    """HxWx3 uint8 -> float32 3xHxW in [0, 1], then ``(x - mean) / std`` if given (mean/std in [0, 1] units)."""
+    """HxWx3 uint8 (or float32 in 0..255) -> float32 3xHxW in [0, 1], then ``(x - mean) / std`` if given (mean/std in [0, 1] units)."""
     import torch
 
     x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
@@ -113,8 +130,16 @@ def preprocess(
     interpolation: str = "area",
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    channel_order: str = "RGB",
 ) -> torch.Tensor:
-    """Full-resolution uint8 RGB image -> the network input 3xHxW, exactly as the dataset prepares it."""
+    """Full-resolution uint8 RGB image -> the network input 3xHxW, exactly as the dataset prepares it.
+
+    ``channel_order="BGR"`` feeds the channels reversed (weights trained on OpenCV's BGR frames);
+    ``mean`` and ``std`` are then in BGR order too."""
+    if channel_order not in CHANNEL_ORDERS:
+        raise CitysegError(f"unknown channel order {channel_order!r}: choose {' or '.join(CHANNEL_ORDERS)}")
+    if channel_order == "BGR":
+        image = np.ascontiguousarray(image[..., ::-1])
     return image_to_tensor(resize_image(image, size, interpolation), mean, std)
 
 

@@ -29,10 +29,11 @@ from cityseg.labels import LABEL_MODES, num_classes
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 #: metadata keys stored as JSON in ``metadata_props`` (all values are JSON strings)
-METADATA_KEYS = ("model_name", "model_options", "label_mode", "num_classes", "class_names", "input_size", "interpolation", "mean", "std", "full_res_mode")
+_INPUT_KEYS = ("input_size", "interpolation", "mean", "std", "channel_order")  # what the preprocessing needs
+METADATA_KEYS = ("model_name", "model_options", "label_mode", "num_classes", "class_names", *_INPUT_KEYS, "full_res_mode", "void_class")
 
 
-def _metadata(ckpt: dict[str, Any], size: tuple[int, int], exporter: str, full_res_mode: str) -> dict[str, str]:
+def _metadata(ckpt: dict[str, Any], size: tuple[int, int], exporter: str, full_res_mode: str, void_class: bool = False) -> dict[str, str]:
     meta = {
         "model_name": ckpt["model_name"],
         "model_options": dict(ckpt.get("model_options") or {}),
@@ -43,7 +44,9 @@ def _metadata(ckpt: dict[str, Any], size: tuple[int, int], exporter: str, full_r
         "interpolation": ckpt.get("interpolation") or "area",
         "mean": ckpt.get("mean"),
         "std": ckpt.get("std"),
+        "channel_order": ckpt.get("channel_order") or "RGB",
         "full_res_mode": full_res_mode,
+        "void_class": bool(void_class),
     }
     out = {k: json.dumps(v) for k, v in meta.items()}
     out["cityseg_version"] = json.dumps(__version__)
@@ -137,7 +140,7 @@ def export_onnx(
     if exporter not in ("auto", "dynamo", "torchscript"):
         raise CitysegError(f"unknown exporter {exporter!r}: choose auto, dynamo or torchscript")
     model, ckpt = model_from_checkpoint(checkpoint)
-    full_res_mode = getattr(model, "full_res_mode", "whole")
+    full_res_mode, void_class = getattr(model, "full_res_mode", "whole"), getattr(model, "void_class", False)
     h, w = (int(v) for v in (size or ckpt.get("input_size") or ()))
     check = getattr(model, "check_input_shape", None)
     if check is not None:
@@ -161,7 +164,7 @@ def export_onnx(
         if used is None:
             raise CitysegError(f"{out}: ONNX export failed ({fallback_reason})")
         proto = onnx.load(os.fspath(raw))  # pulls external data (if any) back into one self-contained file
-        for key, value in _metadata(ckpt, (h, w), used, full_res_mode).items():
+        for key, value in _metadata(ckpt, (h, w), used, full_res_mode, void_class).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.checker.check_model(proto)

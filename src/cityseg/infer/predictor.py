@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from cityseg import labels
-from cityseg.data.transforms import preprocess  # the one preprocessing implementation (re-exported here)
+from cityseg.data.transforms import check_interpolation, preprocess  # the one preprocessing implementation (re-exported here)
 from cityseg.errors import CitysegError
 from cityseg.infer.onnx import OnnxModel, is_onnx_session, load_onnx
 from cityseg.infer.upsample import argmax_upsampled, upsample
@@ -68,15 +68,19 @@ class Predictor:
         bf16: bool = False,
         num_classes: int | None = None,
         fast: str | None = None,
+        channel_order: str = "RGB",
+        void_class: bool | None = None,
     ):
         self.label_mode = labels.check_label_mode(label_mode)
         self.num_classes = int(num_classes) if num_classes is not None else labels.num_classes(label_mode)
         self.input_size = (int(input_size[0]), int(input_size[1]))
-        if interpolation not in ("area", "bilinear"):
-            raise CitysegError(f"unknown interpolation {interpolation!r}: choose area or bilinear")
-        self.interpolation = interpolation
+        self.interpolation = check_interpolation(interpolation, exact=True)
         self.mean = None if mean is None else [float(v) for v in mean]
         self.std = None if std is None else [float(v) for v in std]
+        self.channel_order = channel_order
+        # a void output after the classes (the model's own flag, or an export's metadata)
+        self.void_class = bool(getattr(model, "void_class", False) if void_class is None else void_class)
+        self.outputs = self.num_classes + int(self.void_class)
         self.device = torch.device(device)
         self.flip = bool(flip)
         self.scales = tuple(float(s) for s in scales) or (1.0,)
@@ -166,9 +170,9 @@ class Predictor:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, torch.bfloat16 if self.bf16 and not self.onnx else None):
             out = self.model(x)
-        if out.shape[-2:] != x.shape[-2:] or out.shape[1] != self.num_classes:
+        if out.shape[-2:] != x.shape[-2:] or out.shape[1] != self.outputs:
             raise CitysegError(
-                f"model returned logits of shape {tuple(out.shape)} for input {tuple(x.shape)}; expected {self.num_classes} classes at the input size"
+                f"model returned logits of shape {tuple(out.shape)} for input {tuple(x.shape)}; expected {self.num_classes} classes{' + void' if self.void_class else ''} at the input size"
             )
         return out.float().contiguous()
 
@@ -209,7 +213,7 @@ class Predictor:
                 y2, x2 = min(r * sh + wh, H), min(c * sw + ww, W)
                 boxes.append((max(y2 - wh, 0), y2, max(x2 - ww, 0), x2))
         n_out = 2 if self.flip else 1
-        acc = torch.zeros((n_out, self.num_classes, H, W), dtype=torch.float32, device=self.device)
+        acc = torch.zeros((n_out, self.outputs, H, W), dtype=torch.float32, device=self.device)
         count = torch.zeros((1, 1, H, W), dtype=torch.float32, device=self.device)
         x = x.to(self.device)
         crops = []
@@ -266,7 +270,7 @@ class Predictor:
         """The network input (3xHxW float32) of a full-resolution uint8 RGB image at ``size`` (default
         ``input_size``): the checkpoint's own resize and normalisation, as every pass here uses it."""
         size = self.input_size if size is None else size
-        return preprocess(_check_image(image), size, self.interpolation, self.mean, self.std)
+        return preprocess(_check_image(image), size, self.interpolation, self.mean, self.std, self.channel_order)
 
     def logits(self, image: np.ndarray) -> torch.Tensor:
         """Float32 CxHxW scores at the image's full size (logits; averaged softmax under TTA)."""
@@ -295,6 +299,8 @@ class Predictor:
 
     def _to_label_ids(self, pred: torch.Tensor) -> np.ndarray:
         ids = pred.to("cpu", torch.uint8).numpy()
+        if self.void_class:  # the void output predicts "unlabeled" (labelId 0), as the official relabelling
+            ids[ids == self.num_classes] = labels.IGNORE_INDEX if self.label_mode == "trainIds" else 0
         if self.label_mode == "trainIds":
             ids = labels.TRAINID_TO_LABELID[ids]
         return ids
@@ -314,4 +320,6 @@ def _preprocessing(info: dict[str, Any]) -> dict[str, Any]:
         "std": info.get("std"),
         "num_classes": info.get("num_classes"),
         "mode": info.get("full_res_mode"),  # None for a checkpoint: the rebuilt model carries its own
+        "channel_order": info.get("channel_order") or "RGB",
+        "void_class": info.get("void_class"),  # None for a checkpoint: the rebuilt model carries it
     }

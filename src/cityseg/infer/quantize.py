@@ -40,9 +40,10 @@ def calibration_frames(root: str | os.PathLike, split: str, count: int) -> list[
 class FrameReader(CalibrationDataReader):
     """Calibration data: one preprocessed 1x3xHxW frame per ``get_next`` call."""
 
-    def __init__(self, images: Sequence[Path], input_name: str, size: Sequence[int], interpolation: str, mean: Any, std: Any):
+    def __init__(self, images: Sequence[Path], input_name: str, size: Sequence[int], interpolation: str, mean: Any, std: Any, channel_order: str = "RGB"):
         self.images, self.input_name = list(images), input_name
         self.size, self.interpolation, self.mean, self.std = tuple(size), interpolation, mean, std
+        self.channel_order = channel_order
         self._it: Iterator[Path] = iter(self.images)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -52,7 +53,7 @@ class FrameReader(CalibrationDataReader):
         path = next(self._it, None)
         if path is None:
             return None
-        x = preprocess(io.read_image(path), self.size, self.interpolation, self.mean, self.std)
+        x = preprocess(io.read_image(path), self.size, self.interpolation, self.mean, self.std, self.channel_order)
         return {self.input_name: np.ascontiguousarray(x[None].numpy(), dtype=np.float32)}
 
     def rewind(self) -> None:
@@ -70,7 +71,9 @@ def quantize_onnx(fp32: str | os.PathLike, out: str | os.PathLike, data: str | o
 
     meta = read_metadata(fp32)
     images = calibration_frames(layout.resolve_root(data), split, frames)
-    reader = FrameReader(images, INPUT_NAME, meta["input_size"], meta.get("interpolation") or "area", meta.get("mean"), meta.get("std"))
+    reader = FrameReader(
+        images, INPUT_NAME, meta["input_size"], meta.get("interpolation") or "area", meta.get("mean"), meta.get("std"), meta.get("channel_order") or "RGB"
+    )
     out = prepare_target(out, "the ONNX file")
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmpdir:
         raw = Path(tmpdir) / "int8.onnx"

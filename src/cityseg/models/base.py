@@ -47,6 +47,8 @@ class SegmentationModel(nn.Module):
     ``pretrained_parts`` names the children that start from pretrained (ImageNet) weights: training
     gives them their own learning-rate multiplier and can keep their BatchNorm frozen
     (``freeze_batchnorm``); a model trained from scratch has none.
+    ``void_class`` means one output more than
+    ``num_classes``, last: a trained "void" class whose argmax predicts labelId 0 (unlabeled).
     """
 
     name: str = "model"
@@ -73,6 +75,7 @@ class SegmentationModel(nn.Module):
         for bn in self.frozen_bn:
             bn.eval()
         return self
+    void_class: bool = False
 
     def size_rule(self) -> str:
         """Human-readable input-size rule, e.g. 'H and W multiples of 4 and >= 60'."""

@@ -24,6 +24,8 @@ from cityseg.models.blocks import set_fused
 from cityseg.models.ddrnet import DDRNet23, DDRNet23Slim
 from cityseg.models.efficientnet_lite_seg import LiteSegModel
 from cityseg.models.efficientnet_unet import EfficientNetUNet
+from cityseg.models.espnet import ESPNet, ESPNetC
+from cityseg.models.espnetv2 import ESPNetv2
 from cityseg.models.pidnet import PIDNetL, PIDNetM, PIDNetS
 from cityseg.models.residual_inception_unet import ResidualInceptionUNet
 from cityseg.models.residual_unet import ResidualUNet
@@ -62,6 +64,9 @@ MODELS: dict[str, Entry] = {
     "bisenetv2": Entry(partial(BiSeNetV2), "BiSeNetV2 (Yu et al. 2021): detail + semantic branches, guided aggregation, 4 booster heads in training (3.4 M)"),
     "segformer_b0": Entry(partial(SegFormerB0), "SegFormer-B0 (Xie et al. 2021): Mix Transformer encoder + all-MLP decoder (3.7 M)"),
     "segformer_b1": Entry(partial(SegFormerB1), "SegFormer-B1: the same encoder at B1 width (13.7 M)"),
+    "espnet": Entry(partial(ESPNet), "ESPNet (Mehta et al. 2018): ESP modules (reduce, dilated pyramid, hierarchical sum), light decoder (0.36 M)"),
+    "espnet_c": Entry(partial(ESPNetC), "ESPNet-C: the ESPNet encoder alone, 1/8 logits upsampled bilinearly"),
+    "espnetv2": Entry(partial(ESPNetv2), "ESPNetv2 (Mehta et al. 2019): EESP units (grouped, depthwise dilated), pyramid-pool decoder (s=2.0: 0.79 M)"),
     "efficientnet_unet": Entry(partial(EfficientNetUNet), "EfficientNet-B0 encoder (MBConv, SE, SiLU) + U-Net decoder with convolved skips"),
     "lite0_fpn": Entry(
         partial(LiteSegModel, variant="lite0", decoder="fpn"),

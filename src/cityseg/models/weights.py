@@ -50,13 +50,16 @@ def _strip_wrappers(key: str) -> str:
     return key
 
 
-def read_state_dict(path: str | os.PathLike, layout: str) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike, layout: str, what: str = "encoder weights") -> dict[str, torch.Tensor]:
     """The flat ``{key: tensor}`` of a local file, unwrapped from ``state_dict`` / ``model`` and
-    ``module.`` / ``model.`` prefixes; ``layout`` names the expected layout in the messages."""
+    ``module.`` / ``model.`` prefixes; ``layout`` names the expected layout and ``what`` the file in the messages.
+
+    ``weights_only=True`` with ``map_location="cpu"`` also reads the legacy (pre-zip) format and
+    tensors saved from a GPU."""
     path = os.fspath(path)
     if not os.path.exists(path) and not os.path.islink(path):
-        raise CitysegError(f"{path}: encoder weights file not found")
-    state = load_torch_file(path, "encoder weights")
+        raise CitysegError(f"{path}: {what} file not found")
+    state = load_torch_file(path, what)
     for wrapper in _WRAPPER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
