@@ -13,6 +13,10 @@ import torch
 from cityseg.cli import main
 from cityseg.models.base import SegmentationModel
 from cityseg.tools import demo
+from cityseg.tools.demo import budget
+from cityseg.tools.demo import train as train_phase
+from cityseg.tools.demo.data import SynthRequest, prepare_data
+from cityseg.tools.demo.timer import Timer
 
 #: SynthCity at 128x256 (2 train, 2 val), trained at 64x128 for one epoch: seconds, not minutes
 TINY = dict(train_frames=2, val_frames=2, frame_size=(128, 256), size=(64, 128), batch_size=2, epochs=1, figure_rows=2, workers=1)
@@ -115,28 +119,37 @@ def test_damaged_or_incomplete_synthcity_is_regenerated(tmp_path):
     good = label.read_bytes()
     label.write_bytes(good[: len(good) // 2])  # truncated PNG
     lines: list[str] = []
-    timer = demo._Timer()
-    got, info = demo._prepare_data(tmp_path / "demo", None, 1, 1, (64, 128), 0, 1, timer, lines.append)
-    assert got == root and info["source"] == "generated"
+    timer = Timer()
+    want = SynthRequest(train=1, val=1, train_size=(64, 128), val_size=(64, 128))
+    got = prepare_data(tmp_path / "demo", None, want, 1, timer, lines.append)
+    assert got.root == root and got.source == "generated"
     assert any("damaged" in line for line in lines)
     assert label.read_bytes() == good
 
     marker = json.loads((root / MARKER).read_text())
     (root / MARKER).write_text(json.dumps({**marker, "complete": False}))  # a generation killed half-way
     lines.clear()
-    _, info = demo._prepare_data(tmp_path / "demo", None, 1, 1, (64, 128), 0, 1, timer, lines.append)
-    assert info["source"] == "generated" and json.loads((root / MARKER).read_text())["complete"] is True
+    got = prepare_data(tmp_path / "demo", None, want, 1, timer, lines.append)
+    assert got.source == "generated" and json.loads((root / MARKER).read_text())["complete"] is True
 
-    _, info = demo._prepare_data(tmp_path / "demo", None, 1, 1, (64, 128), 0, 1, timer, lines.append)
-    assert info["source"] == "reused" and info["frames"] == {"train": 1, "val": 1}
+    got = prepare_data(tmp_path / "demo", None, want, 1, timer, lines.append)
+    assert got.source == "reused" and got.frames == {"train": 1, "val": 1}
 
     from cityseg.data.synth import VERSION
 
     (root / MARKER).write_text(json.dumps({**marker, "complete": True, "version": VERSION - 1}))  # an older generator's frames
     lines.clear()
-    _, info = demo._prepare_data(tmp_path / "demo", None, 1, 1, (64, 128), 0, 1, timer, lines.append)
-    assert info["source"] == "generated" and json.loads((root / MARKER).read_text())["version"] == VERSION
+    got = prepare_data(tmp_path / "demo", None, want, 1, timer, lines.append)
+    assert got.source == "generated" and json.loads((root / MARKER).read_text())["version"] == VERSION
     assert any(f"generator version {VERSION - 1}, this is version {VERSION}; regenerating" in line for line in lines)
+
+    # a run that wants more train frames than the folder holds generates them; one that wants fewer reuses it
+    lines.clear()
+    got = prepare_data(tmp_path / "demo", None, SynthRequest(3, 1, (64, 128), (64, 128)), 1, timer, lines.append)
+    assert got.source == "generated" and got.frames == {"train": 3, "val": 1} and len(find_samples(root, "train")) == 3
+    assert any("holds 1 train frames, this run uses 3; regenerating" in line for line in lines)
+    got = prepare_data(tmp_path / "demo", None, want, 1, timer, lines.append)
+    assert got.source == "reused" and got.frames == {"train": 3, "val": 1}
 
 
 @pytest.mark.parametrize(
@@ -218,11 +231,11 @@ def test_seed_model_and_recipe_reproduce_the_seed_demo(tmp_path):
 
 def test_plan_steps():
     # 108 s left at 0.5 s a step after 40 steps: 8 s for the restart, then 3% of the rest stays free -> 194 more
-    assert demo.plan_steps(108.0, 0.5, 40, 10_000) == 234
-    assert demo.plan_steps(100.0, 0.5, 40, 100) == 100  # an --epochs cap caps it
-    assert demo.plan_steps(0.1, 0.5, 40, 100) == 41  # at least one more step
-    assert demo.plan_steps(-5.0, 0.5, 40, 100) == 41
-    assert demo.plan_steps(100.0, 0.0, 40, 100) == 100  # no speed measured: the cap
+    assert budget.plan_steps(108.0, 0.5, 40, 10_000) == 234
+    assert budget.plan_steps(100.0, 0.5, 40, 100) == 100  # an --epochs cap caps it
+    assert budget.plan_steps(0.1, 0.5, 40, 100) == 41  # at least one more step
+    assert budget.plan_steps(-5.0, 0.5, 40, 100) == 41
+    assert budget.plan_steps(100.0, 0.0, 40, 100) == 100  # no speed measured: the cap
 
 
 class ClockNet(SegmentationModel):
@@ -267,18 +280,20 @@ def test_demo_training_stretches_plan_from_the_probe_and_resume_exactly(tmp_path
     generate(root, train=10, val=2, test=0, size=(64, 128), seed=3)
     monkeypatch.setitem(models.MODELS, "clock", models.Entry(partial(ClockNet), "fake-clock test net"))
     clock = SimpleNamespace(monotonic=lambda: ClockNet.now)
-    for module in (demo, run_module, loop_module):
+    for module in (train_phase, run_module, loop_module):
         monkeypatch.setattr(module, "time", clock)
     for name, value in (("PROBE_S", 5.0), ("REPLAN_AT", 0.6), ("RESTART_S", 0.0), ("PLAN_MARGIN", 0.0)):
-        monkeypatch.setattr(demo, name, value)
+        monkeypatch.setattr(budget, name, value)
     monkeypatch.setattr(run_module, "plot_curves", lambda *a: None)  # time the test does not need
     cfg, _ = load_recipe("seed")
     over = {"model.name": "clock", "data.size": [64, 128], "train.batch_size": 4, "train.eval_batch_size": 2, "train.fast": False, "data.workers": 0}
     cfg = apply_overrides(cfg, over)
     lines: list[str] = []
     ClockNet.now, ClockNet.steps = 0.0, 0
-    s = demo._train(cfg, root, tmp_path / "run", budget_s=30.0, epochs_cap=epochs_cap, train_images=10, progress=False, log=lines.append)
-    assert (s["steps_done"], s["stopped"]) == (16, "") and ClockNet.steps == 16
+    plan = train_phase.Plan(tmp_path / "run", budget_s=30.0, after_s=0.0, figure_rows=0)
+    run = train_phase.train_in_budget(train_phase.Recipe(cfg), root, plan, epochs_cap=epochs_cap, train_images=10, progress=False, log=lines.append)
+    assert (run.steps, run.stopped) == (16, "epochs done") and ClockNet.steps == 16
+    assert run.checkpoint == tmp_path / "run" / "best.pt" and run.run_dir == tmp_path / "run"
     assert "5 steps in 7 s (1.40 s/step): 21 steps planned in all" in lines
     assert "11 steps in 19 s (2.00 s/step): 16 steps planned in all" in lines
     assert [line.split(":")[1] for line in lines if line.startswith("resuming")] == [" epoch 2, step 2/3", " epoch 4, step 2/3"]
