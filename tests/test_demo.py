@@ -336,6 +336,8 @@ def test_options_normalise_paths_and_sizes(tmp_path):
 def test_train_frames_scale_with_the_budget_above_a_floor():
     # 80 frames a minute: the 10-minute default keeps its 800; 3 minutes get 240; short runs the floor of 120
     assert [budget.train_frames_for(m) for m in (0.5, 1, 1.5, 3, 10, 20)] == [120, 120, 120, 240, 800, 1600]
+    # 10 val frames a minute, 20 to 50: 3 minutes get 30, 10 minutes and more the full 50
+    assert [budget.val_frames_for(m) for m in (0.5, 2, 3, 4.5, 10, 20)] == [20, 20, 30, 45, 50, 50]
 
 
 def test_train_frames_are_drawn_at_twice_the_training_size():
@@ -368,9 +370,9 @@ def test_synth_request_follows_the_budget_and_the_recipe(tmp_path):
 
     opts = demo.DemoOptions(out=tmp_path / "d", minutes=3, seed=4)
     want = synth_request(opts, train_phase.recipe(opts))  # cpu-fast trains at 256x512
-    assert want == SynthRequest(train=240, val=50, train_size=(512, 1024), val_size=(1024, 2048), seed=4)
-    opts = demo.DemoOptions(out=tmp_path / "d", train_frames=7, frame_size=(128, 256), size=(64, 128))
-    assert synth_request(opts, train_phase.recipe(opts)) == SynthRequest(7, 50, (128, 256), (128, 256), 0)
+    assert want == SynthRequest(train=240, val=30, train_size=(512, 1024), val_size=(1024, 2048), seed=4)
+    opts = demo.DemoOptions(out=tmp_path / "d", train_frames=7, val_frames=3, frame_size=(128, 256), size=(64, 128))
+    assert synth_request(opts, train_phase.recipe(opts)) == SynthRequest(7, 3, (128, 256), (128, 256), 0)
 
 
 def test_data_phase_draws_train_and_val_frames_at_their_sizes(tmp_path):
@@ -440,3 +442,28 @@ def test_format_summary_lines():
     assert "mIoU (19 classes) 0.5000, mIoU_34 0.2500, pixel accuracy 0.7500" in lines[2]
     assert lines[-2] == "  time         170 s of a 3 min budget: train 120 s, other 50 s" and lines[-1] == "  report       R/report/index.html"
     assert not any("summary JSON" in line for line in lines)
+
+
+def test_data_phase_reuses_an_unchanged_cached_synthcity_without_the_check(tmp_path):
+    from cityseg.data import cache
+    from cityseg.data.layout import find_samples
+    from cityseg.tools.demo.data import CacheSpec
+
+    want, spec = SynthRequest(2, 1, (64, 128), (64, 128)), CacheSpec((32, 64), "area")
+    prepare_data(tmp_path / "demo", None, want, 1, Timer(), lambda _: None, spec)
+    root = tmp_path / "demo" / "data"
+    timer, lines = Timer(), []
+    got = prepare_data(tmp_path / "demo", None, want, 1, timer, lines.append, spec)  # no cache yet: checked
+    assert got.source == "reused" and "check" in timer.phases
+    for split in ("train", "val"):
+        cache.prepare(root, split, (32, 64), "area", workers=1)
+    timer = Timer()
+    got = prepare_data(tmp_path / "demo", None, want, 1, timer, lines.append, spec)
+    assert (got.source, got.frames) == ("reused", {"train": 2, "val": 1}) and "check" not in timer.phases
+    assert "unchanged since its cache was built" in lines[-2]
+    # a file changed since the cache read it: checked again, and this one, truncated, is regenerated
+    label = find_samples(root, "val")[0].label
+    label.write_bytes(label.read_bytes()[:100])
+    timer, lines = Timer(), []
+    got = prepare_data(tmp_path / "demo", None, want, 1, timer, lines.append, spec)
+    assert got.source == "generated" and "check" in timer.phases and any("damaged" in line for line in lines)

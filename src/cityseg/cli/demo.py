@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("--minutes", float, demo.DEFAULT_MINUTES, "N", f"wall-clock budget of the whole demo; training gets the rest (default {demo.DEFAULT_MINUTES:g})"),
         ("--grad-clip", float, None, "NORM", "max global gradient norm (default: the recipe's; 0 = off)"),
         ("--train-frames", int, None, "N", "SynthCity train frames when generating (default: scaled to the budget)"),
-        ("--val-frames", int, demo.DEFAULT_VAL_FRAMES, "N", f"SynthCity val frames when generating (default {demo.DEFAULT_VAL_FRAMES})"),
+        ("--val-frames", int, None, "N", "SynthCity val frames when generating (default: scaled to the budget, 20 to 50)"),
         ("--frame-size", size_arg, demo.DEFAULT_FRAME_SIZE, "HxW", f"SynthCity val frame size when generating (default {h}x{w}, the official one)"),
         ("--figure-rows", int, demo.FIGURE_ROWS, "N", f"val frames in the results figure (default {demo.FIGURE_ROWS})"),
         ("--report-frames", int, demo.REPORT_FRAMES, "N", f"worst val frames in the report's gallery (default {demo.REPORT_FRAMES})"),

@@ -5,7 +5,8 @@ evaluation -> predictions -> the results figure, inside a wall-clock budget.
 
 1. data (``data``): ``out/data`` holds SynthCity, generated when absent, incomplete, of another generator
    version or smaller than the run wants, else reused; ``data=ROOT`` uses an existing dataset (real
-   Cityscapes, say) instead. Train frames scale with the budget (``budget.train_frames_for``) and are drawn
+   Cityscapes, say) instead. Train and val frames scale with the budget (``budget.train_frames_for``,
+   ``budget.val_frames_for``); train frames are drawn
    at the size training reads (``budget.train_frame_size``); val frames at the official 1024x2048.
 2. cache (``train.prepare_cache``): train and val decoded once at the recipe's size.
 3. plan (``train.plan``): a FRESH numbered run folder ``out/runs/NNN`` per invocation, and the training
@@ -35,7 +36,6 @@ from cityseg.tools.demo.options import (
     DEFAULT_MODEL,
     DEFAULT_OUT,
     DEFAULT_RECIPE,
-    DEFAULT_VAL_FRAMES,
     DEMO_BATCH_SIZE,
     FIGURE_ROWS,
     REPORT_FRAMES,
@@ -52,6 +52,7 @@ _LAZY = {
     "format_summary": "summary",
     "plan_steps": "budget",
     "train_frames_for": "budget",
+    "val_frames_for": "budget",
     "train_frame_size": "budget",
 }
 
@@ -61,7 +62,6 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_OUT",
     "DEFAULT_RECIPE",
-    "DEFAULT_VAL_FRAMES",
     "DEMO_BATCH_SIZE",
     "FIGURE_ROWS",
     "REPORT_FRAMES",
@@ -75,6 +75,7 @@ __all__ = [
     "run_options",
     "train_frame_size",
     "train_frames_for",
+    "val_frames_for",
 ]
 
 

@@ -11,6 +11,11 @@ from dataclasses import dataclass
 TRAIN_FRAMES_PER_MINUTE = 80
 #: the fewest train frames generated: fewer are memorised within the first minute of training
 MIN_TRAIN_FRAMES = 120
+#: val frames per minute of budget, between the two bounds: 50 frames keep the score's noise below a point,
+#: and a short run spends fewer of its seconds generating and scoring them (20 still cover every class)
+VAL_FRAMES_PER_MINUTE = 10
+MIN_VAL_FRAMES = 20
+MAX_VAL_FRAMES = 50
 #: train frames are generated at the smallest halving of the val size that is still this many times the
 #: training size per side: the cache's area resize then averages real detail, as it does for val frames
 TRAIN_OVERSAMPLE = 2
@@ -61,6 +66,11 @@ EVAL_COSTS = EvalCosts()
 def train_frames_for(minutes: float) -> int:
     """SynthCity train frames for a demo of ``minutes``: proportional to the budget, at least ``MIN_TRAIN_FRAMES``."""
     return max(MIN_TRAIN_FRAMES, round(TRAIN_FRAMES_PER_MINUTE * minutes))
+
+
+def val_frames_for(minutes: float) -> int:
+    """SynthCity val frames for a demo of ``minutes``: proportional to the budget, ``MIN_VAL_FRAMES`` to ``MAX_VAL_FRAMES``."""
+    return min(MAX_VAL_FRAMES, max(MIN_VAL_FRAMES, round(VAL_FRAMES_PER_MINUTE * minutes)))
 
 
 def train_frame_size(frame_size: tuple[int, int], train_size: tuple[int, int] | None) -> tuple[int, int]:

@@ -17,8 +17,6 @@ DEFAULT_MINUTES = 10.0
 #: the short-budget CPU recipe made for it (one place to change both)
 DEFAULT_MODEL = "ddrnet23_slim"
 DEFAULT_RECIPE = "cpu-fast"
-#: 50 val frames keep the score's noise below a point
-DEFAULT_VAL_FRAMES = 50
 #: val frames are generated at the official size, so the score follows the official protocol
 DEFAULT_FRAME_SIZE = (1024, 2048)
 #: the seed recipe's only demo change: in the budget its batch of 16 gives too few Adam steps to leave
@@ -38,8 +36,8 @@ class DemoOptions:
     ``minutes``: the wall-clock budget of the whole demo; ``train_minutes`` fixes the training time instead.
     ``recipe`` is a shipped recipe name or a TOML file; ``batch_size`` and ``grad_clip`` default to the
     recipe's (the seed recipe's batch to ``DEMO_BATCH_SIZE``). ``epochs`` caps the epochs (None: the budget
-    decides). ``size`` overrides the recipe's training size. ``train_frames`` (None: scaled to the budget),
-    ``val_frames`` and ``frame_size`` (the val frames' size) only apply when SynthCity is generated.
+    decides). ``size`` overrides the recipe's training size. ``train_frames`` and ``val_frames`` (None:
+    scaled to the budget) and ``frame_size`` (the val frames' size) only apply when SynthCity is generated.
     ``report_frames`` worst val frames go into the report's gallery; ``json_path`` gets a copy of the summary.
     """
 
@@ -50,7 +48,7 @@ class DemoOptions:
     recipe: str = DEFAULT_RECIPE
     seed: int = 0
     train_frames: int | None = None
-    val_frames: int = DEFAULT_VAL_FRAMES
+    val_frames: int | None = None
     frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE
     batch_size: int | None = None
     grad_clip: float | None = None
@@ -80,7 +78,7 @@ class DemoOptions:
             _positive_number("--train-minutes", self.train_minutes)
         for name, value in (
             ("--train-frames", 1 if self.train_frames is None else self.train_frames),
-            ("--val-frames", self.val_frames),
+            ("--val-frames", 1 if self.val_frames is None else self.val_frames),
             ("--batch-size", 1 if self.batch_size is None else self.batch_size),
             ("--figure-rows", self.figure_rows),
             ("--report-frames", self.report_frames),

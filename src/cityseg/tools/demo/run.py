@@ -39,10 +39,11 @@ def claim_run_dir(runs: Path) -> Path:
 
 
 def synth_request(opts: DemoOptions, rec: Recipe) -> SynthRequest:
-    """The SynthCity this run generates if it has none: train frames scaled to the budget (unless given)
-    at the size training reads, val frames at ``frame_size``."""
+    """The SynthCity this run generates if it has none: frame counts scaled to the budget (unless given),
+    train frames at the size training reads, val frames at ``frame_size``."""
     train = opts.train_frames if opts.train_frames is not None else budget.train_frames_for(opts.minutes)
-    return SynthRequest(train, opts.val_frames, budget.train_frame_size(opts.frame_size, rec.size), opts.frame_size, opts.seed)
+    val = opts.val_frames if opts.val_frames is not None else budget.val_frames_for(opts.minutes)
+    return SynthRequest(train, val, budget.train_frame_size(opts.frame_size, rec.size), opts.frame_size, opts.seed)
 
 
 def run_options(opts: DemoOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -51,7 +52,7 @@ def run_options(opts: DemoOptions, log: Callable[[str], None] = print) -> dict[s
     check_model_name(opts.model)
     rec = recipe(opts)
     workers = default_workers() if opts.workers is None else max(1, int(opts.workers))
-    data: DataState = prepare_data(opts.out, opts.data, synth_request(opts, rec), workers, timer, log)
+    data: DataState = prepare_data(opts.out, opts.data, synth_request(opts, rec), workers, timer, log, rec.cache_spec)
     with timer.phase("cache"):
         prepare_cache(data.root, rec, workers, log)
     pl = plan(opts, rec, data, claim_run_dir(opts.out / "runs"), timer.elapsed())

@@ -17,7 +17,7 @@ from cityseg.data.layout import require_samples
 from cityseg.io import probe_image
 from cityseg.models import build_model
 from cityseg.tools.demo import budget
-from cityseg.tools.demo.data import DataState
+from cityseg.tools.demo.data import CacheSpec, DataState
 from cityseg.tools.demo.options import DEMO_BATCH_SIZE, SEED_RECIPE, DemoOptions
 from cityseg.train.config import apply_overrides, load_recipe
 from cityseg.train.run import train
@@ -36,6 +36,10 @@ class Recipe:
     def size(self) -> tuple[int, int] | None:
         size = self.cfg["data"]["size"]
         return None if size is None else (int(size[0]), int(size[1]))
+
+    @property
+    def cache_spec(self) -> CacheSpec:
+        return CacheSpec(self.size, self.cfg["data"]["interpolation"])
 
     @property
     def batch_size(self) -> int:
