@@ -14,8 +14,11 @@ from cityseg.cli import main
 from cityseg.models.base import SegmentationModel
 from cityseg.tools import demo
 from cityseg.tools.demo import budget
+from cityseg.tools.demo import run as demo_run
 from cityseg.tools.demo import train as train_phase
 from cityseg.tools.demo.data import SynthRequest, prepare_data
+from cityseg.tools.demo.evaluate import MemoPredictor
+from cityseg.tools.demo.summary import format_summary
 from cityseg.tools.demo.timer import Timer
 
 #: SynthCity at 128x256 (2 train, 2 val), trained at 64x128 for one epoch: seconds, not minutes
@@ -61,7 +64,7 @@ def test_demo_end_to_end_then_rerun_reuses_data(tmp_path, capsys):
 
     out = tmp_path / "demo"
     lines: list[str] = []
-    s1 = demo.run_demo(out, minutes=5, progress=False, log=lines.append, **TINY)
+    s1 = demo_run.run_demo(out, minutes=5, progress=False, log=lines.append, **TINY)
     _check_summary(s1)
     run1 = Path(s1["run_dir"])
     assert run1 == out / "runs" / "001"
@@ -204,12 +207,12 @@ def test_bad_input_is_one_line_exit_2(case, tmp_path, capsys):
 
 def test_next_run_dir(tmp_path):
     runs = tmp_path / "runs"
-    assert demo.next_run_dir(runs) == runs / "001"
+    assert demo_run.next_run_dir(runs) == runs / "001"
     for name in ("001", "003", "notes", "12"):
         (runs / name).mkdir(parents=True)
-    assert demo.next_run_dir(runs) == runs / "004"
-    assert demo.claim_run_dir(runs) == runs / "004" and (runs / "004").is_dir()
-    assert demo.claim_run_dir(runs) == runs / "005"
+    assert demo_run.next_run_dir(runs) == runs / "004"
+    assert demo_run.claim_run_dir(runs) == runs / "004" and (runs / "004").is_dir()
+    assert demo_run.claim_run_dir(runs) == runs / "005"
 
 
 def test_seed_model_and_recipe_reproduce_the_seed_demo(tmp_path):
@@ -217,7 +220,7 @@ def test_seed_model_and_recipe_reproduce_the_seed_demo(tmp_path):
     from cityseg.train.config import load_recipe
 
     tiny = {**TINY, "batch_size": None}
-    s = demo.run_demo(tmp_path / "demo", minutes=5, model="residual_unet", recipe="seed", progress=False, log=lambda _: None, **tiny)
+    s = demo_run.run_demo(tmp_path / "demo", minutes=5, model="residual_unet", recipe="seed", progress=False, log=lambda _: None, **tiny)
     assert s["model"] == "residual_unet" and s["recipe"] == "seed" and s["batch_size"] == demo.DEMO_BATCH_SIZE == 2
     import tomllib
     from pathlib import Path
@@ -366,13 +369,11 @@ def test_steps_per_epoch_is_the_samplers_count():
 
 
 def test_synth_request_follows_the_budget_and_the_recipe(tmp_path):
-    from cityseg.tools.demo.run import synth_request
-
     opts = demo.DemoOptions(out=tmp_path / "d", minutes=3, seed=4)
-    want = synth_request(opts, train_phase.recipe(opts))  # cpu-fast trains at 256x512
+    want = demo_run.synth_request(opts, train_phase.recipe(opts))  # cpu-fast trains at 256x512
     assert want == SynthRequest(train=240, val=30, train_size=(512, 1024), val_size=(1024, 2048), seed=4)
     opts = demo.DemoOptions(out=tmp_path / "d", train_frames=7, val_frames=3, frame_size=(128, 256), size=(64, 128))
-    assert synth_request(opts, train_phase.recipe(opts)) == SynthRequest(7, 3, (128, 256), (128, 256), 0)
+    assert demo_run.synth_request(opts, train_phase.recipe(opts)) == SynthRequest(7, 3, (128, 256), (128, 256), 0)
 
 
 def test_data_phase_draws_train_and_val_frames_at_their_sizes(tmp_path):
@@ -424,7 +425,7 @@ def test_memo_predictor_runs_the_model_once_per_frame():
             return image[..., 0] // 2
 
     base = Base()
-    memo = demo.MemoPredictor(base)
+    memo = MemoPredictor(base)
     a, b = np.zeros((4, 8, 3), np.uint8), np.full((4, 8, 3), 6, np.uint8)
     assert (memo.predict(a) == 0).all() and (memo.predict(b) == 3).all() and (memo.predict(a.copy()) == 0).all()
     assert base.calls == memo.runs == 2 and memo.size == (4, 8)
@@ -437,7 +438,7 @@ def test_format_summary_lines():
         "run_dir": "R", "checkpoint": "R/best.pt", "scores": "S", "predictions": "P", "predictions_color": "C", "figure": "F",
         "elapsed_s": 170.0, "minutes": 3.0, "seconds": {"train": 120.0, "other": 50.0}, "report": "R/report/index.html",
     }  # fmt: skip
-    lines = demo.format_summary(s)
+    lines = format_summary(s)
     assert lines[1] == "cityseg demo: m (r recipe, batch 8, grad clip 0, 256x512), 3 epoch(s), 240 training images seen (time limit)"
     assert "mIoU (19 classes) 0.5000, mIoU_34 0.2500, pixel accuracy 0.7500" in lines[2]
     assert lines[-2] == "  time         170 s of a 3 min budget: train 120 s, other 50 s" and lines[-1] == "  report       R/report/index.html"

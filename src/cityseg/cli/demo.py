@@ -71,5 +71,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=not args.quiet,
     )
-    demo.run_options(options, log=lambda line: print(line, flush=True))
+    from cityseg.tools.demo.run import run_options
+
+    run_options(options, log=lambda line: print(line, flush=True))
     return 0

@@ -22,13 +22,9 @@ evaluation -> predictions -> the results figure, inside a wall-clock budget.
 7. summary (``summary``): ``runs/NNN/summary.json`` (scores, paths, frame counts, time per phase), the run
    report (``runs/NNN/report/index.html``) drawn from the same evaluation, its path the last line printed.
 
-Names load on first use, so ``cityseg demo --help`` reads the defaults without importing torch.
+The package face holds only the options (no torch), so ``cityseg demo --help`` starts quickly; the
+phases are imported from their modules (``from cityseg.tools.demo.run import run_demo``).
 """
-
-from __future__ import annotations
-
-import importlib
-from typing import Any
 
 from cityseg.tools.demo.options import (
     DEFAULT_FRAME_SIZE,
@@ -42,20 +38,6 @@ from cityseg.tools.demo.options import (
     DemoOptions,
 )
 
-#: name -> the module that defines it, imported on first use
-_LAZY = {
-    "run_demo": "run",
-    "run_options": "run",
-    "next_run_dir": "run",
-    "claim_run_dir": "run",
-    "MemoPredictor": "evaluate",
-    "format_summary": "summary",
-    "plan_steps": "budget",
-    "train_frames_for": "budget",
-    "val_frames_for": "budget",
-    "train_frame_size": "budget",
-}
-
 __all__ = [
     "DEFAULT_FRAME_SIZE",
     "DEFAULT_MINUTES",
@@ -66,21 +48,4 @@ __all__ = [
     "FIGURE_ROWS",
     "REPORT_FRAMES",
     "DemoOptions",
-    "MemoPredictor",
-    "claim_run_dir",
-    "format_summary",
-    "next_run_dir",
-    "plan_steps",
-    "run_demo",
-    "run_options",
-    "train_frame_size",
-    "train_frames_for",
-    "val_frames_for",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cityseg.tools.demo' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"cityseg.tools.demo.{module}"), name)
