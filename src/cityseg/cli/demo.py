@@ -9,11 +9,8 @@ val, labelId + colour predictions, the results figure, a summary and the run rep
 from __future__ import annotations
 
 import argparse
-import math
-from pathlib import Path
 
 from cityseg.cli.args import size_arg
-from cityseg.errors import CitysegError
 from cityseg.tools import demo
 
 
@@ -41,9 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, kind, default, metavar, text in (
         ("--minutes", float, demo.DEFAULT_MINUTES, "N", f"wall-clock budget of the whole demo; training gets the rest (default {demo.DEFAULT_MINUTES:g})"),
         ("--grad-clip", float, None, "NORM", "max global gradient norm (default: the recipe's; 0 = off)"),
-        ("--train-frames", int, demo.DEFAULT_TRAIN_FRAMES, "N", f"SynthCity train frames when generating (default {demo.DEFAULT_TRAIN_FRAMES})"),
-        ("--val-frames", int, demo.DEFAULT_VAL_FRAMES, "N", f"SynthCity val frames when generating (default {demo.DEFAULT_VAL_FRAMES})"),
-        ("--frame-size", size_arg, demo.DEFAULT_FRAME_SIZE, "HxW", f"SynthCity frame size when generating (default {h}x{w}, the official one)"),
+        ("--train-frames", int, None, "N", "SynthCity train frames when generating (default: scaled to the budget)"),
+        ("--val-frames", int, None, "N", "SynthCity val frames when generating (default: scaled to the budget, 20 to 50)"),
+        ("--frame-size", size_arg, demo.DEFAULT_FRAME_SIZE, "HxW", f"SynthCity val frame size when generating (default {h}x{w}, the official one)"),
         ("--figure-rows", int, demo.FIGURE_ROWS, "N", f"val frames in the results figure (default {demo.FIGURE_ROWS})"),
         ("--report-frames", int, demo.REPORT_FRAMES, "N", f"worst val frames in the report's gallery (default {demo.REPORT_FRAMES})"),
     ):
@@ -53,11 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not math.isfinite(args.minutes) or args.minutes <= 0:
-        raise CitysegError(f"--minutes must be a positive number, got {args.minutes:g}")
-    if args.json and Path(args.json).is_dir():  # fail now, not after the whole run
-        raise CitysegError(f"{args.json}: --json is a folder, expected a file path")
-    demo.run_demo(
+    options = demo.DemoOptions(
         out=args.out,
         minutes=args.minutes,
         data=args.data,
@@ -77,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         json_path=args.json,
         workers=args.workers,
         progress=not args.quiet,
-        log=lambda line: print(line, flush=True),
     )
+    from cityseg.tools.demo.run import run_options
+
+    run_options(options, log=lambda line: print(line, flush=True))
     return 0

@@ -256,11 +256,6 @@ def _run_fill(images_tmp: Path, labels_tmp: Path, pairs, size, interpolation, wo
             bar.close()
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
 def _cleanup(folder: Path, keep: set[str]) -> None:
     """Remove arrays and temp files no manifest refers to (leftovers of killed or superseded builds)."""
     for p in folder.iterdir():
@@ -281,6 +276,43 @@ def _choose_folder(root: Path, key: str, cache_dir) -> Path:
         if writable(base / key):
             return base / key
     raise CitysegError(f"{root / CACHE_DIRNAME}: no writable cache directory (dataset root and {user_cache_root(root)} are read-only); pass --cache-dir DIR")
+
+
+def _unlink(paths) -> None:
+    for p in paths:
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+def _build_arrays(folder: Path, samples, size, interpolation: str, workers: int, progress: bool, desc: str) -> tuple[dict[str, str], tuple[int, int]]:
+    """Decode ``samples`` into two new arrays under fresh unique names in ``folder``, each written through
+    ``io.atomic_path`` (fsynced, then renamed into place); returns their names and the frame size. On any
+    error neither array is left behind."""
+    h, w = io.probe_image(samples[0].image)[:2] if size is None else size
+    n = len(samples)
+    token = secrets.token_hex(4)
+    names = {"images": f"images-{token}.npy", "labels": f"labels-{token}.npy"}
+    try:
+        with io.atomic_path(folder / names["images"]) as images_tmp, io.atomic_path(folder / names["labels"]) as labels_tmp:
+            np.lib.format.open_memmap(images_tmp, mode="w+", dtype=np.uint8, shape=(n, h, w, 3)).flush()
+            np.lib.format.open_memmap(labels_tmp, mode="w+", dtype=np.uint8, shape=(n, h, w)).flush()
+            pairs = [(str(s.image), str(s.label), readers.MAX_LABEL[s.dataset]) for s in samples]
+            _run_fill(images_tmp, labels_tmp, pairs, size, interpolation, workers, progress, desc)
+    except BaseException as e:
+        _unlink(folder / v for v in names.values())
+        if isinstance(e, OSError):  # full disk, file size limit, I/O error: one line naming the cache
+            raise CitysegError(f"{folder}: cannot write the cache ({e.strerror or e}); any previous cache is left as it was") from None
+        raise
+    return names, (h, w)
+
+
+def _commit(folder: Path, manifest: dict) -> None:
+    """Write the manifest, the commit record; on failure the new arrays go and the old cache stays."""
+    try:
+        io.atomic_write_json(folder / MANIFEST, manifest)
+    except OSError as e:
+        _unlink(folder / manifest[k] for k in ("images", "labels"))
+        raise CitysegError(f"{folder}: cannot write the cache manifest ({e.strerror or e}); any previous cache is left as it was") from None
 
 
 def prepare(
@@ -304,63 +336,29 @@ def prepare(
     check_interpolation(interpolation)
     samples = layout.require_samples(root, split, annotation)
     files = fingerprint(root, samples)
-    key = cache_key(split, size, interpolation, annotation)
     expect = _expect(split, size, interpolation, annotation)
     if not force:
         entry = load(root, split, size, interpolation, annotation, cache_dir, samples=samples)
         if entry is not None:
             return entry
-    folder = _choose_folder(root, key, cache_dir)
+    folder = _choose_folder(root, cache_key(split, size, interpolation, annotation), cache_dir)
     with _locked(folder):
-        old = _read_manifest(folder)
         if not force:  # another process may have built it while we waited for the lock
-            entry = _entry(folder, old, expect, files)
+            entry = _entry(folder, _read_manifest(folder), expect, files)
             if entry is not None:
                 return entry
-        if size is None:
-            h, w, _ = io.probe_image(samples[0].image)
-        else:
-            h, w = size
-        n = len(samples)
-        token = secrets.token_hex(4)
-        names = {"images": f"images-{token}.npy", "labels": f"labels-{token}.npy"}
-        tmp = {k: folder / f".{v}.tmp" for k, v in names.items()}
-        try:
-            np.lib.format.open_memmap(tmp["images"], mode="w+", dtype=np.uint8, shape=(n, h, w, 3)).flush()
-            np.lib.format.open_memmap(tmp["labels"], mode="w+", dtype=np.uint8, shape=(n, h, w)).flush()
-            pairs = [(str(s.image), str(s.label), readers.MAX_LABEL[s.dataset]) for s in samples]
-            _run_fill(tmp["images"], tmp["labels"], pairs, size, interpolation, workers, progress, f"{split} cache")
-            for k in names:
-                _fsync(tmp[k])
-                os.replace(tmp[k], folder / names[k])
-        except BaseException as e:
-            for p in tmp.values():
-                with contextlib.suppress(OSError):
-                    p.unlink()
-            for v in names.values():
-                with contextlib.suppress(OSError):
-                    (folder / v).unlink()
-            if isinstance(e, OSError):  # full disk, file size limit, I/O error: one line naming the cache
-                raise CitysegError(f"{folder}: cannot write the cache ({e.strerror or e}); any previous cache is left as it was") from None
-            raise
+        names, (h, w) = _build_arrays(folder, samples, size, interpolation, workers, progress, f"{split} cache")
         manifest = {
             "version": CACHE_VERSION,
             **expect,
             "root": str(Path(root).resolve()),
-            "count": n,
+            "count": len(samples),
             "shape": [h, w],
-            "images": names["images"],
-            "labels": names["labels"],
+            **names,
             "files": files,
             "complete": True,
         }
-        try:
-            io.atomic_write_json(folder / MANIFEST, manifest)
-        except OSError as e:
-            for v in names.values():
-                with contextlib.suppress(OSError):
-                    (folder / v).unlink()
-            raise CitysegError(f"{folder}: cannot write the cache manifest ({e.strerror or e}); any previous cache is left as it was") from None
+        _commit(folder, manifest)
         _cleanup(folder, set(names.values()))
         entry = _entry(folder, manifest, expect, files)
     if entry is None:  # pragma: no cover - would mean a bug above

@@ -75,6 +75,7 @@ class SegmentationModel(nn.Module):
         for bn in self.frozen_bn:
             bn.eval()
         return self
+
     void_class: bool = False
 
     def size_rule(self) -> str:

@@ -212,33 +212,42 @@ class People:
         links = [("rear", "crank"), ("rear", "seat"), ("crank", "seat"), ("crank", "head"), ("seat", "head"), ("front", "head"), ("barl", "barr")]
         frame = [segment(img[a], img[b], tube) for a, b in links]
         if motor:
-            wheel_polys = [w for _, w in wheels]
-            cv.fill(wheel_polys, lab, dark, inst)
-            cv.fill(frame, lab, pal.grey(40, 120, 3), inst)
-            engine = pose.hull(box(-0.17, 0.17, 0.3, 0.62, -0.3, 0.3))
-            tank = pose.hull(box(-0.15, 0.15, 0.62, 0.88, -0.6, 0.28))
-            tail = pose.hull(box(-0.1, 0.1, 0.6, 0.85, -0.8, -0.5))
-            cv.fill([engine], lab, pal.grey(30, 110, 3), inst)
-            cv.fill([tank, tail], lab, col, inst)
-            for f in (rear, front):
-                cv.paint([pose.disc(0.0, f, r, r * 0.55, 10)], pal.grey(120, 200, 3))
-            if pose.sees([0.0, 0.0, -1.0], [0.0, 0.7, -0.8]):
-                cv.paint([pose.end_quad(-0.81, -0.06, 0.06, 0.72, 0.8)], (200, 30, 30))
-            elif pose.sees([0.0, 0.0, 1.0], [0.0, 0.9, 0.45]):
-                cv.paint([pose.end_quad(0.45, -0.07, 0.07, 0.83, 0.95)], (235, 230, 205))
+            self._motorcycle(pose, lab, inst, wheels, frame, col, dark, r)
         else:
-            for f, w in wheels:  # see-through wheels: labels fill the disc, the image keeps what is behind
-                cv.fill([pose.disc(0.0, f, r, r, 14)], lab, None, inst)
-                cv.fill([w], lab, None, inst)
-                inner = pose.disc(0.0, f, r, r * 0.86, 14)
-                outer = pose.disc(0.0, f, r, r, 14)
-                cv.ring(outer, inner, dark)
-                c = pose.image([0.0, r, f])
-                cv.paint([segment(c, p, max(1.0, 0.01 * px)) for p in inner[::4]], pal.grey(90, 160, 3))
-            cv.fill(frame, lab, col, inst)
-            cv.fill([pose.hull(box(-0.08, 0.08, seat[1], seat[1] + 0.06, seat[2] - 0.12, seat[2] + 0.12))], lab, dark, inst)
+            self._bicycle(pose, lab, inst, wheels, frame, col, dark, r, seat, px)
         if rider:
             self._rider(pose, seat, bars, pedal, motor)
+
+    def _motorcycle(self, pose: Pose, lab, inst, wheels, frame, col, dark, r):
+        """Solid wheels, frame, engine, tank and tail, the rims, and the light on the visible end."""
+        cv, pal = self.cv, self.pal
+        cv.fill([w for _, w in wheels], lab, dark, inst)
+        cv.fill(frame, lab, pal.grey(40, 120, 3), inst)
+        engine = pose.hull(box(-0.17, 0.17, 0.3, 0.62, -0.3, 0.3))
+        tank = pose.hull(box(-0.15, 0.15, 0.62, 0.88, -0.6, 0.28))
+        tail = pose.hull(box(-0.1, 0.1, 0.6, 0.85, -0.8, -0.5))
+        cv.fill([engine], lab, pal.grey(30, 110, 3), inst)
+        cv.fill([tank, tail], lab, col, inst)
+        for f, _ in wheels:
+            cv.paint([pose.disc(0.0, f, r, r * 0.55, 10)], pal.grey(120, 200, 3))
+        if pose.sees([0.0, 0.0, -1.0], [0.0, 0.7, -0.8]):
+            cv.paint([pose.end_quad(-0.81, -0.06, 0.06, 0.72, 0.8)], (200, 30, 30))
+        elif pose.sees([0.0, 0.0, 1.0], [0.0, 0.9, 0.45]):
+            cv.paint([pose.end_quad(0.45, -0.07, 0.07, 0.83, 0.95)], (235, 230, 205))
+
+    def _bicycle(self, pose: Pose, lab, inst, wheels, frame, col, dark, r, seat, px):
+        """See-through spoked wheels, the frame and the saddle."""
+        cv, pal = self.cv, self.pal
+        for f, w in wheels:  # see-through wheels: labels fill the disc, the image keeps what is behind
+            cv.fill([pose.disc(0.0, f, r, r, 14)], lab, None, inst)
+            cv.fill([w], lab, None, inst)
+            inner = pose.disc(0.0, f, r, r * 0.86, 14)
+            outer = pose.disc(0.0, f, r, r, 14)
+            cv.ring(outer, inner, dark)
+            c = pose.image([0.0, r, f])
+            cv.paint([segment(c, p, max(1.0, 0.01 * px)) for p in inner[::4]], pal.grey(90, 160, 3))
+        cv.fill(frame, lab, col, inst)
+        cv.fill([pose.hull(box(-0.08, 0.08, seat[1], seat[1] + 0.06, seat[2] - 0.12, seat[2] + 0.12))], lab, dark, inst)
 
     def _rider(self, pose: Pose, seat, bars, pedal, motor: bool):
         """The rider on a two-wheeler: seated, hands on the bar, feet on the pedals or the pegs."""

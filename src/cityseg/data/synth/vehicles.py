@@ -8,6 +8,8 @@ lighter lids. Every vehicle stands on a dark contact shadow and casts its sun sh
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -25,77 +27,141 @@ CAR_STYLES = {
 }
 
 
+@dataclass(frozen=True)
+class CarShape:
+    """A car's proportions in its own frame (m): half length and width, height, belt line, ground
+    clearance, the cabin's rear and front at the belt (``fr``, ``ff``) and under the roof (``rr``, ``rf``)."""
+
+    hl: float
+    hw: float
+    height: float
+    belt: float
+    clear: float
+    fr: float
+    ff: float
+    rr: float
+    rf: float
+    ch: float = 0.12  # the chamfer that rounds the body's plan
+
+    @property
+    def cab_lo(self) -> float:
+        return self.hw - 0.06
+
+    @property
+    def cab_hi(self) -> float:
+        return self.hw - 0.22
+
+    def body(self) -> np.ndarray:
+        """The lower body: rounded plan, the bonnet's front edge lower than the middle."""
+        hl, hw, ch, top_end = self.hl, self.hw, self.ch, self.belt - 0.12
+        return np.concatenate(
+            [
+                box(-hw + ch, hw - ch, self.clear, top_end, -hl, hl),
+                box(-hw, hw, self.clear + 0.05, top_end, -hl + ch, hl - ch),
+                box(-hw, hw, self.belt, self.belt, -hl + 0.6, hl - 0.6),
+            ]
+        )
+
+    def cabin(self) -> np.ndarray:
+        belt = self.belt - 0.02
+        return np.concatenate(
+            [box(-self.cab_lo, self.cab_lo, belt, belt, self.fr, self.ff), box(-self.cab_hi, self.cab_hi, self.height, self.height, self.rr, self.rf)]
+        )
+
+
 class Vehicles:
     """Drawing methods for vehicles and the traffic of a street (mixed into ``Scene``)."""
 
     # ---- where vehicles are
     def traffic(self):
+        """Vehicles and riders in the lanes, cyclists along the kerb, cross traffic, parked cars."""
         rng = self.rng
         tram = rng.random() < 0.05
         for lane in range(self.lanes):
-            xc = self.lanes_x0 + (lane + 0.5) * self.lane_w
-            oncoming = self.lanes >= 2 and lane < self.lanes // 2
-            heading = np.pi if oncoming else 0.0
-            if tram and lane == self.lanes // 2 - 1:  # rails in the lane, and sometimes the tram on them
-                for dx in (-0.72, 0.72):
-                    self.cv.paint([self.cam.ground_quad(xc + dx - 0.04, xc + dx + 0.04, 1.0, self.z_far)], self.pal.grey(120, 170, 3))
-                if rng.random() < 0.7:
-                    z = rng.uniform(10, 40)
-                    dims = self.vehicle_dims("train")
-                    self.add(z, lambda z=z, xc=xc, dims=dims, h=heading: self.vehicle("train", xc, z, h, dims))
-                continue
-            z = rng.uniform(9, 25)
-            while z < 90:
-                if rng.random() < 0.14 and not self.in_cross(z, 3):
-                    kind = rng.choice(["car", "truck", "bus", "bicycle", "motorcycle"], p=[0.845, 0.03, 0.06, 0.03, 0.035])
-                    x = xc + rng.uniform(-0.4, 0.4)
-                    if kind in ("bicycle", "motorcycle"):
-                        h = heading + rng.normal(0, 0.05)
-                        self.add(z, lambda x=x, z=z, h=h, m=kind == "motorcycle": self.two_wheeler(x, z, h, motor=m, rider=True))
-                        z += rng.uniform(4, 12)
-                        continue
-                    dims = self.vehicle_dims(kind)
-                    self.add(z, lambda x=x, z=z, kind=kind, dims=dims, h=heading: self.vehicle(kind, x, z, h, dims))
-                    z += dims[0] + rng.uniform(2, 25)
-                else:
-                    z += rng.uniform(5, 25)
-        if rng.random() < 0.25:  # cyclists along the kerb on the right
-            for _ in range(rng.integers(1, 3)):
-                z = rng.uniform(8, 40)
-                x = self.edge(1) - rng.uniform(0.6, 1.0) - 2.2 * self.parking_lane[1]
-                self.add(z, lambda x=x, z=z: self.two_wheeler(x, z, rng.normal(0, 0.05), motor=False, rider=True))
-        if self.cross is not None and rng.random() < 0.6:  # traffic on the cross street, seen from the side
-            for _ in range(rng.integers(1, 3)):
-                zc = self.cross[0] + rng.uniform(0.25, 0.75) * (self.cross[1] - self.cross[0])
-                x = rng.uniform(-25, 25)
-                h = rng.choice([-1, 1]) * np.pi / 2
-                if rng.random() < 0.2:
-                    self.add(zc, lambda x=x, z=zc, h=h, m=bool(rng.random() < 0.5): self.two_wheeler(x, z, h, motor=m, rider=True))
-                else:
-                    dims = self.vehicle_dims("car")
-                    self.add(zc, lambda x=x, z=zc, h=h, dims=dims: self.vehicle("car", x, z, h, dims))
+            self._lane_traffic(lane, tram)
+        if rng.random() < 0.25:
+            self._kerb_cyclists()
+        if self.cross is not None and rng.random() < 0.6:
+            self._cross_traffic()
         for side in (-1, 1):  # parked cars along the kerb, in a parking lane or half on the road
-            if not (self.parking_lane[side] or rng.random() < 0.3):
-                continue
-            x = self.edge(side) - side * rng.uniform(1.0, 1.2)
-            z = rng.uniform(3, 12)
-            while z < 80:
-                if self.in_cross(z, 6):
-                    z += 4
+            if self.parking_lane[side] or rng.random() < 0.3:
+                self._parked(side)
+
+    def _lane_traffic(self, lane: int, tram: bool):
+        """One lane's vehicles and riders, far apart; the tram lane gets rails and sometimes the tram."""
+        rng = self.rng
+        xc = self.lanes_x0 + (lane + 0.5) * self.lane_w
+        oncoming = self.lanes >= 2 and lane < self.lanes // 2
+        heading = np.pi if oncoming else 0.0
+        if tram and lane == self.lanes // 2 - 1:
+            for dx in (-0.72, 0.72):
+                self.cv.paint([self.cam.ground_quad(xc + dx - 0.04, xc + dx + 0.04, 1.0, self.z_far)], self.pal.grey(120, 170, 3))
+            if rng.random() < 0.7:
+                z = rng.uniform(10, 40)
+                dims = self.vehicle_dims("train")
+                self.add(z, lambda z=z, xc=xc, dims=dims, h=heading: self.vehicle("train", xc, z, h, dims))
+            return
+        z = rng.uniform(9, 25)
+        while z < 90:
+            if rng.random() < 0.14 and not self.in_cross(z, 3):
+                kind = rng.choice(["car", "truck", "bus", "bicycle", "motorcycle"], p=[0.845, 0.03, 0.06, 0.03, 0.035])
+                x = xc + rng.uniform(-0.4, 0.4)
+                if kind in ("bicycle", "motorcycle"):
+                    h = heading + rng.normal(0, 0.05)
+                    self.add(z, lambda x=x, z=z, h=h, m=kind == "motorcycle": self.two_wheeler(x, z, h, motor=m, rider=True))
+                    z += rng.uniform(4, 12)
                     continue
-                if rng.random() < 0.26:
-                    kind = rng.choice(["car", "truck", "motorcycle"], p=[0.88, 0.02, 0.10])
-                    if kind == "motorcycle":  # parked across the lane or along it
-                        h = side * np.pi / 2 + rng.normal(0, 0.3) if rng.random() < 0.5 else rng.choice([0.0, np.pi]) + rng.normal(0, 0.1)
-                        self.add(z, lambda x=x, z=z, h=h: self.two_wheeler(x + side * 0.4, z, h, motor=True, rider=False))
-                        z += rng.uniform(1.5, 3)
-                        continue
-                    dims = self.vehicle_dims(kind)
-                    h = (0.0 if rng.random() < 0.6 else np.pi) + rng.normal(0, 0.03)
-                    self.add(z + dims[0] / 2, lambda x=x, z=z + dims[0] / 2, kind=kind, dims=dims, h=h: self.vehicle(kind, x, z, h, dims))
-                    z += dims[0] + rng.uniform(0.5, 2.5)
-                else:
-                    z += rng.uniform(3, 10)
+                dims = self.vehicle_dims(kind)
+                self.add(z, lambda x=x, z=z, kind=kind, dims=dims, h=heading: self.vehicle(kind, x, z, h, dims))
+                z += dims[0] + rng.uniform(2, 25)
+            else:
+                z += rng.uniform(5, 25)
+
+    def _kerb_cyclists(self):
+        """One or two cyclists along the kerb on the right; each one's wobble is drawn when it is drawn."""
+        rng = self.rng
+        for _ in range(rng.integers(1, 3)):
+            z = rng.uniform(8, 40)
+            x = self.edge(1) - rng.uniform(0.6, 1.0) - 2.2 * self.parking_lane[1]
+            self.add(z, lambda x=x, z=z: self.two_wheeler(x, z, rng.normal(0, 0.05), motor=False, rider=True))
+
+    def _cross_traffic(self):
+        """One or two cars or riders on the cross street, seen from the side."""
+        rng = self.rng
+        for _ in range(rng.integers(1, 3)):
+            zc = self.cross[0] + rng.uniform(0.25, 0.75) * (self.cross[1] - self.cross[0])
+            x = rng.uniform(-25, 25)
+            h = rng.choice([-1, 1]) * np.pi / 2
+            if rng.random() < 0.2:
+                self.add(zc, lambda x=x, z=zc, h=h, m=bool(rng.random() < 0.5): self.two_wheeler(x, z, h, motor=m, rider=True))
+            else:
+                dims = self.vehicle_dims("car")
+                self.add(zc, lambda x=x, z=zc, h=h, dims=dims: self.vehicle("car", x, z, h, dims))
+
+    def _parked(self, side: int):
+        """Parked cars, the odd truck and motorcycles along the kerb on ``side``."""
+        rng = self.rng
+        x = self.edge(side) - side * rng.uniform(1.0, 1.2)
+        z = rng.uniform(3, 12)
+        while z < 80:
+            if self.in_cross(z, 6):
+                z += 4
+                continue
+            if rng.random() < 0.26:
+                kind = rng.choice(["car", "truck", "motorcycle"], p=[0.88, 0.02, 0.10])
+                if kind == "motorcycle":  # parked across the lane or along it
+                    h = side * np.pi / 2 + rng.normal(0, 0.3) if rng.random() < 0.5 else rng.choice([0.0, np.pi]) + rng.normal(0, 0.1)
+                    # 0.4 m towards the right of the road on both sides: the frames of this generator version
+                    # are drawn so (a change is a new VERSION)
+                    self.add(z, lambda x=x, z=z, h=h: self.two_wheeler(x + 0.4, z, h, motor=True, rider=False))
+                    z += rng.uniform(1.5, 3)
+                    continue
+                dims = self.vehicle_dims(kind)
+                h = (0.0 if rng.random() < 0.6 else np.pi) + rng.normal(0, 0.03)
+                self.add(z + dims[0] / 2, lambda x=x, z=z + dims[0] / 2, kind=kind, dims=dims, h=h: self.vehicle(kind, x, z, h, dims))
+                z += dims[0] + rng.uniform(0.5, 2.5)
+            else:
+                z += rng.uniform(3, 10)
 
     def vehicle_dims(self, kind):
         """(length, width, height, style) of a vehicle of ``kind``."""
@@ -165,7 +231,32 @@ class Vehicles:
         inst = cv.new_instance(lab)
         pose = Pose(self.cam, x, z, heading)
         col = pal.vehicle()
-        if pickup:
+        g = self._car_shape(style, length, width, height)
+        r = rng.uniform(0.3, 0.36) if not pickup else 0.4
+        self._vehicle_shadows(pose, length, width, height)
+        axles = (-g.hl + 0.85, g.hl - 0.85)
+        tyre = self._wheels(pose, lab, inst, axles, g.hw - 0.03, r, 0.22)
+        cv.fill([pose.hull(g.body()), pose.hull(g.cabin())], lab, col, inst)
+        side_l, end_f = self._visible(pose, g.hw, g.hl, g.belt / 2)
+        glass = pal.glass(self.sky_color)
+        lower = np.asarray(col) * rng.uniform(0.6, 0.75)
+        # lids seen from above are lighter than the sides, the lower body darker
+        y = g.belt - 0.01
+        lids = [
+            pose.image([[-g.hw + 0.05, y, a], [g.hw - 0.05, y, a], [g.hw - 0.05, y, b], [-g.hw + 0.05, y, b]])
+            for a, b in ((g.ff, g.hl - g.ch), (-g.hl + g.ch, g.fr))
+        ]
+        cv.paint(lids, np.asarray(col) * 1.15 + 12)
+        if side_l is not None:
+            self._car_side(pose, g, side_l, col, lower, glass, style, axles, r)
+        if end_f is not None:
+            self._car_end(pose, g, end_f, lower, glass, pickup)
+        self._rims(pose, side_l, axles, r, tyre)
+
+    def _car_shape(self, style, length, width, height) -> CarShape:
+        """The car's proportions: its style's belt line and cabin, varied a little, and the clearance."""
+        rng = self.rng
+        if style == "pickup":
             belt, (cab_r, cab_f), (in_r, in_f) = 1.05, (0.42, 0.3), (0.02, 0.12)
         else:
             _, _, _, _, belt_r, cab_r_r, in_r_r = CAR_STYLES[style]
@@ -173,72 +264,52 @@ class Vehicles:
             cab_r, cab_f = rng.uniform(cab_r_r[0] * 0.9, cab_r_r[0] * 1.1), cab_r_r[1] * rng.uniform(0.9, 1.1)
             in_r, in_f = in_r_r[0] * rng.uniform(0.8, 1.2), in_r_r[1] * rng.uniform(0.85, 1.15)
         hl, hw = length / 2, width / 2
-        clear, r, ch = rng.uniform(0.14, 0.2), rng.uniform(0.3, 0.36) if not pickup else 0.4, 0.12
-        self._vehicle_shadows(pose, length, width, height)
-        axles = (-hl + 0.85, hl - 0.85)
-        tyre = self._wheels(pose, lab, inst, axles, hw - 0.03, r, 0.22)
-        # lower body: rounded plan, the bonnet's front edge lower than the middle
-        top_end = belt - 0.12
-        body = np.concatenate(
-            [
-                box(-hw + ch, hw - ch, clear, top_end, -hl, hl),
-                box(-hw, hw, clear + 0.05, top_end, -hl + ch, hl - ch),
-                box(-hw, hw, belt, belt, -hl + 0.6, hl - 0.6),
-            ]
-        )
         fr, ff = -hl + cab_r * length, hl - cab_f * length
-        rr, rf = fr + in_r * length, ff - in_f * length
-        cab_lo, cab_hi = hw - 0.06, hw - 0.22
-        cabin = np.concatenate([box(-cab_lo, cab_lo, belt - 0.02, belt - 0.02, fr, ff), box(-cab_hi, cab_hi, height, height, rr, rf)])
-        cv.fill([pose.hull(body), pose.hull(cabin)], lab, col, inst)
-        side_l, end_f = self._visible(pose, hw, hl, belt / 2)
-        glass = pal.glass(self.sky_color)
-        lower = np.asarray(col) * rng.uniform(0.6, 0.75)
-        # lids seen from above are lighter than the sides, the lower body darker
-        lids = [
-            pose.image([[-hw + 0.05, belt - 0.01, a], [hw - 0.05, belt - 0.01, a], [hw - 0.05, belt - 0.01, b], [-hw + 0.05, belt - 0.01, b]])
-            for a, b in ((ff, hl - ch), (-hl + ch, fr))
+        return CarShape(hl, hw, height, belt, rng.uniform(0.14, 0.2), fr, ff, fr + in_r * length, ff - in_f * length)
+
+    def _car_side(self, pose: Pose, g: CarShape, side_l, col, lower, glass, style, axles, r):
+        """The visible side: the darker lower body, the crease, the side windows, the wheel arches."""
+        cv, hl, ch, clear, belt, height = self.cv, g.hl, g.ch, g.clear, g.belt, g.height
+        s = np.sign(side_l)
+        cv.paint([pose.side_quad(side_l, -hl + ch, hl - ch, clear + 0.05, clear + 0.3 * (belt - clear))], lower)
+        cv.paint([pose.side_quad(side_l, -hl + ch, hl - ch, belt - 0.2, belt - 0.17)], np.asarray(col) * 0.8)  # crease
+        # side windows on the cabin's sloping side: base points at the belt, top points under the roof
+        t0, t1 = 0.12, 0.88
+        lo = lambda f: [s * (g.cab_lo + (g.cab_hi - g.cab_lo) * t0), belt + (height - belt) * t0, f]  # noqa: E731
+        hi = lambda f: [s * (g.cab_lo + (g.cab_hi - g.cab_lo) * t1), belt + (height - belt) * t1, f]  # noqa: E731
+        a0, b0 = g.fr + (g.rr - g.fr) * t0 + 0.08, g.ff + (g.rf - g.ff) * t0 - 0.08
+        a1, b1 = g.fr + (g.rr - g.fr) * t1 + 0.08, g.ff + (g.rf - g.ff) * t1 - 0.08
+        if b1 > a1:
+            cv.paint([pose.image([lo(a0), lo(b0), hi(b1), hi(a1)])], glass)
+            if style in ("sedan", "suv", "hatch"):  # the B pillar
+                m = (a0 + b0) / 2 + 0.1
+                cv.paint([pose.image([lo(m - 0.05), lo(m + 0.05), hi(m + 0.05), hi(m - 0.05)])], col)
+        for f in axles:  # wheel arches
+            cv.paint([pose.disc(side_l, f, r, r * 1.15, 14)], np.asarray(col) * 0.25)
+
+    def _car_end(self, pose: Pose, g: CarShape, end_f, lower, glass, pickup: bool):
+        """The visible end: back window or windscreen, bumper, lights, the grille in front, the plate."""
+        cv, pal, hw, clear, belt = self.cv, self.pal, g.hw, g.clear, g.belt
+        e = np.sign(end_f)
+        near, top_f = (g.fr, g.rr) if e < 0 else (g.ff, g.rf)
+        # the back window or windscreen on the sloping end of the cabin
+        q = 0.1
+        win = [
+            [-g.cab_lo + q, belt + 0.05, near + (top_f - near) * 0.06],
+            [g.cab_lo - q, belt + 0.05, near + (top_f - near) * 0.06],
+            [g.cab_hi - q * 0.6, g.height - 0.06, near + (top_f - near) * 0.94],
+            [-g.cab_hi + q * 0.6, g.height - 0.06, near + (top_f - near) * 0.94],
         ]
-        cv.paint(lids, np.asarray(col) * 1.15 + 12)
-        if side_l is not None:
-            s = np.sign(side_l)
-            cv.paint([pose.side_quad(side_l, -hl + ch, hl - ch, clear + 0.05, clear + 0.3 * (belt - clear))], lower)
-            cv.paint([pose.side_quad(side_l, -hl + ch, hl - ch, belt - 0.2, belt - 0.17)], np.asarray(col) * 0.8)  # crease
-            # side windows on the cabin's sloping side: base points at the belt, top points under the roof
-            t0, t1 = 0.12, 0.88
-            lo = lambda f: [s * (cab_lo + (cab_hi - cab_lo) * t0), belt + (height - belt) * t0, f]  # noqa: E731
-            hi = lambda f: [s * (cab_lo + (cab_hi - cab_lo) * t1), belt + (height - belt) * t1, f]  # noqa: E731
-            a0, b0 = fr + (rr - fr) * t0 + 0.08, ff + (rf - ff) * t0 - 0.08
-            a1, b1 = fr + (rr - fr) * t1 + 0.08, ff + (rf - ff) * t1 - 0.08
-            if b1 > a1:
-                cv.paint([pose.image([lo(a0), lo(b0), hi(b1), hi(a1)])], glass)
-                if style in ("sedan", "suv", "hatch"):  # the B pillar
-                    m = (a0 + b0) / 2 + 0.1
-                    cv.paint([pose.image([lo(m - 0.05), lo(m + 0.05), hi(m + 0.05), hi(m - 0.05)])], col)
-            for f in axles:  # wheel arches
-                cv.paint([pose.disc(side_l, f, r, r * 1.15, 14)], np.asarray(col) * 0.25)
-        if end_f is not None:
-            e = np.sign(end_f)
-            near, top_f = (fr, rr) if e < 0 else (ff, rf)
-            # the back window or windscreen on the sloping end of the cabin
-            q = 0.1
-            win = [
-                [-cab_lo + q, belt + 0.05, near + (top_f - near) * 0.06],
-                [cab_lo - q, belt + 0.05, near + (top_f - near) * 0.06],
-                [cab_hi - q * 0.6, height - 0.06, near + (top_f - near) * 0.94],
-                [-cab_hi + q * 0.6, height - 0.06, near + (top_f - near) * 0.94],
-            ]
-            if not pickup or e > 0:
-                cv.paint([pose.image(win)], glass)
-            cv.paint([pose.end_quad(end_f, -hw + ch, hw - ch, clear, clear + 0.22)], lower * 0.8)  # bumper
-            ly0, ly1 = belt - 0.3, belt - 0.14
-            lc = (200, 30, 30) if e < 0 else pal.grey(200, 240, 4)
-            for lx in (-hw + 0.08, hw - 0.4):
-                cv.paint([pose.end_quad(end_f, lx, lx + 0.32, ly0, ly1)], lc)
-            if e > 0:
-                cv.paint([pose.end_quad(end_f, -hw + 0.45, hw - 0.45, ly0 - 0.02, ly1 - 0.02)], pal.grey(15, 45, 2))  # grille
-            cv.paint([pose.end_quad(end_f, -0.26, 0.26, clear + 0.25, clear + 0.37)], pal.grey(200, 240, 3))  # plate
-        self._rims(pose, side_l, axles, r, tyre)
+        if not pickup or e > 0:
+            cv.paint([pose.image(win)], glass)
+        cv.paint([pose.end_quad(end_f, -hw + g.ch, hw - g.ch, clear, clear + 0.22)], lower * 0.8)  # bumper
+        ly0, ly1 = belt - 0.3, belt - 0.14
+        lc = (200, 30, 30) if e < 0 else pal.grey(200, 240, 4)
+        for lx in (-hw + 0.08, hw - 0.4):
+            cv.paint([pose.end_quad(end_f, lx, lx + 0.32, ly0, ly1)], lc)
+        if e > 0:
+            cv.paint([pose.end_quad(end_f, -hw + 0.45, hw - 0.45, ly0 - 0.02, ly1 - 0.02)], pal.grey(15, 45, 2))  # grille
+        cv.paint([pose.end_quad(end_f, -0.26, 0.26, clear + 0.25, clear + 0.37)], pal.grey(200, 240, 3))  # plate
 
     def big_vehicle(self, kind, x, z, heading, dims):
         """A box truck, bus or tram: a tall box on big wheels, window rows on the sides."""

@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -94,6 +94,33 @@ def _remove_stale(out: Path, split: str, keep: set[str]) -> None:
             folder.rmdir()
 
 
+def _check_size(size) -> tuple[int, int]:
+    h, w = (int(v) for v in size)
+    if h < 16 or w < 32:
+        raise CitysegError(f"invalid size {h}x{w}: SynthCity needs at least 16x32 pixels")
+    if h * w > 4096 * 8192:
+        raise CitysegError(f"invalid size {h}x{w}: larger than 4096x8192")
+    return h, w
+
+
+def _write_split(out: Path, split: str, n: int, size: tuple[int, int], seed: int, randomize: bool, workers: int, progress) -> set[str]:
+    """Write the ``n`` frames of one split; returns their stems."""
+    jobs = [(out, split, i, n, size, int(seed), bool(randomize)) for i in range(n)]
+    stems = set()
+    if workers > 1 and n > 1:
+        with ProcessPoolExecutor(min(workers, n)) as pool:
+            for done, stem in enumerate(pool.map(_write_job, jobs, chunksize=1), 1):
+                stems.add(stem)
+                if progress:
+                    progress(split, done, n)
+    else:
+        for done, job in enumerate(jobs, 1):
+            stems.add(_write_job(job))
+            if progress:
+                progress(split, done, n)
+    return stems
+
+
 def generate(
     out: str | os.PathLike,
     train: int = DEFAULT_COUNTS["train"],
@@ -104,43 +131,32 @@ def generate(
     workers: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     randomize: bool = False,
+    sizes: Mapping[str, tuple[int, int]] | None = None,
 ) -> dict[str, int]:
     """Write SynthCity to ``out`` in the official layout; returns the frame count per split.
 
     ``workers``: processes (None or 1: in this process). ``progress(split, done, total)`` is called
     after every frame. ``randomize``: domain randomisation (random material colours, texture strengths
-    and exposure instead of real-looking ones). Rerunning into an existing SynthCity folder replaces its frames.
+    and exposure instead of real-looking ones). ``sizes`` gives some splits a size of their own (the
+    same scenes, drawn at that size); the others are drawn at ``size``. Rerunning into an existing
+    SynthCity folder replaces its frames.
     """
     out = Path(out)
     counts = {"train": train, "val": val, "test": test}
     for split, n in counts.items():
         if not isinstance(n, (int, np.integer)) or n < 0:
             raise CitysegError(f"invalid {split} count {n!r}: expected an integer >= 0")
-    h, w = (int(v) for v in size)
-    if h < 16 or w < 32:
-        raise CitysegError(f"invalid size {h}x{w}: SynthCity needs at least 16x32 pixels")
-    if h * w > 4096 * 8192:
-        raise CitysegError(f"invalid size {h}x{w}: larger than 4096x8192")
+    h, w = _check_size(size)
+    split_sizes = {split: _check_size((sizes or {}).get(split, (h, w))) for split in SPLITS}
     ours = _check_out(out)
     out.mkdir(parents=True, exist_ok=True)
     info = {"generator": "SynthCity", "version": VERSION, "seed": int(seed), "size": [h, w], "counts": counts, "randomize": bool(randomize), "complete": False}
+    if any(v != (h, w) for v in split_sizes.values()):
+        info["sizes"] = {k: list(v) for k, v in split_sizes.items()}
     atomic_write_json(out / MARKER, info)
     workers = 1 if workers is None else max(1, int(workers))
     for split in SPLITS:
-        n = counts[split]
-        jobs = [(out, split, i, n, (h, w), int(seed), bool(randomize)) for i in range(n)]
-        stems = set()
-        if workers > 1 and n > 1:
-            with ProcessPoolExecutor(min(workers, n)) as pool:
-                for done, stem in enumerate(pool.map(_write_job, jobs, chunksize=1), 1):
-                    stems.add(stem)
-                    if progress:
-                        progress(split, done, n)
-        else:
-            for done, job in enumerate(jobs, 1):
-                stems.add(_write_job(job))
-                if progress:
-                    progress(split, done, n)
+        stems = _write_split(out, split, counts[split], split_sizes[split], seed, randomize, workers, progress)
         if ours:
             _remove_stale(out, split, stems)
     for top in ("leftImg8bit", "gtFine"):

@@ -1,0 +1,172 @@
+"""The recipe, cache, plan and train phases: the recipe with the demo's flags, the preprocessed cache,
+the time training gets, and training in stretches that stop resumably and continue exactly."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cityseg.data import cache
+from cityseg.data.layout import require_samples
+from cityseg.io import probe_image
+from cityseg.models import build_model, weightless_options
+from cityseg.tools.demo import budget
+from cityseg.tools.demo.data import CacheSpec, DataState
+from cityseg.tools.demo.options import DEMO_BATCH_SIZE, SEED_RECIPE, DemoOptions
+from cityseg.train.config import apply_overrides, load_recipe
+from cityseg.train.run import train
+from cityseg.train.sampler import EpochBatchSampler
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The training recipe with the demo's overrides applied (``cfg`` is ``train.config``'s recipe dict)."""
+
+    cfg: dict[str, Any]
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        size = self.cfg["data"]["size"]
+        return None if size is None else (int(size[0]), int(size[1]))
+
+    @property
+    def cache_spec(self) -> CacheSpec:
+        return CacheSpec(self.size, self.cfg["data"]["interpolation"])
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.cfg["train"]["batch_size"])
+
+    @property
+    def grad_clip(self) -> float:
+        return float(self.cfg["train"]["grad_clip"])
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where and for how long the run trains, and what the phases after it are expected to cost."""
+
+    run_dir: Path
+    budget_s: float
+    after_s: float
+    figure_rows: int
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What training did: steps, epochs, why it stopped, the last validation at the model's size."""
+
+    steps: int
+    epochs: int
+    stopped: str
+    last_val: dict[str, float]
+    run_dir: Path
+    checkpoint: Path
+
+
+def recipe(opts: DemoOptions) -> Recipe:
+    """The recipe with the demo's model, seed, batch, clip and size (the seed recipe's batch: ``DEMO_BATCH_SIZE``)."""
+    cfg, _ = load_recipe(opts.recipe)
+    batch_size = DEMO_BATCH_SIZE if opts.batch_size is None and opts.recipe == SEED_RECIPE else opts.batch_size
+    flags: dict[str, Any] = {"model.name": opts.model, "train.seed": opts.seed}
+    if batch_size is not None:
+        flags["train.batch_size"] = batch_size
+    if opts.grad_clip is not None:
+        flags["train.grad_clip"] = float(opts.grad_clip)
+    if opts.size is not None:
+        flags["data.size"] = list(opts.size)
+    return Recipe(apply_overrides(cfg, flags, source="demo"))
+
+
+def prepare_cache(root: Path, rec: Recipe, workers: int, log: Log) -> None:
+    """The cache phase: train and val decoded once at the training size (reused when up to date)."""
+    d = rec.cfg["data"]
+    for split in (d["train_split"], d["val_split"]):
+        entry = cache.prepare(root, split, d["size"], d["interpolation"], workers=workers)
+    log(f"cache ready: {d['size'][0]}x{d['size'][1]} {d['interpolation']} ({entry.folder.parent})")
+
+
+def forward_seconds(model_name: str, size: tuple[int, int]) -> float:
+    """One no-grad forward of a fresh model on a 1x3xHxW input (the second of two, warm)."""
+    net = build_model(model_name, num_classes=34, **weightless_options(model_name)).eval()
+    net.check_input_shape(*size)
+    x = torch.zeros(1, 3, *size)
+    with torch.inference_mode():
+        net(x)
+        t = time.monotonic()
+        net(x)
+    return time.monotonic() - t
+
+
+def val_megapixels(root: Path) -> float:
+    h, w, _ = probe_image(require_samples(root, "val")[0].image)
+    return h * w / 1e6
+
+
+def plan(opts: DemoOptions, rec: Recipe, data: DataState, run_dir: Path, elapsed_s: float) -> Plan:
+    """The plan phase: training gets what the budget leaves after the time spent and the estimated
+    evaluation, prediction, figure and report (``train_minutes`` fixes it instead)."""
+    n_val = data.frames.get(rec.cfg["data"]["val_split"], 0)
+    rows = min(opts.figure_rows, n_val)
+    forward_s = forward_seconds(opts.model, rec.size or (1024, 2048))
+    after_s = budget.EVAL_COSTS.seconds(n_val, val_megapixels(data.root), forward_s, rows, opts.report_frames)
+    if opts.train_minutes is not None:
+        budget_s = opts.train_minutes * 60.0
+    else:
+        budget_s = budget.training_seconds(opts.minutes * 60.0, elapsed_s, after_s)
+    return Plan(run_dir, budget_s, after_s, rows)
+
+
+def steps_per_epoch(train_cfg: dict[str, Any], train_images: int) -> int:
+    """The training sampler's own count of steps in one epoch of ``train_images``."""
+    return len(EpochBatchSampler(max(1, train_images), train_cfg["batch_size"], drop_last=train_cfg["drop_last"]))
+
+
+def train_in_budget(rec: Recipe, root: Path, pl: Plan, epochs_cap: int | None, train_images: int, progress: bool, log: Log) -> Trained:
+    """The train phase: ``pl.budget_s`` of training, in stretches that stop resumably and continue exactly
+    (``train(resume=True)``). The first ``PROBE_S`` seconds are real training whose speed plans the run's
+    length in steps (``train.iters``), so that the LR schedule ends with the budget; at ``REPLAN_AT`` of
+    the budget the plan is made again from the speed of the stretch since (a longer, steadier
+    measurement). ``epochs_cap`` (None: the budget alone decides) caps the plan; the probe's provisional
+    schedule spans the recipe's epochs, which the plan then replaces."""
+    t0 = time.monotonic()
+
+    def stretch(iters: int, until_s: float, resume: bool) -> dict:
+        seconds = max(until_s - (time.monotonic() - t0), 1.0)
+        over = {"train.iters": iters, "train.max_minutes": seconds / 60.0}
+        return train(apply_overrides(rec.cfg, over, source="demo"), root, pl.run_dir, resume=resume, log=log, progress=progress)
+
+    provisional = (epochs_cap or rec.cfg["train"]["epochs"]) * steps_per_epoch(rec.cfg["train"], train_images)
+    cap = provisional if epochs_cap is not None else sys.maxsize
+    s = stretch(provisional, min(pl.budget_s, budget.PROBE_S), resume=False)
+    mark, done = 0.0, 0
+    for until in (pl.budget_s * budget.REPLAN_AT, pl.budget_s):
+        if s["stopped"] != "time limit" or s["steps_done"] <= done:
+            break
+        now = time.monotonic() - t0
+        per_step = (now - mark) / (s["steps_done"] - done)
+        mark, done = now, s["steps_done"]
+        iters = budget.plan_steps(pl.budget_s - now, per_step, done, cap)
+        log(f"{done} steps in {now:.0f} s ({per_step:.2f} s/step): {iters} steps planned in all")
+        s = stretch(iters, until, resume=True)
+    return trained(s, pl.run_dir, log)
+
+
+def trained(summary: dict, run_dir: Path, log: Log) -> Trained:
+    """``train``'s summary as ``Trained``, with the checkpoint to score: ``best.pt``, or ``last.pt`` when
+    the time ran out inside the first epoch (no validated checkpoint yet)."""
+    ckpt = run_dir / "best.pt"
+    if not ckpt.is_file():
+        ckpt = run_dir / "last.pt"
+        log(f"no epoch finished in the time: evaluating {ckpt} (the weights at the time limit)")
+    hist = summary["history"]
+    last_val = {k: hist[-1][k] for k in ("miou_19", "miou_34", "pixel_acc") if hist and k in hist[-1]}
+    return Trained(summary["steps_done"], summary["epoch"], summary["stopped"] or "epochs done", last_val, run_dir, ckpt)
