@@ -25,6 +25,7 @@ import torch
 from cityseg import __version__
 from cityseg.errors import CitysegError
 from cityseg.io import atomic_path
+from cityseg.labels import LABEL_MODES, num_classes
 
 REQUIRED_KEYS = ("model", "model_name", "label_mode", "num_classes")
 
@@ -44,7 +45,7 @@ class Checkpoint:
 
     model: dict[str, torch.Tensor]  # state_dict
     model_name: str  # registry name (cityseg.models.build_model)
-    label_mode: str  # "labelIds" (34 classes) or "trainIds" (19 classes + ignore 255)
+    label_mode: str  # "labelIds" (34 classes), "trainIds" (19 classes + ignore 255) or "camvid" (11 + 255)
     num_classes: int
     model_options: dict[str, Any] = field(default_factory=dict)  # builder keyword arguments
     class_names: list[str] = field(default_factory=list)
@@ -66,6 +67,9 @@ class Checkpoint:
     world_size: int = 1
     rng: list[dict[str, Any]] | None = None  # RNG states, one per process
     versions: dict[str, str] = field(default_factory=versions)
+    # AdaBN (``cityseg adapt``): the images the BatchNorm statistics were re-estimated on, else None;
+    # {"folder": str, "images": int, "size": [H, W], "batch": int}
+    adapted_to: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -145,9 +149,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
         raise CitysegError(f"{path}: not a cityseg checkpoint (missing {', '.join(missing)})")
     mode, n = ckpt["label_mode"], ckpt["num_classes"]
-    if mode not in ("labelIds", "trainIds"):
-        raise CitysegError(f"{path}: checkpoint has unknown label mode {mode!r} (expected labelIds or trainIds)")
-    expected = 34 if mode == "labelIds" else 19
+    if mode not in LABEL_MODES:
+        raise CitysegError(f"{path}: checkpoint has unknown label mode {mode!r} (expected {', '.join(LABEL_MODES)})")
+    expected = num_classes(mode)
     if not isinstance(n, int) or n != expected:
         raise CitysegError(f"{path}: checkpoint claims label mode {mode} ({expected} classes) but num_classes is {n!r}")
     return ckpt

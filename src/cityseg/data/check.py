@@ -1,6 +1,6 @@
 """Validate a whole dataset and count class pixels (``cityseg check`` and the demo).
 
-Every image, labelIds, instanceIds file is read with the validated readers (8-bit RGB images, labelIds
+Every image, labelIds (CamVid ids on a CamVid root), instanceIds file is read with the validated readers (8-bit RGB images, labelIds
 within 0..33, 16-bit instanceIds that agree with the labelIds, equal sizes, pairing by stem) and colour
 annotations are probed. ``check_dataset`` returns a ``DatasetStats`` with the pair count and the per-labelId
 pixel count of each split, and the images' colour mean and std; problems raise ``CitysegError``
@@ -66,13 +66,14 @@ class SplitStats:
         total = self.pixels.sum()
         return self.pixels / total if total else np.zeros(N_IDS)
 
-    def to_dict(self) -> dict:
+    def to_dict(self, names: Sequence[str] = labels.LABELID_NAMES) -> dict:
+        """JSON-ready; ``names`` are the annotation values' names (CamVid's for a CamVid root)."""
         return {
             "pairs": self.pairs,
             "images": self.images,
             "instances": self.instances,
             "sizes": dict(self.sizes),
-            "pixels": {labels.LABELID_NAMES[i]: int(v) for i, v in enumerate(self.pixels)},
+            "pixels": {name: int(v) for name, v in zip(names, self.pixels)},
             "rgb_mean": [round(float(v), 4) for v in self.rgb_stats()[0]],
             "rgb_std": [round(float(v), 4) for v in self.rgb_stats()[1]],
         }
@@ -84,6 +85,7 @@ class DatasetStats:
     annotation: str
     splits: dict[str, SplitStats]
     problems: list[str] = field(default_factory=list)
+    kind: str = "cityscapes"  # or "camvid": the pixel counts are then per CamVid id (``labels.CAMVID_LABELS``)
 
     @property
     def ok(self) -> bool:
@@ -99,16 +101,17 @@ class DatasetStats:
         return [labels.LABELID_NAMES[i] for i in labels.EVAL_LABEL_IDS if px[i] > 0]
 
     def to_dict(self) -> dict:
+        names = [lab.name for lab in labels.CAMVID_LABELS] if self.kind == "camvid" else labels.LABELID_NAMES
         return {
             "root": str(self.root),
-            "annotation": self.annotation,
-            "splits": {k: v.to_dict() for k, v in self.splits.items()},
+            "annotation": "camvid" if self.kind == "camvid" else self.annotation,
+            "splits": {k: v.to_dict(names) for k, v in self.splits.items()},
             "problems": list(self.problems),
         }
 
     def format(self) -> str:
         """Human-readable report: pairs per split, then the pixel share of each labelId per split."""
-        lines = [f"dataset {self.root} ({self.annotation})"]
+        lines = [f"dataset {self.root} ({'CamVid' if self.kind == 'camvid' else self.annotation})"]
         for name, s in self.splits.items():
             sizes = ", ".join(f"{k} x{v}" for k, v in sorted(s.sizes.items()))
             what = f"{s.pairs} pairs" if s.pairs or not s.images else f"{s.images} images, no labels"
@@ -120,7 +123,9 @@ class DatasetStats:
         m, sd = CITYSCAPES_RGB
         lines.append(f"  {'Cityscapes:':<13}RGB mean {_rgb(m)}  std {_rgb(sd)}  (real train frames)")
         labelled = [n for n, s in self.splits.items() if s.pixels.sum()]
-        if labelled:
+        if labelled and self.kind == "camvid":
+            lines += self.camvid_share_lines(labelled)
+        elif labelled:
             lines.append("pixel share per labelId (* = one of the 19 evaluated classes, with its trainId; Cityscapes: published train shares)")
             lines.append(f"  {'id':>3}  {'name':<22}{'trainId':>8}" + "".join(f"{n:>12}" for n in labelled) + f"{'Cityscapes':>12}")
             shares = {n: self.splits[n].shares() for n in labelled}
@@ -136,6 +141,18 @@ class DatasetStats:
             lines.append(f"{len(self.problems)} problem(s):")
             lines.extend(f"  {p}" for p in self.problems)
         return "\n".join(lines)
+
+    def camvid_share_lines(self, labelled: Sequence[str]) -> list[str]:
+        """The pixel share of each CamVid id (void included) per labelled split."""
+        lines = ["pixel share per CamVid id (* = one of the 11 evaluated classes)"]
+        lines.append(f"  {'id':>3}  {'name':<12}{'':>3}" + "".join(f"{n:>12}" for n in labelled))
+        shares = {n: self.splits[n].shares() for n in labelled}
+        for lab in labels.CAMVID_LABELS:
+            row = f"  {lab.id:>3}  {lab.name:<12}{'*' if lab.cityscapes else '-':>3}"
+            lines.append(row + "".join(f"{100 * shares[n][lab.id]:>11.2f}%" for n in labelled))
+        present = sum(1 for lab in labels.CAMVID_LABELS if lab.cityscapes and self.pixels[lab.id] > 0)
+        lines.append(f"evaluated classes present: {present}/{labels.NUM_CAMVID}")
+        return lines
 
 
 def _rgb(v) -> str:
@@ -189,14 +206,17 @@ def check_dataset(
 ) -> DatasetStats:
     """Validate ``splits`` (default: every split present) of the dataset at ``root``; see the module doc."""
     root = layout.check_root(layout.resolve_root(root))
+    kind = layout.dataset_kind(root)
+    if splits is None and kind == "camvid":
+        splits = layout.available_splits(root)
     if splits is None:
         splits = [s for s in layout.SPLITS if (root / "leftImg8bit" / s).is_dir() and ((root / annotation / s).is_dir() or s == "test")]
         if not splits:
             raise CitysegError(f"{root}: no splits found (expected leftImg8bit/{{train,val,test}}/ with {annotation}/)")
-    stats = DatasetStats(Path(root), annotation, {})
+    stats = DatasetStats(Path(root), annotation, {}, kind=kind)
     for split in splits:
         try:
-            samples = layout.require_samples(root, split, annotation, require_labels=split != "test")
+            samples = layout.require_samples(root, split, annotation, require_labels=split != "test" or kind == "camvid")
         except CitysegError as e:
             if fail_fast:
                 raise

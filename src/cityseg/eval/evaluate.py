@@ -68,7 +68,7 @@ def match_predictions(samples: Sequence[layout.Sample], pred_dir: str | os.PathL
     return out
 
 
-def _prefetch(items: Iterable[Any], fn: Callable[[Any], Any], workers: int) -> Iterator[Any]:
+def prefetch(items: Iterable[Any], fn: Callable[[Any], Any], workers: int) -> Iterator[Any]:
     """``map(fn, items)`` in a thread pool, in order, at most ``2 * workers`` results ahead of the consumer."""
     items = list(items)
     if workers <= 1:
@@ -89,7 +89,7 @@ def _prefetch(items: Iterable[Any], fn: Callable[[Any], Any], workers: int) -> I
                 f.cancel()
 
 
-def _progress(iterable, total: int, desc: str, enabled: bool):
+def progress_bar(iterable, total: int, desc: str, enabled: bool):
     if not enabled:
         return iterable
     from tqdm import tqdm
@@ -121,7 +121,7 @@ def score_pred_dir(
 
     total = CityscapesEvaluator()
     # decoding and per-frame statistics run in the pool; only the 34x34 sums meet here
-    for one in _progress(_prefetch(zip(samples, preds), score, workers), len(samples), "evaluate", progress):
+    for one in progress_bar(prefetch(zip(samples, preds), score, workers), len(samples), "evaluate", progress):
         total.merge(one)
     return total
 
@@ -170,8 +170,8 @@ def score_checkpoint(
     workers = default_workers() if workers is None else max(1, int(workers))
 
     full, small = CityscapesEvaluator(), CityscapesEvaluator()
-    frames = _prefetch(samples, read_frame, workers)
-    for sample, (image, gt, inst) in zip(samples, _progress(frames, len(samples), "evaluate", progress)):
+    frames = prefetch(samples, read_frame, workers)
+    for sample, (image, gt, inst) in zip(samples, progress_bar(frames, len(samples), "evaluate", progress)):
         pred = predictor.predict(image)
         one = CityscapesEvaluator()
         one.add(pred, gt, inst)

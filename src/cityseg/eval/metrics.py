@@ -15,6 +15,8 @@ cityscapesScripts' ``evalPixelLevelSemanticLabeling`` (v2.3.0):
 
 The seed's numbers (34-class mIoU over all labelIds, pixel accuracy over all pixels) are reported next to
 them for comparison: they count void classes and pixels and are not comparable to published results.
+
+``CamVidEvaluator`` scores the 11 CamVid classes from the same pair counts and IoU definition.
 """
 
 from __future__ import annotations
@@ -66,15 +68,20 @@ INSTANCE_CLASS_IDS = np.array([labels.NAME_TO_LABEL[n].id for n in labels.INSTAN
 
 
 # ---- scores from a confusion matrix -------------------------------------------------------------
-def iou_from_confusion(mat: np.ndarray) -> dict[str, Any]:
+def iou_from_confusion(mat: np.ndarray, n_valid: int | None = None) -> dict[str, Any]:
     """Generic scores of a (trainId-space) matrix: per-class IoU (NaN where a class has zero union),
-    mIoU over the non-NaN classes and pixel accuracy over all counted pixels."""
+    mIoU over the non-NaN classes and pixel accuracy over all counted pixels.
+
+    With ``n_valid`` only classes ``0..n_valid-1`` are scored and the indices above are void: GT rows of
+    void count nowhere, and a void prediction on a valid pixel is a false negative (as officially)."""
     m = _as_numpy(mat).astype(np.float64)
-    tp = np.diag(m)
-    union = m.sum(0) + m.sum(1) - tp
+    k = m.shape[0] if n_valid is None else int(n_valid)
+    rows = m[:k]  # GT pixels of void indices count nowhere
+    tp = np.diag(rows[:, :k])
+    union = rows[:, :k].sum(0) + rows.sum(1) - tp  # row sums include void predictions: false negatives
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
-    total = m.sum()
+    total = rows.sum()
     return {"iou": iou, "mIoU": _nanmean(iou), "pixel_acc": float(tp.sum() / total) if total else math.nan}
 
 
@@ -232,6 +239,20 @@ def pair_counts(gt: np.ndarray, pred: np.ndarray, n: int = N) -> np.ndarray:
     return np.bincount(code.reshape(-1), minlength=n * n).reshape(n, n).astype(np.int64)
 
 
+def all_reduce_sum(flat: np.ndarray) -> np.ndarray:
+    """``flat`` summed over all processes (itself unless torch.distributed is initialised), as float64,
+    which carries int64 pixel counts exactly (< 2**53) and weighted sums."""
+    import torch
+
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return np.asarray(flat, dtype=np.float64)
+    t = torch.from_numpy(np.asarray(flat, dtype=np.float64))
+    if torch.distributed.get_backend() == "nccl":
+        t = t.cuda()
+    torch.distributed.all_reduce(t)
+    return t.cpu().numpy()
+
+
 # ---- the full evaluator -------------------------------------------------------------------------
 def _json_number(x: float | None) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
@@ -280,17 +301,8 @@ class CityscapesEvaluator:
 
     def all_reduce(self) -> None:
         """Sum everything over all processes (no-op unless torch.distributed is initialised)."""
-        import torch
-
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            return
-        # float64 carries the int64 pixel counts exactly (< 2**53) and the weighted instance sums
         flat = np.concatenate([self.mat.reshape(-1), self.inst.reshape(-1), [self.n_images, self.n_without_instances]])
-        t = torch.from_numpy(flat.astype(np.float64))
-        if torch.distributed.get_backend() == "nccl":
-            t = t.cuda()
-        torch.distributed.all_reduce(t)
-        flat = t.cpu().numpy()
+        flat = all_reduce_sum(flat)
         self.mat = np.rint(flat[: N * N]).astype(np.int64).reshape(N, N)
         self.inst = flat[N * N : -2].reshape(self.inst.shape)
         self.n_images, self.n_without_instances = int(flat[-2]), int(flat[-1])
@@ -345,3 +357,51 @@ class CityscapesEvaluator:
         out["per_class"] = {name: {"iou": _json_number(s["class_iou"][name]), "iiou": _json_number(s["class_iiou"][name])} for name in EVAL_NAMES}
         out["n_images"] = int(s["n_images"])
         return out
+
+
+# ---- CamVid ------------------------------------------------------------------------------------
+CAMVID_VOID = labels.CAMVID_VOID  # 11: void ground truth, and the "no CamVid class" prediction
+#: any uint8 value -> itself for the 11 CamVid classes, else CAMVID_VOID (255, the ignore index, too)
+_TO_CAMVID_INDEX = np.minimum(np.arange(256), CAMVID_VOID).astype(np.uint8)
+
+
+class CamVidEvaluator:
+    """mIoU over the 11 CamVid classes, pixel accuracy and per-class IoU, one image at a time.
+
+    One 12x12 confusion matrix (rows ground truth, columns prediction; index 11 is void) through the same
+    ``pair_counts`` and ``iou_from_confusion`` as Cityscapes: void GT pixels count nowhere, a prediction of
+    no CamVid class (11, or 255) on a valid pixel is wrong. ``add(pred, gt)`` takes HxW CamVid ids (0..10,
+    11 or 255 void) at the same size; ``results()`` is the stable JSON dict.
+    """
+
+    def __init__(self):
+        self.mat = np.zeros((CAMVID_VOID + 1, CAMVID_VOID + 1), dtype=np.int64)
+        self.n_images = 0
+
+    def add(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        pred, gt = _as_numpy(pred), _as_numpy(gt)
+        if pred.shape != gt.shape:
+            raise ValueError(f"prediction shape {pred.shape} != ground truth shape {gt.shape}")
+        self.mat += pair_counts(_TO_CAMVID_INDEX[gt.astype(np.uint8)], _TO_CAMVID_INDEX[pred.astype(np.uint8)], CAMVID_VOID + 1)
+        self.n_images += 1
+
+    def merge(self, other: CamVidEvaluator) -> None:
+        self.mat += other.mat
+        self.n_images += other.n_images
+
+    def all_reduce(self) -> None:
+        """Sum over all processes (no-op unless torch.distributed is initialised)."""
+        flat = all_reduce_sum(np.concatenate([self.mat.reshape(-1), [self.n_images]]))
+        self.mat = np.rint(flat[:-1]).astype(np.int64).reshape(self.mat.shape)
+        self.n_images = int(flat[-1])
+
+    def scores(self) -> dict[str, Any]:
+        """``class_iou`` (name -> IoU, NaN for a class with empty union), ``mIoU``, ``pixel_acc``, ``n_images``."""
+        s = iou_from_confusion(self.mat, labels.NUM_CAMVID)
+        return {"class_iou": dict(zip(labels.CAMVID_NAMES, s["iou"].tolist())), "mIoU": s["mIoU"], "pixel_acc": s["pixel_acc"], "n_images": self.n_images}
+
+    def results(self) -> dict[str, Any]:
+        """The stable JSON dict: "mIoU", "pixel_acc", "per_class" (name -> {"iou"}), "n_images"; NaN -> None."""
+        s = self.scores()
+        per_class = {name: {"iou": _json_number(v)} for name, v in s["class_iou"].items()}
+        return {"mIoU": _json_number(s["mIoU"]), "pixel_acc": _json_number(s["pixel_acc"]), "per_class": per_class, "n_images": int(s["n_images"])}

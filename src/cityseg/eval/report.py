@@ -37,6 +37,16 @@ def format_table(scores: dict[str, Any], title: str = "") -> str:
     return "\n".join(lines)
 
 
+def format_camvid_table(scores: dict[str, Any], title: str = "") -> str:
+    """The CamVid report: IoU of the 11 classes, their mean and the pixel accuracy (percent)."""
+    lines = [title] if title else []
+    lines += [f"{'class':<15} {'IoU':>6}", "-" * 22]
+    lines += [f"{name:<15} {percent(scores['class_iou'][name]):>6}" for name in labels.CAMVID_NAMES]
+    lines += ["-" * 22, f"{'mean (11)':<15} {percent(scores['mIoU']):>6}", ""]
+    lines.append(f"pixel accuracy (non-void pixels): {percent(scores['pixel_acc']).strip()}%   images: {scores['n_images']}")
+    return "\n".join(lines)
+
+
 def confusion_rows(mat34: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The 19 evaluated classes' rows of a 34x34 labelId confusion matrix, with one last "void" column for
     predictions of ignored labelIds: (counts 19x20 int64, row-normalised float64 with NaN for empty rows)."""
@@ -45,22 +55,34 @@ def confusion_rows(mat34: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     m = np.asarray(mat34, dtype=np.int64)
     rows = m[EVAL_IDS]
     counts = np.concatenate([rows[:, EVAL_IDS], rows[:, ~EVALUATED].sum(1, keepdims=True)], axis=1)
+    return counts, row_normalised(counts)
+
+
+def camvid_confusion_rows(mat12: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 11 CamVid classes' rows of a 12x12 CamVid confusion matrix (column 11: no CamVid class), as
+    ``confusion_rows``: (counts 11x12, row-normalised)."""
+    counts = np.asarray(mat12, dtype=np.int64)[: labels.NUM_CAMVID]
+    return counts, row_normalised(counts)
+
+
+def row_normalised(counts: np.ndarray) -> np.ndarray:
+    """Each row divided by its sum; NaN for empty rows."""
     total = counts.sum(1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        norm = np.where(total > 0, counts / np.where(total > 0, total, 1), np.nan)
-    return counts, norm
+        return np.where(total > 0, counts / np.where(total > 0, total, 1), np.nan)
 
 
-def confusion_figure(mat34: np.ndarray, path: str | os.PathLike, title: str = "") -> None:
-    """Row-normalised confusion heatmap of the 19 evaluated classes (+ a 'void' column for predictions of
-    ignored labelIds), written atomically as PNG."""
+def confusion_figure(mat: np.ndarray, path: str | os.PathLike, title: str = "", camvid: bool = False) -> None:
+    """Row-normalised confusion heatmap of the 19 evaluated classes of a 34x34 labelId matrix (the 11
+    CamVid classes of a 12x12 CamVid one with ``camvid``), with a 'void' column for predictions of no
+    evaluated class, written atomically as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    _, norm = confusion_rows(mat34)
-    names = list(labels.TRAINID_NAMES)
+    _, norm = camvid_confusion_rows(mat) if camvid else confusion_rows(mat)
+    names = list(labels.CAMVID_NAMES if camvid else labels.TRAINID_NAMES)
     fig, ax = plt.subplots(figsize=(10, 8.5), dpi=100)
     im = ax.imshow(norm, cmap="viridis", vmin=0, vmax=1)
     ax.set_xticks(range(len(names) + 1), names + ["void"], rotation=90)

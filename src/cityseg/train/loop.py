@@ -20,7 +20,7 @@ from torch import nn
 
 from cityseg import labels as L
 from cityseg.errors import CitysegError
-from cityseg.eval.metrics import CityscapesEvaluator
+from cityseg.eval.metrics import CamVidEvaluator, CityscapesEvaluator
 from cityseg.runtime import autocast, to_device
 from cityseg.train import distributed as D
 from cityseg.train.losses import CombinedLoss, main_output
@@ -145,12 +145,14 @@ def train_one_epoch(
 @torch.no_grad()
 def evaluate(ctx: StepContext, loader: Iterable, label_mode: str, show: bool = False) -> dict[str, float]:
     """Validate at the model's resolution: pixel_acc, miou_19 (official, classes with no pixels skipped),
-    miou_34 (the seed's) and val_loss, from one fresh evaluator per call, all-reduced over processes."""
+    miou_34 (the seed's) and val_loss, from one fresh evaluator per call, all-reduced over processes. A
+    CamVid run (labels in the "camvid" mode) reports miou_11 over the CamVid classes instead of the two."""
     from tqdm import tqdm
 
     device = ctx.info.device
     ctx.net.eval()
-    evaluator = CityscapesEvaluator()
+    camvid = label_mode == "camvid"
+    evaluator = CamVidEvaluator() if camvid else CityscapesEvaluator()
     loss_sum = torch.zeros(2, dtype=torch.float64)
     for x, gt in tqdm(loader, desc="  val", leave=False, disable=not show, dynamic_ncols=True):
         logits = main_output(ctx.forward(x)).float()
@@ -165,12 +167,8 @@ def evaluate(ctx: StepContext, loader: Iterable, label_mode: str, show: bool = F
         evaluator.all_reduce()
         D.all_reduce_sum(loss_sum, ctx.info)
     s = evaluator.scores()
-    return {
-        "pixel_acc": float(s["pixel_acc"]),
-        "miou_19": float(s["mIoU"]),
-        "miou_34": float(s["mIoU_34"]),
-        "val_loss": float(loss_sum[0] / loss_sum[1]) if loss_sum[1] > 0 else math.nan,
-    }
+    scores = {"miou_11": float(s["mIoU"])} if camvid else {"miou_19": float(s["mIoU"]), "miou_34": float(s["mIoU_34"])}
+    return {"pixel_acc": float(s["pixel_acc"]), **scores, "val_loss": float(loss_sum[0] / loss_sum[1]) if loss_sum[1] > 0 else math.nan}
 
 
 def _mean_over_ranks(loss: torch.Tensor, info: D.DistInfo) -> float:

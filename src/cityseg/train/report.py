@@ -13,6 +13,8 @@ from cityseg.errors import CitysegError
 from cityseg.io import atomic_path, atomic_write_text
 
 CSV_COLUMNS = ("epoch", "train_loss", "val_loss", "pixel_acc", "miou_19", "miou_34", "lr", "seconds")
+#: a CamVid run's columns: its validation scores the 11 CamVid classes (miou_11)
+CAMVID_CSV_COLUMNS = ("epoch", "train_loss", "val_loss", "pixel_acc", "miou_11", "lr", "seconds")
 
 
 def write_metrics_csv(path: str | os.PathLike, history: list[dict[str, Any]]) -> None:
@@ -20,9 +22,10 @@ def write_metrics_csv(path: str | os.PathLike, history: list[dict[str, Any]]) ->
     so after a crash and ``--resume`` the file never holds rows of epochs the checkpoint does not)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
+    columns = CAMVID_CSV_COLUMNS if any("miou_11" in row for row in history) else CSV_COLUMNS
+    w.writerow(columns)
     for row in history:
-        w.writerow([_fmt(row.get(c)) for c in CSV_COLUMNS])
+        w.writerow([_fmt(row.get(c)) for c in columns])
     atomic_write_text(path, buf.getvalue())
 
 
@@ -54,8 +57,11 @@ def plot_curves(path: str | os.PathLike, history: list[dict[str, Any]]) -> None:
         ax1.set_yscale("log")
     ax1.legend()
     ax1.grid(alpha=0.3)
-    ax2.plot(ep, [_nan(r.get("miou_19")) for r in history], "o-", label="val mIoU (19 classes)")
-    ax2.plot(ep, [_nan(r.get("miou_34")) for r in history], "s-", label="val mIoU (34 ids)")
+    if any("miou_11" in r for r in history):
+        ax2.plot(ep, [_nan(r.get("miou_11")) for r in history], "o-", label="val mIoU (11 CamVid classes)")
+    else:
+        ax2.plot(ep, [_nan(r.get("miou_19")) for r in history], "o-", label="val mIoU (19 classes)")
+        ax2.plot(ep, [_nan(r.get("miou_34")) for r in history], "s-", label="val mIoU (34 ids)")
     ax2.plot(ep, [_nan(r.get("pixel_acc")) for r in history], "^--", label="val pixel accuracy")
     ax2.set_xlabel("epoch")
     ax2.set_ylim(0, 1)
@@ -106,7 +112,9 @@ class TensorBoard:
 def epoch_line(row: dict[str, Any]) -> str:
     """The one log line of a finished epoch."""
     parts = [f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}"]
-    if "val_loss" in row:
+    if "miou_11" in row:
+        parts.append(f"val loss {row['val_loss']:.4f}, pixel acc {row['pixel_acc']:.3f}, mIoU-11 {row['miou_11']:.3f}")
+    elif "val_loss" in row:
         parts.append(f"val loss {row['val_loss']:.4f}, pixel acc {row['pixel_acc']:.3f}, mIoU-19 {row['miou_19']:.3f}, mIoU-34 {row['miou_34']:.3f}")
     parts.append(f"{row['seconds']:.0f} s")
     return ", ".join(parts)

@@ -30,6 +30,7 @@ from torch import nn
 from cityseg import labels as L
 from cityseg.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from cityseg.data.dataset import CityscapesDataset
+from cityseg.data.layout import is_camvid
 from cityseg.data.mix import MixedDataset
 from cityseg.data.transforms import Appearance, train_transform
 from cityseg.errors import CitysegError
@@ -109,7 +110,7 @@ def build_dataset(cfg: dict[str, Any], root: Path, split: str, label_mode: str, 
     transform = None
     if train and a["enabled"]:
         # labelIds have no ignore index: padding after a down-scale gets id 0 ("unlabeled") there
-        pad_label = L.IGNORE_INDEX if label_mode == "trainIds" else 0
+        pad_label = L.VOID_VALUE[label_mode]
         appearance = Appearance(**{key: a[key] for key in APPEARANCE_KEYS})
         transform = train_transform(train_crop(cfg), a["scale"], a["hflip"], a["photometric"], pad_label, appearance)
     return CityscapesDataset(
@@ -225,7 +226,7 @@ def build_train_set(cfg: dict[str, Any], root: Path, label_mode: str) -> Citysca
         return build_dataset(cfg, root, d["train_split"], label_mode, train=True, seed=seed)
     parts = [build_dataset(cfg, r, d["train_split"], label_mode, train=True, seed=seed) for r in source_roots(cfg) or [root]]
     # ClassMix never pastes the void value: padding and "unlabeled" keep the first frame
-    return MixedDataset(parts, seed, cfg["augment"]["classmix"], ignore_value=L.IGNORE_INDEX if label_mode == "trainIds" else 0)
+    return MixedDataset(parts, seed, cfg["augment"]["classmix"], ignore_value=L.VOID_VALUE[label_mode])
 
 
 def _datasets(cfg: dict[str, Any], root: Path, label_mode: str, info: D.DistInfo):
@@ -235,7 +236,7 @@ def _datasets(cfg: dict[str, Any], root: Path, label_mode: str, info: D.DistInfo
         D.barrier(info)
     try:
         train_ds = build_train_set(cfg, root, label_mode)
-        val_ds = build_dataset(cfg, root, d["val_split"], "labelIds")
+        val_ds = build_dataset(cfg, root, d["val_split"], "camvid" if label_mode == "camvid" else "labelIds")
     finally:
         if info.distributed and info.is_main:
             D.barrier(info)
@@ -369,13 +370,13 @@ def end_epoch(run: Run, epoch: int, tb: TensorBoard, show: bool) -> None:
     tick = time.monotonic()
     if (epoch + 1) % t["val_every"] == 0 or epoch + 1 == planned_epochs(t, len(run.sampler)):
         row.update(evaluate(run.ctx, run.val_loader, run.label_mode, show))
-        run.metrics = {k: float(v) for k, v in row.items() if k in ("pixel_acc", "miou_19", "miou_34", "val_loss")}
+        run.metrics = {k: float(v) for k, v in row.items() if k in ("pixel_acc", "miou_19", "miou_34", "miou_11", "val_loss")}
     row["seconds"] = round(run.running["seconds"] + time.monotonic() - tick, 3)
     if not _params_finite(run.ctx.model):
         raise CitysegError(f"epoch {epoch + 1}: the weights became non-finite; stopping, {run.out / LAST} kept")
     run.history.append(row)
     run.epoch, run.step = epoch + 1, 0
-    key = "miou_19" if run.label_mode == "trainIds" else "miou_34"
+    key = {"trainIds": "miou_19", "camvid": "miou_11"}.get(run.label_mode, "miou_34")
     if key in row and row[key] > run.best:
         run.best = row[key]
         run.save(BEST)
@@ -452,6 +453,8 @@ def train(
     where ``stopped`` is "" (all epochs done), "interrupted" or "time limit".
     """
     cfg = validate(copy.deepcopy(cfg))
+    if is_camvid(data_root):  # CamVid has its own 11 classes: the recipe's Cityscapes label mode does not apply
+        cfg["data"]["label_mode"] = "camvid"
     if not cfg["model"]["name"]:
         raise CitysegError("no model given (--model NAME)")
     if cfg["train"]["tensorboard"]:
