@@ -270,7 +270,7 @@ class Scene(StreetObjects, Vehicles, People):
         if rng.random() < 0.5:  # cornice under the roof
             cv.paint([cam.wall_x(x_f, z0, z1, height - 0.5, height)], col * 0.75, material=L["building"])
         if rng.random() < 0.4:  # a drainpipe down the facade
-            zp = rng.uniform(z0, z1 - 0.2)
+            zp = rng.uniform(z0, max(z0, z1 - 0.2))
             cv.paint([cam.wall_x(x_f, zp, zp + 0.12, 0, height)], pal.grey(50, 140, 3), material=M["metal"])
 
     def windows(self, x_f, z0, z1, height, col, shop: bool):
