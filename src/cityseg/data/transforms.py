@@ -275,7 +275,23 @@ def classmix(
 # the label), each with its own probability, so the network has to rely on shape and context instead.
 
 
-class ColourRandomise:
+class MaybeAppearance:
+    """An image-only change applied with probability ``self.p``: subclasses define ``apply(image, rng)``;
+    the label passes through untouched, and at ``p = 0`` the image too."""
+
+    p: float = 0.0
+
+    def __call__(self, image, label, rng=None):
+        rng = _rng(rng)
+        if rng.random() >= self.p:
+            return image, label
+        return self.apply(image, rng), label
+
+    def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+
+class ColourRandomise(MaybeAppearance):
     """Per-channel gains, a random gamma and, with probability ``shuffle``, a random channel order.
 
     Applied with probability ``p``: ``x`` in [0, 1] becomes ``(clip(x * gain_c, 0, 1)) ** gamma`` with
@@ -288,23 +304,20 @@ class ColourRandomise:
         if not 0 <= self.gain < 1 or not 0 < self.gamma[0] <= self.gamma[1]:
             raise CitysegError("colour randomisation: gain must be in [0, 1) and gamma a range of positive values")
 
-    def __call__(self, image, label, rng=None):
-        rng = _rng(rng)
-        if rng.random() >= self.p:
-            return image, label
+    def apply(self, image, rng):
         gains = rng.uniform(1 - self.gain, 1 + self.gain, 3)
         gamma = float(np.exp(rng.uniform(np.log(self.gamma[0]), np.log(self.gamma[1]))))
         order = rng.permutation(3) if rng.random() < self.shuffle else np.arange(3)
         # uint8 in, uint8 out: one 256-entry table per channel computes the formula once per value
         lut = _to_uint8(np.clip(np.arange(256, dtype=np.float32)[:, None] / 255.0 * gains[None, :], 0, 1) ** gamma)
         out = cv2.LUT(image, lut[:, None, :])
-        return np.ascontiguousarray(out[..., order]), label
+        return np.ascontiguousarray(out[..., order])
 
     def __repr__(self):
         return f"ColourRandomise(p={self.p}, gain={self.gain}, gamma={self.gamma}, shuffle={self.shuffle})"
 
 
-class RandomStyle:
+class RandomStyle(MaybeAppearance):
     """Random style statistics: with probability ``p`` each channel is re-normalised from its own mean and
     standard deviation to random targets, ``(x - mu_c) / sigma_c * sigma'_c + mu'_c``, with ``mu'_c = mu_c + u``,
     ``u`` uniform in ``[-shift, shift]`` (in [0, 1] units) and ``sigma'_c = sigma_c * s``, ``log s`` uniform in
@@ -315,23 +328,20 @@ class RandomStyle:
         if self.shift < 0 or self.scale < 1:
             raise CitysegError("random style: shift must be >= 0 and scale >= 1")
 
-    def __call__(self, image, label, rng=None):
-        rng = _rng(rng)
-        if rng.random() >= self.p:
-            return image, label
+    def apply(self, image, rng):
         mean, std = cv2.meanStdDev(image)
         mu, sigma = mean.ravel() / 255.0, std.ravel() / 255.0 + 1e-6
         new_mu = mu + rng.uniform(-self.shift, self.shift, 3)
         new_sigma = sigma * np.exp(rng.uniform(-np.log(self.scale), np.log(self.scale), 3))
         values = np.arange(256, dtype=np.float64)[:, None] / 255.0
         lut = _to_uint8((values - mu) * (new_sigma / sigma) + new_mu)  # the affine map per channel, as a table
-        return cv2.LUT(image, lut[:, None, :]), label
+        return cv2.LUT(image, lut[:, None, :])
 
     def __repr__(self):
         return f"RandomStyle(p={self.p}, shift={self.shift}, scale={self.scale})"
 
 
-class RandConv:
+class RandConv(MaybeAppearance):
     """Random convolution (RandConv, Xu et al., ICLR 2021): with probability ``p`` a k x k convolution
     (``k`` drawn from ``kernels``) mapping 3 channels to 3, weights ~ N(0, 1 / (3 k^2)), is applied to the
     image and mixed with it, ``alpha * conv(x) + (1 - alpha) * x`` with ``alpha`` uniform in [0, 1].
@@ -347,14 +357,11 @@ class RandConv:
         if not self.kernels or any(k < 1 or k % 2 == 0 for k in self.kernels):
             raise CitysegError(f"randconv: kernel sizes must be odd and positive, got {kernels!r}")
 
-    def __call__(self, image, label, rng=None):
-        rng = _rng(rng)
-        if rng.random() >= self.p:
-            return image, label
+    def apply(self, image, rng):
         k = int(rng.choice(self.kernels))
         weight = rng.normal(0.0, np.sqrt(1.0 / (3 * k * k)), (3, 3, k, k)).astype(np.float32)
         alpha = float(rng.uniform(0.0, 1.0))
-        return random_convolution(image, weight, alpha), label
+        return random_convolution(image, weight, alpha)
 
     def __repr__(self):
         return f"RandConv(p={self.p}, kernels={self.kernels})"
@@ -371,7 +378,7 @@ def random_convolution(image: np.ndarray, weight: np.ndarray, alpha: float) -> n
     return _to_uint8(alpha * out + (1.0 - alpha) * x + 0.5)
 
 
-class RandomBlur:
+class RandomBlur(MaybeAppearance):
     """Gaussian blur with probability ``p``, sigma uniform in ``sigma`` pixels (kernel 2 * ceil(3 sigma) + 1)."""
 
     def __init__(self, p: float = 0.3, sigma=(0.3, 1.5)):
@@ -379,19 +386,16 @@ class RandomBlur:
         if not 0 < self.sigma[0] <= self.sigma[1]:
             raise CitysegError("blur: sigma must be a range of positive values")
 
-    def __call__(self, image, label, rng=None):
-        rng = _rng(rng)
-        if rng.random() >= self.p:
-            return image, label
+    def apply(self, image, rng):
         s = float(rng.uniform(*self.sigma))
         k = 2 * int(np.ceil(3 * s)) + 1
-        return cv2.GaussianBlur(image, (k, k), s, borderType=cv2.BORDER_REFLECT_101), label
+        return cv2.GaussianBlur(image, (k, k), s, borderType=cv2.BORDER_REFLECT_101)
 
     def __repr__(self):
         return f"RandomBlur(p={self.p}, sigma={self.sigma})"
 
 
-class RandomNoise:
+class RandomNoise(MaybeAppearance):
     """Additive Gaussian noise with probability ``p``, standard deviation uniform in ``std`` (0..255 units),
     drawn per pixel and channel."""
 
@@ -400,19 +404,16 @@ class RandomNoise:
         if not 0 <= self.std[0] <= self.std[1]:
             raise CitysegError("noise: std must be a range of non-negative values")
 
-    def __call__(self, image, label, rng=None):
-        rng = _rng(rng)
-        if rng.random() >= self.p:
-            return image, label
+    def apply(self, image, rng):
         s = float(rng.uniform(*self.std))
         noise = rng.standard_normal(image.shape, dtype=np.float32) * s
-        return _to_uint8((image.astype(np.float32) + noise) / 255.0), label
+        return _to_uint8((image.astype(np.float32) + noise) / 255.0)
 
     def __repr__(self):
         return f"RandomNoise(p={self.p}, std={self.std})"
 
 
-class RandomJpeg:
+class RandomJpeg(MaybeAppearance):
     """JPEG compression artefacts with probability ``p``: encode and decode at a quality uniform in ``quality``."""
 
     def __init__(self, p: float = 0.3, quality=(30, 90)):
@@ -420,15 +421,12 @@ class RandomJpeg:
         if not 1 <= self.quality[0] <= self.quality[1] <= 100:
             raise CitysegError("jpeg: quality must be a range within 1..100")
 
-    def __call__(self, image, label, rng=None):
-        rng = _rng(rng)
-        if rng.random() >= self.p:
-            return image, label
+    def apply(self, image, rng):
         q = int(rng.integers(self.quality[0], self.quality[1] + 1))
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, q])  # channel order does not matter to the codec's loss
         if not ok:
             raise CitysegError("jpeg: OpenCV could not encode the image")
-        return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED), label
+        return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
 
     def __repr__(self):
         return f"RandomJpeg(p={self.p}, quality={self.quality})"
