@@ -15,6 +15,7 @@ generator is seeded from ``torch``'s RNG, which DataLoader seeds differently in 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import cv2
@@ -293,12 +294,215 @@ def classmix(
     return image, label, chosen
 
 
-def train_transform(crop: Sequence[int], scale: Sequence[float] = (0.5, 2.0), flip: float = 0.5, photometric: bool = True, ignore_index: int = 255) -> Compose:
+# ---- appearance randomisation ------------------------------------------------------------------
+# SynthCity's materials are few and clean, so a model trained on it learns colours and textures that real
+# photographs do not share. These transforms change only the image's appearance (never its geometry or
+# the label), each with its own probability, so the network has to rely on shape and context instead.
+
+
+class MaybeAppearance:
+    """An image-only change applied with probability ``self.p``: subclasses define ``apply(image, rng)``;
+    the label passes through untouched, and at ``p = 0`` the image too."""
+
+    p: float = 0.0
+
+    def __call__(self, image, label, rng=None):
+        rng = _rng(rng)
+        if rng.random() >= self.p:
+            return image, label
+        return self.apply(image, rng), label
+
+    def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+
+class ColourRandomise(MaybeAppearance):
+    """Per-channel gains, a random gamma and, with probability ``shuffle``, a random channel order.
+
+    Applied with probability ``p``: ``x`` in [0, 1] becomes ``(clip(x * gain_c, 0, 1)) ** gamma`` with
+    ``gain_c`` uniform in ``[1 - gain, 1 + gain]`` per channel and ``gamma`` log-uniform in ``gamma``.
+    """
+
+    def __init__(self, p: float = 0.5, gain: float = 0.3, gamma=(0.6, 1.6), shuffle: float = 0.2):
+        self.p, self.gain, self.shuffle = _probability(p, "colour"), float(gain), _probability(shuffle, "colour shuffle")
+        self.gamma = (float(gamma[0]), float(gamma[1]))
+        if not 0 <= self.gain < 1 or not 0 < self.gamma[0] <= self.gamma[1]:
+            raise CitysegError("colour randomisation: gain must be in [0, 1) and gamma a range of positive values")
+
+    def apply(self, image, rng):
+        gains = rng.uniform(1 - self.gain, 1 + self.gain, 3)
+        gamma = float(np.exp(rng.uniform(np.log(self.gamma[0]), np.log(self.gamma[1]))))
+        order = rng.permutation(3) if rng.random() < self.shuffle else np.arange(3)
+        # uint8 in, uint8 out: one 256-entry table per channel computes the formula once per value
+        lut = _to_uint8(np.clip(np.arange(256, dtype=np.float32)[:, None] / 255.0 * gains[None, :], 0, 1) ** gamma)
+        out = cv2.LUT(image, lut[:, None, :])
+        return np.ascontiguousarray(out[..., order])
+
+    def __repr__(self):
+        return f"ColourRandomise(p={self.p}, gain={self.gain}, gamma={self.gamma}, shuffle={self.shuffle})"
+
+
+class RandomStyle(MaybeAppearance):
+    """Random style statistics: with probability ``p`` each channel is re-normalised from its own mean and
+    standard deviation to random targets, ``(x - mu_c) / sigma_c * sigma'_c + mu'_c``, with ``mu'_c = mu_c + u``,
+    ``u`` uniform in ``[-shift, shift]`` (in [0, 1] units) and ``sigma'_c = sigma_c * s``, ``log s`` uniform in
+    ``[-log scale, log scale]``."""
+
+    def __init__(self, p: float = 0.5, shift: float = 0.15, scale: float = 1.5):
+        self.p, self.shift, self.scale = _probability(p, "style"), float(shift), float(scale)
+        if self.shift < 0 or self.scale < 1:
+            raise CitysegError("random style: shift must be >= 0 and scale >= 1")
+
+    def apply(self, image, rng):
+        mean, std = cv2.meanStdDev(image)
+        mu, sigma = mean.ravel() / 255.0, std.ravel() / 255.0 + 1e-6
+        new_mu = mu + rng.uniform(-self.shift, self.shift, 3)
+        new_sigma = sigma * np.exp(rng.uniform(-np.log(self.scale), np.log(self.scale), 3))
+        values = np.arange(256, dtype=np.float64)[:, None] / 255.0
+        lut = _to_uint8((values - mu) * (new_sigma / sigma) + new_mu)  # the affine map per channel, as a table
+        return cv2.LUT(image, lut[:, None, :])
+
+    def __repr__(self):
+        return f"RandomStyle(p={self.p}, shift={self.shift}, scale={self.scale})"
+
+
+class RandConv(MaybeAppearance):
+    """Random convolution (RandConv, Xu et al., ICLR 2021): with probability ``p`` a k x k convolution
+    (``k`` drawn from ``kernels``) mapping 3 channels to 3, weights ~ N(0, 1 / (3 k^2)), is applied to the
+    image and mixed with it, ``alpha * conv(x) + (1 - alpha) * x`` with ``alpha`` uniform in [0, 1].
+
+    As ``torch.nn.functional.conv2d`` (cross-correlation, "same" size; borders reflected without repeating
+    the edge, OpenCV's default). The image is taken about mid-grey (``x - 0.5`` in [0, 1] units, and 0.5
+    added back) so that a zero-mean kernel keeps the result a visible image instead of clipping it to black.
+    """
+
+    def __init__(self, p: float = 0.5, kernels=(1, 3, 5, 7)):
+        self.p = _probability(p, "randconv")
+        self.kernels = tuple(int(k) for k in kernels)
+        if not self.kernels or any(k < 1 or k % 2 == 0 for k in self.kernels):
+            raise CitysegError(f"randconv: kernel sizes must be odd and positive, got {kernels!r}")
+
+    def apply(self, image, rng):
+        k = int(rng.choice(self.kernels))
+        weight = rng.normal(0.0, np.sqrt(1.0 / (3 * k * k)), (3, 3, k, k)).astype(np.float32)
+        alpha = float(rng.uniform(0.0, 1.0))
+        return random_convolution(image, weight, alpha)
+
+    def __repr__(self):
+        return f"RandConv(p={self.p}, kernels={self.kernels})"
+
+
+def random_convolution(image: np.ndarray, weight: np.ndarray, alpha: float) -> np.ndarray:
+    """``alpha * conv(x) + (1 - alpha) * x`` for an HxWx3 uint8 image and a 3x3xkxk weight (out, in, y, x),
+    about mid-grey (see ``RandConv``); returns uint8."""
+    x = image.astype(np.float32) / 255.0 - 0.5
+    out = np.zeros_like(x)
+    for o in range(3):
+        for i in range(3):
+            out[..., o] += cv2.filter2D(x[..., i], -1, weight[o, i], borderType=cv2.BORDER_REFLECT_101)
+    return _to_uint8(alpha * out + (1.0 - alpha) * x + 0.5)
+
+
+class RandomBlur(MaybeAppearance):
+    """Gaussian blur with probability ``p``, sigma uniform in ``sigma`` pixels (kernel 2 * ceil(3 sigma) + 1)."""
+
+    def __init__(self, p: float = 0.3, sigma=(0.3, 1.5)):
+        self.p, self.sigma = _probability(p, "blur"), (float(sigma[0]), float(sigma[1]))
+        if not 0 < self.sigma[0] <= self.sigma[1]:
+            raise CitysegError("blur: sigma must be a range of positive values")
+
+    def apply(self, image, rng):
+        s = float(rng.uniform(*self.sigma))
+        k = 2 * int(np.ceil(3 * s)) + 1
+        return cv2.GaussianBlur(image, (k, k), s, borderType=cv2.BORDER_REFLECT_101)
+
+    def __repr__(self):
+        return f"RandomBlur(p={self.p}, sigma={self.sigma})"
+
+
+class RandomNoise(MaybeAppearance):
+    """Additive Gaussian noise with probability ``p``, standard deviation uniform in ``std`` (0..255 units),
+    drawn per pixel and channel."""
+
+    def __init__(self, p: float = 0.3, std=(2.0, 10.0)):
+        self.p, self.std = _probability(p, "noise"), (float(std[0]), float(std[1]))
+        if not 0 <= self.std[0] <= self.std[1]:
+            raise CitysegError("noise: std must be a range of non-negative values")
+
+    def apply(self, image, rng):
+        s = float(rng.uniform(*self.std))
+        noise = rng.standard_normal(image.shape, dtype=np.float32) * s
+        return _to_uint8((image.astype(np.float32) + noise) / 255.0)
+
+    def __repr__(self):
+        return f"RandomNoise(p={self.p}, std={self.std})"
+
+
+class RandomJpeg(MaybeAppearance):
+    """JPEG compression artefacts with probability ``p``: encode and decode at a quality uniform in ``quality``."""
+
+    def __init__(self, p: float = 0.3, quality=(30, 90)):
+        self.p, self.quality = _probability(p, "jpeg"), (int(quality[0]), int(quality[1]))
+        if not 1 <= self.quality[0] <= self.quality[1] <= 100:
+            raise CitysegError("jpeg: quality must be a range within 1..100")
+
+    def apply(self, image, rng):
+        q = int(rng.integers(self.quality[0], self.quality[1] + 1))
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, q])  # channel order does not matter to the codec's loss
+        if not ok:
+            raise CitysegError("jpeg: OpenCV could not encode the image")
+        return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+
+    def __repr__(self):
+        return f"RandomJpeg(p={self.p}, quality={self.quality})"
+
+
+def _probability(p: float, what: str) -> float:
+    p = float(p)
+    if not 0.0 <= p <= 1.0:
+        raise CitysegError(f"{what}: probability must be in [0, 1], got {p}")
+    return p
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    """[0, 1] float image -> uint8, rounded and clipped."""
+    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """Probabilities of the appearance randomisations (0 = off), in the order they run: colour, style,
+    random convolution (the scene's look), then blur, noise and JPEG (the camera's)."""
+
+    colour: float = 0.0
+    style: float = 0.0
+    randconv: float = 0.0
+    blur: float = 0.0
+    noise: float = 0.0
+    jpeg: float = 0.0
+
+    def transforms(self) -> list[Callable]:
+        made = [ColourRandomise(self.colour), RandomStyle(self.style), RandConv(self.randconv)]
+        made += [RandomBlur(self.blur), RandomNoise(self.noise), RandomJpeg(self.jpeg)]
+        return [t for t in made if t.p > 0]
+
+
+def train_transform(
+    crop: Sequence[int],
+    scale: Sequence[float] = (0.5, 2.0),
+    flip: float = 0.5,
+    photometric: bool = True,
+    ignore_index: int = 255,
+    appearance: Appearance | None = None,
+) -> Compose:
     """The training recipes' paired augmentation: random scale + crop, h-flip (``flip`` > 0), photometric
-    jitter (``photometric``). ``ignore_index`` fills the label where a down-scaled image is padded."""
+    jitter (``photometric``), then the appearance randomisations with a probability above 0. ``ignore_index``
+    fills the label where a down-scaled image is padded."""
     steps = [RandomScaleCrop(scale=tuple(scale), crop=tuple(crop), ignore_index=ignore_index)]
     if flip > 0:
         steps.append(RandomHorizontalFlip(flip))
     if photometric:
         steps.append(PhotometricJitter())
+    if appearance is not None:
+        steps.extend(appearance.transforms())
     return Compose(steps)

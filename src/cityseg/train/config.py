@@ -46,6 +46,13 @@ DEFAULTS: dict[str, Any] = {
         "hflip": 0.5,  # probability
         "photometric": True,  # brightness/contrast/saturation/hue jitter
         "classmix": 0.0,  # probability of pasting half the classes of a second training frame (ClassMix)
+        # appearance randomisation, each a probability (0 = off; data/transforms.py holds the ranges)
+        "colour": 0.0,  # per-channel gains, gamma, channel shuffle
+        "style": 0.0,  # per-channel mean/std re-normalised to random targets
+        "randconv": 0.0,  # random 1/3/5/7 convolution mixed with the image (RandConv)
+        "blur": 0.0,  # Gaussian blur
+        "noise": 0.0,  # additive Gaussian noise
+        "jpeg": 0.0,  # JPEG compression artefacts
     },
     "optim": {
         "name": "adam",  # adam | adamw | sgd
@@ -95,6 +102,9 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "train.fast": ("auto", True, False),
     "train.nan_policy": ("stop", "skip"),
 }
+
+#: the augment keys that are probabilities of an appearance randomisation (``data.transforms.Appearance``)
+APPEARANCE_KEYS = ("colour", "style", "randconv", "blur", "noise", "jpeg")
 
 RECIPES_PACKAGE = "cityseg.configs"
 
@@ -329,8 +339,9 @@ def validate(cfg: dict[str, Any], source: str = "config") -> dict[str, Any]:
         raise CitysegError(f"{source}: augment.crop must be [] (= data.size) or [H, W] with positive values, got {crop}")
     if not 0.0 <= cfg["augment"]["hflip"] <= 1.0:
         raise CitysegError(f"{source}: augment.hflip is a probability in [0, 1]")
-    if not 0.0 <= cfg["augment"]["classmix"] <= 1.0:
-        raise CitysegError(f"{source}: augment.classmix is a probability in [0, 1]")
+    for key in ("classmix", *APPEARANCE_KEYS):
+        if not 0.0 <= cfg["augment"][key] <= 1.0:
+            raise CitysegError(f"{source}: augment.{key} is a probability in [0, 1]")
     if cfg["augment"]["classmix"] > 0 and not cfg["augment"]["enabled"]:
         raise CitysegError(f"{source}: augment.classmix needs augment.enabled = true")
     if not 0.0 < s["warmup_factor"] <= 1.0:

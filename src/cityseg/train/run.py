@@ -37,13 +37,13 @@ from cityseg.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from cityseg.data.dataset import CityscapesDataset
 from cityseg.data.layout import is_camvid
 from cityseg.data.mix import MixedDataset
-from cityseg.data.transforms import train_transform
+from cityseg.data.transforms import Appearance, train_transform
 from cityseg.errors import CitysegError
 from cityseg.io import atomic_write_json, atomic_write_text, folder_lock
 from cityseg.models import build_model, model_options
 from cityseg.runtime import environment, process_context, resolve_fast
 from cityseg.train import distributed as D
-from cityseg.train.config import dump_toml, validate
+from cityseg.train.config import APPEARANCE_KEYS, dump_toml, validate
 from cityseg.train.init import init_from_checkpoint
 from cityseg.train.loop import StepContext, StopFlags, evaluate, new_running, train_one_epoch
 from cityseg.train.losses import build_loss
@@ -144,7 +144,8 @@ def build_dataset(cfg: dict[str, Any], root: Path, split: str, label_mode: str, 
     if train and a["enabled"]:
         # labelIds have no ignore index: padding after a down-scale gets id 0 ("unlabeled") there
         pad_label = L.VOID_VALUE[label_mode]
-        transform = train_transform(train_crop(cfg), a["scale"], a["hflip"], a["photometric"], pad_label)
+        appearance = Appearance(**{key: a[key] for key in APPEARANCE_KEYS})
+        transform = train_transform(train_crop(cfg), a["scale"], a["hflip"], a["photometric"], pad_label, appearance)
     return CityscapesDataset(
         root=root,
         split=split,

@@ -34,7 +34,8 @@ def _clip_polygon(pts: np.ndarray, x0: float, y0: float, x1: float, y1: float) -
 
 
 class Canvas:
-    """Image, labelIds, instanceIds and the polygon list, all drawn from the same polygons."""
+    """Image, labelIds, instanceIds and the polygon list, all drawn from the same polygons; beside them the
+    material map (``spec.M``, or the labelId for a surface of the label's own material) that texture reads."""
 
     def __init__(self, height: int, width: int):
         self.h, self.w = height, width
@@ -42,6 +43,7 @@ class Canvas:
         self.label = np.zeros((height, width), np.uint8)
         self.instance = np.zeros((height, width), np.uint16)
         self.shade = np.full((height, width), 255, np.uint8)  # 255 lit; cast shadows are darker
+        self.material = np.zeros((height, width), np.uint8)
         self.objects: list[dict] = []
         self._next_k: dict[int, int] = {}
 
@@ -68,8 +70,9 @@ class Canvas:
                 out.append(np.round(p).astype(np.int32))
         return out
 
-    def fill(self, polys, label_id: int, color, instance: int | None = None) -> None:
-        """Fill ``polys`` in image (``color``) and labels; record them in the polygon list.
+    def fill(self, polys, label_id: int, color, instance: int | None = None, material: int | None = None) -> None:
+        """Fill ``polys`` in image (``color``, of ``material``: default the label's own) and labels; record
+        them in the polygon list.
 
         A filled polygon is in front of every shadow drawn before it, so it clears the shade map. With
         ``color`` None only the labels change: the image behind shows through (the inside of a wheel)."""
@@ -84,14 +87,18 @@ class Canvas:
             if col is not None:
                 cv2.fillPoly(self.image, [p], col)
                 cv2.fillPoly(self.shade, [p], 255)
+                cv2.fillPoly(self.material, [p], int(label_id if material is None else material))
         name = labels.ID_TO_LABEL[label_id].name
         self.objects.extend({"label": name, "polygon": p.tolist()} for p in pts)
 
-    def paint(self, polys, color) -> None:
-        """Image-only detail (windows, lane markings, shadows): the labels stay as they are."""
+    def paint(self, polys, color, material: int | None = None) -> None:
+        """Image-only detail (windows, lane markings, shadows): the labels stay as they are; with
+        ``material`` the material map changes too (else the surface keeps its texture)."""
         col = _col(color)
         for p in self._prepare(polys):
             cv2.fillPoly(self.image, [p], col)
+            if material is not None:
+                cv2.fillPoly(self.material, [p], int(material))
 
     def ring(self, outer, inner, color) -> None:
         """Image-only ring between two nested polygons (a tyre around a see-through wheel)."""

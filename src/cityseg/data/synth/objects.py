@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cityseg.data.synth.drawing import circle
-from cityseg.data.synth.spec import L
+from cityseg.data.synth.drawing import circle, segment
+from cityseg.data.synth.spec import L, M
 
 
 class StreetObjects:
@@ -35,11 +35,38 @@ class StreetObjects:
             q = rng.uniform(0.6, 0.9)
             cv.fill([cam.ground_quad(x - q, x + q, z - q, z + q, self.kerb + 0.01)], L["terrain"], pal.terrain() * 0.7)
         self.ground_shadow(x, z, r, th + r)
+        bark = pal.beige() * rng.uniform(0.3, 0.55)
         trunk = cam.billboard(x, z, [[-tw / 2, 0], [tw / 2, 0], [tw / 2 * 0.7, th + r * 0.5], [-tw / 2 * 0.7, th + r * 0.5]])
         crown = cam.billboard(x, z, circle(0, th + r, r, r * rng.uniform(0.8, 1.2), 28, rng.normal(0, 0.12, 28)))
-        cv.fill([trunk], L["vegetation"], pal.beige() * rng.uniform(0.3, 0.55))
+        cv.fill([trunk], L["vegetation"], bark, material=M["bark"])
         cv.fill([crown], L["vegetation"], col)
+        self.branches(x, z, th, tw, r, bark)
         self.foliage(x, z, th + r, r, col)
+
+    def branches(self, x, z, th, tw, r, bark):
+        """Limbs from the top of the trunk into the crown, forking once, seen between the leaves (image only:
+        the crown's outline is the label, so every limb ends well inside it)."""
+        rng, cam = self.rng, self.cam
+        if cam.scale(z) * r < 12:
+            return
+        px = cam.scale(z)  # limbs are drawn as image-space segments, their widths in pixels
+        centre = np.array([0.0, th + r])
+
+        def inside(pt):  # pulled back to within 0.55 r of the crown's centre (its outline is noisy)
+            d = pt - centre
+            return centre + d * min(1.0, 0.55 * r / (np.hypot(*d) + 1e-9))
+
+        limbs = []
+        for _ in range(int(rng.integers(3, 7))):
+            a = rng.uniform(-1.1, 1.1)  # angle from vertical
+            p = np.array([0.0, th + rng.uniform(0.5, 0.7) * r])
+            q = inside(p + rng.uniform(0.4, 0.7) * r * np.array([np.sin(a), np.cos(a)]))
+            w0 = tw * rng.uniform(0.35, 0.6) * px
+            ends = [inside(q + rng.uniform(0.2, 0.4) * r * np.array([np.sin(a + da), np.cos(a + da)])) for da in rng.uniform(0.3, 0.8, 2) * np.array([-1, 1])]
+            img = cam.billboard(x, z, np.array([p, q, *ends]))
+            limbs.append(segment(img[0], img[1], w0, w0 * 0.6))
+            limbs.extend(segment(img[1], e, w0 * 0.6, w0 * 0.25) for e in img[2:])  # the fork
+        self.cv.paint(limbs, np.asarray(bark) * 0.8, material=M["bark"])
 
     def bush(self, x, z):
         rng = self.rng
@@ -54,16 +81,17 @@ class StreetObjects:
         s = cam.scale(z)
         if s * r < 4:
             return
-        n = int(min(40, 4 + s * r / 4))
+        n = int(min(60, 4 + s * r / 3))
         u = rng.uniform(-0.8, 0.8, (n, 1)) * r
         v = cy + rng.uniform(-0.7, 0.7, (n, 1)) * r
         rr = rng.uniform(0.08, 0.25, (n, 1)) * r
         t = np.linspace(0, 2 * np.pi, 8, endpoint=False)
         uv = np.stack([u + rr * np.cos(t), v + rr * np.sin(t)], -1)
         polys = list(cam.billboard(x, z, uv.reshape(-1, 2)).reshape(n, 8, 2))
-        half = n // 2
-        self.cv.paint(polys[:half], np.asarray(col) * 0.65)
-        self.cv.paint(polys[half:], np.asarray(col) * 1.3 + 10)
+        third = n // 3  # shadowed clumps, the crown's own colour over the limbs, sunlit clumps
+        self.cv.paint(polys[:third], np.asarray(col) * 0.65, material=L["vegetation"])
+        self.cv.paint(polys[third : 2 * third], col, material=L["vegetation"])
+        self.cv.paint(polys[2 * third :], np.asarray(col) * 1.3 + 10, material=L["vegetation"])
 
     # ---- poles, lights, signs, clutter on the sidewalk
     def street_furniture(self, side):

@@ -18,6 +18,6 @@ def render_frame(seed: int, split: str, index: int, size: tuple[int, int] = DEFA
     scene = Scene(rng, h, w, randomize)
     cv = scene.draw()
     texture.sky(cv.image, cv.label, scene.cam.yh, scene.sky_color, rng, scene.overcast)
-    image = texture.finish(cv.image, cv.label, cv.shade, rng, randomize)
+    image = texture.finish(cv.image, cv.material, cv.shade, rng, randomize)
     polygons = {"imgHeight": h, "imgWidth": w, "objects": cv.objects}
     return image, cv.label, cv.instance, polygons

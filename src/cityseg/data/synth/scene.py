@@ -17,7 +17,7 @@ from cityseg.data.synth.drawing import Canvas, circle
 from cityseg.data.synth.objects import StreetObjects
 from cityseg.data.synth.palette import Palette
 from cityseg.data.synth.people import People
-from cityseg.data.synth.spec import L
+from cityseg.data.synth.spec import L, M
 from cityseg.data.synth.vehicles import Vehicles
 
 #: per street kind: (building share of the zones, building heights (m), street-tree probability, lanes)
@@ -138,12 +138,7 @@ class Scene(StreetObjects, Vehicles, People):
         cv.fill([cam.ground_quad(r0, r1, zn, zf)], L["road"], road_col)
         if self.cross is not None:
             cv.fill([cam.ground_quad(-150, 150, *self.cross)], L["road"], road_col)
-        # patches and repairs on the asphalt (image only)
-        for _ in range(rng.integers(2, 10)):
-            zc = rng.uniform(4, 50)
-            xc = rng.uniform(r0, r1)
-            ln, wd = rng.uniform(1, 8), rng.uniform(0.5, 3)
-            cv.paint([cam.ground_quad(xc - wd / 2, xc + wd / 2, zc, zc + ln)], pal.jitter(road_col * rng.uniform(0.85, 1.1), 3))
+        self.asphalt(road_col)
         for side in (-1, 1):
             e, o = self.edge(side), self.outer(side)
             col = pal.sidewalk()
@@ -170,6 +165,31 @@ class Scene(StreetObjects, Vehicles, People):
                     cv.fill([cam.ground_quad(min(o, pe), max(o, pe), a, b, self.kerb)], L["parking"], pal.sidewalk() * 0.9)
         self.markings(road_col)
 
+    def asphalt(self, road_col):
+        """Patches, sealed cracks, tar seams and manholes on the road (image only)."""
+        cam, rng, pal, cv = self.cam, self.rng, self.pal, self.cv
+        r0, r1 = self.road
+        for _ in range(rng.integers(2, 10)):  # patches and repairs
+            zc, xc = rng.uniform(4, 50), rng.uniform(r0, r1)
+            ln, wd = rng.uniform(1, 8), rng.uniform(0.5, 3)
+            cv.paint([cam.ground_quad(xc - wd / 2, xc + wd / 2, zc, zc + ln)], pal.jitter(road_col * rng.uniform(0.8, 1.12), 3))
+        seal = road_col * rng.uniform(0.45, 0.7)
+        cracks = []
+        for _ in range(rng.integers(0, 12)):  # sealed cracks: random walks on the ground
+            n = int(rng.integers(4, 10))
+            z0 = rng.uniform(3, 35)
+            xz = np.cumsum(np.column_stack([rng.normal(0, 0.35, n), rng.uniform(0.1, 0.6, n)]), 0) + [rng.uniform(r0, r1), z0]
+            img = cam.ground_poly(np.vstack([xz, xz[::-1] + [0.04, 0.0]]))
+            cracks.append(img)
+        if rng.random() < 0.5:  # a tar seam along the street
+            xs = rng.uniform(r0 + 1, r1 - 1)
+            cracks.append(cam.ground_quad(xs, xs + 0.05, 1.0, self.z_far))
+        cv.paint(cracks, seal)
+        for _ in range(rng.integers(0, 3)):  # manholes and gully covers
+            xc, zc, rr = rng.uniform(r0 + 0.5, r1 - 0.5), rng.uniform(4, 30), rng.uniform(0.3, 0.45)
+            cv.paint([cam.ground_poly(circle(xc, zc, rr * 1.15, rr * 1.15, 20))], road_col * 0.8)
+            cv.paint([cam.ground_poly(circle(xc, zc, rr, rr, 20))], pal.grey(40, 90, 3), material=M["metal"])
+
     def markings(self, road_col):
         cam, rng, cv = self.cam, self.rng, self.cv
         paint = np.clip(road_col * 0.3 + rng.uniform(130, 200), 0, 255)
@@ -179,14 +199,14 @@ class Scene(StreetObjects, Vehicles, People):
         for side_x in (x0, x1):  # solid lines between the lanes and the parking lanes
             if rng.random() < 0.7:
                 for a, b in self.spans(1.0, self.z_far):
-                    cv.paint([cam.ground_quad(side_x - lw / 2, side_x + lw / 2, a, b)], paint)
+                    cv.paint([cam.ground_quad(side_x - lw / 2, side_x + lw / 2, a, b)], paint, material=M["paint"])
         dash, gap = rng.uniform(2, 4), rng.uniform(5, 10)
         for i in range(1, self.lanes):
             x = x0 + i * self.lane_w
             z = rng.uniform(1, dash + gap)
             while z < self.z_far:
                 if not self.in_cross(z, 1):
-                    cv.paint([cam.ground_quad(x - lw / 2, x + lw / 2, z, z + dash)], paint)
+                    cv.paint([cam.ground_quad(x - lw / 2, x + lw / 2, z, z + dash)], paint, material=M["paint"])
                 z += dash + gap
         crossings = [self.cross[0] - 4.5] if self.cross is not None else []
         if rng.random() < 0.25:
@@ -195,7 +215,7 @@ class Scene(StreetObjects, Vehicles, People):
             ln = rng.uniform(3, 4)
             x = self.road[0] + 0.5
             while x < self.road[1] - 0.5:
-                cv.paint([cam.ground_quad(x, x + 0.5, zc, zc + ln)], paint)
+                cv.paint([cam.ground_quad(x, x + 0.5, zc, zc + ln)], paint, material=M["paint"])
                 x += 1.0
         if self.cross is not None:  # stop line
             cv.paint([cam.ground_quad(x0 + self.lanes * self.lane_w / 2, x1, self.cross[0] - 5.2, self.cross[0] - 4.8)], paint)
@@ -221,6 +241,10 @@ class Scene(StreetObjects, Vehicles, People):
     def building(self, side, x_f, z0, z1, height):
         cam, rng, pal, cv = self.cam, self.rng, self.pal, self.cv
         col = pal.building()
+        # the facade's material: plaster, brick (mostly brick-coloured), or smooth render and concrete
+        material = int(rng.choice([M["plaster"], M["brick"], L["building"]], p=[0.45, 0.25, 0.3]))
+        if material == M["brick"] and rng.random() < 0.7:
+            col = pal.brick()
         if self.shadow_dark and side == self.sun_side:  # the facade faces away from the sun
             col = col * (1 - 0.6 * self.shadow_dark)
         # near end face (visible where the neighbour is set back), then the facade
@@ -228,44 +252,76 @@ class Scene(StreetObjects, Vehicles, People):
         xs = sorted([x_f, x_f + side * depth])
         end = cam.wall_z(z0, xs[0], xs[1], 0, height)
         face = cam.wall_x(x_f, z0, z1, 0, height)
-        cv.fill([face], L["building"], col)
-        cv.fill([end], L["building"], col * rng.uniform(0.7, 0.9))
+        cv.fill([face], L["building"], col, material=material)
+        cv.fill([end], L["building"], col * rng.uniform(0.7, 0.9), material=material)
         if self.shadow_dark and side == self.sun_side:  # the row casts its shadow across the street
             d, dz = height * self.shadow_len[0], height * self.shadow_len[1]
             xe = x_f - side * d
             cv.shadow([cam.ground_poly([(x_f, z0), (x_f, z1), (xe, z1 + dz), (xe, z0 + dz)])], self.shadow_dark)
+        if material == M["brick"]:  # mortar courses, in perspective
+            course = rng.uniform(0.25, 0.45)
+            ys = np.arange(course, height, course)
+            lines = [cam.wall_x(x_f, z0, z1, y, y + 0.03) for y in ys] if cam.scale(z0) * course > 3 else []
+            cv.paint(lines, col * rng.uniform(0.6, 0.8))
+        ground = rng.random() < 0.6  # a shop front on the ground floor
+        self.windows(x_f, z0, z1, height, col, ground)
+        if ground:
+            self.shopfront(x_f, z0, z1, col)
+        if rng.random() < 0.5:  # cornice under the roof
+            cv.paint([cam.wall_x(x_f, z0, z1, height - 0.5, height)], col * 0.75, material=L["building"])
+        if rng.random() < 0.4:  # a drainpipe down the facade
+            zp = rng.uniform(z0, max(z0, z1 - 0.2))
+            cv.paint([cam.wall_x(x_f, zp, zp + 0.12, 0, height)], pal.grey(50, 140, 3), material=M["metal"])
+
+    def windows(self, x_f, z0, z1, height, col, shop: bool):
+        """A grid of windows with frames, sills, glazing bars and reflections of the sky."""
+        cam, rng, pal, cv = self.cam, self.rng, self.pal, self.cv
         glass = pal.glass(self.sky_color)
-        frame = col * rng.uniform(0.6, 0.9)
+        frame = pal.pick((2, lambda: col * rng.uniform(0.6, 0.9)), (2, lambda: pal.grey(180, 235, 3)), (1, lambda: pal.grey(30, 70, 3)))
         floor_h = rng.uniform(2.8, 3.6)
         col_w = rng.uniform(2.0, 4.0)
         win_w, win_h = col_w * rng.uniform(0.35, 0.7), floor_h * rng.uniform(0.4, 0.65)
-        floors = np.arange(floor_h * (1.3 if rng.random() < 0.5 else 0.3), height - floor_h * 0.8, floor_h)
-        cols = np.arange(z0 + col_w * 0.3, z1 - win_w, col_w)
-        if len(floors) and len(cols):
-            fy, cz = np.meshgrid(floors, cols, indexing="ij")
-            fy, cz = fy.ravel(), cz.ravel()
-            corners = np.stack(
-                [
-                    np.stack([np.full_like(fy, x_f), fy, cz], 1),
-                    np.stack([np.full_like(fy, x_f), fy, cz + win_w], 1),
-                    np.stack([np.full_like(fy, x_f), fy + win_h, cz + win_w], 1),
-                    np.stack([np.full_like(fy, x_f), fy + win_h, cz], 1),
-                ],
-                1,
-            )
-            pad = 0.12
-            outer_c = corners + np.array([[0, -pad, -pad], [0, -pad, pad], [0, pad, pad], [0, pad, -pad]])
-            cv.paint(list(cam.project(outer_c)), frame)
-            polys = cam.project(corners)
-            lit = rng.random(len(polys)) < 0.12
-            cv.paint([p for p, l in zip(polys, lit) if not l], glass)
-            cv.paint([p for p, l in zip(polys, lit) if l], pal.jitter(glass * 1.5 + 25, 6))
-        if rng.random() < 0.6:  # ground-floor shop front / doors
-            for _ in range(rng.integers(1, 4)):
-                dz = rng.uniform(z0, max(z0 + 0.1, z1 - 3))
-                cv.paint([cam.wall_x(x_f, dz, dz + rng.uniform(1, 3), 0, rng.uniform(2, 2.6))], pal.glass(self.sky_color))
-        if rng.random() < 0.5:  # cornice under the roof
-            cv.paint([cam.wall_x(x_f, z0, z1, height - 0.5, height)], col * 0.75)
+        floors = np.arange(floor_h * (1.3 if shop or rng.random() < 0.5 else 0.3), height - floor_h * 0.8, floor_h)
+        cols = np.arange(z0 + col_w * 0.3, z1 - win_w - 0.35, col_w)  # frames and sills stay on the facade
+        if not (len(floors) and len(cols)):
+            return
+        fy, cz = (a.ravel() for a in np.meshgrid(floors, cols, indexing="ij"))
+
+        def quads(y0, y1, c0, c1):  # one quad per window, corners relative to the window's own (fy, cz)
+            return list(cam.project(np.stack([np.stack([np.full_like(fy, x_f), fy + a, cz + b], 1) for a, b in ((y0, c0), (y0, c1), (y1, c1), (y1, c0))], 1)))
+
+        pad = rng.uniform(0.06, 0.16)
+        cv.paint(quads(-pad, win_h + pad, -pad, win_w + pad), frame, material=M["paint"])
+        cv.paint(quads(-pad - 0.12, -pad, -pad - 0.1, win_w + pad + 0.1), frame * 1.1 + 10, material=M["paint"])  # sills
+        polys = quads(0, win_h, 0, win_w)
+        lit = rng.random(len(polys)) < 0.12
+        cv.paint([p for p, l in zip(polys, lit) if not l], glass, material=M["glass"])
+        cv.paint([p for p, l in zip(polys, lit) if l], pal.jitter(glass * 1.5 + 25, 6), material=M["glass"])
+        sky = np.asarray(self.sky_color, float)
+        shine = rng.random(len(polys)) < rng.uniform(0.2, 0.7)  # the sky reflected in the upper part of the pane
+        refl = quads(win_h * rng.uniform(0.4, 0.7), win_h, 0, win_w * rng.uniform(0.4, 1.0))
+        cv.paint([p for p, s in zip(refl, shine) if s], glass * 0.4 + sky * 0.6 * rng.uniform(0.6, 1.0), material=M["glass"])
+        bar = rng.uniform(0.04, 0.08)
+        if rng.random() < 0.7:  # glazing bars: a cross or a vertical bar
+            cv.paint(quads(0, win_h, win_w / 2 - bar, win_w / 2 + bar), frame, material=M["paint"])
+            if rng.random() < 0.6:
+                cv.paint(quads(win_h * 0.62 - bar, win_h * 0.62 + bar, 0, win_w), frame, material=M["paint"])
+
+    def shopfront(self, x_f, z0, z1, col):
+        """Ground-floor shop windows under a fascia with a sign, with doors between them."""
+        cam, rng, pal, cv = self.cam, self.rng, self.pal, self.cv
+        top = rng.uniform(2.4, 3.2)
+        fascia = pal.pick((2, pal.vivid), (1, lambda: pal.grey(20, 60, 3)), (1, lambda: col * 0.6))
+        cv.paint([cam.wall_x(x_f, z0, z1, top, top + rng.uniform(0.4, 0.8))], fascia, material=M["paint"])
+        z = z0 + rng.uniform(0.3, 1.5)
+        while z < z1 - 1.5:
+            wd = min(rng.uniform(2, 6), z1 - z - 0.3)
+            cv.paint([cam.wall_x(x_f, z - 0.1, z + wd + 0.1, 0.25, top - 0.1)], pal.grey(30, 90, 3), material=M["metal"])
+            cv.paint([cam.wall_x(x_f, z, z + wd, 0.35, top - 0.2)], pal.glass(self.sky_color) * rng.uniform(0.8, 1.3), material=M["glass"])
+            if rng.random() < 0.5:  # goods or posters behind the glass
+                zi = z + rng.uniform(0.2, max(0.3, wd - 1.0))
+                cv.paint([cam.wall_x(x_f, zi, zi + rng.uniform(0.4, 1.0), 0.5, rng.uniform(1.0, 2.0))], pal.cloth(), material=M["paint"])
+            z += wd + rng.uniform(0.4, 2.5)
 
     def zone(self, side, kind, z0, z1):
         cam, rng, pal, cv = self.cam, self.rng, self.pal, self.cv

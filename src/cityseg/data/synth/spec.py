@@ -12,10 +12,13 @@ SPLITS = ("train", "val", "test")
 CITIES = {"train": ("ashford", "brookvale", "carrow", "dunmere", "eastwick", "fallbrook"), "val": ("glenholt", "harwick"), "test": ("ivybridge", "juniper")}
 MARKER = "synthcity.json"
 #: generator version, recorded in the marker: frames of another version differ for the same seed
-VERSION = 3
+VERSION = 4
 FRAME_ID = 19  # Cityscapes annotates frame 19 of every 30-frame snippet
 
 # label ids by name, from the table (never hard-coded numbers)
 L = {lab.name: lab.id for lab in labels.LABELS if lab.id >= 0}
 HAS_INSTANCES = {lab.id for lab in labels.LABELS if lab.id >= 0 and lab.hasInstances}
 FILE_KINDS = ("labelIds", "instanceIds", "color", "labelTrainIds", "polygons")
+#: surface materials beyond the labels' own: the texture follows the material a pixel was painted with (glass
+#: in a facade, paint on the road), not its label, so the texture does not give the class away
+M = {"glass": 40, "paint": 41, "brick": 42, "plaster": 43, "bark": 44, "metal": 45}

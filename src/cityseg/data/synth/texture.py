@@ -1,7 +1,10 @@
 """Per-pixel appearance: material texture, sky, shading and the camera's look, all vectorised.
 
 Noise tiles are made once per frame size from a fixed seed and sliced at a random offset per frame,
-so texture costs a few array operations per frame and stays deterministic. The last step maps each
+so texture costs a few array operations per frame and stays deterministic. Texture follows the material map
+(``Canvas.material``), and every material's texture strength is drawn per frame around its typical value:
+facades of brick or rough plaster carry as much fine detail as foliage, so texture alone does not tell a
+tree from a building or asphalt from paving. The last step maps each
 frame's colour statistics towards those of real Cityscapes frames (the camera's exposure and white
 balance), jittered per frame.
 """
@@ -11,7 +14,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from cityseg.data.synth.spec import L
+from cityseg.data.synth.spec import L, M
 
 #: mean and std of real Cityscapes leftImg8bit frames, per RGB channel (0..1)
 REAL_MEAN = np.array([0.287, 0.325, 0.284])
@@ -22,22 +25,30 @@ PAD = 64  # tiles are larger than the frame by this, for random offsets
 def _lut(values: dict[str, float], default: float = 0.0) -> np.ndarray:
     lut = np.full(256, default, np.float32)
     for name, v in values.items():
-        lut[L[name]] = v
+        lut[L[name] if name in L else M[name]] = v
     return lut
 
 
-# relative amplitude of fine grain and of blotchy low-frequency variation per class
-FINE = _lut({"road": 0.07, "sidewalk": 0.07, "parking": 0.07, "ground": 0.12, "terrain": 0.22, "vegetation": 0.22, "building": 0.05, "wall": 0.08}, 0.03)
-BLOTCH = _lut(
-    {"road": 0.035, "sidewalk": 0.05, "parking": 0.05, "ground": 0.1, "terrain": 0.2, "vegetation": 0.38, "building": 0.04, "wall": 0.07, "sky": 0.0}, 0.03
+# relative amplitude of fine grain, of blotchy low-frequency variation and of the brick pattern per material
+FINE = _lut(
+    {"road": 0.1, "sidewalk": 0.08, "parking": 0.08, "ground": 0.12, "terrain": 0.22, "vegetation": 0.22, "building": 0.07, "wall": 0.1}
+    | {"brick": 0.12, "plaster": 0.18, "bark": 0.2, "glass": 0.015, "paint": 0.04, "metal": 0.02},
+    0.03,
 )
-BLOTCH[L["ego vehicle"]] = 0.02
+BLOTCH = _lut(
+    {"road": 0.05, "sidewalk": 0.05, "parking": 0.05, "ground": 0.1, "terrain": 0.2, "vegetation": 0.38, "building": 0.06, "wall": 0.08, "sky": 0.0}
+    | {"brick": 0.1, "plaster": 0.14, "bark": 0.1, "glass": 0.03, "paint": 0.06, "ego vehicle": 0.02},
+    0.03,
+)
+PATTERN = _lut({"brick": 0.3})
+#: spread (log-normal sigma) of the per-frame, per-material texture strength
+STRENGTH_SPREAD = 0.45
 
-_TILES: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+_TILES: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 
 
-def tiles(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(fine grain, blotches, sensor noise) tiles of (height+PAD, width+PAD); cached per size."""
+def tiles(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(fine grain, blotches, sensor noise, bricks) tiles of (height+PAD, width+PAD); cached per size."""
     key = (height, width)
     if key not in _TILES:
         rng = np.random.default_rng(12345)
@@ -52,8 +63,22 @@ def tiles(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         blotch /= blotch.std() + 1e-6
         sensor = np.clip(rng.normal(0, 32, (h, w, 3)), -127, 127).astype(np.int8)
         _TILES.clear()
-        _TILES[key] = (fine, blotch, sensor)
+        _TILES[key] = (fine, blotch, sensor, _bricks(h, w, rng))
     return _TILES[key]
+
+
+def _bricks(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """Courses of bricks in staggered bond: -1 on the mortar joints, a random shade per brick elsewhere."""
+    course = max(2, round(7 * w / 2048))
+    length = 3 * course
+    rows = np.arange(h)[:, None] // course
+    cols = (np.arange(w)[None, :] + (rows % 2) * (length // 2)) // length
+    shade = rng.normal(0, 0.5, (h // course + 1, w // length + 2)).astype(np.float32)
+    out = shade[rows, cols]
+    out[np.arange(h) % course == 0, :] = -1.0
+    joints = ((np.arange(w)[None, :] + (rows % 2) * (length // 2)) % length) == 0
+    out[joints] = -1.0
+    return out
 
 
 def sky(image: np.ndarray, label: np.ndarray, horizon: float, base, rng: np.random.Generator, overcast: bool) -> None:
@@ -65,7 +90,7 @@ def sky(image: np.ndarray, label: np.ndarray, horizon: float, base, rng: np.rand
         return
     h, w = label.shape
     y1 = int(ys.max()) + 2
-    _, blotch, _ = tiles(h, w)
+    _, blotch, _, _ = tiles(h, w)
     oy, ox = rng.integers(0, PAD, 2)
     sh, sw = max(1, y1 // 4), max(1, w // 4)
     t = np.clip((np.arange(sh, dtype=np.float32) + 0.5) * (y1 / sh) / max(horizon, 1.0), 0, 1)[:, None, None]
@@ -81,20 +106,20 @@ def sky(image: np.ndarray, label: np.ndarray, horizon: float, base, rng: np.rand
     cv2.copyTo(sky_img, mask, image[:y1])
 
 
-def finish(image: np.ndarray, label: np.ndarray, shade: np.ndarray, rng: np.random.Generator, randomize: bool = False) -> np.ndarray:
+def finish(image: np.ndarray, material: np.ndarray, shade: np.ndarray, rng: np.random.Generator, randomize: bool = False) -> np.ndarray:
     """Texture, shadows, lighting, vignetting, exposure and white balance, blur and sensor noise -> uint8 RGB.
 
     The per-pixel factor (texture x shadow x lighting x vignetting) is applied in 8-bit fixed point and the
     per-channel exposure as a lookup table: 8-bit operations keep this step fast."""
-    h, w = label.shape
-    fine, blotch, sensor = tiles(h, w)
+    h, w = material.shape
+    fine, blotch, sensor, bricks = tiles(h, w)
     oy, ox, oy2, ox2 = rng.integers(0, PAD, 4)
-    f_amp, b_amp = FINE, BLOTCH
-    if randomize:
-        f_amp = f_amp * rng.uniform(0.3, 2.5, 256).astype(np.float32)
-        b_amp = b_amp * rng.uniform(0.3, 2.5, 256).astype(np.float32)
-    mod = cv2.multiply(f_amp[label], fine[oy : oy + h, ox : ox + w])
-    mod = cv2.add(mod, cv2.multiply(b_amp[label], blotch[oy2 : oy2 + h, ox2 : ox2 + w]))
+    spread = (0.3, 2.5) if randomize else (np.exp(-2 * STRENGTH_SPREAD), np.exp(2 * STRENGTH_SPREAD))
+    f_amp = FINE * np.clip(rng.lognormal(0, STRENGTH_SPREAD, 256), *spread).astype(np.float32)
+    b_amp = BLOTCH * np.clip(rng.lognormal(0, STRENGTH_SPREAD, 256), *spread).astype(np.float32)
+    mod = cv2.multiply(f_amp[material], fine[oy : oy + h, ox : ox + w])
+    mod = cv2.add(mod, cv2.multiply(b_amp[material], blotch[oy2 : oy2 + h, ox2 : ox2 + w]))
+    mod = cv2.add(mod, cv2.multiply(PATTERN[material], bricks[oy2 : oy2 + h, ox : ox + w]))
     if min(h, w) >= 64:
         shade = cv2.blur(shade, (3, 3))
     light = cv2.resize(rng.uniform(0.85, 1.15, (3, 6)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
