@@ -169,6 +169,8 @@ class DegradedOracle:
     50%, ...) set to road, the people of the first frame predicted as cars, so the frames score apart, and
     the bottom fifth of the second frame predicted as void ids (0 and 4), so the void column has counts."""
 
+    label_mode = "labelIds"  # it predicts Cityscapes labelIds, as a Predictor of a labelIds checkpoint does
+
     def __init__(self, root, split="val"):
         import hashlib
 

@@ -42,11 +42,6 @@ def test_the_counter_counts_what_it_should(source, expected):
     assert sorted(long_functions(source)) == sorted(expected)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="functions owned by parallel work are still over 60 lines (cli/evaluate.py run, data/cache.py prepare, "
-    "data/synth/people.py two_wheeler, data/synth/vehicles.py traffic and car, tools/demo.py run_demo); strict once they are split",
-)
 def test_no_function_over_60_lines():
     offenders = [f for p in sorted(PACKAGE.rglob("*.py")) for f in long_functions(p.read_text(encoding="utf-8"), str(p.relative_to(PACKAGE)))]
     assert not offenders, "functions over 60 lines:\n" + "\n".join(offenders)

@@ -224,9 +224,9 @@ def test_two_gloo_processes_match_one_process(synth_ddp, tmp_path, monkeypatch):
             assert two["metrics"][key] == pytest.approx(one["metrics"][key], rel=1e-4, abs=1e-5), (name, key)
         for a, b in zip(one["history"], two["history"]):
             assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
-        # only rank 0 wrote files: exactly one set, no stray temp files
+        # only rank 0 wrote files: exactly one set, no stray temp files (.lock: rank 0's hold on the folder)
         names = sorted(p.name for p in (tmp_path / f"ddp_{name}").iterdir())
-        assert names == ["best.pt", "config.toml", "curves.png", "environment.json", "last.pt", "metrics.csv"]
+        assert names == [".lock", "best.pt", "config.toml", "curves.png", "environment.json", "last.pt", "metrics.csv"]
     assert "running_mean" in " ".join(one["model"])  # the last config has BatchNorm
     # DDP + mid-epoch resume
     assert list(np.load(tmp_path / "stopped_at.npy")) == [1, 1]  # epoch 2, step 1 of 2

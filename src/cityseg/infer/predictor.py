@@ -82,21 +82,7 @@ class Predictor:
         self.void_class = bool(getattr(model, "void_class", False) if void_class is None else void_class)
         self.outputs = self.num_classes + int(self.void_class)
         self.device = torch.device(device)
-        self.flip = bool(flip)
-        self.scales = tuple(float(s) for s in scales) or (1.0,)
-        if any(s <= 0 for s in self.scales):
-            raise CitysegError(f"scales must be positive, got {self.scales}")
-        if mode is None:
-            mode = getattr(model, "full_res_mode", None) or "whole"
-        if mode not in _MODES:
-            raise CitysegError(f"unknown inference mode {mode!r}: choose whole or slide")
-        self.mode = mode
-        self.window = tuple(int(v) for v in (window or self.input_size))
-        if stride is None:
-            stride = tuple(max(1, (2 * v) // 3) for v in self.window)
-        self.stride = tuple(int(v) for v in stride)
-        if min(self.window) <= 0 or min(self.stride) <= 0:
-            raise CitysegError(f"window {self.window} and stride {self.stride} must be positive")
+        self._set_passes(model, flip, scales, mode, window, stride)
         self.batch_size = max(1, int(batch_size))
         self.bf16 = bool(bf16)
         self.channels_last = bool(channels_last)
@@ -112,6 +98,25 @@ class Predictor:
             self.model = model.to(self.device).eval()
             if self.channels_last:
                 self.model = self.model.to(memory_format=torch.channels_last)
+
+    def _set_passes(self, model: Any, flip: bool, scales: Iterable[float], mode: str | None, window, stride) -> None:
+        """The passes over an image: flip, scales, whole or slide (the model's own choice by default) and
+        the sliding window's size and stride (default: the input size, every 2/3 of it)."""
+        self.flip = bool(flip)
+        self.scales = tuple(float(s) for s in scales) or (1.0,)
+        if any(s <= 0 for s in self.scales):
+            raise CitysegError(f"scales must be positive, got {self.scales}")
+        if mode is None:
+            mode = getattr(model, "full_res_mode", None) or "whole"
+        if mode not in _MODES:
+            raise CitysegError(f"unknown inference mode {mode!r}: choose whole or slide")
+        self.mode = mode
+        self.window = tuple(int(v) for v in (window or self.input_size))
+        if stride is None:
+            stride = tuple(max(1, (2 * v) // 3) for v in self.window)
+        self.stride = tuple(int(v) for v in stride)
+        if min(self.window) <= 0 or min(self.stride) <= 0:
+            raise CitysegError(f"window {self.window} and stride {self.stride} must be positive")
 
     def _auto_fast(self, model: torch.nn.Module) -> torch.nn.Module:
         """The variant ``cityseg.infer.fastpath`` measured fastest for this model, shape and CPU (cached)."""

@@ -24,7 +24,7 @@ from cityseg.runtime import autocast
 from cityseg.tools.benchmark.config import NUM_CLASSES
 from cityseg.tools.benchmark.machine import fast_path
 from cityseg.train import distributed as D
-from cityseg.train.loop import StepContext, new_running, train_step
+from cityseg.train.loop import StepContext, StopFlags, new_running, train_step
 from cityseg.train.losses import as_outputs, build_loss
 
 
@@ -85,7 +85,7 @@ def train_step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, fast
     running = new_running()
 
     def step() -> None:
-        train_step(ctx, x, y, list, running, 0, 0)
+        train_step(ctx, x, y, StopFlags, running, 0, 0)
 
     return step
 
