@@ -229,6 +229,37 @@ def save_tiny(path: Path, label_mode="trainIds", size=(32, 64), seed=0) -> Path:
     return path
 
 
+# ---- the results figure on a CamVid root -------------------------------------------------------------
+def test_figure_on_camvid_draws_camvid_classes_at_the_size_rule(camvid, tmp_path, monkeypatch):
+    """On a CamVid root the figure runs a Cityscapes model at the CamVid size, shows the annotation and the
+    prediction (through the mapping table) in CamVid's colours, blacks out void (11) in the error panel and
+    names the 11 CamVid classes in the legend."""
+    import matplotlib.axes
+    import matplotlib.figure
+
+    from cityseg.infer.figure import ERROR_COLOR
+
+    drawn, legends = [], []
+    real_imshow, real_legend = matplotlib.axes.Axes.imshow, matplotlib.figure.Figure.legend
+    monkeypatch.setattr(matplotlib.axes.Axes, "imshow", lambda ax, a, **k: (drawn.append(np.asarray(a)), real_imshow(ax, a, **k))[1])
+    monkeypatch.setattr(matplotlib.figure.Figure, "legend", lambda f, **k: (legends.append([h.get_label() for h in k["handles"]]), real_legend(f, **k))[1])
+    ckpt = save_tiny(tmp_path / "city.pt", "trainIds", size=(32, 64))
+    out = tmp_path / "fig.png"
+    assert main(["figure", "--checkpoint", str(ckpt), "--data", str(camvid), "--split", "test", "--out", str(out)]) == 0
+    assert out.is_file() and len(drawn) == 8 and legends == [list(labels.CAMVID_NAMES)]
+    predictor = Predictor.from_checkpoint(ckpt, input_size=(48, 64))  # width kept, height 64 * 3 / 4
+    for r, sample in enumerate(layout.require_samples(camvid, "test")):
+        image, gt = np.asarray(Image.open(sample.image)), np.asarray(Image.open(sample.label))
+        pred = labels.LABELID_TO_CAMVID[predictor.predict(image)]
+        np.testing.assert_array_equal(drawn[4 * r + 1], labels.CAMVID_PALETTE[gt])
+        np.testing.assert_array_equal(drawn[4 * r + 2], labels.CAMVID_PALETTE[pred])
+        errors, void = drawn[4 * r + 3], gt == 11
+        assert void.any() and (errors[void] == 0).all()
+        assert (errors[~void & (pred != gt)] == ERROR_COLOR).all()
+        right = ~void & (pred == gt)
+        assert (errors[right][:, 0] == errors[right][:, 1]).all()  # grey where right
+
+
 # ---- evaluate and train through the CLI --------------------------------------------------------------
 def test_evaluate_a_cityscapes_model_on_camvid_at_the_size_rule(camvid, tmp_path, capsys):
     ckpt = save_tiny(tmp_path / "city.pt", "trainIds", size=(32, 64))

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise CitysegError(f"--batch {args.batch}: must be at least 1")
     size = args.size
     if size is None and camvid_root(Path(args.images)) is not None:
-        from cityseg.eval.camvid import camvid_predictor
+        from cityseg.infer.camvid import camvid_predictor
 
         size = camvid_predictor(args.checkpoint).input_size  # the size evaluation on CamVid runs at
     done = adapt_checkpoint(args.checkpoint, args.images, args.out, size=size, batch=args.batch, device=args.device, split=args.split)

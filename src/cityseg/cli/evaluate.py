@@ -97,8 +97,9 @@ def run(args: argparse.Namespace) -> int:
 
 def run_camvid(args: argparse.Namespace) -> int:
     """A checkpoint on a CamVid split: IoU of the 11 CamVid classes (docs/camvid.md)."""
-    from cityseg.eval.camvid import camvid_predictor, score_camvid
+    from cityseg.eval.camvid import score_camvid
     from cityseg.eval.report import format_camvid_table
+    from cityseg.infer.camvid import camvid_predictor
 
     unsupported = [flag for flag, given in (("--pred-dir", args.pred_dir), ("--at-model-size", args.at_model_size), ("--report", args.report)) if given]
     if unsupported:

@@ -1,4 +1,5 @@
-"""``cityseg figure``: the seed's results figure (input / ground truth / prediction rows)."""
+"""``cityseg figure``: the seed's results figure (input / ground truth / prediction rows); on a CamVid root in
+CamVid's classes, as CamVid is scored."""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cityseg.infer.camvid import predictor_for
     from cityseg.infer.figure import results_figure
-    from cityseg.infer.predictor import Predictor
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    predictor = predictor_for(args.data, args.checkpoint, device=args.device)
     path = results_figure(predictor, args.data, args.out, split=args.split, n=args.n)
     print(f"wrote {path}")
     return 0
