@@ -92,7 +92,7 @@ def test_demo_end_to_end_then_rerun_reuses_data(tmp_path, capsys):
     # the run report, from the demo's own evaluation, printed last
     assert lines[-1].split()[-1] == s1["report"] == str(run1 / "report" / "index.html")
     page = json.loads((run1 / "report" / "index.json").read_text())
-    assert page["scores"]["mIoU"] == s1["mIoU"] and len(page["frames"]) == 2 and page["run"]["recipe"] == "cpu-fast"
+    assert page["scores"]["mIoU"] == s1["mIoU"] and len(page["frames"]) == 2 and page["run"]["recipe"] == "cpu-fast-real"
 
     # second run, same --out, through the CLI: data reused (not rewritten), a fresh run folder, JSON written
     marker_mtime = (out / "data" / MARKER).stat().st_mtime_ns

@@ -1,6 +1,6 @@
 """``cityseg demo [--out DIR] [--minutes N] [--json FILE]``: the main job, end to end, in a time budget.
 
-SynthCity into OUT/data (reused when already there), cache, training (lite0_fpn, ImageNet-pretrained, with the cpu-fast recipe
+SynthCity into OUT/data (reused when already there), cache, training (lite0_fpn, ImageNet-pretrained, with the cpu-fast-real recipe
 by default; ``--model residual_unet --config seed`` is the seed's Model A and recipe) in a fresh run folder
 OUT/runs/NNN (every invocation gets a new one; earlier runs are kept), official full-resolution evaluation on
 val, labelId + colour predictions, the results figure, a summary and the run report (its path printed last).
