@@ -15,7 +15,7 @@ import os
 import platform
 import sys
 from importlib import metadata
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -49,6 +49,12 @@ def resolve_fast(fast: FastSetting, device: torch.device, training: bool = True)
             return True, torch.bfloat16
         return (not training), None
     return False, None
+
+
+def train_channels_last(model: Any, channels_last: bool) -> bool:
+    """Whether training ``model`` uses channels_last: when the fast path asks for it and the model does not
+    opt out (``train_channels_last = False``, for layers whose gradients that layout gets wrong)."""
+    return channels_last and bool(getattr(model, "train_channels_last", True))
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

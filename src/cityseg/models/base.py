@@ -49,6 +49,8 @@ class SegmentationModel(nn.Module):
     (``freeze_batchnorm``); a model trained from scratch has none.
     ``void_class`` means one output more than
     ``num_classes``, last: a trained "void" class whose argmax predicts labelId 0 (unlabeled).
+    ``train_channels_last = False`` keeps training in NCHW where the fast path would use channels_last
+    (``runtime.train_channels_last``), for a model whose layers get wrong gradients in that layout.
     """
 
     name: str = "model"
@@ -58,6 +60,7 @@ class SegmentationModel(nn.Module):
     training_heads: tuple[str, ...] = ()
     full_res_mode: str = "whole"
     pretrained_parts: tuple[str, ...] = ()
+    train_channels_last: bool = True
     frozen_bn: tuple[nn.Module, ...] = ()
 
     def freeze_batchnorm(self, parts: Sequence[str]) -> int:

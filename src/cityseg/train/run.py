@@ -41,7 +41,7 @@ from cityseg.data.transforms import Appearance, train_transform
 from cityseg.errors import CitysegError
 from cityseg.io import atomic_write_json, atomic_write_text, folder_lock
 from cityseg.models import build_model, model_options
-from cityseg.runtime import environment, process_context, resolve_fast
+from cityseg.runtime import environment, process_context, resolve_fast, train_channels_last
 from cityseg.train import distributed as D
 from cityseg.train.config import APPEARANCE_KEYS, dump_toml, validate
 from cityseg.train.init import init_from_checkpoint
@@ -329,6 +329,7 @@ def setup(cfg: dict[str, Any], root: Path, out: Path, info: D.DistInfo, say: Cal
     val_subset = torch.utils.data.Subset(val_ds, list(range(info.rank, len(val_ds), info.world_size)))
     val_loader = torch.utils.data.DataLoader(val_subset, batch_size=t["eval_batch_size"], shuffle=False, **loader_workers(cfg))
     channels_last, amp_dtype = resolve_fast(t["fast"], info.device)
+    channels_last = train_channels_last(model, channels_last)
     net = _wrap_model(model, cfg, info, channels_last)
     optimizer = build_optimizer(model, cfg["optim"], t["encoder_lr_mult"])
     scheduler = build_scheduler(optimizer, cfg["schedule"], total_steps(t, len(sampler)), cfg["optim"]["lr"])

@@ -20,7 +20,7 @@ from cityseg.infer import fastpath
 from cityseg.infer.onnx import export_onnx, load_onnx
 from cityseg.infer.predictor import Predictor
 from cityseg.models import build_model, model_options, set_fused, weightless_options
-from cityseg.runtime import autocast
+from cityseg.runtime import autocast, train_channels_last
 from cityseg.tools.benchmark.config import NUM_CLASSES
 from cityseg.tools.benchmark.machine import fast_path
 from cityseg.train import distributed as D
@@ -65,6 +65,7 @@ def step_context(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, fast:
     the loss of every output at full size (``train.loss_scale = 1``, the papers' setting), the fast path if asked."""
     device = x.device
     channels_last, dtype = fast_path(device) if fast else (False, None)
+    channels_last = train_channels_last(model, channels_last)
     model.train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
