@@ -18,10 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cityseg.infer.camvid import predictor_for
     from cityseg.infer.figure import results_figure
 
-    predictor = predictor_for(args.data, args.checkpoint, device=args.device)
-    path = results_figure(predictor, args.data, args.out, split=args.split, n=args.n)
+    path = results_figure(args.checkpoint, args.data, args.out, split=args.split, n=args.n, device=args.device)
     print(f"wrote {path}")
     return 0

@@ -109,9 +109,11 @@ def results_figure(
     n: int = 32,
     dpi: int = 100,
     progress: Callable[[Iterable], Iterable] | None = None,
+    device: str = "cpu",
 ) -> Path:
     """Draw the figure for ``model`` (a ``Predictor``, checkpoint dict or path) and write it atomically to
-    ``out``. A checkpoint runs at the size the dataset asks for (``predictor_for``); a Predictor as it is."""
+    ``out``. A checkpoint runs on ``device`` at the size the dataset asks for (``predictor_for``); a
+    Predictor as it is."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,7 +126,7 @@ def results_figure(
     if fmt not in ("png", "jpg", "jpeg", "pdf", "svg"):
         raise CitysegError(f"{out}: unsupported figure format {fmt!r} (use .png, .jpg, .pdf or .svg)")
     root = resolve_root(data)
-    predictor = model if hasattr(model, "predict") else predictor_for(root, model)
+    predictor = model if hasattr(model, "predict") else predictor_for(root, model, device=device)
     shown = FigureLabels.of(root)
     samples = require_samples(root, split)[:n]
     rows, cols = len(samples), len(TITLES)
