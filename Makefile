@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# the demo's budget (10 minutes) starts when make does: setting up .venv on a fresh clone is part of it
+DEMO_START := $(shell date +%s)
+
 demo: $(STAMP)
-	$(VENV)/bin/cityseg demo
+	$(VENV)/bin/cityseg demo --since $(DEMO_START)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

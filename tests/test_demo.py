@@ -20,6 +20,7 @@ from cityseg.tools.demo.data import SynthRequest, prepare_data
 from cityseg.tools.demo.evaluate import MemoPredictor
 from cityseg.tools.demo.summary import format_summary
 from cityseg.tools.demo.timer import Timer
+from cityseg.train.run import Timing as TrainTiming
 
 #: SynthCity at 128x256 (2 train, 2 val), trained at 64x128 for one epoch: seconds, not minutes
 TINY = dict(train_frames=2, val_frames=2, frame_size=(128, 256), size=(64, 128), batch_size=2, epochs=1, figure_rows=2, workers=1)
@@ -233,12 +234,47 @@ def test_seed_model_and_recipe_reproduce_the_seed_demo(tmp_path):
 
 
 def test_plan_steps():
-    # 108 s left at 0.5 s a step after 40 steps: 8 s for the restart, then 3% of the rest stays free -> 194 more
-    assert budget.plan_steps(108.0, 0.5, 40, 10_000) == 234
-    assert budget.plan_steps(100.0, 0.5, 40, 100) == 100  # an --epochs cap caps it
-    assert budget.plan_steps(0.1, 0.5, 40, 100) == 41  # at least one more step
-    assert budget.plan_steps(-5.0, 0.5, 40, 100) == 41
-    assert budget.plan_steps(100.0, 0.0, 40, 100) == 100  # no speed measured: the cap
+    cost = budget.StepCosts(per_step=0.5, per_val=0.0, restart=8.0)
+    assert budget.PLAN_MARGIN == 0.05
+    # 108 s left at 0.5 s a step after 40 steps: 8 s for the restart, then 5% of the rest stays free -> 190 more
+    assert budget.plan_steps(108.0, cost, 40, 10_000, 1000) == 230
+    # 4 s per validation, 50-step epochs: 190 more steps would cross 5 epoch ends (20 s) -> 150 more, in 4 epochs
+    assert budget.plan_steps(108.0, budget.StepCosts(0.5, 4.0, 8.0), 40, 10_000, 50) == 190
+    assert budget.plan_steps(100.0, cost, 40, 100, 1000) == 100  # an --epochs cap caps it
+    assert budget.plan_steps(0.1, cost, 40, 100, 1000) == 41  # at least one more step
+    assert budget.plan_steps(-5.0, cost, 40, 100, 1000) == 41
+    assert budget.plan_steps(100.0, budget.StepCosts(0.0, 0.0, 0.0), 40, 100, 1000) == 100  # no speed measured: the cap
+
+
+def test_trained_scores_the_newest_weights_when_training_stopped_inside_an_epoch(tmp_path):
+    for name in ("best.pt", "last.pt"):
+        (tmp_path / name).write_bytes(b"")
+    base = {"steps_done": 250, "epoch": 2, "stopped": "time limit", "history": [{"miou_19": 0.3, "loss": 1.0}]}
+    lines: list[str] = []
+    cut = train_phase.trained({**base, "step": 50}, tmp_path, lines.append)
+    assert cut.checkpoint == tmp_path / "last.pt" and cut.last_val == {"miou_19": 0.3} and cut.steps == 250
+    assert lines == [f"training stopped (time limit) at step 50 of epoch 3: evaluating {tmp_path / 'last.pt'} (the newest weights, unvalidated)"]
+    assert train_phase.trained({**base, "step": 0}, tmp_path, lines.append).checkpoint == tmp_path / "best.pt"  # at an epoch end
+    (tmp_path / "best.pt").unlink()  # no epoch validated yet
+    assert train_phase.trained({**base, "step": 0, "epoch": 0, "history": []}, tmp_path, lines.append).checkpoint == tmp_path / "last.pt"
+
+
+def test_validations_count_the_epoch_ends_ahead():
+    assert budget.validations(29, 60, 30) == 2  # epochs 1 and 2 end ahead
+    assert budget.validations(30, 60, 30) == 1  # epoch 1 is validated already
+    assert budget.validations(30, 65, 30) == 2  # the partial third epoch is validated too
+    assert budget.validations(60, 60, 30) == 0
+
+
+def test_stretch_costs_set_setup_and_validation_apart_from_steps():
+    before = budget.StepCosts(per_step=1.5, per_val=3.0, restart=0.0)
+    # 20 steps in 30 s and 2 validations in 8 s of a 45 s stretch: 1.5 s/step, 4 s/validation, 7 s to restart
+    assert train_phase.stretch_costs(TrainTiming(20, 30.0, 2, 8.0), 45.0, before) == budget.StepCosts(1.5, 4.0, 7.0)
+    # 5 steps measure the loader's start more than the network, and no validation ran: both kept
+    assert train_phase.stretch_costs(TrainTiming(5, 15.0, 0, 0.0), 20.0, before) == budget.StepCosts(1.5, 3.0, 5.0)
+    # ...unless nothing was measured before: the first stretch's speed, however short
+    first = budget.StepCosts(0.0, 3.0, 0.0)
+    assert train_phase.stretch_costs(TrainTiming(5, 15.0, 0, 0.0), 20.0, first).per_step == 3.0
 
 
 class ClockNet(SegmentationModel):
@@ -265,8 +301,8 @@ class ClockNet(SegmentationModel):
 
 @pytest.mark.parametrize("epochs_cap", [8, None], ids=["capped", "budget-only"])
 def test_demo_training_stretches_plan_from_the_probe_and_resume_exactly(tmp_path, monkeypatch, epochs_cap):
-    """A 30 s training budget on a fake clock (3 steps per epoch; 1 s a step, then 2 s), no restart time or
-    margin: the 5 s probe stops in step 5 (7 s: 1.4 s/step), which plans 21 steps; the time limit at 60%
+    """A 30 s training budget on a fake clock (3 steps per epoch; 1 s a step, then 2 s; setup and
+    validation take no time), no margin, every stretch measured: the 5 s probe stops in step 5 (7 s: 1.4 s/step), which plans 21 steps; the time limit at 60%
     of the budget cuts that stretch after step 11 (19 s), whose 2 s/step plan 16 steps for the 11 s
     left. Three stretches, resumed exactly, mid-epoch: the weights of one uninterrupted 16-step run."""
     from types import SimpleNamespace
@@ -285,7 +321,7 @@ def test_demo_training_stretches_plan_from_the_probe_and_resume_exactly(tmp_path
     clock = SimpleNamespace(monotonic=lambda: ClockNet.now)
     for module in (train_phase, run_module, loop_module):
         monkeypatch.setattr(module, "time", clock)
-    for name, value in (("PROBE_S", 5.0), ("REPLAN_AT", 0.6), ("RESTART_S", 0.0), ("PLAN_MARGIN", 0.0)):
+    for name, value in (("PROBE_S", 5.0), ("REPLAN_AT", 0.6), ("MIN_MEASURED_STEPS", 1), ("PLAN_MARGIN", 0.0)):
         monkeypatch.setattr(budget, name, value)
     monkeypatch.setattr(run_module, "plot_curves", lambda *a: None)  # time the test does not need
     cfg, _ = load_recipe("seed")
@@ -297,8 +333,8 @@ def test_demo_training_stretches_plan_from_the_probe_and_resume_exactly(tmp_path
     run = train_phase.train_in_budget(train_phase.Recipe(cfg), root, plan, epochs_cap=epochs_cap, train_images=10, progress=False, log=lines.append)
     assert (run.steps, run.stopped) == (16, "epochs done") and ClockNet.steps == 16
     assert run.checkpoint == tmp_path / "run" / "best.pt" and run.run_dir == tmp_path / "run"
-    assert "5 steps in 7 s (1.40 s/step): 21 steps planned in all" in lines
-    assert "11 steps in 19 s (2.00 s/step): 16 steps planned in all" in lines
+    assert "5 steps in 7 s (1.40 s/step, 0 s/validation): 21 steps planned in all" in lines
+    assert "11 steps in 19 s (2.00 s/step, 0 s/validation): 16 steps planned in all" in lines
     assert [line.split(":")[1] for line in lines if line.startswith("resuming")] == [" epoch 2, step 2/3", " epoch 4, step 2/3"]
     train(apply_overrides(cfg, {"train.iters": 16}), root, tmp_path / "ref", progress=False, log=lambda _: None)
     a, b = (load_checkpoint(tmp_path / name / "last.pt")["model"] for name in ("ref", "run"))
@@ -358,7 +394,7 @@ def test_eval_costs_and_training_time_by_hand():
     assert math.isclose(budget.EvalCosts().seconds(50, 2.1, 0.02, 8, 48), 13.5 + 4.0 + 3.2 + 7.2)
     # a quarter of the pixels: a quarter of the per-frame cost at full size; the gallery is at most n_val
     assert math.isclose(budget.EvalCosts().seconds(2, 0.525, 0.0, 2, 48), 2 * 0.0625 + 4.0 + 0.8 + 0.3)
-    assert budget.training_seconds(600.0, 100.0, 30.0) == 600.0 - 100.0 - 30.0 - 15.0
+    assert budget.training_seconds(600.0, 100.0, 30.0) == 600.0 - 100.0 - 30.0 - 10.0
     assert budget.training_seconds(60.0, 50.0, 30.0) == 20.0  # the floor
 
 
@@ -411,6 +447,27 @@ def test_timer_adds_up_phases_and_names_the_rest(monkeypatch):
             now[0] += seconds
         now[0] += 1.0  # between phases
     assert t.rounded() == {"a": 3.0, "b": 3.0, "other": 3.0} and t.elapsed() == 9.0
+
+
+def test_timer_counts_the_time_before_it_as_setup(monkeypatch):
+    from types import SimpleNamespace
+
+    from cityseg.tools.demo import timer as timer_module
+
+    monkeypatch.setattr(timer_module, "time", SimpleNamespace(monotonic=lambda: 100.0, time=lambda: 1000.0))
+    t = Timer(started_at=940.0)  # `make demo` began 60 s ago, setting up the venv
+    assert t.elapsed() == 60.0 and t.rounded() == {"setup": 60.0, "other": 0.0}
+
+
+@pytest.mark.parametrize("ago", [-3600.0, 2 * 86400.0, math.nan], ids=["future", "two-days-ago", "nan"])
+def test_options_refuse_a_budget_start_that_is_not_recent(tmp_path, ago):
+    import time
+
+    from cityseg.errors import CitysegError
+
+    with pytest.raises(CitysegError, match=r"^--since must be a recent time in seconds since the epoch \(as `date \+%s` prints\), got "):
+        demo.DemoOptions(out=tmp_path / "demo", started_at=time.time() - ago)
+    assert demo.DemoOptions(out=tmp_path / "demo", started_at=time.time() - 61.0).started_at is not None
 
 
 def test_memo_predictor_runs_the_model_once_per_frame():

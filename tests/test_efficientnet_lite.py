@@ -262,6 +262,37 @@ def test_frozen_encoder_bn_keeps_its_statistics_through_a_step():
     assert not torch.equal(before[decoder_bn], after[decoder_bn])
 
 
+def test_frozen_stages_keep_their_weights_and_skip_their_backward():
+    from cityseg.train.run import build_optimizer
+
+    torch.manual_seed(0)
+    model = build_model("lite0_fpn", num_classes=5)
+    stages = model.encoder_stages()
+    # stem + stage 1 (1 block), stages 2..7 (2, 2, 3, 3, 4, 1 blocks), the head conv
+    assert [len(s) for s in stages] == [3, 2, 2, 3, 3, 4, 1, 2] and stages[0][0] is model.encoder.conv_stem
+    stem = 32 * 27 + 2 * 32 + (32 * 9 + 2 * 32) + (32 * 16 + 2 * 16)  # stem conv + BN, depthwise + BN, project + BN
+    stage2 = sum(p.numel() for m in stages[1] for p in m.parameters())
+    assert model.freeze_stages(2) == stem + stage2
+    frozen = {id(p) for s in stages[:2] for m in s for p in m.parameters()}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = build_optimizer(model, {"name": "adamw", "lr": 1e-2, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0})
+    assert not frozen & {id(p) for g in opt.param_groups for p in g["params"]}
+    model.train()
+    assert not stages[1][0].training and not model.encoder.bn0.training and model.encoder.blocks[3].training
+    feats = model.encoder(torch.rand(2, 3, 64, 64))
+    assert not feats[1].requires_grad and feats[2].requires_grad  # no graph below the first trained stage
+    model(torch.rand(2, 3, 64, 64)).square().mean().backward()
+    opt.step()
+    after = model.state_dict()
+    kept = [k for k in before if k.startswith(("encoder.conv_stem", "encoder.bn0", "encoder.blocks.0.", "encoder.blocks.1.", "encoder.blocks.2."))]
+    # tensors: stem conv + BN (5 each: weight, bias, running mean, var, count), block 0 two convs + two BNs, blocks 1-2 three + three
+    assert len(kept) == (1 + 5) + (2 + 2 * 5) + 2 * (3 + 3 * 5) and all(torch.equal(before[k], after[k]) for k in kept)
+    assert not torch.equal(before["encoder.blocks.3.expand_conv.weight"], after["encoder.blocks.3.expand_conv.weight"])
+    with pytest.raises(CitysegError, match=r"^model 'lite0_fpn': train\.frozen_stages is 9, but its pretrained encoder has 8 stages$"):
+        model.freeze_stages(9)
+    assert build_model("lite0_fpn", pretrained=False).encoder_stages() == []
+
+
 def test_warmup_scales_every_group_by_the_same_hand_computed_factor():
     from cityseg.train.run import build_optimizer
     from cityseg.train.schedule import build_scheduler

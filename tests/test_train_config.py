@@ -185,8 +185,9 @@ def test_a_recipe_based_on_another_states_only_what_differs(tmp_path):
     iou, _ = load_recipe("cpu-fast-iou")
     assert {k: v for k, v in iou.items() if k != "loss"} == {k: v for k, v in fast.items() if k != "loss"}
     assert [(e["name"], e.get("during")) for e in iou["loss"]] == [("ohem", [0.0, 0.8]), ("lovasz", [0.8, 1.0]), ("ohem", None)]
-    real, _ = load_recipe("cpu-fast-real")  # the demo's: cpu-fast and RandConv on half the samples, nothing else
+    real, _ = load_recipe("cpu-fast-real")  # the demo's: cpu-fast, RandConv on half the samples, 3 frozen stages, nothing else
     assert real["augment"].pop("randconv") == 0.5 and fast["augment"].pop("randconv") == 0
+    assert real["train"].pop("frozen_stages") == 3 and fast["train"].pop("frozen_stages") == 0
     assert real == fast
     (tmp_path / "a.toml").write_text('base = "b.toml"\n[train]\nepochs = 3\n')
     (tmp_path / "b.toml").write_text('base = "standard"\n[train]\nepochs = 5\nbatch_size = 4\n')

@@ -46,7 +46,8 @@ class SegmentationModel(nn.Module):
 
     ``pretrained_parts`` names the children that start from pretrained (ImageNet) weights: training
     gives them their own learning-rate multiplier and can keep their BatchNorm frozen
-    (``freeze_batchnorm``); a model trained from scratch has none.
+    (``freeze_batchnorm``) or their first stages as loaded (``freeze_stages`` over
+    ``encoder_stages()``); a model trained from scratch has none.
     ``void_class`` means one output more than
     ``num_classes``, last: a trained "void" class whose argmax predicts labelId 0 (unlabeled).
     ``train_channels_last = False`` keeps training in NCHW where the fast path would use channels_last
@@ -61,22 +62,41 @@ class SegmentationModel(nn.Module):
     full_res_mode: str = "whole"
     pretrained_parts: tuple[str, ...] = ()
     train_channels_last: bool = True
-    frozen_bn: tuple[nn.Module, ...] = ()
+    kept_eval: tuple[nn.Module, ...] = ()  # frozen modules: in eval mode also after ``train()``
 
     def freeze_batchnorm(self, parts: Sequence[str]) -> int:
         """Keep every BatchNorm under the children ``parts`` in eval mode (running statistics fixed) with
         its affine parameters frozen, also after ``train()``; returns how many there are."""
         found = [m for part in parts for m in self.get_submodule(part).modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        for bn in found:
-            bn.requires_grad_(False)
-        self.frozen_bn = tuple(found)
-        self.train(self.training)
+        self._keep_frozen(found)
         return len(found)
+
+    def encoder_stages(self) -> list[list[nn.Module]]:
+        """The pretrained encoder's stages from the input on (the stem in the first), for
+        ``freeze_stages``; none unless a model has loaded pretrained weights."""
+        return []
+
+    def freeze_stages(self, n: int) -> int:
+        """Keep the first ``n`` of ``encoder_stages()`` as loaded: no gradients (and none computed through
+        them, since nothing before them trains: the step skips their backward), in eval mode after
+        ``train()`` (BatchNorm statistics fixed, stochastic depth off). Returns the parameters frozen."""
+        stages = self.encoder_stages()
+        if n > len(stages):
+            raise CitysegError(f"model {self.name!r}: train.frozen_stages is {n}, but its pretrained encoder has {len(stages)} stages")
+        modules = [m for stage in stages[:n] for m in stage]
+        self._keep_frozen(modules)
+        return sum(p.numel() for m in modules for p in m.parameters())
+
+    def _keep_frozen(self, modules: Sequence[nn.Module]) -> None:
+        for m in modules:
+            m.requires_grad_(False)
+        self.kept_eval = self.kept_eval + tuple(m for m in modules if all(m is not k for k in self.kept_eval))
+        self.train(self.training)
 
     def train(self, mode: bool = True) -> SegmentationModel:
         super().train(mode)
-        for bn in self.frozen_bn:
-            bn.eval()
+        for m in self.kept_eval:
+            m.eval()
         return self
 
     void_class: bool = False

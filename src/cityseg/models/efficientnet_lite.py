@@ -159,6 +159,7 @@ class LiteEncoder(nn.Module):
             self.taps.append(len(blocks) - 1)
         self.blocks = nn.ModuleList(blocks)
         self.conv_head, self.bn1 = nn.Conv2d(cin, HEAD, 1, bias=False), batch_norm(HEAD)
+        self.stage_ends = tuple(self.taps)
         self.taps = [self.taps[i] for i in FEATURE_STAGES]
         self.channels = tuple(plan[i][3] for i in FEATURE_STAGES) + (HEAD,)
         kaiming_init(self)
@@ -172,6 +173,15 @@ class LiteEncoder(nn.Module):
                 feats.append(x)
         feats.append(F.relu6(self.bn1(self.conv_head(x))))
         return feats
+
+    def stages(self) -> list[list[nn.Module]]:
+        """The stem with the first MBConv stage, each further stage, then the head conv: eight for Lite0/1/2."""
+        out, start = [], 0
+        for end in self.stage_ends:
+            out.append(list(self.blocks[start : end + 1]))
+            start = end + 1
+        out[0] = [self.conv_stem, self.bn0, *out[0]]
+        return [*out, [self.conv_head, self.bn1]]
 
     def load_pretrained(self) -> str:
         """Load the variant's ImageNet weights (every tensor of the file but the classifier, strictly)."""

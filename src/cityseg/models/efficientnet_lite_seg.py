@@ -159,6 +159,10 @@ class LiteSegModel(SegmentationModel):
             self.encoder.load_pretrained()
             self.pretrained_parts = ("encoder",)
 
+    def encoder_stages(self) -> list[list[nn.Module]]:
+        """The pretrained encoder's eight stages (``LiteEncoder.stages``); none when trained from scratch."""
+        return self.encoder.stages() if self.pretrained_parts else []
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Training: the logits at the decoder's stride (the loss resizes them); eval: at the input size."""
         self._check_input(x)

@@ -90,6 +90,7 @@ DEFAULTS: dict[str, Any] = {
         "init_from": "",  # a cityseg checkpoint whose model weights start a fresh run (fine-tuning); "" = random init
         "encoder_lr_mult": 1.0,  # LR multiplier of the parts a model loaded pretrained weights into (model.pretrained_parts)
         "freeze_encoder_bn": False,  # keep the BatchNorm of those parts in eval mode with frozen affine parameters
+        "frozen_stages": 0,  # the first N stages of the pretrained encoder (the stem in the first) keep their weights: no gradients, eval mode
     },
 }
 
@@ -324,6 +325,7 @@ def validate(cfg: dict[str, Any], source: str = "config") -> dict[str, Any]:
         "optim.eps": o["eps"],
         "schedule.warmup_iters": s["warmup_iters"],
         "train.encoder_lr_mult": t["encoder_lr_mult"],
+        "train.frozen_stages": t["frozen_stages"],
         "schedule.min_lr": s["min_lr"],
     }
     for key, v in nonneg.items():

@@ -178,6 +178,19 @@ def loader_workers(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
+class Timing:
+    """Where one ``train`` call's time went: optimiser steps (their loader waits included) and
+    validations. The rest of its wall time is setup and checkpoints. A caller that plans a run's length
+    from its speed (the demo) reads it, so that a short stretch's setup and validation do not count as
+    slow steps."""
+
+    steps: int = 0
+    step_s: float = 0.0
+    validations: int = 0
+    val_s: float = 0.0
+
+
+@dataclass
 class Run:
     """A training run: its parts, and where it stands (what ``last.pt`` records)."""
 
@@ -196,6 +209,7 @@ class Run:
     running: dict[str, Any] = field(default_factory=new_running)
     metrics: dict[str, float] = field(default_factory=dict)
     rng: list[dict[str, Any]] | None = None  # RNG states of a mid-epoch checkpoint being resumed
+    timing: Timing = field(default_factory=Timing)  # this call's, not saved
 
     @property
     def info(self) -> D.DistInfo:
@@ -320,6 +334,8 @@ def setup(cfg: dict[str, Any], root: Path, out: Path, info: D.DistInfo, say: Cal
         init_from_checkpoint(model, t["init_from"])
     if t["freeze_encoder_bn"] and model.pretrained_parts:
         model.freeze_batchnorm(model.pretrained_parts)
+    if t["frozen_stages"] and model.pretrained_parts:
+        model.freeze_stages(t["frozen_stages"])
     train_ds, val_ds = _datasets(cfg, root, label_mode, info)
     counts = class_pixel_counts(train_ds, num_classes) if any(s.get("class_weights") == "auto" for s in cfg["loss"]) else None
     criterion = build_loss(cfg["loss"], num_classes, ignore_index=L.IGNORE_INDEX, class_counts=counts, scale=t["loss_scale"], dist=info).to(info.device)
@@ -419,6 +435,8 @@ def end_epoch(run: Run, epoch: int, tb: TensorBoard, show: bool) -> None:
     if (epoch + 1) % t["val_every"] == 0 or epoch + 1 == planned_epochs(t, len(run.sampler)):
         row.update(evaluate(run.ctx, run.val_loader, run.label_mode, show))
         run.metrics = {k: float(v) for k, v in row.items() if k in ("pixel_acc", "miou_19", "miou_34", "miou_11", "val_loss")}
+        run.timing.validations += 1
+        run.timing.val_s += time.monotonic() - tick
     row["seconds"] = round(run.running["seconds"] + time.monotonic() - tick, 3)
     if not _params_finite(run.ctx.model):
         raise CitysegError(f"epoch {epoch + 1}: the weights became non-finite; stopping, {run.out / LAST} kept")
@@ -472,7 +490,10 @@ def fit(run: Run, progress: bool) -> tuple[str, str]:
                 n = epoch_steps(t, steps, epoch)
                 loader = itertools.islice(_epoch_loader(run, epoch), n - run.step)
                 bar = tqdm(total=n, initial=run.step, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, dynamic_ncols=True, unit="step")
+                first, tick = run.step, time.monotonic()
                 run.step, flags = train_one_epoch(run.ctx, loader, epoch, run.step, run.running, poll, after_step, bar, run.say)
+                run.timing.steps += run.step - first
+                run.timing.step_s += time.monotonic() - tick
                 bar.close()
                 if flags.stop:
                     stopped = "interrupted" if flags.interrupted else "time limit"
@@ -497,8 +518,9 @@ def train(
 ) -> dict[str, Any]:
     """Train ``cfg["model"]["name"]`` with the recipe ``cfg`` on ``data_root``; files go to ``out_dir``.
 
-    Returns a summary: ``{"run_dir", "epoch", "step", "steps_done", "best_miou", "metrics", "stopped", "history"}``
-    where ``stopped`` is "" (all epochs done), "interrupted" or "time limit".
+    Returns a summary: ``{"run_dir", "epoch", "step", "steps_done", "best_miou", "metrics", "stopped", "history",
+    "timing"}`` where ``stopped`` is "" (all epochs done), "interrupted" or "time limit" and ``timing`` is
+    this call's ``Timing``.
     """
     cfg = validate(copy.deepcopy(cfg))
     if is_camvid(data_root):  # CamVid has its own 11 classes: the recipe's Cityscapes label mode does not apply
@@ -553,6 +575,7 @@ def _train(cfg: dict[str, Any], root: Path, out: Path, resume_run: bool, info: D
         "metrics": run.metrics,
         "stopped": stopped,
         "history": run.history,
+        "timing": run.timing,
     }
 
 

@@ -16,7 +16,8 @@ evaluation -> predictions -> the results figure, inside a wall-clock budget.
    ``DEFAULT_RECIPE``); its length in steps is planned from the speed of the first ``PROBE_S`` seconds and
    again at ``REPLAN_AT`` of the budget, so that the LR schedule ends with the budget. ``--model
    residual_unet --config seed`` is the seed's Model A with the seed recipe, except the demo's batch of 2.
-5. evaluate (``evaluate.evaluate``): ``best.pt`` scored on val with the official protocol.
+5. evaluate (``evaluate.evaluate``): ``best.pt`` (``last.pt`` when the time limit stopped training inside
+   an epoch: the newest weights) scored on val with the official protocol.
 6. outputs (``evaluate.write_outputs``): labelId predictions (test-server names), colour maps and the
    results figure with error maps; the model runs once per val frame for all three.
 7. summary (``summary``): ``runs/NNN/summary.json`` (scores, paths, frame counts, time per phase), the run

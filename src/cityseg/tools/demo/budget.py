@@ -26,13 +26,15 @@ MIN_FRAME = (16, 32)
 PROBE_S = 45.0
 #: the fraction of the training budget at which the length of the run is planned again
 REPLAN_AT = 0.6
-#: the fraction of the remaining time a plan leaves free, and the seconds a restart costs (the run is set up
-#: again, the loader starts, the first steps are slow): a plan that overruns is cut by the time limit
-#: just before its end, its last epoch unvalidated
-PLAN_MARGIN = 0.03
-RESTART_S = 8.0
+#: a stretch of fewer steps keeps the previous plan's seconds per step (a few steps measure the loader's
+#: start more than the network)
+MIN_MEASURED_STEPS = 10
+#: the fraction of the remaining time a plan leaves free for a machine that runs slower than measured
+#: (steps varied by about 6 % from one epoch to the next on a quiet 2-core machine): a plan that overruns
+#: is cut by the time limit before its end, its LR above the schedule's floor
+PLAN_MARGIN = 0.05
 #: seconds kept free at the end for the summary, plus a margin for a slower machine
-RESERVE_S = 15.0
+RESERVE_S = 10.0
 #: training gets at least this long, whatever the estimate of the other phases says
 MIN_TRAIN_S = 20.0
 
@@ -91,12 +93,29 @@ def training_seconds(deadline_s: float, elapsed_s: float, after_s: float) -> flo
     return max(MIN_TRAIN_S, deadline_s - elapsed_s - after_s - RESERVE_S)
 
 
-def plan_steps(seconds_left: float, seconds_per_step: float, steps_done: int, steps_cap: int) -> int:
-    """The run's total optimiser steps when ``seconds_left`` are spent at ``seconds_per_step`` (a step's
-    share of the validations included) after ``steps_done``; at most ``steps_cap``, at least one more. The
-    plan keeps ``RESTART_S`` and then ``PLAN_MARGIN`` of the time free, because a run cut by the time limit
-    ends with its LR above the schedule's floor and its last epoch unvalidated."""
-    if seconds_per_step <= 0 or not math.isfinite(seconds_per_step):
+@dataclass(frozen=True)
+class StepCosts:
+    """What the rest of a run costs: seconds per optimiser step, per validation (one per epoch), and to
+    start training again (setup, checkpoint, loader), as the last stretch of training measured them."""
+
+    per_step: float
+    per_val: float
+    restart: float
+
+
+def validations(steps_done: int, total: int, epoch_steps: int) -> int:
+    """Epoch ends (each validated) after step ``steps_done`` up to ``total``, a last partial epoch included."""
+    return max(0, -(-total // epoch_steps) - steps_done // epoch_steps)
+
+
+def plan_steps(seconds_left: float, costs: StepCosts, steps_done: int, steps_cap: int, epoch_steps: int) -> int:
+    """The run's total optimiser steps when ``seconds_left`` are spent at ``costs`` after ``steps_done``:
+    one restart, the steps, and the validations at the epoch ends they cross; ``PLAN_MARGIN`` of the time
+    stays free. At most ``steps_cap``, at least one more."""
+    if costs.per_step <= 0 or not math.isfinite(costs.per_step):
         return steps_cap
-    more = math.floor(max(0.0, seconds_left - RESTART_S) * (1.0 - PLAN_MARGIN) / seconds_per_step)
+    usable = max(0.0, seconds_left - costs.restart) * (1.0 - PLAN_MARGIN)
+    more = math.floor(usable / costs.per_step)
+    # the validations of the first guess bound those of the (shorter) answer: one pass is enough
+    more = math.floor(max(0.0, usable - validations(steps_done, steps_done + more, epoch_steps) * costs.per_val) / costs.per_step)
     return max(steps_done + 1, min(steps_cap, steps_done + more))

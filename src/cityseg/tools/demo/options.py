@@ -6,6 +6,7 @@ Light on imports (no torch), so ``cityseg demo --help`` reads its defaults from 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,8 @@ class DemoOptions:
     decides). ``size`` overrides the recipe's training size. ``train_frames`` and ``val_frames`` (None:
     scaled to the budget) and ``frame_size`` (the val frames' size) only apply when SynthCity is generated.
     ``report_frames`` worst val frames go into the report's gallery; ``json_path`` gets a copy of the summary.
+    ``started_at`` (seconds since the epoch; None: now) is when the budget began: ``make demo`` passes
+    the time it started, so setting up the venv is part of the budget.
     """
 
     out: Path = DEFAULT_OUT
@@ -62,6 +65,7 @@ class DemoOptions:
     json_path: Path | None = None
     workers: int | None = None
     progress: bool = True
+    started_at: float | None = None
 
     def __post_init__(self) -> None:
         fix = object.__setattr__  # frozen: normalise the types once, here
@@ -92,8 +96,21 @@ class DemoOptions:
             raise CitysegError(f"--frame-size must be HxW with positive values, got {self.frame_size}")
         if self.grad_clip is not None and (not math.isfinite(self.grad_clip) or self.grad_clip < 0):
             raise CitysegError(f"--grad-clip must be >= 0 (0 = off), got {self.grad_clip}")
+        if self.started_at is not None:
+            _past_time("--since", self.started_at)
         if self.json_path is not None and self.json_path.is_dir():  # fail now, not after the whole run
             raise CitysegError(f"{self.json_path}: --json is a folder, expected a file path")
+
+
+#: how far back a budget's start may lie: further is a mistaken value, not a setup that took that long
+MAX_SETUP_S = 24 * 3600.0
+
+
+def _past_time(name: str, value) -> None:
+    """``value`` is a time since the epoch within the last ``MAX_SETUP_S`` (and not ahead of the clock)."""
+    ago = time.time() - value if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
+    if not 0.0 <= ago + 1.0 <= MAX_SETUP_S:  # 1 s of slack: `date +%s` rounds down
+        raise CitysegError(f"{name} must be a recent time in seconds since the epoch (as `date +%s` prints), got {value}")
 
 
 def _positive_number(name: str, value) -> None:

@@ -48,7 +48,7 @@ def synth_request(opts: DemoOptions, rec: Recipe) -> SynthRequest:
 
 def run_options(opts: DemoOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole demo (see the package doc) and return its summary dict."""
-    timer = Timer()
+    timer = Timer(opts.started_at)
     check_model_name(opts.model)
     rec = recipe(opts)
     workers = default_workers() if opts.workers is None else max(1, int(opts.workers))

@@ -8,11 +8,15 @@ from collections.abc import Iterator
 
 
 class Timer:
-    """Seconds per named phase (a phase entered twice adds up) and the time since the start."""
+    """Seconds per named phase (a phase entered twice adds up) and the time since the start.
 
-    def __init__(self) -> None:
-        self.start = time.monotonic()
-        self.phases: dict[str, float] = {}
+    ``started_at`` (seconds since the epoch, as ``time.time()``) starts the clock earlier: the time
+    before this process began counts, as a first phase named ``setup``."""
+
+    def __init__(self, started_at: float | None = None) -> None:
+        setup = 0.0 if started_at is None else max(0.0, time.time() - started_at)
+        self.start = time.monotonic() - setup
+        self.phases: dict[str, float] = {"setup": setup} if started_at is not None else {}
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:

@@ -20,6 +20,7 @@ from cityseg.tools.demo import budget
 from cityseg.tools.demo.data import CacheSpec, DataState
 from cityseg.tools.demo.options import DEMO_BATCH_SIZE, SEED_RECIPE, DemoOptions
 from cityseg.train.config import apply_overrides, load_recipe
+from cityseg.train.run import Timing as TrainTiming
 from cityseg.train.run import train
 from cityseg.train.sampler import EpochBatchSampler
 
@@ -58,6 +59,8 @@ class Plan:
     budget_s: float
     after_s: float
     figure_rows: int
+    #: one validation during training (the val frames at the training size), until a stretch measures one
+    val_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,7 @@ def plan(opts: DemoOptions, rec: Recipe, data: DataState, run_dir: Path, elapsed
         budget_s = opts.train_minutes * 60.0
     else:
         budget_s = budget.training_seconds(opts.minutes * 60.0, elapsed_s, after_s)
-    return Plan(run_dir, budget_s, after_s, rows)
+    return Plan(run_dir, budget_s, after_s, rows, n_val * forward_s)
 
 
 def steps_per_epoch(train_cfg: dict[str, Any], train_images: int) -> int:
@@ -134,9 +137,10 @@ def train_in_budget(rec: Recipe, root: Path, pl: Plan, epochs_cap: int | None, t
     """The train phase: ``pl.budget_s`` of training, in stretches that stop resumably and continue exactly
     (``train(resume=True)``). The first ``PROBE_S`` seconds are real training whose speed plans the run's
     length in steps (``train.iters``), so that the LR schedule ends with the budget; at ``REPLAN_AT`` of
-    the budget the plan is made again from the speed of the stretch since (a longer, steadier
-    measurement). ``epochs_cap`` (None: the budget alone decides) caps the plan; the probe's provisional
-    schedule spans the recipe's epochs, which the plan then replaces."""
+    the budget the plan is made again from the stretch since (a longer, steadier measurement). A plan
+    counts steps, validations and a restart apart (``budget.StepCosts``, from the stretch's ``Timing``).
+    ``epochs_cap`` (None: the budget alone decides) caps the plan; the probe's provisional schedule spans
+    the recipe's epochs, which the plan then replaces."""
     t0 = time.monotonic()
 
     def stretch(iters: int, until_s: float, resume: bool) -> dict:
@@ -144,29 +148,42 @@ def train_in_budget(rec: Recipe, root: Path, pl: Plan, epochs_cap: int | None, t
         over = {"train.iters": iters, "train.max_minutes": seconds / 60.0}
         return train(apply_overrides(rec.cfg, over, source="demo"), root, pl.run_dir, resume=resume, log=log, progress=progress)
 
-    provisional = (epochs_cap or rec.cfg["train"]["epochs"]) * steps_per_epoch(rec.cfg["train"], train_images)
+    epoch_steps = steps_per_epoch(rec.cfg["train"], train_images)
+    provisional = (epochs_cap or rec.cfg["train"]["epochs"]) * epoch_steps
     cap = provisional if epochs_cap is not None else sys.maxsize
     s = stretch(provisional, min(pl.budget_s, budget.PROBE_S), resume=False)
-    mark, done = 0.0, 0
+    mark, costs = 0.0, budget.StepCosts(0.0, pl.val_s, 0.0)
     for until in (pl.budget_s * budget.REPLAN_AT, pl.budget_s):
-        if s["stopped"] != "time limit" or s["steps_done"] <= done:
+        if s["stopped"] != "time limit" or s["timing"].steps == 0:
             break
         now = time.monotonic() - t0
-        per_step = (now - mark) / (s["steps_done"] - done)
-        mark, done = now, s["steps_done"]
-        iters = budget.plan_steps(pl.budget_s - now, per_step, done, cap)
-        log(f"{done} steps in {now:.0f} s ({per_step:.2f} s/step): {iters} steps planned in all")
+        costs, mark = stretch_costs(s["timing"], now - mark, costs), now
+        iters = budget.plan_steps(pl.budget_s - now, costs, s["steps_done"], cap, epoch_steps)
+        log(f"{s['steps_done']} steps in {now:.0f} s ({costs.per_step:.2f} s/step, {costs.per_val:.0f} s/validation): {iters} steps planned in all")
         s = stretch(iters, until, resume=True)
     return trained(s, pl.run_dir, log)
 
 
+def stretch_costs(timing: TrainTiming, wall_s: float, before: budget.StepCosts) -> budget.StepCosts:
+    """The costs a stretch of training measured: its seconds per step (``before``'s when it made fewer than
+    ``MIN_MEASURED_STEPS``), per validation (``before``'s when it made none), and the rest of its wall time
+    as the cost of a restart."""
+    per_step = timing.step_s / timing.steps if timing.steps >= budget.MIN_MEASURED_STEPS or not before.per_step else before.per_step
+    per_val = timing.val_s / timing.validations if timing.validations else before.per_val
+    return budget.StepCosts(per_step, per_val, max(0.0, wall_s - timing.step_s - timing.val_s))
+
+
 def trained(summary: dict, run_dir: Path, log: Log) -> Trained:
     """``train``'s summary as ``Trained``, with the checkpoint to score: ``best.pt``, or ``last.pt`` when
-    the time ran out inside the first epoch (no validated checkpoint yet)."""
+    the time limit stopped the run inside an epoch: its newest steps were never validated, and in a run
+    planned to end with the budget they are the ones at the lowest LR (the first epoch unfinished, there
+    is no ``best.pt`` at all)."""
     ckpt = run_dir / "best.pt"
-    if not ckpt.is_file():
+    if summary["step"] > 0 or not ckpt.is_file():
         ckpt = run_dir / "last.pt"
-        log(f"no epoch finished in the time: evaluating {ckpt} (the weights at the time limit)")
+        log(
+            f"training stopped ({summary['stopped'] or 'done'}) at step {summary['step']} of epoch {summary['epoch'] + 1}: evaluating {ckpt} (the newest weights, unvalidated)"
+        )
     hist = summary["history"]
     last_val = {k: hist[-1][k] for k in ("miou_19", "miou_34", "pixel_acc") if hist and k in hist[-1]}
     return Trained(summary["steps_done"], summary["epoch"], summary["stopped"] or "epochs done", last_val, run_dir, ckpt)
