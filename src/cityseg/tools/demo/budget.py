@@ -104,7 +104,8 @@ class StepCosts:
 
 
 def validations(steps_done: int, total: int, epoch_steps: int) -> int:
-    """Epoch ends (each validated) after step ``steps_done`` up to ``total``, a last partial epoch included."""
+    """Epoch ends (each validated) after step ``steps_done`` up to ``total``, a last partial epoch included.
+    A recipe that validates less often (``train.val_every`` > 1) validates fewer: the count errs high and the plan short."""
     return max(0, -(-total // epoch_steps) - steps_done // epoch_steps)
 
 

@@ -16,8 +16,9 @@ DEFAULT_OUT = Path("demo")
 DEFAULT_MINUTES = 10.0
 #: the model and recipe the demo trains: an ImageNet-pretrained EfficientNet-Lite0 with an FPN head, which
 #: within the budget scores higher than the from-scratch real-time networks on SynthCity and far higher on
-#: real photographs, and the short-budget CPU recipe with RandConv, which the demo's model needs to work on
-#: real frames (docs/benchmarks.md, "SynthCity -> real"); one place to change both
+#: real photographs, and the short-budget CPU recipe with RandConv and the encoder's first stages frozen,
+#: which carry the demo's model to real frames (docs/benchmarks.md, "SynthCity -> real", "Frozen encoder
+#: stages"); one place to change both
 DEFAULT_MODEL = "lite0_fpn"
 DEFAULT_RECIPE = "cpu-fast-real"
 #: val frames are generated at the official size, so the score follows the official protocol

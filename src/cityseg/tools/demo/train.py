@@ -168,7 +168,8 @@ def stretch_costs(timing: TrainTiming, wall_s: float, before: budget.StepCosts) 
     """The costs a stretch of training measured: its seconds per step (``before``'s when it made fewer than
     ``MIN_MEASURED_STEPS``), per validation (``before``'s when it made none), and the rest of its wall time
     as the cost of a restart."""
-    per_step = timing.step_s / timing.steps if timing.steps >= budget.MIN_MEASURED_STEPS or not before.per_step else before.per_step
+    measured = timing.steps >= budget.MIN_MEASURED_STEPS or before.per_step == 0.0  # 0: nothing measured before
+    per_step = timing.step_s / timing.steps if measured else before.per_step
     per_val = timing.val_s / timing.validations if timing.validations else before.per_val
     return budget.StepCosts(per_step, per_val, max(0.0, wall_s - timing.step_s - timing.val_s))
 
